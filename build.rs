@@ -1,0 +1,60 @@
+//! Generates the internal RPC messages (prost, via protox: no `protoc` needed) and
+//! the two gRPC services whose hot methods take raw bytes (tonic's manual builder).
+
+use tonic_build::manual::{Builder, Method, Service};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/ringtail.proto");
+    let fds = protox::compile(["proto/ringtail.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .bytes(".")
+        .compile_fds(fds)?;
+
+    // The ingester service. `Push` takes the request as raw bytes so the ingester
+    // can append exactly what it received to its WAL and decode it without copying.
+    let ingester = Service::builder()
+        .name("Ingester")
+        .package("ringtail.v1")
+        .method(
+            Method::builder()
+                .name("push")
+                .route_name("Push")
+                .input_type("crate::rpc::codec::RawBytes")
+                .output_type("crate::rpc::proto::PushResponse")
+                .codec_path("crate::rpc::codec::WireCodec")
+                .build(),
+        )
+        .method(
+            Method::builder()
+                .name("find_trace_by_id")
+                .route_name("FindTraceById")
+                .input_type("crate::rpc::proto::FindTraceRequest")
+                .output_type("crate::rpc::proto::FindTraceResponse")
+                .codec_path("crate::rpc::codec::WireCodec")
+                .build(),
+        )
+        .build();
+
+    // OTLP's TraceService, served by distributors. The request stays raw bytes:
+    // the distributor splits it by trace ID with a shallow decode.
+    let otlp = Service::builder()
+        .name("TraceService")
+        .package("opentelemetry.proto.collector.trace.v1")
+        .method(
+            Method::builder()
+                .name("export")
+                .route_name("Export")
+                .input_type("crate::rpc::codec::RawBytes")
+                .output_type(
+                    "opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse",
+                )
+                .codec_path("crate::rpc::codec::WireCodec")
+                .build(),
+        )
+        .build();
+
+    Builder::new().compile(&[ingester, otlp]);
+    Ok(())
+}

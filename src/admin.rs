@@ -1,0 +1,161 @@
+//! Admin API served by every process: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`,
+//! `/api/echo`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::ingester::Ingester;
+use crate::membership::{Liveness, Membership};
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub membership: Membership,
+    /// Set once the ingester has replayed its WAL.
+    pub ingester: Arc<OnceLock<Arc<Ingester>>>,
+    /// Set when this node runs an ingester that is still replaying its WAL.
+    pub expects_ingester: bool,
+    pub metrics: PrometheusHandle,
+}
+
+impl AdminState {
+    /// `None` when ready, else why not.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.expects_ingester && !self.ingester.get().is_some_and(|i| i.is_serving()) {
+            return Some("ingester is replaying its WAL");
+        }
+        if !self.membership.has_joined() {
+            return Some("not joined to the gossip cluster yet");
+        }
+        None
+    }
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/ring", get(ring))
+        .route("/status/buildinfo", get(buildinfo))
+        .route("/api/echo", get(|| async { "echo" }))
+        .with_state(state)
+}
+
+async fn ready(State(s): State<AdminState>) -> Response {
+    match s.not_ready_reason() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> Response {
+    s.metrics.run_upkeep();
+    if let Some(i) = s.ingester.get() {
+        metrics::gauge!("ringtail_ingester_live_traces").set(i.live().trace_count() as f64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn buildinfo() -> Response {
+    axum::Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": option_env!("RINGTAIL_GIT_REVISION").unwrap_or("unknown"),
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+        "rustVersion": option_env!("RINGTAIL_RUSTC_VERSION").unwrap_or("unknown"),
+    }))
+    .into_response()
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    let view = s.membership.view();
+    let me = s.membership.me();
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
+    let members: Vec<serde_json::Value> = view
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.identity.name,
+                "roles": m.identity.roles.names(),
+                "state": m.identity.state.as_str(),
+                "liveness": m.liveness,
+                "gossip_addr": m.identity.gossip.to_string(),
+                "grpc_addr": m.identity.grpc.to_string(),
+                "http_addr": m.identity.http.to_string(),
+                "generation": m.identity.generation,
+                "last_change_unix": unix_secs(m.changed_at),
+                "self": m.identity.gossip == me.gossip,
+            })
+        })
+        .collect();
+    if wants_json {
+        return axum::Json(json!({
+            "self": me.name,
+            "members": members,
+            "write_ring_ingesters": view.writers.iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
+        }))
+        .into_response();
+    }
+    let rows: String = view
+        .members
+        .iter()
+        .map(|m| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                html_escape(&m.identity.name),
+                m.identity.roles.names().join(", "),
+                m.identity.state.as_str(),
+                if m.liveness == Liveness::Suspect { "SUSPECT" } else { "ALIVE" },
+                m.identity.gossip,
+                m.identity.grpc,
+                unix_secs(m.changed_at),
+            )
+        })
+        .collect();
+    Html(format!(
+        "<!doctype html><html><head><title>Ringtail ring</title></head><body>\
+         <h1>Ringtail ring</h1><p>Seen from {}. {} members, {} ingesters in the write ring.</p>\
+         <table border=1 cellpadding=4><tr><th>name</th><th>roles</th><th>state</th><th>liveness</th>\
+         <th>gossip</th><th>grpc</th><th>last change (unix s)</th></tr>{rows}</table></body></html>",
+        html_escape(&me.name),
+        view.members.len(),
+        view.writers.len(),
+    ))
+    .into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -1,0 +1,436 @@
+//! `ringtail bench`: the load tool. Pushes OTLP/gRPC as fast as possible or at a set rate,
+//! prints progress every second and a summary (acked spans/s, MB/s, p50/p99 latency,
+//! errors by status code); can record the acked trace IDs and read every one back.
+//!
+//! Requests are built from one encoded template whose trace and span IDs are rewritten in
+//! place, so the tool spends its CPU on sending, not on encoding.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
+use prost::Message;
+use tonic::transport::Endpoint;
+
+use crate::rpc::codec::RawBytes;
+use crate::rpc::otlp_service::trace_service_client::TraceServiceClient;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// OTLP gRPC endpoint of a distributor
+    #[arg(long, default_value = "http://127.0.0.1:4317")]
+    pub endpoint: String,
+    /// Concurrent requests in flight
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Spans per request
+    #[arg(long, default_value_t = 500)]
+    pub batch_spans: usize,
+    /// Spans per trace (a request holds batch_spans / spans_per_trace traces)
+    #[arg(long, default_value_t = 10)]
+    pub spans_per_trace: usize,
+    /// Bytes of attribute payload per span
+    #[arg(long, default_value_t = 64)]
+    pub span_payload_bytes: usize,
+    /// Run time in seconds (ignored when --requests is given)
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Stop after this many requests
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Target rate in spans per second (0: as fast as possible)
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// X-Scope-OrgID to send (none when absent)
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Write the acked trace IDs ("<hex> <spans>" per line) to this file
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// After the run, read every acked trace back and check its span count
+    #[arg(long)]
+    pub verify: bool,
+    /// Query API base URL for --verify
+    #[arg(long, default_value = "http://127.0.0.1:3200")]
+    pub query_url: String,
+}
+
+/// An encoded request with the offsets of every span's trace and span ID.
+struct Template {
+    bytes: Vec<u8>,
+    trace_offsets: Vec<usize>,
+    span_offsets: Vec<usize>,
+    spans_per_trace: usize,
+}
+
+fn marker_trace(i: usize) -> Vec<u8> {
+    let mut v = b"RTBENCHT".to_vec();
+    v.extend_from_slice(&(i as u64).to_be_bytes());
+    v
+}
+
+fn marker_span(i: usize) -> Vec<u8> {
+    let mut v = vec![b'S'];
+    v.extend_from_slice(&(i as u64).to_be_bytes()[1..]);
+    v
+}
+
+fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    haystack[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+impl Template {
+    fn new(args: &BenchArgs) -> Self {
+        let payload = "x".repeat(args.span_payload_bytes);
+        let spans: Vec<Span> = (0..args.batch_spans)
+            .map(|i| Span {
+                trace_id: marker_trace(i),
+                span_id: marker_span(i),
+                name: format!("bench-op-{}", i % 16),
+                kind: 2,
+                start_time_unix_nano: 1_700_000_000_000_000_000,
+                end_time_unix_nano: 1_700_000_000_001_000_000,
+                attributes: vec![KeyValue {
+                    key: "payload".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(payload.clone())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue("ringtail-bench".into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "ringtail-bench".into(),
+                        ..Default::default()
+                    }),
+                    spans,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        let bytes = request.encode_to_vec();
+        let mut trace_offsets = Vec::with_capacity(args.batch_spans);
+        let mut span_offsets = Vec::with_capacity(args.batch_spans);
+        let mut pos = 0;
+        for i in 0..args.batch_spans {
+            let t = find(&bytes, &marker_trace(i), pos).unwrap_or(0);
+            let s = find(&bytes, &marker_span(i), t).unwrap_or(0);
+            trace_offsets.push(t);
+            span_offsets.push(s);
+            pos = s;
+        }
+        Self {
+            bytes,
+            trace_offsets,
+            span_offsets,
+            spans_per_trace: args.spans_per_trace.max(1),
+        }
+    }
+
+    /// A fresh request with random IDs, and its trace IDs with their span counts.
+    fn instantiate(&self, rng: &mut impl rand::Rng) -> (Vec<u8>, Vec<([u8; 16], u32)>) {
+        let mut out = self.bytes.clone();
+        let mut traces = Vec::new();
+        for (i, (&t, &s)) in self
+            .trace_offsets
+            .iter()
+            .zip(&self.span_offsets)
+            .enumerate()
+        {
+            if i % self.spans_per_trace == 0 {
+                let mut id = [0u8; 16];
+                rng.fill_bytes(&mut id);
+                id[0] |= 1;
+                traces.push((id, 0));
+            }
+            if let Some(last) = traces.last_mut() {
+                out[t..t + 16].copy_from_slice(&last.0);
+                last.1 += 1;
+            }
+            let mut span = [0u8; 8];
+            rng.fill_bytes(&mut span);
+            span[0] |= 1;
+            out[s..s + 8].copy_from_slice(&span);
+        }
+        (out, traces)
+    }
+}
+
+#[derive(Default)]
+struct Stats {
+    latencies_us: Vec<u32>,
+    errors: BTreeMap<String, u64>,
+    acked: Vec<([u8; 16], u32)>,
+}
+
+pub async fn run(args: BenchArgs) -> ExitCode {
+    let template = Arc::new(Template::new(&args));
+    let endpoint = match Endpoint::from_shared(args.endpoint.clone()) {
+        Ok(e) => e.tcp_nodelay(true),
+        Err(e) => {
+            eprintln!("bench: bad --endpoint: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bench: cannot connect to {}: {e}", args.endpoint);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "bench: {} concurrency, {} spans/request ({} bytes), {} spans/trace, {}",
+        args.concurrency,
+        args.batch_spans,
+        template.bytes.len(),
+        args.spans_per_trace,
+        if args.rate > 0 {
+            format!("{} spans/s", args.rate)
+        } else {
+            "as fast as possible".into()
+        }
+    );
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration_secs);
+    let issued = Arc::new(AtomicU64::new(0));
+    let acked_spans = Arc::new(AtomicU64::new(0));
+    let acked_bytes = Arc::new(AtomicU64::new(0));
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let interval = (args.rate > 0)
+        .then(|| Duration::from_secs_f64(args.batch_spans as f64 / args.rate as f64));
+    let record = args.record.is_some() || args.verify;
+
+    let progress = {
+        let acked_spans = acked_spans.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            let mut last = 0;
+            loop {
+                tick.tick().await;
+                let now = acked_spans.load(Ordering::Relaxed);
+                println!(
+                    "  {:>5.1}s  {:>9} spans/s  {:>11} acked spans",
+                    started.elapsed().as_secs_f64(),
+                    now - last,
+                    now
+                );
+                last = now;
+            }
+        })
+    };
+
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let mut client = TraceServiceClient::new(channel.clone())
+            .max_encoding_message_size(256 << 20)
+            .max_decoding_message_size(256 << 20);
+        let template = template.clone();
+        let (issued, acked_spans, acked_bytes, stats) = (
+            issued.clone(),
+            acked_spans.clone(),
+            acked_bytes.clone(),
+            stats.clone(),
+        );
+        let (requests, tenant) = (args.requests, args.tenant.clone());
+        workers.push(tokio::spawn(async move {
+            let mut rng: rand::rngs::StdRng = rand::make_rng();
+            let mut local = Stats::default();
+            loop {
+                let k = issued.fetch_add(1, Ordering::Relaxed);
+                match requests {
+                    Some(n) if k >= n => break,
+                    None if Instant::now() >= deadline => break,
+                    _ => {}
+                }
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until((started + iv.mul_f64(k as f64)).into()).await;
+                }
+                let (body, traces) = template.instantiate(&mut rng);
+                let len = body.len() as u64;
+                let mut request = tonic::Request::new(RawBytes(body.into()));
+                if let Some(t) = &tenant {
+                    if let Ok(v) = t.parse() {
+                        request.metadata_mut().insert("x-scope-orgid", v);
+                    }
+                }
+                let sent = Instant::now();
+                let result = client.export(request).await;
+                let us = sent.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                match result {
+                    Ok(_) => {
+                        local.latencies_us.push(us);
+                        let spans: u32 = traces.iter().map(|t| t.1).sum();
+                        acked_spans.fetch_add(spans as u64, Ordering::Relaxed);
+                        acked_bytes.fetch_add(len, Ordering::Relaxed);
+                        if record {
+                            local.acked.extend(traces);
+                        }
+                    }
+                    Err(status) => {
+                        *local
+                            .errors
+                            .entry(format!("{:?}", status.code()))
+                            .or_default() += 1;
+                    }
+                }
+            }
+            if let Ok(mut s) = stats.lock() {
+                s.latencies_us.extend(local.latencies_us);
+                s.acked.extend(local.acked);
+                for (k, v) in local.errors {
+                    *s.errors.entry(k).or_default() += v;
+                }
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    progress.abort();
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut stats = match Arc::try_unwrap(stats).map(|m| m.into_inner()) {
+        Ok(Ok(s)) => s,
+        _ => Stats::default(),
+    };
+    stats.latencies_us.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if stats.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((stats.latencies_us.len() as f64 * p).ceil() as usize)
+            .clamp(1, stats.latencies_us.len())
+            - 1;
+        stats.latencies_us[i] as f64 / 1000.0
+    };
+    let spans = acked_spans.load(Ordering::Relaxed);
+    println!(
+        "result: {} acked requests, {} acked spans in {:.1}s: {:.0} spans/s, {:.1} MB/s, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        stats.latencies_us.len(),
+        spans,
+        elapsed,
+        spans as f64 / elapsed,
+        acked_bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6,
+        pct(0.50),
+        pct(0.99),
+        pct(1.0),
+    );
+    if stats.errors.is_empty() {
+        println!("errors: none");
+    } else {
+        for (code, n) in &stats.errors {
+            println!("errors: {code}: {n}");
+        }
+    }
+    if let Some(path) = &args.record {
+        let text: String = stats
+            .acked
+            .iter()
+            .map(|(id, n)| format!("{} {n}\n", hex::encode(id)))
+            .collect();
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!(
+            "recorded {} trace IDs in {}",
+            stats.acked.len(),
+            path.display()
+        );
+    }
+    if args.verify {
+        return verify(&args, &stats.acked).await;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Reads every acked trace back; fails if any is missing or incomplete.
+async fn verify(args: &BenchArgs, traces: &[([u8; 16], u32)]) -> ExitCode {
+    let client = reqwest::Client::new();
+    let base = args.query_url.trim_end_matches('/').to_owned();
+    let bad = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let chunks: Vec<Vec<([u8; 16], u32)>> = traces
+        .chunks(traces.len().div_ceil(8).max(1))
+        .map(|c| c.to_vec())
+        .collect();
+    let mut tasks = Vec::new();
+    for chunk in chunks {
+        let (client, base, bad, tenant) = (
+            client.clone(),
+            base.clone(),
+            bad.clone(),
+            args.tenant.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for (id, expected) in chunk {
+                let mut req = client
+                    .get(format!("{base}/api/traces/{}", hex::encode(id)))
+                    .header("accept", "application/protobuf");
+                if let Some(t) = &tenant {
+                    req = req.header("x-scope-orgid", t);
+                }
+                let got = match req.send().await {
+                    Ok(r) if r.status().is_success() => match r.bytes().await {
+                        Ok(b) => TracesData::decode(b)
+                            .map(|d| crate::querier::span_count(&d) as u32)
+                            .unwrap_or(0),
+                        Err(_) => 0,
+                    },
+                    Ok(r) => {
+                        eprintln!("verify: trace {}: HTTP {}", hex::encode(id), r.status());
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("verify: trace {}: {e}", hex::encode(id));
+                        0
+                    }
+                };
+                if got != expected {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let bad = bad.load(Ordering::Relaxed);
+    println!(
+        "verify: {} traces read back in {:.1}s, {} missing or incomplete",
+        traces.len(),
+        started.elapsed().as_secs_f64(),
+        bad
+    );
+    if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,415 @@
+//! Configuration in two stages: [`RawConfig`] (YAML file, environment, flags; every field
+//! optional, unknown fields rejected) and the validated [`Config`] the rest of the code
+//! uses. Precedence: flag > environment variable > file > default.
+//!
+//! Every field, its default and unit is listed in README.md ("Configuration").
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ingester::wal::WalSync;
+use crate::membership::Roles;
+use crate::ring::ReplicationFactor;
+
+/// Configuration as written by the user. All optional; see [`Config`] for defaults.
+#[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Roles to run: distributor, ingester, querier or all (comma separated) [default: all]
+    #[arg(long, env = "RINGTAIL_TARGET", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<Vec<String>>,
+    /// Stable node name; an ingester's ring tokens derive from it [default: host name]
+    #[arg(long, env = "RINGTAIL_NODE_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Folder for the WAL [default: ./data]
+    #[arg(long, env = "RINGTAIL_DATA_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Admin and query HTTP API [default: 0.0.0.0:3200]
+    #[arg(long, env = "RINGTAIL_HTTP_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
+    /// Internal gRPC (ingesters) [default: 0.0.0.0:9095]
+    #[arg(long, env = "RINGTAIL_GRPC_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// OTLP gRPC receiver (distributors) [default: 0.0.0.0:4317]
+    #[arg(long, env = "RINGTAIL_OTLP_GRPC_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_grpc_listen: Option<SocketAddr>,
+    /// OTLP HTTP receiver (distributors) [default: 0.0.0.0:4318]
+    #[arg(long, env = "RINGTAIL_OTLP_HTTP_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_http_listen: Option<SocketAddr>,
+    /// Gossip UDP address [default: 0.0.0.0:7946]
+    #[arg(long, env = "RINGTAIL_GOSSIP_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_listen: Option<SocketAddr>,
+    /// Gossip seeds, host:port (comma separated) [default: none: found a new cluster]
+    #[arg(long, env = "RINGTAIL_GOSSIP_JOIN", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_join: Option<Vec<String>>,
+    /// IP that peers use to reach this node [default: the listen IP, or the IP of the
+    /// interface that routes to the first seed, or 127.0.0.1]
+    #[arg(long, env = "RINGTAIL_ADVERTISE_ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<IpAddr>,
+    /// Replicas per trace [default: 3]
+    #[arg(long, env = "RINGTAIL_REPLICATION_FACTOR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<u8>,
+    /// Acks needed before a client is acked [default: 2]
+    #[arg(long, env = "RINGTAIL_WRITE_QUORUM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_quorum: Option<u8>,
+    /// Replica answers needed for a read [default: 2]
+    #[arg(long, env = "RINGTAIL_READ_QUORUM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_quorum: Option<u8>,
+    /// Timeout of one push to one ingester, ms [default: 2000]
+    #[arg(long, env = "RINGTAIL_PUSH_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_timeout_ms: Option<u64>,
+    /// Timeout of one lookup on one ingester, ms [default: 2000]
+    #[arg(long, env = "RINGTAIL_READ_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_timeout_ms: Option<u64>,
+    /// After the read quorum, how long to wait for the other replicas, ms [default: 50]
+    #[arg(long, env = "RINGTAIL_READ_LINGER_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_linger_ms: Option<u64>,
+    /// Require X-Scope-OrgID on every request [default: false]
+    #[arg(long, env = "RINGTAIL_MULTITENANCY_ENABLED")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multitenancy_enabled: Option<bool>,
+    /// Largest OTLP request accepted, bytes (after decompression) [default: 16777216]
+    #[arg(long, env = "RINGTAIL_MAX_RECV_MSG_SIZE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_recv_msg_size_bytes: Option<usize>,
+    /// WAL flush policy: always (flush before ack) or periodic (every 500 ms) [default: always]
+    #[arg(long, env = "RINGTAIL_WAL_SYNC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_sync: Option<String>,
+    /// sled page cache for the WAL, bytes [default: 67108864]
+    #[arg(long, env = "RINGTAIL_WAL_CACHE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_cache_bytes: Option<u64>,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config field `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub roles: Roles,
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    pub http_listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+    pub otlp_grpc_listen: SocketAddr,
+    pub otlp_http_listen: SocketAddr,
+    pub gossip_listen: SocketAddr,
+    pub gossip_join: Vec<String>,
+    pub advertise_addr: IpAddr,
+    pub replication: ReplicationFactor,
+    pub push_timeout: Duration,
+    pub read_timeout: Duration,
+    pub read_linger: Duration,
+    pub multitenancy_enabled: bool,
+    pub max_recv_msg_size: usize,
+    pub wal_sync: WalSync,
+    pub wal_cache_bytes: u64,
+}
+
+impl RawConfig {
+    /// Loads `file` (if any) and lays `overrides` (flags and environment) over it.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: &RawConfig,
+    ) -> Result<Self, ConfigError> {
+        let from_file = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                if text.trim().is_empty() {
+                    RawConfig::default()
+                } else {
+                    serde_saphyr::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    })?
+                }
+            }
+            None => RawConfig::default(),
+        };
+        Ok(from_file.overlay(overrides))
+    }
+
+    /// `self` with every field that `top` sets replaced.
+    pub fn overlay(self, top: &RawConfig) -> Self {
+        let mut merged = serde_json::to_value(&self).unwrap_or_default();
+        if let (Some(base), Ok(serde_json::Value::Object(over))) =
+            (merged.as_object_mut(), serde_json::to_value(top))
+        {
+            base.extend(over);
+        }
+        serde_json::from_value(merged).unwrap_or(self)
+    }
+
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let roles = match &self.target {
+            None => Roles::ALL,
+            Some(list) if list.is_empty() => return Err(invalid("target", "no role given")),
+            Some(list) => {
+                let mut roles = Roles::default();
+                for t in list {
+                    roles = roles.union(match t.trim() {
+                        "all" => Roles::ALL,
+                        "distributor" => Roles::DISTRIBUTOR,
+                        "ingester" => Roles::INGESTER,
+                        "querier" => Roles::QUERIER,
+                        other => {
+                            return Err(invalid(
+                                "target",
+                                format!("unknown role {other:?}; expected distributor, ingester, querier or all"),
+                            ))
+                        }
+                    });
+                }
+                roles
+            }
+        };
+        let replication = ReplicationFactor::new(
+            self.replication_factor.unwrap_or(3),
+            self.write_quorum.unwrap_or(2),
+            self.read_quorum.unwrap_or(2),
+        )
+        .map_err(|reason| invalid("replication_factor", reason))?;
+        let node_name = match self.node_name {
+            Some(n) if n.trim().is_empty() => return Err(invalid("node_name", "is empty")),
+            Some(n) => n,
+            None => default_node_name(),
+        };
+        let positive_ms =
+            |field: &'static str, v: Option<u64>, default: u64| match v.unwrap_or(default) {
+                0 => Err(invalid(field, "must be greater than 0")),
+                ms => Ok(Duration::from_millis(ms)),
+            };
+        let max_recv_msg_size = self.max_recv_msg_size_bytes.unwrap_or(16 << 20);
+        if max_recv_msg_size < 1024 {
+            return Err(invalid("max_recv_msg_size_bytes", "must be at least 1024"));
+        }
+        let wal_sync = match self.wal_sync.as_deref().unwrap_or("always") {
+            "always" => WalSync::Always,
+            "periodic" => WalSync::Periodic,
+            other => {
+                return Err(invalid(
+                    "wal_sync",
+                    format!("{other:?} is not one of: always, periodic"),
+                ))
+            }
+        };
+        let gossip_listen = self.gossip_listen.unwrap_or(([0, 0, 0, 0], 7946).into());
+        let gossip_join: Vec<String> = self
+            .gossip_join
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for seed in &gossip_join {
+            if !seed.contains(':') {
+                return Err(invalid("gossip_join", format!("{seed:?} is not host:port")));
+            }
+        }
+        let advertise_addr = match self.advertise_addr {
+            Some(ip) if ip.is_unspecified() => {
+                return Err(invalid(
+                    "advertise_addr",
+                    "must be a routable address, not 0.0.0.0",
+                ))
+            }
+            Some(ip) => ip,
+            None => default_advertise(gossip_listen, &gossip_join),
+        };
+        Ok(Config {
+            roles,
+            node_name,
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+            http_listen: self.http_listen.unwrap_or(([0, 0, 0, 0], 3200).into()),
+            grpc_listen: self.grpc_listen.unwrap_or(([0, 0, 0, 0], 9095).into()),
+            otlp_grpc_listen: self.otlp_grpc_listen.unwrap_or(([0, 0, 0, 0], 4317).into()),
+            otlp_http_listen: self.otlp_http_listen.unwrap_or(([0, 0, 0, 0], 4318).into()),
+            gossip_listen,
+            gossip_join,
+            advertise_addr,
+            replication,
+            push_timeout: positive_ms("push_timeout_ms", self.push_timeout_ms, 2000)?,
+            read_timeout: positive_ms("read_timeout_ms", self.read_timeout_ms, 2000)?,
+            read_linger: Duration::from_millis(self.read_linger_ms.unwrap_or(50)),
+            multitenancy_enabled: self.multitenancy_enabled.unwrap_or(false),
+            max_recv_msg_size,
+            wal_sync,
+            wal_cache_bytes: self.wal_cache_bytes.unwrap_or(64 << 20),
+        })
+    }
+}
+
+fn default_node_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "ringtail".to_owned())
+}
+
+/// The listen IP if it is specific; else the local IP that routes to the first seed; else
+/// loopback.
+fn default_advertise(listen: SocketAddr, seeds: &[String]) -> IpAddr {
+    if !listen.ip().is_unspecified() {
+        return listen.ip();
+    }
+    let routed = seeds.iter().find_map(|seed| {
+        use std::net::ToSocketAddrs;
+        let target = seed.to_socket_addrs().ok()?.next()?;
+        let probe = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+        probe.connect(target).ok()?;
+        let ip = probe.local_addr().ok()?.ip();
+        (!ip.is_unspecified()).then_some(ip)
+    });
+    routed.unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+impl Config {
+    /// The address peers use for a listener of this node.
+    pub fn advertised(&self, listen: SocketAddr) -> SocketAddr {
+        if listen.ip().is_unspecified() {
+            SocketAddr::new(self.advertise_addr, listen.port())
+        } else {
+            listen
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().expect("tempfile");
+        std::fs::write(f.path(), text).expect("write");
+        f
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = RawConfig::default().validate().expect("valid");
+        assert_eq!(c.roles, Roles::ALL);
+        assert_eq!(c.replication, ReplicationFactor::default());
+        assert_eq!(c.max_recv_msg_size, 16 << 20);
+        assert_eq!(c.wal_sync, WalSync::Always);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_name() {
+        let f = file("replication_factr: 3\n");
+        let err = RawConfig::load(Some(f.path()), &RawConfig::default()).expect_err("unknown");
+        assert!(err.to_string().contains("replication_factr"), "{err}");
+    }
+
+    #[test]
+    fn quorums_that_do_not_overlap_name_the_field() {
+        let f = file("replication_factor: 3\nread_quorum: 1\n");
+        let err = RawConfig::load(Some(f.path()), &RawConfig::default())
+            .expect("parses")
+            .validate()
+            .expect_err("invalid");
+        assert!(err.to_string().contains("replication_factor"), "{err}");
+        assert!(err.to_string().contains("must exceed"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let f = file("target: [ingester]\nnode_name: from-file\npush_timeout_ms: 100\n");
+        let flags = RawConfig {
+            node_name: Some("from-flag".into()),
+            ..Default::default()
+        };
+        let c = RawConfig::load(Some(f.path()), &flags)
+            .expect("parses")
+            .validate()
+            .expect("valid");
+        assert_eq!(c.node_name, "from-flag");
+        assert_eq!(c.roles, Roles::INGESTER);
+        assert_eq!(c.push_timeout, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        for (raw, field) in [
+            (
+                RawConfig {
+                    target: Some(vec!["router".into()]),
+                    ..Default::default()
+                },
+                "target",
+            ),
+            (
+                RawConfig {
+                    wal_sync: Some("sometimes".into()),
+                    ..Default::default()
+                },
+                "wal_sync",
+            ),
+            (
+                RawConfig {
+                    push_timeout_ms: Some(0),
+                    ..Default::default()
+                },
+                "push_timeout_ms",
+            ),
+            (
+                RawConfig {
+                    gossip_join: Some(vec!["nohost".into()]),
+                    ..Default::default()
+                },
+                "gossip_join",
+            ),
+        ] {
+            let err = raw.validate().expect_err("invalid");
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+}

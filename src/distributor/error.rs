@@ -1,0 +1,139 @@
+//! Errors of the write path, mapped to gRPC and HTTP codes in one place.
+//!
+//! Retryable conditions (quorum not reached, not enough ingesters) are UNAVAILABLE / 503,
+//! never UNKNOWN or INTERNAL, which the OpenTelemetry Collector drops for good.
+
+use axum::http::StatusCode;
+use thiserror::Error;
+use tonic::Code;
+
+use crate::model::TenantError;
+use crate::otlp::WireError;
+
+#[derive(Debug, Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error(transparent)]
+    Malformed(#[from] WireError),
+    #[error("malformed OTLP JSON: {0}")]
+    MalformedJson(String),
+    #[error("malformed gzip body: {0}")]
+    MalformedGzip(String),
+    #[error("unsupported content type {0:?}; use application/x-protobuf or application/json")]
+    UnsupportedMediaType(String),
+    #[error("unsupported content encoding {0:?}; use gzip or none")]
+    UnsupportedEncoding(String),
+    #[error(
+        "request of {size} bytes exceeds the limit of {limit} bytes (max_recv_msg_size_bytes)"
+    )]
+    TooLarge { size: usize, limit: usize },
+    #[error("no valid spans in the request: {message}")]
+    NoValidSpans { rejected: u64, message: String },
+    #[error(
+        "not enough ACTIVE ingesters: {active} in the ring, {needed} needed for the write quorum"
+    )]
+    NotEnoughIngesters { active: usize, needed: usize },
+    #[error("write quorum not reached ({needed} of each trace's replicas needed); failed replicas: {}", failures.join("; "))]
+    QuorumFailed {
+        needed: usize,
+        failures: Vec<String>,
+    },
+}
+
+impl PushError {
+    /// Whether a client should retry the same request later.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. }
+        )
+    }
+
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            PushError::Tenant(TenantError::Missing) => Code::Unauthenticated,
+            PushError::Tenant(TenantError::Invalid(_)) => Code::InvalidArgument,
+            PushError::Malformed(_)
+            | PushError::MalformedJson(_)
+            | PushError::MalformedGzip(_)
+            | PushError::UnsupportedMediaType(_)
+            | PushError::UnsupportedEncoding(_)
+            | PushError::NoValidSpans { .. } => Code::InvalidArgument,
+            PushError::TooLarge { .. } => Code::ResourceExhausted,
+            PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. } => {
+                Code::Unavailable
+            }
+        }
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            PushError::Tenant(TenantError::Missing) => StatusCode::UNAUTHORIZED,
+            PushError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            PushError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Label for `ringtail_distributor_push_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PushError::Tenant(_) => "tenant",
+            PushError::Malformed(_) | PushError::MalformedJson(_) | PushError::MalformedGzip(_) => {
+                "malformed"
+            }
+            PushError::UnsupportedMediaType(_) | PushError::UnsupportedEncoding(_) => "media_type",
+            PushError::TooLarge { .. } => "too_large",
+            PushError::NoValidSpans { .. } => "no_valid_spans",
+            PushError::NotEnoughIngesters { .. } => "not_enough_ingesters",
+            PushError::QuorumFailed { .. } => "quorum_failed",
+        }
+    }
+}
+
+impl From<PushError> for tonic::Status {
+    fn from(e: PushError) -> Self {
+        tonic::Status::new(e.grpc_code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_are_unavailable_and_retryable() {
+        let e = PushError::QuorumFailed {
+            needed: 2,
+            failures: vec!["ingester-2: connection refused".into()],
+        };
+        assert_eq!(e.grpc_code(), Code::Unavailable);
+        assert_eq!(e.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.retryable());
+        assert!(e.to_string().contains("ingester-2"));
+    }
+
+    #[test]
+    fn bad_input_is_invalid_argument_and_not_retryable() {
+        let e = PushError::NoValidSpans {
+            rejected: 3,
+            message: "3 spans rejected".into(),
+        };
+        assert_eq!(e.grpc_code(), Code::InvalidArgument);
+        assert!(!e.retryable());
+        let e = PushError::TooLarge {
+            size: 20,
+            limit: 10,
+        };
+        assert_eq!(e.grpc_code(), Code::ResourceExhausted);
+        assert_eq!(e.http_status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            PushError::Tenant(TenantError::Missing).http_status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! OTLP/gRPC receiver (`opentelemetry.proto.collector.trace.v1.TraceService/Export`).
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use super::{Distributor, PushError, PushOutcome};
+use crate::model::{TenantError, TenantId, TenantIdError, TENANT_HEADER};
+use crate::rpc::codec::RawBytes;
+use crate::rpc::otlp_service::trace_service_server::{TraceService, TraceServiceServer};
+
+pub struct OtlpGrpc(Arc<Distributor>);
+
+pub fn server(distributor: Arc<Distributor>) -> TraceServiceServer<OtlpGrpc> {
+    // tonic refuses messages above its own limit with OUT_OF_RANGE before we see them;
+    // keep its limit above ours so oversized requests get RESOURCE_EXHAUSTED from us.
+    let limit = distributor.settings().max_recv_msg_size.saturating_mul(4);
+    TraceServiceServer::new(OtlpGrpc(distributor))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(limit)
+}
+
+pub(crate) fn tenant_from_metadata(
+    meta: &MetadataMap,
+    multitenancy: bool,
+) -> Result<TenantId, TenantError> {
+    match meta.get(TENANT_HEADER).map(|v| v.to_str()) {
+        Some(Err(_)) if multitenancy => Err(TenantError::Invalid(TenantIdError::BadChar('?'))),
+        Some(Ok(v)) => TenantId::from_header(Some(v), multitenancy),
+        _ => TenantId::from_header(None, multitenancy),
+    }
+}
+
+pub(crate) fn export_response(outcome: &PushOutcome) -> ExportTraceServiceResponse {
+    ExportTraceServiceResponse {
+        partial_success: outcome.rejection_message.as_ref().map(|message| {
+            ExportTracePartialSuccess {
+                rejected_spans: outcome.rejected_spans as i64,
+                error_message: message.clone(),
+            }
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: Request<RawBytes>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let tenant =
+            tenant_from_metadata(request.metadata(), self.0.settings().multitenancy_enabled)
+                .map_err(PushError::from)?;
+        let body = request.into_inner().0;
+        let outcome = self.0.push(&tenant, &body).await?;
+        Ok(Response::new(export_response(&outcome)))
+    }
+}

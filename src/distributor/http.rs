@@ -1,0 +1,165 @@
+//! OTLP/HTTP receiver: `POST /v1/traces` with protobuf or JSON, optionally gzip.
+//! Responses (including errors, as a `google.rpc.Status`) use the request's content type.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use prost::Message;
+
+use super::grpc::export_response;
+use super::{json, Distributor, PushError};
+use crate::model::{TenantError, TenantId, TenantIdError, TENANT_HEADER};
+use crate::rpc::proto::RpcStatus;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+pub fn router(distributor: Arc<Distributor>) -> Router {
+    let limit = distributor.settings().max_recv_msg_size;
+    Router::new()
+        .route("/v1/traces", post(export))
+        // Compressed bodies are limited here, decompressed ones in `decompress`.
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(distributor)
+}
+
+fn format_of(headers: &HeaderMap) -> Result<Format, PushError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-protobuf");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
+        "application/json" => Ok(Format::Json),
+        _ => Err(PushError::UnsupportedMediaType(ct.to_owned())),
+    }
+}
+
+fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, PushError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(body),
+        "gzip" => {
+            let mut out = Vec::with_capacity(body.len() * 4);
+            flate2::read::GzDecoder::new(&body[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| PushError::MalformedGzip(e.to_string()))?;
+            if out.len() > limit {
+                return Err(PushError::TooLarge {
+                    size: out.len(),
+                    limit,
+                });
+            }
+            Ok(out.into())
+        }
+        other => Err(PushError::UnsupportedEncoding(other.to_owned())),
+    }
+}
+
+fn tenant_of(headers: &HeaderMap, multitenancy: bool) -> Result<TenantId, TenantError> {
+    match headers.get(TENANT_HEADER).map(|v| v.to_str()) {
+        Some(Err(_)) if multitenancy => Err(TenantError::Invalid(TenantIdError::BadChar('?'))),
+        Some(Ok(v)) => TenantId::from_header(Some(v), multitenancy),
+        _ => TenantId::from_header(None, multitenancy),
+    }
+}
+
+async fn export(State(d): State<Arc<Distributor>>, headers: HeaderMap, body: Bytes) -> Response {
+    let format = format_of(&headers).unwrap_or(Format::Protobuf);
+    match handle(&d, &headers, body).await {
+        Ok(resp) => encode(format, StatusCode::OK, &resp),
+        Err(e) => error_response(format, &e),
+    }
+}
+
+async fn handle(
+    d: &Distributor,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse, PushError>
+{
+    let format = format_of(headers)?;
+    let tenant = tenant_of(headers, d.settings().multitenancy_enabled)?;
+    let body = decompress(headers, body, d.settings().max_recv_msg_size)?;
+    let outcome = match format {
+        Format::Protobuf => d.push(&tenant, &body).await?,
+        Format::Json => d.push(&tenant, &json::to_protobuf(&body)?).await?,
+    };
+    Ok(export_response(&outcome))
+}
+
+fn encode<T: Message + serde::Serialize>(format: Format, status: StatusCode, msg: &T) -> Response {
+    match format {
+        Format::Protobuf => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-protobuf"),
+            )],
+            msg.encode_to_vec(),
+        )
+            .into_response(),
+        Format::Json => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            serde_json::to_vec(msg).unwrap_or_default(),
+        )
+            .into_response(),
+    }
+}
+
+fn error_response(format: Format, e: &PushError) -> Response {
+    let status = RpcStatus {
+        code: e.grpc_code() as i32,
+        message: e.to_string(),
+    };
+    let mut resp = match format {
+        Format::Protobuf => (
+            e.http_status(),
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-protobuf"),
+            )],
+            status.encode_to_vec(),
+        )
+            .into_response(),
+        Format::Json => (
+            e.http_status(),
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            serde_json::json!({"code": status.code, "message": status.message}).to_string(),
+        )
+            .into_response(),
+    };
+    if e.retryable() {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}

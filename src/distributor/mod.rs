@@ -1,0 +1,185 @@
+//! Distributor: receive OTLP, validate, split by trace, write each trace to its replicas.
+//!
+//! Invariant: the client is acked only when every accepted trace is held by
+//! `write_quorum` of its replicas (each replica acks after its WAL append). The push to
+//! the remaining replica is not cancelled when the client is answered.
+
+mod error;
+pub mod grpc;
+pub mod http;
+mod json;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use prost::Message;
+
+pub use error::PushError;
+
+use crate::membership::Membership;
+use crate::model::TenantId;
+use crate::otlp::{split_by_trace, SplitRequest};
+use crate::ring::{QuorumTracker, ReplicationFactor, TenantSeed, Token};
+use crate::rpc::codec::RawBytes;
+use crate::rpc::proto::{PushRequest, TraceSegment};
+use crate::rpc::quorum::call_with_quorum;
+use crate::rpc::IngesterClients;
+
+#[derive(Clone, Debug)]
+pub struct DistributorSettings {
+    pub replication: ReplicationFactor,
+    pub push_timeout: Duration,
+    pub multitenancy_enabled: bool,
+    pub max_recv_msg_size: usize,
+}
+
+/// What a successful push accepted.
+#[derive(Debug, Default)]
+pub struct PushOutcome {
+    pub accepted_spans: u64,
+    pub rejected_spans: u64,
+    pub rejection_message: Option<String>,
+}
+
+pub struct Distributor {
+    settings: DistributorSettings,
+    membership: Membership,
+    clients: IngesterClients,
+}
+
+impl Distributor {
+    pub fn new(
+        settings: DistributorSettings,
+        membership: Membership,
+        clients: IngesterClients,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            membership,
+            clients,
+        })
+    }
+
+    pub fn settings(&self) -> &DistributorSettings {
+        &self.settings
+    }
+
+    /// Validates, splits and replicates one encoded `ExportTraceServiceRequest`.
+    pub async fn push(&self, tenant: &TenantId, body: &[u8]) -> Result<PushOutcome, PushError> {
+        let started = Instant::now();
+        let result = self.push_inner(tenant, body).await;
+        metrics::histogram!("ringtail_distributor_push_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            metrics::counter!("ringtail_distributor_push_errors_total", "reason" => e.reason())
+                .increment(1);
+            if matches!(
+                e,
+                PushError::QuorumFailed { .. } | PushError::NotEnoughIngesters { .. }
+            ) {
+                metrics::counter!("ringtail_distributor_quorum_failures_total").increment(1);
+                tracing::warn!(tenant = %tenant, error = %e, "push failed");
+            }
+        }
+        result
+    }
+
+    async fn push_inner(&self, tenant: &TenantId, body: &[u8]) -> Result<PushOutcome, PushError> {
+        if body.len() > self.settings.max_recv_msg_size {
+            return Err(PushError::TooLarge {
+                size: body.len(),
+                limit: self.settings.max_recv_msg_size,
+            });
+        }
+        let split = split_by_trace(body)?;
+        for (reason, n) in &split.rejections {
+            metrics::counter!("ringtail_distributor_spans_rejected_total", "reason" => reason.as_str())
+                .increment(*n);
+        }
+        let outcome = PushOutcome {
+            accepted_spans: split.accepted_spans,
+            rejected_spans: split.rejected_spans,
+            rejection_message: split.rejection_message(),
+        };
+        if split.traces.is_empty() {
+            return match outcome.rejection_message {
+                Some(message) => Err(PushError::NoValidSpans {
+                    rejected: split.rejected_spans,
+                    message,
+                }),
+                // An empty request is valid OTLP: nothing to store.
+                None => Ok(outcome),
+            };
+        }
+        self.replicate(tenant, split).await?;
+        metrics::counter!("ringtail_distributor_spans_received_total")
+            .increment(outcome.accepted_spans);
+        Ok(outcome)
+    }
+
+    /// Sends every ingester one push with all the traces it replicates and waits for the
+    /// write quorum of every trace (see [`call_with_quorum`] for the contract).
+    async fn replicate(&self, tenant: &TenantId, split: SplitRequest) -> Result<(), PushError> {
+        let view = self.membership.view();
+        let rf = self.settings.replication;
+        if view.writers.len() < rf.write_quorum() {
+            return Err(PushError::NotEnoughIngesters {
+                active: view.writers.len(),
+                needed: rf.write_quorum(),
+            });
+        }
+        let seed = TenantSeed::new(tenant);
+        let mut per_instance: Vec<Vec<TraceSegment>> = vec![Vec::new(); view.writers.len()];
+        let mut groups = HashSet::new();
+        for trace in split.traces {
+            let replicas = view
+                .write_ring
+                .replicas(Token::for_trace(seed, &trace.trace_id), rf.factor());
+            groups.insert(replicas);
+            let segment = TraceSegment {
+                trace_id: Bytes::copy_from_slice(&trace.trace_id.0),
+                resource_spans: trace.resource_spans,
+            };
+            for &i in replicas.as_slice() {
+                per_instance[i as usize].push(segment.clone());
+            }
+        }
+        let timeout = self.settings.push_timeout;
+        let calls = per_instance
+            .into_iter()
+            .enumerate()
+            .filter(|(_, traces)| !traces.is_empty())
+            .map(|(i, traces)| {
+                let body = PushRequest {
+                    tenant: tenant.as_str().to_owned(),
+                    traces,
+                }
+                .encode_to_vec();
+                let mut client = self.clients.get(view.writers[i].grpc);
+                let call = async move {
+                    match tokio::time::timeout(timeout, client.push(RawBytes(body.into()))).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(status)) => {
+                            Err(format!("{:?}: {}", status.code(), status.message()))
+                        }
+                        Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
+                    }
+                };
+                (i as u16, call.boxed())
+            })
+            .collect();
+        let tracker = QuorumTracker::new(groups, rf.write_quorum());
+        let outcome = call_with_quorum(calls, tracker, Duration::ZERO).await;
+        if outcome.reached {
+            Ok(())
+        } else {
+            Err(PushError::QuorumFailed {
+                needed: rf.write_quorum(),
+                failures: outcome.failures(|i| view.writers[i as usize].name.clone()),
+            })
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Ingester: append every push to the WAL, then index it in memory; answer lookups.
+//!
+//! Order of a push (the invariant an ack rests on):
+//! 1. refuse with UNAVAILABLE unless the ingester is serving (WAL replayed);
+//! 2. decode the push (zero-copy: segments are slices of the request buffer);
+//! 3. append the request bytes to the WAL and wait until they are durable;
+//! 4. add the segments to the live traces;
+//! 5. ack.
+
+mod live;
+pub mod wal;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+pub use live::LiveTraces;
+use wal::{ReplayStats, SledStore, Wal, WalError, WalSync};
+
+use crate::model::{TenantId, TraceId};
+use crate::rpc::codec::RawBytes;
+use crate::rpc::ingester_service::ingester_server::{self, IngesterServer};
+use crate::rpc::proto::{FindTraceRequest, FindTraceResponse, PushRequest, PushResponse};
+
+/// Ingester settings from the validated config.
+#[derive(Clone, Debug)]
+pub struct IngesterSettings {
+    pub data_dir: PathBuf,
+    pub wal_sync: WalSync,
+    pub wal_cache_bytes: u64,
+}
+
+pub struct Ingester {
+    wal: Wal,
+    live: LiveTraces,
+    serving: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create data folder {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the WAL in {path}: {source}")]
+    Wal { path: PathBuf, source: WalError },
+}
+
+impl Ingester {
+    /// Opens the WAL and replays it into memory. The ingester accepts pushes once
+    /// [`Ingester::start_serving`] is called.
+    pub fn open(settings: &IngesterSettings) -> Result<(Arc<Self>, ReplayStats), OpenError> {
+        let wal_dir = settings.data_dir.join("wal");
+        std::fs::create_dir_all(&wal_dir).map_err(|source| OpenError::DataDir {
+            path: wal_dir.clone(),
+            source,
+        })?;
+        let store = SledStore::open(&wal_dir, settings.wal_cache_bytes).map_err(|source| {
+            OpenError::Wal {
+                path: wal_dir.clone(),
+                source,
+            }
+        })?;
+        Self::with_store(Box::new(store), settings.wal_sync, &wal_dir)
+    }
+
+    fn with_store(
+        store: Box<dyn wal::WalStore>,
+        sync: WalSync,
+        wal_dir: &Path,
+    ) -> Result<(Arc<Self>, ReplayStats), OpenError> {
+        let started = Instant::now();
+        let live = LiveTraces::default();
+        let mut undecodable = 0u64;
+        let (wal, stats) = Wal::start(store, sync, &mut |seq, record| match decode_push(record) {
+            Ok((tenant, segments)) => {
+                live.append(&tenant, segments);
+            }
+            Err(e) => {
+                undecodable += 1;
+                tracing::warn!(seq, error = %e, "skipping an undecodable WAL record");
+            }
+        })
+        .map_err(|source| OpenError::Wal {
+            path: wal_dir.to_path_buf(),
+            source,
+        })?;
+        tracing::info!(
+            records = stats.records,
+            bytes = stats.bytes,
+            corrupt = stats.corrupt,
+            undecodable,
+            traces = live.trace_count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "WAL replayed"
+        );
+        let ingester = Arc::new(Self {
+            wal,
+            live,
+            serving: AtomicBool::new(false),
+        });
+        ingester.update_gauges();
+        Ok((ingester, stats))
+    }
+
+    pub fn start_serving(&self) {
+        self.serving.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::SeqCst)
+    }
+
+    pub fn service(self: &Arc<Self>) -> IngesterServer<IngesterService> {
+        IngesterServer::new(IngesterService(self.clone()))
+            .max_decoding_message_size(crate::rpc::pool::MAX_INTERNAL_MESSAGE)
+            .max_encoding_message_size(crate::rpc::pool::MAX_INTERNAL_MESSAGE)
+    }
+
+    pub fn live(&self) -> &LiveTraces {
+        &self.live
+    }
+
+    fn update_gauges(&self) {
+        metrics::gauge!("ringtail_ingester_live_traces").set(self.live.trace_count() as f64);
+        metrics::gauge!("ringtail_ingester_wal_disk_bytes").set(self.wal.size_on_disk() as f64);
+    }
+
+    pub async fn push(&self, body: Bytes) -> Result<(), Status> {
+        if !self.is_serving() {
+            return Err(Status::unavailable(
+                "ingester is starting (replaying its WAL)",
+            ));
+        }
+        let (tenant, segments) =
+            decode_push(body.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.wal
+            .append(body)
+            .await
+            .map_err(|e| Status::unavailable(format!("ingester WAL unavailable: {e}")))?;
+        let new = self.live.append(&tenant, segments);
+        metrics::gauge!("ringtail_ingester_live_traces").increment(new as f64);
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushDecodeError {
+    #[error("malformed push: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("push has an invalid tenant: {0}")]
+    Tenant(#[from] crate::model::TenantIdError),
+    #[error("push has an invalid trace ID: {0}")]
+    TraceId(#[from] crate::model::TraceIdError),
+}
+
+type Segments = Vec<(TraceId, Bytes)>;
+
+fn decode_push(body: Bytes) -> Result<(TenantId, Segments), PushDecodeError> {
+    let push = PushRequest::decode(body)?;
+    let tenant = TenantId::parse(&push.tenant)?;
+    let segments = push
+        .traces
+        .into_iter()
+        .map(|t| Ok((TraceId::from_bytes(&t.trace_id)?, t.resource_spans)))
+        .collect::<Result<Vec<_>, PushDecodeError>>()?;
+    Ok((tenant, segments))
+}
+
+pub struct IngesterService(Arc<Ingester>);
+
+#[tonic::async_trait]
+impl ingester_server::Ingester for IngesterService {
+    async fn push(&self, request: Request<RawBytes>) -> Result<Response<PushResponse>, Status> {
+        let started = Instant::now();
+        let result = self.0.push(request.into_inner().0).await;
+        metrics::histogram!("ringtail_ingester_push_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result.map(|()| Response::new(PushResponse {}))
+    }
+
+    async fn find_trace_by_id(
+        &self,
+        request: Request<FindTraceRequest>,
+    ) -> Result<Response<FindTraceResponse>, Status> {
+        if !self.0.is_serving() {
+            return Err(Status::unavailable(
+                "ingester is starting (replaying its WAL)",
+            ));
+        }
+        let req = request.into_inner();
+        let tenant =
+            TenantId::parse(&req.tenant).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let id = TraceId::from_bytes(&req.trace_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let found = self.0.live.get(&tenant, &id);
+        Ok(Response::new(FindTraceResponse {
+            found: found.is_some(),
+            resource_spans: found.unwrap_or_default(),
+        }))
+    }
+}

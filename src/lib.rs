@@ -1,0 +1,45 @@
+//! Ringtail: a trace ingestion cluster.
+//!
+//! # Map
+//!
+//! - [`config`]: raw serde/clap config → validated [`config::Config`].
+//! - [`node`]: starts the components of the chosen roles; the shutdown sequence.
+//! - [`ring`]: tokens, replica placement, quorum counting (pure, no I/O).
+//! - [`membership`]: the foca driver task, node identity and state, the cluster view.
+//! - [`rpc`]: generated internal RPC, the raw-bytes codec, the ingester client pool.
+//! - [`otlp`]: shallow OTLP decoding: split a request by trace ID without decoding spans.
+//! - [`distributor`]: OTLP gRPC/HTTP receivers, validation, replication with write quorum.
+//! - [`ingester`]: push service, WAL, live traces.
+//! - [`querier`]: trace by ID with read quorum, merge and de-duplication, Tempo formats.
+//! - [`admin`]: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`, `/api/echo`.
+//! - [`bench`]: the load tool (`ringtail bench`).
+//!
+//! # The flow of one span
+//!
+//! 1. A distributor receives an OTLP `ExportTraceServiceRequest` (gRPC or HTTP) and walks
+//!    it shallowly ([`otlp::split_by_trace`]): it reads only each span's trace and span
+//!    IDs, keeps every span as a slice of the request, and re-frames the spans of each
+//!    trace as `ResourceSpans` records (resource and scope copied by bytes).
+//! 2. Each trace's token (`xxh3(trace ID, seed = tenant)`) picks 3 distinct ACTIVE
+//!    ingesters on the ring; each ingester gets one `Push` with all its traces.
+//! 3. An ingester appends the push, byte for byte, to its WAL (group commit, flushed before
+//!    the ack by default), then indexes the trace segments in memory.
+//! 4. The distributor answers the client once every trace has 2 acks; the third push
+//!    continues in the background.
+//! 5. A querier asks the ingesters for the trace, needs 2 answers from the trace's
+//!    replicas, merges what it got and removes duplicate spans.
+
+pub mod admin;
+pub mod bench;
+pub mod config;
+pub mod distributor;
+pub mod ingester;
+pub mod local;
+pub mod membership;
+pub mod model;
+pub mod node;
+pub mod otlp;
+pub mod querier;
+pub mod ring;
+pub mod rpc;
+pub mod telemetry;

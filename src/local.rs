@@ -1,0 +1,82 @@
+//! `ringtail local`: the embedded local cluster. One process runs a distributor + querier
+//! node and three ingester nodes, each ingester with its own data folder, joined by real
+//! foca gossip over UDP on loopback.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, RawConfig};
+use crate::node::{self, NodeError, RunningNode};
+
+/// Options of `ringtail local`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LocalArgs {
+    /// Parent folder of the ingesters' data folders
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Number of ingesters
+    #[arg(long, default_value_t = 3)]
+    pub ingesters: u16,
+}
+
+const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::new(LOOPBACK, port)
+}
+
+fn node_config(raw: RawConfig) -> Result<Config, crate::config::ConfigError> {
+    raw.validate()
+}
+
+/// Starts the local cluster; returns the running nodes (front node first).
+pub async fn start(
+    args: &LocalArgs,
+    shutdown: CancellationToken,
+) -> Result<Vec<RunningNode>, Box<dyn std::error::Error>> {
+    let seed = addr(7946).to_string();
+    let front = node_config(RawConfig {
+        target: Some(vec!["distributor".into(), "querier".into()]),
+        node_name: Some("front".into()),
+        http_listen: Some(addr(3200)),
+        otlp_grpc_listen: Some(addr(4317)),
+        otlp_http_listen: Some(addr(4318)),
+        gossip_listen: Some(addr(7946)),
+        ..Default::default()
+    })?;
+    let mut nodes = vec![node::start(front, shutdown.clone()).await?];
+    for i in 1..=args.ingesters {
+        let name = format!("ingester-{i}");
+        let config = node_config(RawConfig {
+            target: Some(vec!["ingester".into()]),
+            node_name: Some(name.clone()),
+            data_dir: Some(args.data_dir.join(&name)),
+            http_listen: Some(addr(3200 + i)),
+            grpc_listen: Some(addr(9094 + i)),
+            gossip_listen: Some(addr(7946 + i)),
+            gossip_join: Some(vec![seed.clone()]),
+            ..Default::default()
+        })?;
+        let n = node::start(config, shutdown.clone())
+            .await
+            .map_err(|e: NodeError| format!("{name}: {e}"))?;
+        nodes.push(n);
+    }
+    Ok(nodes)
+}
+
+pub fn banner(args: &LocalArgs) -> String {
+    format!(
+        "Ringtail local cluster: 1 distributor + querier, {} ingesters (data in {})\n\
+         \x20 send OTLP:   gRPC 127.0.0.1:4317   HTTP http://127.0.0.1:4318/v1/traces\n\
+         \x20 query:       http://127.0.0.1:3200/api/traces/<trace id>\n\
+         \x20 ring:        http://127.0.0.1:3200/ring    metrics: http://127.0.0.1:3200/metrics\n\
+         \x20 ingesters:   admin on http://127.0.0.1:3201..{}\n\
+         Press Ctrl-C to stop.",
+        args.ingesters,
+        args.data_dir.display(),
+        3200 + args.ingesters,
+    )
+}

@@ -1,0 +1,118 @@
+//! The `ringtail` binary: run a node, the local cluster, or the load tool.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use ringtail::config::RawConfig;
+use ringtail::{bench, local, node, telemetry};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringtail",
+    version,
+    about = "Trace ingestion cluster: OTLP in, RF=3 quorum writes, Tempo-compatible reads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// YAML config file (fields as in README "Configuration")
+    #[arg(long, env = "RINGTAIL_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    raw: RawConfig,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the embedded local cluster (distributor + querier + 3 ingesters, real gossip)
+    Local(local::LocalArgs),
+    /// Push OTLP load and report throughput and latency; optionally verify reads
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Bench(args)) => bench::run(args).await,
+            Some(Command::Local(args)) => run_local(args).await,
+            None => run_node(cli.config, cli.raw).await,
+        }
+    })
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("received Ctrl-C"),
+            _ = term.recv() => tracing::info!("received SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    token.cancel();
+}
+
+async fn run_node(file: Option<PathBuf>, flags: RawConfig) -> ExitCode {
+    let config = match RawConfig::load(file.as_deref(), &flags).and_then(RawConfig::validate) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringtail: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let node = match node::start(config, shutdown.clone()).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("ringtail: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    shutdown_signal(shutdown).await;
+    node.wait().await;
+    ExitCode::SUCCESS
+}
+
+async fn run_local(args: local::LocalArgs) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    let nodes = match local::start(&args, shutdown.clone()).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("ringtail local: {e}");
+            shutdown.cancel();
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", local::banner(&args));
+    shutdown_signal(shutdown).await;
+    futures::future::join_all(nodes.into_iter().map(|n| n.wait())).await;
+    println!("Ringtail local cluster stopped.");
+    ExitCode::SUCCESS
+}

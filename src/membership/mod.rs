@@ -1,0 +1,428 @@
+//! Gossip membership: one tokio task owns `foca`, its UDP socket and an ordered timer
+//! queue, and publishes a [`ClusterView`] (members, the write ring) on a watch channel.
+//!
+//! A node's view of the cluster comes from gossip only. Members declared down by SWIM
+//! (`Config::new_lan`: probe every second, suspect → down after ~4 s) leave the view,
+//! and with it every ring, at once.
+//!
+//! Joining: the node announces to every seed address once a second until foca reports
+//! `Active` (some member answered). A node without seeds (other than itself) is the
+//! founding member and counts as joined at once.
+
+mod identity;
+
+pub use identity::{NodeIdentity, NodeState, Roles};
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use foca::{Foca, OwnedNotification, PostcardCodec, Timer};
+use rand::rngs::StdRng;
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::ring::Ring;
+
+/// Liveness as SWIM sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Liveness {
+    Alive,
+    Suspect,
+}
+
+/// One member as listed on `/ring`.
+#[derive(Clone, Debug)]
+pub struct MemberStatus {
+    pub identity: NodeIdentity,
+    pub liveness: Liveness,
+    /// When its state or liveness last changed, as seen by this node.
+    pub changed_at: SystemTime,
+}
+
+/// This node's current picture of the cluster.
+#[derive(Debug)]
+pub struct ClusterView {
+    /// Every live member including this node, sorted by name.
+    pub members: Vec<MemberStatus>,
+    /// ACTIVE ingesters; instance `i` of `write_ring` is `writers[i]`.
+    pub writers: Vec<NodeIdentity>,
+    pub write_ring: Ring,
+    /// Ingesters that may hold data (ACTIVE and LEAVING), sorted by name.
+    pub readers: Vec<NodeIdentity>,
+}
+
+impl ClusterView {
+    fn build(members: Vec<MemberStatus>) -> Self {
+        let mut writers: Vec<NodeIdentity> = members
+            .iter()
+            .map(|m| &m.identity)
+            .filter(|id| id.is_ingester() && id.state == NodeState::Active)
+            .cloned()
+            .collect();
+        writers.sort_by(|a, b| a.name.cmp(&b.name));
+        let seeds: Vec<u64> = writers.iter().map(|w| w.token_seed).collect();
+        let readers = members
+            .iter()
+            .map(|m| &m.identity)
+            .filter(|id| id.is_ingester() && id.state != NodeState::Joining)
+            .cloned()
+            .collect();
+        Self {
+            write_ring: Ring::new(&seeds),
+            writers,
+            readers,
+            members,
+        }
+    }
+
+    pub fn count_by_state(&self) -> HashMap<&'static str, usize> {
+        let mut counts = HashMap::new();
+        for m in &self.members {
+            *counts.entry(m.identity.state.as_str()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// Whom to join.
+#[derive(Clone, Debug)]
+pub struct GossipSettings {
+    /// The address the socket is bound to (may differ from the advertised one).
+    pub bind: SocketAddr,
+    /// `host:port` of members to announce to; resolved on every attempt.
+    pub join: Vec<String>,
+}
+
+enum Command {
+    SetState(NodeState, oneshot::Sender<()>),
+}
+
+/// Handle to the membership task.
+#[derive(Clone)]
+pub struct Membership {
+    view: watch::Receiver<Arc<ClusterView>>,
+    joined: watch::Receiver<bool>,
+    commands: mpsc::Sender<Command>,
+    me: watch::Receiver<NodeIdentity>,
+}
+
+impl Membership {
+    /// Starts the task on a bound gossip socket. It leaves the cluster (foca's leave) and
+    /// stops when `shutdown` is cancelled.
+    pub fn start(
+        identity: NodeIdentity,
+        socket: UdpSocket,
+        join: Vec<String>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
+        let settings = GossipSettings {
+            bind: socket.local_addr()?,
+            join,
+        };
+        let initial = vec![MemberStatus {
+            identity: identity.clone(),
+            liveness: Liveness::Alive,
+            changed_at: SystemTime::now(),
+        }];
+        let (view_tx, view) = watch::channel(Arc::new(ClusterView::build(initial)));
+        let seeds_other_than_me = settings
+            .join
+            .iter()
+            .any(|s| !is_self(s, identity.gossip, settings.bind));
+        let (joined_tx, joined) = watch::channel(!seeds_other_than_me);
+        let (commands, command_rx) = mpsc::channel(8);
+        let (me_tx, me) = watch::channel(identity.clone());
+        let driver = Driver::new(identity, socket, settings, view_tx, joined_tx, me_tx);
+        let handle = tokio::spawn(driver.run(command_rx, shutdown));
+        Ok((
+            Self {
+                view,
+                joined,
+                commands,
+                me,
+            },
+            handle,
+        ))
+    }
+
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    pub fn watch_view(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view.clone()
+    }
+
+    pub fn has_joined(&self) -> bool {
+        *self.joined.borrow()
+    }
+
+    pub fn me(&self) -> NodeIdentity {
+        self.me.borrow().clone()
+    }
+
+    /// Changes this node's state and waits until the new identity is being gossiped.
+    pub async fn set_state(&self, state: NodeState) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::SetState(state, tx))
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn is_self(seed: &str, advertised: SocketAddr, bind: SocketAddr) -> bool {
+    seed.parse::<SocketAddr>()
+        .map(|a| a == advertised || a == bind)
+        .unwrap_or(false)
+}
+
+type FocaInstance = Foca<NodeIdentity, PostcardCodec, StdRng, foca::NoCustomBroadcast>;
+
+struct Driver {
+    foca: FocaInstance,
+    runtime: foca::AccumulatingRuntime<NodeIdentity>,
+    socket: UdpSocket,
+    settings: GossipSettings,
+    timers: BinaryHeap<Reverse<(Instant, Timer<NodeIdentity>)>>,
+    known: HashMap<SocketAddr, MemberStatus>,
+    view_tx: watch::Sender<Arc<ClusterView>>,
+    joined_tx: watch::Sender<bool>,
+    me_tx: watch::Sender<NodeIdentity>,
+}
+
+impl Driver {
+    fn new(
+        identity: NodeIdentity,
+        socket: UdpSocket,
+        settings: GossipSettings,
+        view_tx: watch::Sender<Arc<ClusterView>>,
+        joined_tx: watch::Sender<bool>,
+        me_tx: watch::Sender<NodeIdentity>,
+    ) -> Self {
+        let config = foca::Config::new_lan(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+        let rng: StdRng = rand::make_rng();
+        Self {
+            foca: Foca::new(identity, config, rng, PostcardCodec),
+            runtime: foca::AccumulatingRuntime::new(),
+            socket,
+            settings,
+            timers: BinaryHeap::new(),
+            known: HashMap::new(),
+            view_tx,
+            joined_tx,
+            me_tx,
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut buf = vec![0u8; 1500];
+        let mut announce = tokio::time::interval(Duration::from_secs(1));
+        announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.publish();
+        loop {
+            let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, _from)) => {
+                        metrics::counter!("ringtail_gossip_packets_received_total").increment(1);
+                        if let Err(e) = self.foca.handle_data(&buf[..len], &mut self.runtime) {
+                            metrics::counter!("ringtail_gossip_packets_dropped_total").increment(1);
+                            tracing::debug!(error = %e, "gossip packet rejected");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "gossip receive failed"),
+                },
+                _ = sleep_until_opt(next_timer) => {
+                    let now = Instant::now();
+                    while let Some(Reverse((at, _))) = self.timers.peek() {
+                        if *at > now {
+                            break;
+                        }
+                        if let Some(Reverse((_, timer))) = self.timers.pop() {
+                            if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
+                                tracing::debug!(error = %e, "gossip timer failed");
+                            }
+                        }
+                    }
+                }
+                _ = announce.tick(), if !*self.joined_tx.borrow() => self.announce_to_seeds().await,
+                Some(command) = commands.recv() => match command {
+                    Command::SetState(state, done) => {
+                        self.change_state(state);
+                        let _ = done.send(());
+                    }
+                },
+            }
+            self.drain().await;
+        }
+        self.leave().await;
+    }
+
+    fn change_state(&mut self, state: NodeState) {
+        let next = self.foca.identity().with_state(state);
+        tracing::info!(node = %next.name, state = state.as_str(), "changing state");
+        if let Err(e) = self.foca.change_identity(next.clone(), &mut self.runtime) {
+            tracing::warn!(error = %e, "changing identity failed");
+            return;
+        }
+        self.me_tx.send_replace(next);
+        self.publish();
+    }
+
+    async fn announce_to_seeds(&mut self) {
+        let me = self.foca.identity().gossip;
+        for seed in self.settings.join.clone() {
+            let addrs = match tokio::net::lookup_host(seed.as_str()).await {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    tracing::debug!(seed, error = %e, "cannot resolve gossip seed yet");
+                    continue;
+                }
+            };
+            for addr in addrs.filter(|a| *a != me && *a != self.settings.bind) {
+                if let Err(e) = self
+                    .foca
+                    .announce(NodeIdentity::seed(addr), &mut self.runtime)
+                {
+                    tracing::debug!(%addr, error = %e, "announce failed");
+                }
+            }
+        }
+    }
+
+    /// Sends what foca queued, schedules its timers, handles its notifications.
+    async fn drain(&mut self) {
+        while let Some((dst, data)) = self.runtime.to_send() {
+            metrics::counter!("ringtail_gossip_packets_sent_total").increment(1);
+            if let Err(e) = self.socket.send_to(&data, dst.gossip).await {
+                tracing::debug!(dst = %dst.gossip, error = %e, "gossip send failed");
+            }
+        }
+        let now = Instant::now();
+        while let Some((delay, timer)) = self.runtime.to_schedule() {
+            self.timers.push(Reverse((now + delay, timer)));
+        }
+        let mut changed = false;
+        while let Some(notification) = self.runtime.to_notify() {
+            match notification {
+                OwnedNotification::MemberUp(id) => {
+                    tracing::info!(member = ?id, "member up");
+                    changed = true;
+                }
+                OwnedNotification::MemberDown(id) => {
+                    tracing::info!(member = ?id, "member down");
+                    changed = true;
+                }
+                OwnedNotification::Rename(old, new) => {
+                    tracing::info!(?old, ?new, "member changed identity");
+                    changed = true;
+                }
+                OwnedNotification::Active => {
+                    tracing::info!("joined the cluster");
+                    self.joined_tx.send_replace(true);
+                }
+                OwnedNotification::Idle => tracing::info!("no other members are reachable"),
+                OwnedNotification::Defunct => {
+                    tracing::warn!("the cluster declared this node down; rejoining")
+                }
+                OwnedNotification::Rejoin(id) => {
+                    tracing::info!(identity = ?id, "rejoined with a new identity");
+                    self.me_tx.send_replace(id);
+                    changed = true;
+                }
+            }
+        }
+        if changed || self.liveness_changed() {
+            self.publish();
+        }
+    }
+
+    fn liveness_changed(&self) -> bool {
+        self.foca.iter_members().any(|m| {
+            let live = to_liveness(m.state());
+            self.known
+                .get(&m.id().gossip)
+                .is_none_or(|k| k.liveness != live || &k.identity != m.id())
+        })
+    }
+
+    fn publish(&mut self) {
+        let now = SystemTime::now();
+        let me = self.foca.identity().clone();
+        let mut current: Vec<(NodeIdentity, Liveness)> = self
+            .foca
+            .iter_members()
+            .map(|m| (m.id().clone(), to_liveness(m.state())))
+            .collect();
+        current.push((me, Liveness::Alive));
+        let mut next = HashMap::with_capacity(current.len());
+        for (identity, liveness) in current {
+            let changed_at = match self.known.get(&identity.gossip) {
+                Some(k) if k.identity.state == identity.state && k.liveness == liveness => {
+                    k.changed_at
+                }
+                _ => now,
+            };
+            next.insert(
+                identity.gossip,
+                MemberStatus {
+                    identity,
+                    liveness,
+                    changed_at,
+                },
+            );
+        }
+        self.known = next;
+        let mut members: Vec<MemberStatus> = self.known.values().cloned().collect();
+        members.sort_by(|a, b| a.identity.name.cmp(&b.identity.name));
+        let view = ClusterView::build(members);
+        for (state, count) in view.count_by_state() {
+            metrics::gauge!("ringtail_membership_members", "state" => state).set(count as f64);
+        }
+        self.view_tx.send_replace(Arc::new(view));
+    }
+
+    /// foca's leave: declare ourselves down and gossip it while the socket is still open.
+    async fn leave(&mut self) {
+        if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
+            tracing::debug!(error = %e, "leave failed");
+        }
+        for _ in 0..3 {
+            while let Some((dst, data)) = self.runtime.to_send() {
+                let _ = self.socket.send_to(&data, dst.gossip).await;
+            }
+            if self.foca.updates_backlog() == 0 {
+                break;
+            }
+            let _ = self.foca.gossip(&mut self.runtime);
+        }
+        tracing::info!("left the gossip cluster");
+    }
+}
+
+fn to_liveness(state: foca::State) -> Liveness {
+    match state {
+        foca::State::Suspect => Liveness::Suspect,
+        _ => Liveness::Alive,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,107 @@
+//! Tempo-compatible query API: `GET /api/traces/{id}` and `GET /api/v2/traces/{id}`,
+//! JSON by default, protobuf with `Accept: application/protobuf`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prost::Message;
+
+use super::{tempo_v1_json, tempo_v2_json, Querier, QueryError};
+use crate::model::{TenantError, TenantId, TraceId, TENANT_HEADER};
+
+pub fn router(querier: Arc<Querier>) -> Router {
+    Router::new()
+        .route("/api/traces/{id}", get(trace_v1))
+        .route("/api/v2/traces/{id}", get(trace_v2))
+        .with_state(querier)
+}
+
+#[derive(Clone, Copy)]
+enum Version {
+    V1,
+    V2,
+}
+
+async fn trace_v1(
+    State(q): State<Arc<Querier>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    trace(q, id, headers, Version::V1).await
+}
+
+async fn trace_v2(
+    State(q): State<Arc<Querier>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    trace(q, id, headers, Version::V2).await
+}
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, message.into()).into_response()
+}
+
+fn wants_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/protobuf") || a.contains("application/x-protobuf"))
+}
+
+async fn trace(q: Arc<Querier>, id: String, headers: HeaderMap, version: Version) -> Response {
+    let id = match TraceId::from_hex(&id) {
+        Ok(id) => id,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid trace ID: {e}")),
+    };
+    let header = headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
+    let tenant = match TenantId::from_header(header, q.settings().multitenancy_enabled) {
+        Ok(t) => t,
+        Err(e @ TenantError::Missing) => return text(StatusCode::UNAUTHORIZED, e.to_string()),
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let data = match q.find_trace(&tenant, id).await {
+        Ok(Some(data)) => data,
+        Ok(None) => return text(StatusCode::NOT_FOUND, "trace not found"),
+        Err(e @ (QueryError::QuorumFailed { .. } | QueryError::NotEnoughIngesters { .. })) => {
+            return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    };
+    if wants_protobuf(&headers) {
+        // Tempo's `Trace` is `repeated ResourceSpans batches = 1`: the same bytes as
+        // `TracesData`. v2 wraps it in `TraceByIDResponse { Trace trace = 1; }`.
+        let trace = data.encode_to_vec();
+        let body = match version {
+            Version::V1 => trace,
+            Version::V2 => {
+                let mut out = Vec::with_capacity(trace.len() + 8);
+                prost::encoding::bytes::encode(1, &trace, &mut out);
+                out
+            }
+        };
+        return (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/protobuf"),
+            )],
+            body,
+        )
+            .into_response();
+    }
+    let json = match version {
+        Version::V1 => tempo_v1_json(&data),
+        Version::V2 => tempo_v2_json(&data),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json.to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,157 @@
+//! Querier: trace by ID over the ingesters, with read quorum.
+//!
+//! Which ingesters are asked: every ACTIVE or LEAVING ingester, not only the trace's
+//! current replicas, so a trace written before a membership change (an ingester joined
+//! or left, moving tokens) is still found where it was written. The read quorum counts
+//! the trace's current replicas: it succeeds once `read_quorum` of them answered, then
+//! waits up to `read_linger` for everyone else, and merges whatever arrived.
+//! Since `read_quorum + write_quorum > replication_factor`, an acked trace is in at
+//! least one of the quorum's answers as long as the replica set did not change.
+
+pub mod http;
+mod merge;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use thiserror::Error;
+
+pub use merge::{merge_answers, span_count, tempo_v1_json, tempo_v2_json};
+
+use crate::membership::Membership;
+use crate::model::{TenantId, TraceId};
+use crate::ring::{QuorumTracker, ReplicaSet, ReplicationFactor, TenantSeed, Token};
+use crate::rpc::proto::FindTraceRequest;
+use crate::rpc::quorum::call_with_quorum;
+use crate::rpc::IngesterClients;
+
+#[derive(Clone, Debug)]
+pub struct QuerierSettings {
+    pub replication: ReplicationFactor,
+    pub read_timeout: Duration,
+    pub read_linger: Duration,
+    pub multitenancy_enabled: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum QueryError {
+    #[error("read quorum not reached ({needed} replica answers needed); failed: {}", failures.join("; "))]
+    QuorumFailed {
+        needed: usize,
+        failures: Vec<String>,
+    },
+    #[error("not enough ingesters to read from: {available} available, {needed} needed")]
+    NotEnoughIngesters { available: usize, needed: usize },
+}
+
+pub struct Querier {
+    settings: QuerierSettings,
+    membership: Membership,
+    clients: IngesterClients,
+}
+
+impl Querier {
+    pub fn new(
+        settings: QuerierSettings,
+        membership: Membership,
+        clients: IngesterClients,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            membership,
+            clients,
+        })
+    }
+
+    pub fn settings(&self) -> &QuerierSettings {
+        &self.settings
+    }
+
+    /// The trace, merged from the ingesters' answers; `None` if nobody holds it.
+    pub async fn find_trace(
+        &self,
+        tenant: &TenantId,
+        id: TraceId,
+    ) -> Result<Option<TracesData>, QueryError> {
+        let started = Instant::now();
+        let view = self.membership.view();
+        let rf = self.settings.replication;
+        let readers = &view.readers;
+        // The trace's current replicas, as indices into `readers`.
+        let replicas = view
+            .write_ring
+            .replicas(Token::for_trace(TenantSeed::new(tenant), &id), rf.factor());
+        let mut replica_ids: Vec<u16> = replicas
+            .as_slice()
+            .iter()
+            .filter_map(|&w| {
+                let addr = view.writers[w as usize].gossip;
+                readers
+                    .iter()
+                    .position(|r| r.gossip == addr)
+                    .map(|p| p as u16)
+            })
+            .collect();
+        if replica_ids.len() < rf.read_quorum() {
+            // No usable write ring (e.g. every ingester is LEAVING): any readers count.
+            replica_ids = (0..readers.len() as u16).collect();
+        }
+        let needed = rf.read_quorum().min(replica_ids.len().max(1));
+        if readers.len() < needed || readers.is_empty() {
+            return Err(QueryError::NotEnoughIngesters {
+                available: readers.len(),
+                needed: rf.read_quorum(),
+            });
+        }
+        let group = ReplicaSet::from_ids(replica_ids);
+        let request = FindTraceRequest {
+            tenant: tenant.as_str().to_owned(),
+            trace_id: Bytes::copy_from_slice(&id.0),
+        };
+        let timeout = self.settings.read_timeout;
+        let calls = readers
+            .iter()
+            .enumerate()
+            .map(|(i, reader)| {
+                let mut client = self.clients.get(reader.grpc);
+                let request = request.clone();
+                let call = async move {
+                    match tokio::time::timeout(timeout, client.find_trace_by_id(request)).await {
+                        Ok(Ok(resp)) => {
+                            let resp = resp.into_inner();
+                            Ok(resp.found.then_some(resp.resource_spans))
+                        }
+                        Ok(Err(status)) => {
+                            Err(format!("{:?}: {}", status.code(), status.message()))
+                        }
+                        Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
+                    }
+                };
+                (i as u16, call.boxed())
+            })
+            .collect();
+        let tracker = QuorumTracker::new([group], needed);
+        let outcome = call_with_quorum(calls, tracker, self.settings.read_linger).await;
+        metrics::histogram!("ringtail_querier_find_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if !outcome.reached {
+            metrics::counter!("ringtail_querier_quorum_failures_total").increment(1);
+            return Err(QueryError::QuorumFailed {
+                needed,
+                failures: outcome.failures(|i| readers[i as usize].name.clone()),
+            });
+        }
+        let answers: Vec<Bytes> = outcome
+            .outcomes
+            .into_iter()
+            .filter_map(|o| o.result.ok().flatten())
+            .collect();
+        if answers.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(merge_answers(&answers)))
+    }
+}

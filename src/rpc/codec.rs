@@ -1,0 +1,101 @@
+//! A gRPC codec that lets a method take its request as raw bytes.
+//!
+//! Hot methods (OTLP `Export`, ingester `Push`) receive [`RawBytes`]: the request buffer
+//! as tonic read it, without a copy. Everything else is a prost message.
+
+use std::marker::PhantomData;
+
+use bytes::{Buf, BufMut, Bytes};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::Status;
+
+/// A protobuf message kept as its encoded bytes.
+#[derive(Clone, Debug, Default)]
+pub struct RawBytes(pub Bytes);
+
+/// Something the codec can write to the wire.
+pub trait WireEncode {
+    fn encode_to(&self, buf: &mut EncodeBuf<'_>) -> Result<(), Status>;
+}
+
+/// Something the codec can read from the wire.
+pub trait WireDecode: Sized {
+    fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status>;
+}
+
+impl WireEncode for RawBytes {
+    fn encode_to(&self, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.put_slice(&self.0);
+        Ok(())
+    }
+}
+
+impl WireDecode for RawBytes {
+    fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        let len = buf.remaining();
+        Ok(RawBytes(buf.copy_to_bytes(len)))
+    }
+}
+
+impl<M: prost::Message> WireEncode for M {
+    fn encode_to(&self, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        self.encode(buf)
+            .map_err(|e| Status::internal(format!("encoding a response failed: {e}")))
+    }
+}
+
+impl<M: prost::Message + Default> WireDecode for M {
+    fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        M::decode(buf).map_err(|e| Status::invalid_argument(format!("malformed protobuf: {e}")))
+    }
+}
+
+/// Codec for any pair of [`WireEncode`] / [`WireDecode`] types.
+pub struct WireCodec<E, D>(PhantomData<fn(E) -> D>);
+
+impl<E, D> Default for WireCodec<E, D> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<E, D> Codec for WireCodec<E, D>
+where
+    E: WireEncode + Send + 'static,
+    D: WireDecode + Send + 'static,
+{
+    type Encode = E;
+    type Decode = D;
+    type Encoder = WireEncoder<E>;
+    type Decoder = WireDecoder<D>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        WireEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        WireDecoder(PhantomData)
+    }
+}
+
+pub struct WireEncoder<E>(PhantomData<fn(E)>);
+
+impl<E: WireEncode> Encoder for WireEncoder<E> {
+    type Item = E;
+    type Error = Status;
+
+    fn encode(&mut self, item: E, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode_to(buf)
+    }
+}
+
+pub struct WireDecoder<D>(PhantomData<fn() -> D>);
+
+impl<D: WireDecode> Decoder for WireDecoder<D> {
+    type Item = D;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<D>, Status> {
+        D::decode_from(buf).map(Some)
+    }
+}
