@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the tests need, then runs every check.
+# Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== python test client (OpenTelemetry SDK from PyPI)"
+./scripts/setup-python.sh
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --release --all-targets -- -D warnings
+
+echo "== cargo test (unit + end-to-end with real processes)"
+cargo test --release -- --test-threads=4
+
+echo "== smoke: ringtail local (the README's first command)"
+./scripts/smoke-local.sh target/release/ringtail
+
+echo "== all checks passed"

@@ -1,0 +1,407 @@
+//! End-to-end tests: real `ringtail` processes on loopback, real OTLP exporters.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bench, read_record, spans_via_query, wait_until, Cluster};
+use opentelemetry::trace::{Span as _, TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig;
+
+fn python() -> String {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    assert!(
+        std::path::Path::new(venv).exists(),
+        "{venv} is missing: run scripts/setup-python.sh (the README's test command does)"
+    );
+    venv.to_owned()
+}
+
+/// Reads every trace of `record` through the querier; returns the traces that are
+/// missing or incomplete.
+async fn incomplete_traces(query: &str, record: &[(String, usize)]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (id, expected) in record {
+        match spans_via_query(query, id).await {
+            Ok(n) if n == *expected => {}
+            Ok(n) => bad.push(format!("{id}: {n} of {expected} spans")),
+            Err(e) => bad.push(format!("{id}: {e}")),
+        }
+    }
+    bad
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_from_the_python_and_rust_otlp_exporters_read_back_complete() {
+    let cluster = Cluster::start(11, 3, &[]).await;
+
+    // The OpenTelemetry Python SDK's OTLP gRPC exporter: 10,000 spans in 1,000 traces,
+    // read back through the querier's Tempo JSON API by the same script.
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/export_and_verify.py"
+        ))
+        .args(["--endpoint", &cluster.front.otlp_grpc_addr()])
+        .args(["--query-url", &cluster.front.http()])
+        .args(["--traces", "1000", "--spans-per-trace", "10"])
+        .output()
+        .expect("run python exporter");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        cluster.dump_logs();
+    }
+    assert!(out.status.success(), "python exporter run failed:\n{text}");
+    assert!(text.contains("verified 1000 complete"), "{text}");
+
+    // The Rust `opentelemetry-otlp` exporter (tonic): 10,000 spans in 1,000 traces.
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(cluster.front.otlp_grpc())
+        .with_timeout(Duration::from_secs(10))
+        .build()
+        .expect("exporter");
+    // The default queue (2,048 spans) would drop most of a 10,000-span burst.
+    let processor = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            opentelemetry_sdk::trace::BatchConfigBuilder::default()
+                .with_max_queue_size(20_000)
+                .with_max_export_batch_size(512)
+                .build(),
+        )
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("rust-e2e")
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("e2e");
+    let mut traces = Vec::new();
+    for t in 0..1000 {
+        let root = tracer.start("root");
+        let trace_id = root.span_context().trace_id().to_string();
+        let cx = opentelemetry::Context::current_with_span(root);
+        for c in 0..9 {
+            let mut child = tracer.start_with_context("child", &cx);
+            child.set_attribute(KeyValue::new("e2e.index", (t * 10 + c) as i64));
+            child.end();
+        }
+        cx.span().end();
+        traces.push((trace_id, 10));
+    }
+    provider.force_flush().expect("flush");
+    provider.shutdown().expect("shutdown");
+    let bad = incomplete_traces(&cluster.front.http(), &traces).await;
+    if !bad.is_empty() {
+        cluster.dump_logs();
+    }
+    assert!(
+        bad.is_empty(),
+        "{} traces incomplete, e.g. {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_one_ingester_under_load_loses_no_acked_span_and_it_replays_its_wal() {
+    let mut cluster = Cluster::start(12, 3, &[]).await;
+    let dir = cluster.dir.path().to_owned();
+    let endpoint = cluster.front.otlp_grpc();
+
+    // Phase 1: a complete run while every ingester is up; all three hold every trace.
+    let before = dir.join("before.txt");
+    let (ok, out) = bench(&[
+        format!("--endpoint={endpoint}"),
+        "--requests=40".into(),
+        "--batch-spans=500".into(),
+        format!("--record={}", before.display()),
+    ]);
+    assert!(ok && out.contains("errors: none"), "{out}");
+    let before = read_record(&before);
+    assert_eq!(before.iter().map(|t| t.1).sum::<usize>(), 20_000);
+
+    // Phase 2: push for 8 s and SIGKILL ingester-2 one second in.
+    let during = dir.join("during.txt");
+    let args = vec![
+        format!("--endpoint={endpoint}"),
+        "--duration-secs=8".into(),
+        "--rate=20000".into(),
+        "--batch-spans=200".into(),
+        format!("--record={}", during.display()),
+    ];
+    let load = std::thread::spawn(move || bench(&args));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.ingester("ingester-2").kill();
+    let (ok, out) = tokio::task::spawn_blocking(move || load.join().expect("bench thread"))
+        .await
+        .expect("join");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("errors: none"),
+        "pushes must keep succeeding with one ingester down:\n{out}"
+    );
+    let during = read_record(&during);
+    assert!(during.len() > 500, "{out}");
+
+    // Every acked span is readable right away.
+    let query = cluster.front.http();
+    let bad = incomplete_traces(&query, &during).await;
+    assert!(
+        bad.is_empty(),
+        "{} acked traces unreadable: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    // SWIM removes the dead ingester from the write ring on its own.
+    cluster
+        .wait_active_ingesters(2, Duration::from_secs(15))
+        .await;
+
+    // Restart: it replays its WAL and serves, alone, every trace it held before the kill.
+    cluster.ingester("ingester-2").restart();
+    let ingester = cluster.ingester("ingester-2");
+    wait_until(
+        "ingester-2 ready after restart",
+        Duration::from_secs(30),
+        || ingester.is_ready(),
+    )
+    .await;
+    cluster
+        .wait_active_ingesters(3, Duration::from_secs(15))
+        .await;
+    let addr = cluster.ingester("ingester-2").grpc_addr();
+    let mut client = ringtail::rpc::IngesterClients::default().get(addr);
+    let mut missing = 0;
+    for (id, expected) in &before {
+        let resp = client
+            .find_trace_by_id(ringtail::rpc::proto::FindTraceRequest {
+                tenant: "single-tenant".into(),
+                trace_id: hex::decode(id).expect("hex").into(),
+            })
+            .await
+            .expect("lookup")
+            .into_inner();
+        use prost::Message;
+        let data = opentelemetry_proto::tonic::trace::v1::TracesData::decode(resp.resource_spans)
+            .expect("decodes");
+        if ringtail::querier::span_count(&data) != *expected {
+            missing += 1;
+        }
+    }
+    assert_eq!(missing, 0, "traces the restarted ingester lost");
+    // And the cluster still serves everything acked.
+    let bad = incomplete_traces(&query, &before).await;
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_two_ingesters_killed_pushes_fail_with_unavailable_only() {
+    let mut cluster = Cluster::start(13, 3, &[]).await;
+    cluster.ingester("ingester-1").kill();
+    cluster.ingester("ingester-3").kill();
+    // Right after the kill (dead members still in the ring) and after SWIM removed them.
+    for phase in ["before detection", "after detection"] {
+        let (_, out) = bench(&[
+            format!("--endpoint={}", cluster.front.otlp_grpc()),
+            "--requests=20".into(),
+            "--batch-spans=100".into(),
+        ]);
+        let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("errors:")).collect();
+        assert_eq!(errors, vec!["errors: Unavailable: 20"], "{phase}:\n{out}");
+        if phase == "before detection" {
+            cluster
+                .wait_active_ingesters(1, Duration::from_secs(15))
+                .await;
+        }
+    }
+    // The HTTP receiver says 503 with the reason and Retry-After.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/traces", cluster.front.otlp_http()))
+        .header("content-type", "application/json")
+        .body(valid_json_request("0af7651916cd43dd8448eb211c80319c"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("ACTIVE ingesters"), "{body}");
+}
+
+fn valid_json_request(trace_id: &str) -> String {
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"curl"}}}}]}},
+        "scopeSpans":[{{"scope":{{"name":"manual"}},"spans":[{{"traceId":"{trace_id}","spanId":"eee19b7ec3c1b174",
+        "name":"op","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000001000000"}}]}}]}}]}}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_clear_errors_and_loses_nothing_already_accepted() {
+    let cluster = Cluster::start(14, 3, &["--max-recv-msg-size-bytes=65536"]).await;
+    let http = reqwest::Client::new();
+    let traces = format!("{}/v1/traces", cluster.front.otlp_http());
+    let query = cluster.front.http();
+
+    // Something accepted first.
+    let good = "5b8efff798038103d269b633813fc60c";
+    let resp = http
+        .post(&traces)
+        .header("content-type", "application/json")
+        .body(valid_json_request(good))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(spans_via_query(&query, good).await, Ok(1));
+
+    let post = |ct: &'static str, body: Vec<u8>| {
+        http.post(&traces)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let mut statuses = HashMap::new();
+    let r = post("application/x-protobuf", vec![0xff, 0xff, 0xff, 0x01])
+        .await
+        .expect("post");
+    statuses.insert("malformed protobuf", r.status().as_u16());
+    let r = post("application/json", b"{\"resourceSpans\": [".to_vec())
+        .await
+        .expect("post");
+    statuses.insert("malformed json", r.status().as_u16());
+    let zero = valid_json_request(&"0".repeat(32));
+    let r = post("application/json", zero.into_bytes())
+        .await
+        .expect("post");
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    assert!(body.contains("trace ID"), "{body}");
+    statuses.insert("zero trace id", status);
+    let short = valid_json_request("0af7651916cd43dd");
+    let r = post("application/json", short.into_bytes())
+        .await
+        .expect("post");
+    statuses.insert("8-byte trace id", r.status().as_u16());
+    let r = post("application/x-protobuf", vec![]).await.expect("post");
+    statuses.insert("empty request (valid OTLP)", r.status().as_u16());
+    let r = post("application/x-protobuf", vec![0x0a; 100_000])
+        .await
+        .expect("post");
+    statuses.insert("above max_recv_msg_size", r.status().as_u16());
+    let r = post("text/plain", b"hello".to_vec()).await.expect("post");
+    statuses.insert("unsupported content type", r.status().as_u16());
+    let expected = HashMap::from([
+        ("malformed protobuf", 400),
+        ("malformed json", 400),
+        ("zero trace id", 400),
+        ("8-byte trace id", 400),
+        ("empty request (valid OTLP)", 200),
+        ("above max_recv_msg_size", 413),
+        ("unsupported content type", 415),
+    ]);
+    assert_eq!(statuses, expected);
+
+    // A request with one valid and one invalid span: partial success, the valid one stored.
+    let mixed = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+        {"traceId":"11111111111111111111111111111111","spanId":"0000000000000000","name":"bad"},
+        {"traceId":"22222222222222222222222222222222","spanId":"1111111111111111","name":"good"}]}]}]}"#
+        .to_owned();
+    let r = post("application/json", mixed.into_bytes())
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["partialSuccess"]["rejectedSpans"], 1, "{body}");
+    assert_eq!(
+        spans_via_query(&query, "22222222222222222222222222222222").await,
+        Ok(1)
+    );
+
+    // gRPC: oversized → RESOURCE_EXHAUSTED; garbage → INVALID_ARGUMENT.
+    let channel = tonic::transport::Endpoint::from_shared(cluster.front.otlp_grpc())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client =
+        ringtail::rpc::otlp_service::trace_service_client::TraceServiceClient::new(channel);
+    let big = client
+        .export(ringtail::rpc::codec::RawBytes(vec![0x0a; 100_000].into()))
+        .await
+        .expect_err("too large");
+    assert_eq!(big.code(), tonic::Code::ResourceExhausted, "{big:?}");
+    let garbage = client
+        .export(ringtail::rpc::codec::RawBytes(
+            vec![0xff, 0xff, 0xff].into(),
+        ))
+        .await
+        .expect_err("malformed");
+    assert_eq!(garbage.code(), tonic::Code::InvalidArgument, "{garbage:?}");
+
+    // Query API: malformed ID → 400, unknown → 404.
+    let r = http
+        .get(format!("{query}/api/traces/not-hex"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 400);
+    let r = http
+        .get(format!("{query}/api/traces/{}", "ab".repeat(16)))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404);
+
+    // Still serving, nothing lost.
+    assert!(cluster.front.is_ready().await);
+    assert_eq!(spans_via_query(&query, good).await, Ok(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multitenancy_requires_a_valid_tenant_header_and_isolates_tenants() {
+    let cluster = Cluster::start(15, 3, &["--multitenancy-enabled=true"]).await;
+    let http = reqwest::Client::new();
+    let traces = format!("{}/v1/traces", cluster.front.otlp_http());
+    let id = "0af7651916cd43dd8448eb211c80319c";
+    let send = |tenant: Option<&'static str>| {
+        let mut req = http
+            .post(&traces)
+            .header("content-type", "application/json")
+            .body(valid_json_request(id));
+        if let Some(t) = tenant {
+            req = req.header("x-scope-orgid", t);
+        }
+        req.send()
+    };
+    assert_eq!(send(None).await.expect("post").status(), 401);
+    assert_eq!(send(Some("a/b")).await.expect("post").status(), 400);
+    assert_eq!(send(Some("team-a")).await.expect("post").status(), 200);
+    let get = |tenant: &'static str| {
+        http.get(format!("{}/api/traces/{id}", cluster.front.http()))
+            .header("x-scope-orgid", tenant)
+            .send()
+    };
+    let r = get("team-a").await.expect("get");
+    assert_eq!(r.status(), 200);
+    let json: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(
+        json["batches"][0]["scopeSpans"][0]["spans"][0]["spanId"],
+        "eee19b7ec3c1b174"
+    );
+    assert_eq!(get("team-b").await.expect("get").status(), 404);
+    let r = http
+        .get(format!("{}/api/traces/{id}", cluster.front.http()))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 401);
+}

@@ -1,0 +1,292 @@
+//! A cluster of real `ringtail` processes on loopback for end-to-end tests.
+//!
+//! Each test gets its own address range: node `i` of subnet `s` listens on `127.s.0.i`
+//! with the default ports, so tests run in parallel without port clashes. Every wait is a
+//! condition polled against a deadline.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ringtail");
+
+/// Polls `cond` every 100 ms until it holds or `timeout` passes.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub struct Node {
+    pub name: String,
+    pub ip: IpAddr,
+    pub args: Vec<String>,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn http(&self) -> String {
+        format!("http://{}:3200", self.ip)
+    }
+
+    pub fn otlp_grpc(&self) -> String {
+        format!("http://{}:4317", self.ip)
+    }
+
+    pub fn otlp_grpc_addr(&self) -> String {
+        format!("{}:4317", self.ip)
+    }
+
+    pub fn otlp_http(&self) -> String {
+        format!("http://{}:4318", self.ip)
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, 9095)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let child = Command::new(BIN)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().expect("clone log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn ringtail");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown sequence, no final flush.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal (e.g. SIGTERM/SIGINT) and waits for the exit status.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub async fn is_ready(&self) -> bool {
+        matches!(
+            reqwest::get(format!("{}/ready", self.http())).await,
+            Ok(r) if r.status().is_success()
+        )
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub front: Node,
+    pub ingesters: Vec<Node>,
+}
+
+fn ip(subnet: u8, host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, subnet, 0, host))
+}
+
+impl Cluster {
+    /// Starts `ingesters` ingester processes and one distributor+querier process, and
+    /// waits until every one is ready and the front node sees every ingester ACTIVE.
+    pub async fn start(subnet: u8, ingesters: usize, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seed = format!("{}:7946", ip(subnet, 1));
+        let node = |name: &str, host: u8, target: &str| {
+            let ip = ip(subnet, host);
+            let mut args = vec![
+                format!("--target={target}"),
+                format!("--node-name={name}"),
+                format!("--data-dir={}", dir.path().join(name).display()),
+                format!("--http-listen={ip}:3200"),
+                format!("--grpc-listen={ip}:9095"),
+                format!("--otlp-grpc-listen={ip}:4317"),
+                format!("--otlp-http-listen={ip}:4318"),
+                format!("--gossip-listen={ip}:7946"),
+                format!("--gossip-join={seed}"),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            Node {
+                name: name.to_owned(),
+                ip,
+                args,
+                log: dir.path().join(format!("{name}.log")),
+                child: None,
+            }
+        };
+        let mut ingester_nodes: Vec<Node> = (0..ingesters)
+            .map(|i| node(&format!("ingester-{}", i + 1), i as u8 + 1, "ingester"))
+            .collect();
+        let mut front = node("front", 100, "distributor,querier");
+        for n in &mut ingester_nodes {
+            n.spawn();
+        }
+        front.spawn();
+        let cluster = Self {
+            dir,
+            front,
+            ingesters: ingester_nodes,
+        };
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    pub async fn wait_ready(&self) {
+        for n in self.ingesters.iter().chain([&self.front]) {
+            let name = n.name.clone();
+            wait_until(&format!("{name} ready"), Duration::from_secs(30), || {
+                n.is_ready()
+            })
+            .await;
+        }
+        let expected = self.ingesters.len();
+        self.wait_active_ingesters(expected, Duration::from_secs(30))
+            .await;
+    }
+
+    /// Waits until the front node's write ring has exactly `n` ingesters.
+    pub async fn wait_active_ingesters(&self, n: usize, timeout: Duration) {
+        let url = format!("{}/ring", self.front.http());
+        wait_until(
+            &format!("{n} ACTIVE ingesters in the ring"),
+            timeout,
+            || {
+                let url = url.clone();
+                async move { ring_writers(&url).await == Some(n) }
+            },
+        )
+        .await;
+    }
+
+    pub fn ingester(&mut self, name: &str) -> &mut Node {
+        self.ingesters
+            .iter_mut()
+            .find(|n| n.name == name)
+            .expect("known ingester")
+    }
+
+    pub fn dump_logs(&self) {
+        for n in self.ingesters.iter().chain([&self.front]) {
+            eprintln!("----- {} -----\n{}", n.name, n.log_tail());
+        }
+    }
+}
+
+async fn ring_writers(url: &str) -> Option<usize> {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .ok()?;
+    let json: serde_json::Value = resp.json().await.ok()?;
+    json["write_ring_ingesters"].as_array().map(|a| a.len())
+}
+
+/// Runs `ringtail bench` against the cluster; returns (exit success, stdout).
+pub fn bench(args: &[String]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run bench");
+    let stdout =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), stdout)
+}
+
+/// Reads `<hex> <spans>` lines written by `bench --record`.
+pub fn read_record(path: &Path) -> Vec<(String, usize)> {
+    std::fs::read_to_string(path)
+        .expect("record file")
+        .lines()
+        .filter_map(|l| {
+            let (id, n) = l.split_once(' ')?;
+            Some((id.to_owned(), n.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Number of spans the querier returns for `trace` (0 when not found).
+pub async fn spans_via_query(query: &str, trace: &str) -> Result<usize, String> {
+    use prost::Message;
+    let resp = reqwest::Client::new()
+        .get(format!("{query}/api/traces/{trace}"))
+        .header("accept", "application/protobuf")
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    match resp.status().as_u16() {
+        200 => {
+            let body = resp.bytes().await.map_err(|e| e.to_string())?;
+            let data = opentelemetry_proto::tonic::trace::v1::TracesData::decode(body)
+                .map_err(|e| e.to_string())?;
+            Ok(ringtail::querier::span_count(&data))
+        }
+        404 => Ok(0),
+        s => Err(format!(
+            "HTTP {s}: {}",
+            resp.text().await.unwrap_or_default()
+        )),
+    }
+}
