@@ -208,7 +208,19 @@ async fn with_two_ingesters_killed_pushes_fail_with_unavailable_only() {
     cluster.ingester("ingester-1").kill();
     cluster.ingester("ingester-3").kill();
     // Right after the kill (dead members still in the ring) and after SWIM removed them.
+    let query = cluster.front.http();
     for phase in ["before detection", "after detection"] {
+        let resp = reqwest::get(format!(
+            "{query}/api/traces/0af7651916cd43dd8448eb211c80319c"
+        ))
+        .await
+        .expect("get");
+        assert_eq!(resp.status(), 503, "{phase}: reads need 2 answers");
+        let body = resp.text().await.expect("body");
+        assert!(
+            body.contains("quorum") || body.contains("not enough ingesters"),
+            "{phase}: {body}"
+        );
         let (_, out) = bench(&[
             format!("--endpoint={}", cluster.front.otlp_grpc()),
             "--requests=20".into(),
@@ -360,6 +372,84 @@ async fn bad_input_gets_clear_errors_and_loses_nothing_already_accepted() {
         .await
         .expect("get");
     assert_eq!(r.status(), 404);
+
+    // gzip-compressed OTLP/HTTP is accepted.
+    let gz_id = "33333333333333333333333333333333";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, valid_json_request(gz_id).as_bytes()).expect("gzip");
+    let r = http
+        .post(&traces)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().expect("gzip"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    assert_eq!(spans_via_query(&query, gz_id).await, Ok(1));
+
+    // The admin API reports what happened.
+    let metrics = http
+        .get(format!("{query}/metrics"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    for name in [
+        "ringtail_distributor_spans_received_total",
+        "ringtail_distributor_spans_rejected_total{reason=\"invalid_trace_id\"}",
+        "ringtail_distributor_push_duration_seconds_bucket",
+        "ringtail_membership_members{state=\"ACTIVE\"} 4",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+    let ingester_metrics = http
+        .get(format!("{}/metrics", cluster.ingesters[0].http()))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        ingester_metrics.contains("ringtail_ingester_wal_bytes_total"),
+        "{ingester_metrics}"
+    );
+    assert!(
+        ingester_metrics.contains("ringtail_ingester_live_traces"),
+        "{ingester_metrics}"
+    );
+    let ring = http
+        .get(format!("{query}/ring"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    for name in ["front", "ingester-1", "ingester-2", "ingester-3", "ACTIVE"] {
+        assert!(ring.contains(name), "/ring lacks {name}: {ring}");
+    }
+    let info: serde_json::Value = http
+        .get(format!("{query}/status/buildinfo"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    let echo = http
+        .get(format!("{query}/api/echo"))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(echo, "echo");
 
     // Still serving, nothing lost.
     assert!(cluster.front.is_ready().await);

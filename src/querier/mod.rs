@@ -95,16 +95,16 @@ impl Querier {
                     .map(|p| p as u16)
             })
             .collect();
-        if replica_ids.len() < rf.read_quorum() {
-            // No usable write ring (e.g. every ingester is LEAVING): any readers count.
-            replica_ids = (0..readers.len() as u16).collect();
-        }
-        let needed = rf.read_quorum().min(replica_ids.len().max(1));
-        if readers.len() < needed || readers.is_empty() {
+        let needed = rf.read_quorum();
+        if readers.len() < needed {
             return Err(QueryError::NotEnoughIngesters {
                 available: readers.len(),
-                needed: rf.read_quorum(),
+                needed,
             });
+        }
+        if replica_ids.len() < needed {
+            // No usable write ring (e.g. every ingester is LEAVING): any readers count.
+            replica_ids = (0..readers.len() as u16).collect();
         }
         let group = ReplicaSet::from_ids(replica_ids);
         let request = FindTraceRequest {
