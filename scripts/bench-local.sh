@@ -3,6 +3,7 @@
 # million acked spans (ringtail process only, not the load tool), RSS and WAL size.
 #
 #   scripts/bench-local.sh [bench args...]      e.g. --concurrency 8 --duration-secs 30
+#   LOCAL_ARGS="--wal-store file" scripts/bench-local.sh ...   (options of `ringtail local`)
 #
 # Figures go to BENCHMARKS.md with the command that produced them.
 set -euo pipefail
@@ -12,7 +13,8 @@ bin="$repo/target/release/ringtail"
 work=$(mktemp -d)
 trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 cd "$work"
-RUST_LOG=warn "$bin" local > local.log 2>&1 &
+# shellcheck disable=SC2086
+RUST_LOG=warn "$bin" local ${LOCAL_ARGS:-} > local.log 2>&1 &
 pid=$!
 for _ in $(seq 1 150); do
   curl -fsS -H 'Accept: application/json' http://127.0.0.1:3200/ring 2>/dev/null |
@@ -21,8 +23,10 @@ for _ in $(seq 1 150); do
 done
 ticks=$(getconf CLK_TCK)
 cpu() { awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$pid/stat"; }
+kill -0 $pid 2>/dev/null || { echo "ringtail local did not start:"; cat local.log; exit 1; }
 cpu0=$(cpu)
 out=$("$bin" bench "$@" | tee /dev/stderr)
+kill -0 $pid 2>/dev/null || { echo "ringtail local died during the run:"; tail -20 local.log; exit 1; }
 cpu1=$(cpu)
 spans=$(echo "$out" | sed -n 's/^result: .* requests, \([0-9]*\) acked spans.*/\1/p')
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")

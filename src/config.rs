@@ -12,7 +12,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::ingester::wal::WalSync;
+use crate::ingester::wal::{WalStoreKind, WalSync};
 use crate::membership::Roles;
 use crate::ring::ReplicationFactor;
 
@@ -97,6 +97,10 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_WAL_SYNC")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_sync: Option<String>,
+    /// WAL store: sled, or file (append-only segments + fdatasync) [default: sled]
+    #[arg(long, env = "RINGTAIL_WAL_STORE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_store: Option<String>,
     /// sled page cache for the WAL, bytes [default: 67108864]
     #[arg(long, env = "RINGTAIL_WAL_CACHE_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,6 +147,7 @@ pub struct Config {
     pub multitenancy_enabled: bool,
     pub max_recv_msg_size: usize,
     pub wal_sync: WalSync,
+    pub wal_store: WalStoreKind,
     pub wal_cache_bytes: u64,
 }
 
@@ -236,6 +241,16 @@ impl RawConfig {
                 ))
             }
         };
+        let wal_store = match self.wal_store.as_deref().unwrap_or("sled") {
+            "sled" => WalStoreKind::Sled,
+            "file" => WalStoreKind::File,
+            other => {
+                return Err(invalid(
+                    "wal_store",
+                    format!("{other:?} is not one of: sled, file"),
+                ))
+            }
+        };
         let gossip_listen = self.gossip_listen.unwrap_or(([0, 0, 0, 0], 7946).into());
         let gossip_join: Vec<String> = self
             .gossip_join
@@ -277,6 +292,7 @@ impl RawConfig {
             multitenancy_enabled: self.multitenancy_enabled.unwrap_or(false),
             max_recv_msg_size,
             wal_sync,
+            wal_store,
             wal_cache_bytes: self.wal_cache_bytes.unwrap_or(64 << 20),
         })
     }

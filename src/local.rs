@@ -19,6 +19,9 @@ pub struct LocalArgs {
     /// Number of ingesters
     #[arg(long, default_value_t = 3)]
     pub ingesters: u16,
+    /// WAL store of the ingesters: sled or file
+    #[arg(long, default_value = "sled")]
+    pub wal_store: String,
 }
 
 const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -57,6 +60,7 @@ pub async fn start(
             grpc_listen: Some(addr(9094 + i)),
             gossip_listen: Some(addr(7946 + i)),
             gossip_join: Some(vec![seed.clone()]),
+            wal_store: Some(args.wal_store.clone()),
             ..Default::default()
         })?;
         let n = node::start(config, shutdown.clone())

@@ -196,6 +196,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let settings = IngesterSettings {
             data_dir: config.data_dir.clone(),
             wal_sync: config.wal_sync,
+            wal_store: config.wal_store,
             wal_cache_bytes: config.wal_cache_bytes,
         };
         let (ingester, _stats) = tokio::task::spawn_blocking(move || Ingester::open(&settings))

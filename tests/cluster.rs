@@ -112,7 +112,16 @@ async fn spans_from_the_python_and_rust_otlp_exporters_read_back_complete() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_of_one_ingester_under_load_loses_no_acked_span_and_it_replays_its_wal() {
-    let mut cluster = Cluster::start(12, 3, &[]).await;
+    sigkill_one_ingester_under_load(12, "sled").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_one_ingester_loses_nothing_with_the_file_wal_store_too() {
+    sigkill_one_ingester_under_load(16, "file").await;
+}
+
+async fn sigkill_one_ingester_under_load(subnet: u8, wal_store: &str) {
+    let mut cluster = Cluster::start(subnet, 3, &[&format!("--wal-store={wal_store}")]).await;
     let dir = cluster.dir.path().to_owned();
     let endpoint = cluster.front.otlp_grpc();
 

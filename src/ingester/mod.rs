@@ -20,7 +20,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 pub use live::LiveTraces;
-use wal::{ReplayStats, SledStore, Wal, WalError, WalSync};
+use wal::{FileStore, ReplayStats, SledStore, Wal, WalError, WalStoreKind, WalSync};
 
 use crate::model::{TenantId, TraceId};
 use crate::rpc::codec::RawBytes;
@@ -32,6 +32,7 @@ use crate::rpc::proto::{FindTraceRequest, FindTraceResponse, PushRequest, PushRe
 pub struct IngesterSettings {
     pub data_dir: PathBuf,
     pub wal_sync: WalSync,
+    pub wal_store: WalStoreKind,
     pub wal_cache_bytes: u64,
 }
 
@@ -48,6 +49,8 @@ pub enum OpenError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} holds a WAL of the other wal_store kind; replay it with that kind first (or remove it if its data is no longer needed)")]
+    OtherStore { path: PathBuf },
     #[error("cannot open the WAL in {path}: {source}")]
     Wal { path: PathBuf, source: WalError },
 }
@@ -56,18 +59,34 @@ impl Ingester {
     /// Opens the WAL and replays it into memory. The ingester accepts pushes once
     /// [`Ingester::start_serving`] is called.
     pub fn open(settings: &IngesterSettings) -> Result<(Arc<Self>, ReplayStats), OpenError> {
-        let wal_dir = settings.data_dir.join("wal");
-        std::fs::create_dir_all(&wal_dir).map_err(|source| OpenError::DataDir {
+        // Each store has its own folder; refuse to start on the other one's data rather than
+        // ignore acked writes.
+        let sled_dir = settings.data_dir.join("wal");
+        let file_dir = settings.data_dir.join("wal-segments");
+        let (wal_dir, other) = match settings.wal_store {
+            WalStoreKind::Sled => (&sled_dir, &file_dir),
+            WalStoreKind::File => (&file_dir, &sled_dir),
+        };
+        if std::fs::read_dir(other).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(OpenError::OtherStore {
+                path: other.clone(),
+            });
+        }
+        std::fs::create_dir_all(wal_dir).map_err(|source| OpenError::DataDir {
             path: wal_dir.clone(),
             source,
         })?;
-        let store = SledStore::open(&wal_dir, settings.wal_cache_bytes).map_err(|source| {
-            OpenError::Wal {
-                path: wal_dir.clone(),
-                source,
+        let wal_error = |source| OpenError::Wal {
+            path: wal_dir.clone(),
+            source,
+        };
+        let store: Box<dyn wal::WalStore> = match settings.wal_store {
+            WalStoreKind::Sled => {
+                Box::new(SledStore::open(wal_dir, settings.wal_cache_bytes).map_err(wal_error)?)
             }
-        })?;
-        Self::with_store(Box::new(store), settings.wal_sync, &wal_dir)
+            WalStoreKind::File => Box::new(FileStore::open(wal_dir).map_err(wal_error)?),
+        };
+        Self::with_store(store, settings.wal_sync, wal_dir)
     }
 
     fn with_store(

@@ -24,10 +24,18 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+mod file_store;
+
+pub use file_store::FileStore;
+
 #[derive(Debug, Error)]
 pub enum WalError {
     #[error("WAL storage error: {0}")]
     Storage(#[from] sled::Error),
+    #[error("WAL I/O error: {0}")]
+    Io(std::io::Error),
+    #[error("WAL record of {bytes} bytes is too large")]
+    TooLarge { bytes: usize },
     #[error("WAL writer has stopped")]
     Closed,
 }
@@ -41,6 +49,15 @@ pub enum WalSync {
     Periodic,
 }
 
+/// Which [`WalStore`] an ingester uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalStoreKind {
+    /// sled 0.34 (the design card's choice).
+    Sled,
+    /// Append-only segment files with `fdatasync` ([`FileStore`]).
+    File,
+}
+
 /// What a replay found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayStats {
@@ -52,7 +69,9 @@ pub struct ReplayStats {
 /// A log of records with increasing sequence numbers. Blocking; called from the writer
 /// thread (appends) or before the node serves (replay).
 pub trait WalStore: Send + 'static {
-    fn append(&mut self, seq: u64, record: &[u8]) -> Result<(), WalError>;
+    /// Appends `records` with sequence numbers `first_seq..`. After it returns the records
+    /// survive a crash of the process (they are at least in the OS page cache).
+    fn append(&mut self, first_seq: u64, records: &[Bytes]) -> Result<(), WalError>;
     /// Makes every appended record durable.
     fn sync(&mut self) -> Result<(), WalError>;
     /// Visits every record in sequence order; returns the next free sequence number.
@@ -95,8 +114,10 @@ fn unframe(value: &[u8]) -> Option<&[u8]> {
 }
 
 impl WalStore for SledStore {
-    fn append(&mut self, seq: u64, record: &[u8]) -> Result<(), WalError> {
-        self.tree.insert(seq.to_be_bytes(), frame(record))?;
+    fn append(&mut self, first_seq: u64, records: &[Bytes]) -> Result<(), WalError> {
+        for (seq, record) in (first_seq..).zip(records) {
+            self.tree.insert(seq.to_be_bytes(), frame(record))?;
+        }
         Ok(())
     }
 
@@ -149,6 +170,9 @@ pub struct Wal {
     size_on_disk: Arc<AtomicU64>,
 }
 
+/// With `wal_sync: periodic`, the longest time between two syncs while writes arrive.
+const PERIODIC_SYNC: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Most bytes one group commit takes from the queue.
 const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 
@@ -200,6 +224,8 @@ fn writer(
     size_on_disk: Arc<AtomicU64>,
 ) {
     let mut batch: Vec<Pending> = Vec::new();
+    let mut records: Vec<Bytes> = Vec::new();
+    let mut last_sync = Instant::now();
     let mut syncs = 0u64;
     while let Some(first) = rx.blocking_recv() {
         let mut bytes = first.0.len();
@@ -214,17 +240,20 @@ fn writer(
             }
         }
         let started = Instant::now();
-        let mut result = Ok(());
-        for (record, _) in &batch {
-            if let Err(e) = store.append(seq, record) {
-                result = Err(e);
-                break;
+        records.extend(batch.iter().map(|(r, _)| r.clone()));
+        let mut result = store.append(seq, &records);
+        if result.is_ok() {
+            seq += records.len() as u64;
+            let due = match sync {
+                WalSync::Always => true,
+                WalSync::Periodic => last_sync.elapsed() >= PERIODIC_SYNC,
+            };
+            if due {
+                result = store.sync();
+                last_sync = Instant::now();
             }
-            seq += 1;
         }
-        if result.is_ok() && sync == WalSync::Always {
-            result = store.sync();
-        }
+        records.clear();
         metrics::histogram!("ringtail_ingester_wal_commit_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("ringtail_ingester_wal_bytes_total").increment(bytes as u64);
@@ -292,14 +321,13 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_last_record_is_skipped_and_the_rest_replays() {
+    fn sled_a_torn_last_record_is_skipped_and_the_rest_replays() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = SledStore::open(dir.path(), 8 << 20).expect("open");
-        for i in 0..10u64 {
-            store
-                .append(i, format!("record-{i}").as_bytes())
-                .expect("append");
-        }
+        let records: Vec<Bytes> = (0..10)
+            .map(|i| Bytes::from(format!("record-{i}")))
+            .collect();
+        store.append(0, &records).expect("append");
         // A record cut short mid-write: its checksum covers bytes that never arrived.
         let full = frame(b"record-10-with-a-longer-payload");
         store
