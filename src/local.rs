@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, RawConfig};
+use crate::config::RawConfig;
 use crate::node::{self, NodeError, RunningNode};
 
 /// Options of `ringtail local`.
@@ -30,17 +30,13 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::new(LOOPBACK, port)
 }
 
-fn node_config(raw: RawConfig) -> Result<Config, crate::config::ConfigError> {
-    raw.validate()
-}
-
 /// Starts the local cluster; returns the running nodes (front node first).
 pub async fn start(
     args: &LocalArgs,
     shutdown: CancellationToken,
 ) -> Result<Vec<RunningNode>, Box<dyn std::error::Error>> {
     let seed = addr(7946).to_string();
-    let front = node_config(RawConfig {
+    let front = RawConfig {
         target: Some(vec!["distributor".into(), "querier".into()]),
         node_name: Some("front".into()),
         http_listen: Some(addr(3200)),
@@ -48,11 +44,12 @@ pub async fn start(
         otlp_http_listen: Some(addr(4318)),
         gossip_listen: Some(addr(7946)),
         ..Default::default()
-    })?;
+    }
+    .validate()?;
     let mut nodes = vec![node::start(front, shutdown.clone()).await?];
     for i in 1..=args.ingesters {
         let name = format!("ingester-{i}");
-        let config = node_config(RawConfig {
+        let config = RawConfig {
             target: Some(vec!["ingester".into()]),
             node_name: Some(name.clone()),
             data_dir: Some(args.data_dir.join(&name)),
@@ -62,7 +59,8 @@ pub async fn start(
             gossip_join: Some(vec![seed.clone()]),
             wal_store: Some(args.wal_store.clone()),
             ..Default::default()
-        })?;
+        }
+        .validate()?;
         let n = node::start(config, shutdown.clone())
             .await
             .map_err(|e: NodeError| format!("{name}: {e}"))?;

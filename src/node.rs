@@ -7,9 +7,10 @@
 //! 4. distributor: serve OTLP gRPC and HTTP.
 //!
 //! Shutdown sequence (Ctrl-C / SIGTERM), bounded by [`SHUTDOWN_DEADLINE`], each step logged:
-//! 1. stop accepting new OTLP requests and queries (servers drain in-flight requests);
-//! 2. leave the gossip cluster (foca leave, gossiped while the socket is still open);
-//! 3. close the WAL (its writer flushes once more) and exit.
+//! 1. stop accepting new OTLP requests, pushes and queries; in-flight requests finish
+//!    (every acked push is already durable in the WAL);
+//! 2. leave the gossip cluster (foca's leave, gossiped while the socket is still open);
+//! 3. exit. The WAL writer flushes once more when its last handle is dropped.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -62,6 +63,8 @@ pub struct RunningNode {
     pub membership: Membership,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    gossip_stop: CancellationToken,
+    gossip_task: tokio::task::JoinHandle<()>,
     name: String,
 }
 
@@ -127,7 +130,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tracing::info!(node = %identity.name, roles = ?roles, ?endpoints, "starting");
 
     let tasks = TaskTracker::new();
-    // Gossip outlives the servers: it is stopped after them (see `wait`).
+    // Gossip outlives the servers: `wait` stops it after they drained.
     let gossip_stop = CancellationToken::new();
     let (membership, gossip_task) = Membership::start(
         identity,
@@ -140,21 +143,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         addr: config.gossip_listen,
         source,
     })?;
-    tasks.spawn(async move {
-        let _ = gossip_task.await;
-    });
-    {
-        let shutdown = shutdown.clone();
-        let tasks2 = tasks.clone();
-        tasks.spawn(async move {
-            shutdown.cancelled().await;
-            // Let the servers finish draining before leaving the cluster.
-            tasks2.close();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            tracing::info!("shutdown: leaving the gossip cluster");
-            gossip_stop.cancel();
-        });
-    }
 
     let clients = IngesterClients::default();
     let mut http = Router::new();
@@ -282,6 +270,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         membership,
         tasks,
         shutdown,
+        gossip_stop,
+        gossip_task,
         name: config.node_name,
     })
 }
@@ -295,13 +285,22 @@ impl RunningNode {
     /// by [`SHUTDOWN_DEADLINE`] once shutdown began.
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
-        tracing::info!(node = %self.name, "shutdown: stopping servers");
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        tracing::info!(node = %self.name, "shutdown: stopping servers (in-flight requests finish)");
         self.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_DEADLINE, self.tasks.wait())
+        if tokio::time::timeout_at(deadline, self.tasks.wait())
             .await
             .is_err()
         {
-            tracing::warn!(node = %self.name, "shutdown: deadline reached, exiting anyway");
+            tracing::warn!(node = %self.name, "shutdown: servers did not drain before the deadline");
+        }
+        tracing::info!(node = %self.name, "shutdown: leaving the gossip cluster");
+        self.gossip_stop.cancel();
+        if tokio::time::timeout_at(deadline, self.gossip_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = %self.name, "shutdown: gossip did not stop before the deadline");
         }
         tracing::info!(node = %self.name, "shutdown: done");
     }

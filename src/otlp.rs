@@ -372,9 +372,7 @@ struct Layout<'a> {
 
 impl Layout<'_> {
     fn iter_spans(&self, first: u32) -> impl Iterator<Item = &SpanInfo> + '_ {
-        std::iter::successors(Some(&self.spans[first as usize]), move |s| {
-            (s.next != u32::MAX).then(|| &self.spans[s.next as usize])
-        })
+        self.iter_spans_from(&self.spans[first as usize])
     }
 
     fn raw_len(ranges: &[Range<usize>]) -> usize {

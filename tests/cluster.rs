@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bench, read_record, spans_via_query, wait_until, Cluster};
+use common::{bench, get_text, read_record, spans_via_query, wait_until, Cluster};
 use opentelemetry::trace::{Span as _, TraceContextExt, Tracer, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
@@ -398,14 +398,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing_already_accepted() {
     assert_eq!(spans_via_query(&query, gz_id).await, Ok(1));
 
     // The admin API reports what happened.
-    let metrics = http
-        .get(format!("{query}/metrics"))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("text");
+    let metrics = get_text(format!("{query}/metrics")).await;
     for name in [
         "ringtail_distributor_spans_received_total",
         "ringtail_distributor_spans_rejected_total{reason=\"invalid_trace_id\"}",
@@ -414,14 +407,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing_already_accepted() {
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
-    let ingester_metrics = http
-        .get(format!("{}/metrics", cluster.ingesters[0].http()))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("text");
+    let ingester_metrics = get_text(format!("{}/metrics", cluster.ingesters[0].http())).await;
     assert!(
         ingester_metrics.contains("ringtail_ingester_wal_bytes_total"),
         "{ingester_metrics}"
@@ -430,14 +416,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing_already_accepted() {
         ingester_metrics.contains("ringtail_ingester_live_traces"),
         "{ingester_metrics}"
     );
-    let ring = http
-        .get(format!("{query}/ring"))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("text");
+    let ring = get_text(format!("{query}/ring")).await;
     for name in ["front", "ingester-1", "ingester-2", "ingester-3", "ACTIVE"] {
         assert!(ring.contains(name), "/ring lacks {name}: {ring}");
     }
@@ -450,14 +429,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing_already_accepted() {
         .await
         .expect("json");
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
-    let echo = http
-        .get(format!("{query}/api/echo"))
-        .send()
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("text");
+    let echo = get_text(format!("{query}/api/echo")).await;
     assert_eq!(echo, "echo");
 
     // Still serving, nothing lost.

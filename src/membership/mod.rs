@@ -7,7 +7,8 @@
 //!
 //! Joining: the node announces to every seed address once a second until foca reports
 //! `Active` (some member answered). A node without seeds (other than itself) is the
-//! founding member and counts as joined at once.
+//! founding member and counts as joined at once. After that, every member announces to a
+//! random member every 5 s, so a member that missed an identity change learns it.
 
 mod identity;
 
@@ -211,7 +212,15 @@ impl Driver {
         joined_tx: watch::Sender<bool>,
         me_tx: watch::Sender<NodeIdentity>,
     ) -> Self {
-        let config = foca::Config::new_lan(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+        let mut config = foca::Config::new_lan(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN));
+        // State changes ride on changed identities, which foca retransmits a bounded number
+        // of times: a member that joins meanwhile can learn a stale identity. Announcing to
+        // a random member every 5 s (the reply carries its whole member list) heals that in
+        // seconds instead of foca's default 30 s.
+        config.periodic_announce = Some(foca::PeriodicParams {
+            frequency: Duration::from_secs(5),
+            num_members: std::num::NonZeroUsize::MIN,
+        });
         let rng: StdRng = rand::make_rng();
         Self {
             foca: Foca::new(identity, config, rng, PostcardCodec),

@@ -290,3 +290,13 @@ pub async fn spans_via_query(query: &str, trace: &str) -> Result<usize, String> 
         )),
     }
 }
+
+/// GET `url` and return the body as text (panics on transport errors).
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    reqwest::get(url)
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text")
+}

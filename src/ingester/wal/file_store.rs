@@ -115,6 +115,11 @@ fn parse_segment(
     pos
 }
 
+fn count_corrupt(stats: &mut ReplayStats) {
+    stats.corrupt += 1;
+    metrics::counter!("ringtail_ingester_wal_corrupt_records_total").increment(1);
+}
+
 impl WalStore for FileStore {
     fn append(&mut self, first_seq: u64, records: &[Bytes]) -> Result<(), WalError> {
         if self
@@ -159,16 +164,14 @@ impl WalStore for FileStore {
             let data = match fs::read(path) {
                 Ok(d) => Bytes::from(d),
                 Err(e) => {
-                    stats.corrupt += 1;
-                    metrics::counter!("ringtail_ingester_wal_corrupt_records_total").increment(1);
+                    count_corrupt(&mut stats);
                     tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable WAL segment");
                     continue;
                 }
             };
             let valid = parse_segment(&data, visit, &mut stats, &mut next);
             if valid < data.len() {
-                stats.corrupt += 1;
-                metrics::counter!("ringtail_ingester_wal_corrupt_records_total").increment(1);
+                count_corrupt(&mut stats);
                 if i + 1 == segments.len() {
                     tracing::warn!(path = %path.display(), offset = valid, "truncating a torn record at the end of the WAL");
                     OpenOptions::new()
