@@ -35,7 +35,10 @@ pub async fn start(
     args: &LocalArgs,
     shutdown: CancellationToken,
 ) -> Result<Vec<RunningNode>, Box<dyn std::error::Error>> {
-    let seed = addr(7946).to_string();
+    // Every node lists every other node as a seed, so any of them can restart and rejoin.
+    let seeds: Vec<String> = (0..=args.ingesters)
+        .map(|i| addr(7946 + i).to_string())
+        .collect();
     let front = RawConfig {
         target: Some(vec!["distributor".into(), "querier".into()]),
         node_name: Some("front".into()),
@@ -43,6 +46,7 @@ pub async fn start(
         otlp_grpc_listen: Some(addr(4317)),
         otlp_http_listen: Some(addr(4318)),
         gossip_listen: Some(addr(7946)),
+        gossip_join: Some(seeds.clone()),
         ..Default::default()
     }
     .validate()?;
@@ -56,7 +60,7 @@ pub async fn start(
             http_listen: Some(addr(3200 + i)),
             grpc_listen: Some(addr(9094 + i)),
             gossip_listen: Some(addr(7946 + i)),
-            gossip_join: Some(vec![seed.clone()]),
+            gossip_join: Some(seeds.clone()),
             wal_store: Some(args.wal_store.clone()),
             ..Default::default()
         }

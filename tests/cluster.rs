@@ -255,6 +255,60 @@ async fn with_two_ingesters_killed_pushes_fail_with_unavailable_only() {
     assert!(resp.headers().contains_key("retry-after"));
     let body = resp.text().await.expect("body");
     assert!(body.contains("ACTIVE ingesters"), "{body}");
+
+    // The OpenTelemetry Python exporter retries UNAVAILABLE: its batches land once the
+    // ingesters are back, and every span it exported reads back complete.
+    let errors_before = pushes_failed_unavailable(&cluster).await;
+    let mut python = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/export_and_verify.py"
+        ))
+        .args(["--endpoint", &cluster.front.otlp_grpc_addr()])
+        .args(["--query-url", &cluster.front.http()])
+        .args([
+            "--traces",
+            "100",
+            "--spans-per-trace",
+            "5",
+            "--export-timeout",
+            "40",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python exporter");
+    wait_until(
+        "the exporter's first pushes to fail",
+        Duration::from_secs(20),
+        || {
+            let cluster = &cluster;
+            async move { pushes_failed_unavailable(cluster).await > errors_before }
+        },
+    )
+    .await;
+    cluster.ingester("ingester-1").restart();
+    cluster.ingester("ingester-3").restart();
+    cluster.wait_ready().await;
+    let out = tokio::task::spawn_blocking(move || python.wait_with_output())
+        .await
+        .expect("join")
+        .expect("python output");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "retried batches must land:\n{text}");
+    assert!(text.contains("verified 100 complete"), "{text}");
+}
+
+/// `ringtail_distributor_push_errors_total{reason=...}` for quorum failures, from /metrics.
+async fn pushes_failed_unavailable(cluster: &Cluster) -> u64 {
+    get_text(format!("{}/metrics", cluster.front.http()))
+        .await
+        .lines()
+        .filter(|l| l.starts_with("ringtail_distributor_push_errors_total"))
+        .filter(|l| l.contains("quorum_failed") || l.contains("not_enough_ingesters"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn valid_json_request(trace_id: &str) -> String {

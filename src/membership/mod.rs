@@ -221,6 +221,12 @@ impl Driver {
             frequency: Duration::from_secs(5),
             num_members: std::num::NonZeroUsize::MIN,
         });
+        // Announcing to members declared down heals a split: a restarted seed that founded
+        // a cluster of its own, or the two sides of a network partition, merge again.
+        config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: Duration::from_secs(10),
+            num_members: std::num::NonZeroUsize::new(2).unwrap_or(std::num::NonZeroUsize::MIN),
+        });
         let rng: StdRng = rand::make_rng();
         Self {
             foca: Foca::new(identity, config, rng, PostcardCodec),

@@ -150,7 +150,12 @@ impl Cluster {
     /// waits until every one is ready and the front node sees every ingester ACTIVE.
     pub async fn start(subnet: u8, ingesters: usize, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let seed = format!("{}:7946", ip(subnet, 1));
+        // Every node lists every ingester as a seed, as a deployment would (a single seed
+        // that restarts would found a cluster of its own).
+        let seeds: Vec<String> = (1..=ingesters as u8)
+            .map(|h| format!("{}:7946", ip(subnet, h)))
+            .collect();
+        let seed = seeds.join(",");
         let node = |name: &str, host: u8, target: &str| {
             let ip = ip(subnet, host);
             let mut args = vec![
