@@ -259,7 +259,7 @@ async fn with_two_ingesters_killed_pushes_fail_with_unavailable_only() {
     // The OpenTelemetry Python exporter retries UNAVAILABLE: its batches land once the
     // ingesters are back, and every span it exported reads back complete.
     let errors_before = pushes_failed_unavailable(&cluster).await;
-    let mut python = Command::new(python())
+    let python = Command::new(python())
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/python/export_and_verify.py"
