@@ -42,4 +42,5 @@ pub mod otlp;
 pub mod querier;
 pub mod ring;
 pub mod rpc;
+pub mod storage;
 pub mod telemetry;

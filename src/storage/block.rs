@@ -1,0 +1,453 @@
+//! The block format (version 1). Pure: bytes in, bytes out.
+//!
+//! A block is four objects under `<tenant>/<block id>/`:
+//!
+//! - `data`: pages, each zstd-compressed; a page holds whole traces, sorted by trace ID,
+//!   each as `trace id (16) ‖ len (u32 LE) ‖ bytes` where the bytes are
+//!   `TracesData.resource_spans` fields (as ingesters store them);
+//! - `index`: `"RTIX" ‖ version (u8) ‖ page count (u32 LE)` then, per page,
+//!   `first id (16) ‖ last id (16) ‖ offset (u64 LE) ‖ length (u32 LE) ‖ traces (u32 LE)`;
+//! - `filter`: a binary fuse filter (xorf `BinaryFuse8`, postcard) over `xxh3(trace id)`;
+//! - `meta.json`: [`BlockMeta`], written **last**: a block without it is not visible.
+//!
+//! A lookup is filter → index (binary search on the pages' ID ranges) → one page read
+//! with a range request → decompress → scan. The meta carries what a compactor needs to
+//! merge blocks later (tenant, level, ID and time ranges, sizes, source ingester).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use xorf::{BinaryFuse8, Filter};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::model::TraceId;
+
+pub const FORMAT_VERSION: u32 = 1;
+/// Uncompressed bytes per page before a new page starts.
+pub const PAGE_BYTES: usize = 256 * 1024;
+const INDEX_MAGIC: &[u8; 4] = b"RTIX";
+const INDEX_ENTRY: usize = 16 + 16 + 8 + 4 + 4;
+const ZSTD_LEVEL: i32 = 3;
+
+#[derive(Debug, Error)]
+pub enum BlockError {
+    #[error("block {what} is malformed: {why}")]
+    Malformed { what: &'static str, why: String },
+    #[error("unsupported block format version {0}")]
+    Version(u32),
+    #[error("compression failed: {0}")]
+    Compression(#[from] std::io::Error),
+}
+
+fn malformed(what: &'static str, why: impl Into<String>) -> BlockError {
+    BlockError::Malformed {
+        what,
+        why: why.into(),
+    }
+}
+
+/// `meta.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockMeta {
+    pub format_version: u32,
+    pub tenant: String,
+    pub block_id: String,
+    /// The ingester that cut it (compactors write their own name).
+    pub ingester: String,
+    /// 0 for blocks cut by ingesters; compactors increase it.
+    pub compaction_level: u32,
+    pub min_trace_id: String,
+    pub max_trace_id: String,
+    /// Earliest span start and latest span end, ns since the epoch (0 when unknown).
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    pub total_traces: u64,
+    pub data_pages: u32,
+    pub data_bytes: u64,
+    pub index_bytes: u64,
+    pub filter_bytes: u64,
+    /// When the block was cut, seconds since the epoch.
+    pub created_unix_secs: u64,
+}
+
+/// A trace to put in a block.
+pub struct BlockTrace {
+    pub id: TraceId,
+    pub data: Bytes,
+}
+
+/// The encoded objects of a block.
+pub struct EncodedBlock {
+    pub data: Bytes,
+    pub index: Bytes,
+    pub filter: Bytes,
+    pub meta: BlockMeta,
+}
+
+/// Identity and time range of a block being built.
+pub struct BlockInfo {
+    pub tenant: String,
+    pub block_id: String,
+    pub ingester: String,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    pub created_unix_secs: u64,
+}
+
+struct PageEntry {
+    first: TraceId,
+    last: TraceId,
+    offset: u64,
+    len: u32,
+    traces: u32,
+}
+
+/// Encodes a block. Traces with the same ID are merged (their bytes concatenated).
+pub fn encode(mut traces: Vec<BlockTrace>, info: BlockInfo) -> Result<EncodedBlock, BlockError> {
+    if traces.is_empty() {
+        return Err(malformed("input", "a block needs at least one trace"));
+    }
+    traces.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut data = BytesMut::new();
+    let mut pages = Vec::new();
+    let mut page = Vec::with_capacity(PAGE_BYTES + 4096);
+    let mut first: Option<TraceId> = None;
+    let mut last = traces[0].id;
+    let mut in_page = 0u32;
+    let mut keys = Vec::with_capacity(traces.len());
+    let mut i = 0;
+    while i < traces.len() {
+        let id = traces[i].id;
+        let mut len = 0usize;
+        let mut j = i;
+        while j < traces.len() && traces[j].id == id {
+            len += traces[j].data.len();
+            j += 1;
+        }
+        let len32 =
+            u32::try_from(len).map_err(|_| malformed("input", "trace larger than 4 GiB"))?;
+        page.extend_from_slice(&id.0);
+        page.extend_from_slice(&len32.to_le_bytes());
+        for t in &traces[i..j] {
+            page.extend_from_slice(&t.data);
+        }
+        keys.push(xxh3_64(&id.0));
+        first.get_or_insert(id);
+        last = id;
+        in_page += 1;
+        i = j;
+        if page.len() >= PAGE_BYTES || i == traces.len() {
+            let compressed = zstd::bulk::compress(&page, ZSTD_LEVEL)?;
+            pages.push(PageEntry {
+                first: first.take().unwrap_or(id),
+                last,
+                offset: data.len() as u64,
+                len: compressed.len() as u32,
+                traces: in_page,
+            });
+            data.extend_from_slice(&compressed);
+            page.clear();
+            in_page = 0;
+        }
+    }
+    let mut index = BytesMut::with_capacity(9 + pages.len() * INDEX_ENTRY);
+    index.put_slice(INDEX_MAGIC);
+    index.put_u8(FORMAT_VERSION as u8);
+    index.put_u32_le(pages.len() as u32);
+    for p in &pages {
+        index.put_slice(&p.first.0);
+        index.put_slice(&p.last.0);
+        index.put_u64_le(p.offset);
+        index.put_u32_le(p.len);
+        index.put_u32_le(p.traces);
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    let filter = BinaryFuse8::try_from(&keys).map_err(|e| malformed("filter", e))?;
+    let filter = encode_filter(&filter);
+    let meta = BlockMeta {
+        format_version: FORMAT_VERSION,
+        tenant: info.tenant,
+        block_id: info.block_id,
+        ingester: info.ingester,
+        compaction_level: 0,
+        min_trace_id: traces[0].id.to_hex(),
+        max_trace_id: last.to_hex(),
+        start_unix_nano: info.start_unix_nano,
+        end_unix_nano: info.end_unix_nano,
+        total_traces: keys.len() as u64,
+        data_pages: pages.len() as u32,
+        data_bytes: data.len() as u64,
+        index_bytes: index.len() as u64,
+        filter_bytes: filter.len() as u64,
+        created_unix_secs: info.created_unix_secs,
+    };
+    Ok(EncodedBlock {
+        data: data.freeze(),
+        index: index.freeze(),
+        filter: Bytes::from(filter),
+        meta,
+    })
+}
+
+const FILTER_MAGIC: &[u8; 4] = b"RTBF";
+const FILTER_HEADER: usize = 4 + 8 + 4 + 4 + 4 + 4;
+
+/// `"RTBF" ‖ seed (u64) ‖ segment length ‖ mask ‖ segment count length (u32s) ‖
+/// crc32(fingerprints) ‖ fingerprints`, all little-endian.
+fn encode_filter(f: &BinaryFuse8) -> Vec<u8> {
+    let d = &f.descriptor;
+    let mut out = Vec::with_capacity(FILTER_HEADER + f.fingerprints.len());
+    out.extend_from_slice(FILTER_MAGIC);
+    out.extend_from_slice(&d.seed.to_le_bytes());
+    out.extend_from_slice(&d.segment_length.to_le_bytes());
+    out.extend_from_slice(&d.segment_length_mask.to_le_bytes());
+    out.extend_from_slice(&d.segment_count_length.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&f.fingerprints).to_le_bytes());
+    out.extend_from_slice(&f.fingerprints);
+    out
+}
+
+/// A decoded filter.
+pub struct TraceFilter(BinaryFuse8);
+
+impl TraceFilter {
+    /// Decodes and validates a filter: a corrupt one is an error, never a panic later.
+    pub fn decode(bytes: &[u8]) -> Result<Self, BlockError> {
+        if bytes.len() < FILTER_HEADER || &bytes[..4] != FILTER_MAGIC {
+            return Err(malformed("filter", "bad magic"));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap_or_default());
+        let seed = u64::from_le_bytes(bytes[4..12].try_into().unwrap_or_default());
+        let (segment_length, segment_length_mask, segment_count_length) =
+            (u32_at(12), u32_at(16), u32_at(20));
+        let fingerprints = &bytes[FILTER_HEADER..];
+        let fits = segment_length.is_power_of_two()
+            && segment_length_mask == segment_length - 1
+            && (segment_count_length as usize) + 2 * (segment_length as usize)
+                <= fingerprints.len();
+        if !fits || crc32fast::hash(fingerprints) != u32_at(24) {
+            return Err(malformed("filter", "geometry or checksum does not match"));
+        }
+        Ok(TraceFilter(BinaryFuse8 {
+            descriptor: xorf::Descriptor {
+                seed,
+                segment_length,
+                segment_length_mask,
+                segment_count_length,
+            },
+            fingerprints: fingerprints.into(),
+        }))
+    }
+
+    /// False means the block surely lacks the trace (~0.4% false positives).
+    pub fn may_contain(&self, id: &TraceId) -> bool {
+        self.0.contains(&xxh3_64(&id.0))
+    }
+}
+
+/// A decoded page index.
+pub struct PageIndex {
+    pages: Vec<PageEntry>,
+}
+
+/// Where a page lies in the `data` object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRange {
+    pub offset: u64,
+    pub len: u32,
+}
+
+impl PageIndex {
+    pub fn decode(bytes: &[u8]) -> Result<Self, BlockError> {
+        if bytes.len() < 9 || &bytes[..4] != INDEX_MAGIC {
+            return Err(malformed("index", "bad magic"));
+        }
+        if u32::from(bytes[4]) != FORMAT_VERSION {
+            return Err(BlockError::Version(u32::from(bytes[4])));
+        }
+        let count = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
+        let body = &bytes[9..];
+        if body.len() != count * INDEX_ENTRY {
+            return Err(malformed(
+                "index",
+                format!("{} bytes for {count} pages", body.len()),
+            ));
+        }
+        let id = |b: &[u8]| {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            TraceId(a)
+        };
+        let pages = body
+            .chunks_exact(INDEX_ENTRY)
+            .map(|e| PageEntry {
+                first: id(&e[0..16]),
+                last: id(&e[16..32]),
+                offset: u64::from_le_bytes(e[32..40].try_into().unwrap_or_default()),
+                len: u32::from_le_bytes(e[40..44].try_into().unwrap_or_default()),
+                traces: u32::from_le_bytes(e[44..48].try_into().unwrap_or_default()),
+            })
+            .collect();
+        Ok(Self { pages })
+    }
+
+    /// The page that would hold `id`, if any page's ID range covers it.
+    pub fn find(&self, id: &TraceId) -> Option<PageRange> {
+        let i = self.pages.partition_point(|p| p.last < *id);
+        let p = self.pages.get(i)?;
+        (p.first <= *id).then_some(PageRange {
+            offset: p.offset,
+            len: p.len,
+        })
+    }
+
+    pub fn traces(&self) -> u64 {
+        self.pages.iter().map(|p| u64::from(p.traces)).sum()
+    }
+}
+
+/// Finds a trace's bytes in a compressed page.
+pub fn find_in_page(page: &[u8], id: &TraceId) -> Result<Option<Bytes>, BlockError> {
+    let raw = zstd::stream::decode_all(page)?;
+    let mut pos = 0;
+    while pos + 20 <= raw.len() {
+        let len =
+            u32::from_le_bytes(raw[pos + 16..pos + 20].try_into().unwrap_or_default()) as usize;
+        let end = pos + 20 + len;
+        if end > raw.len() {
+            return Err(malformed("data", "record runs past its page"));
+        }
+        if raw[pos..pos + 16] == id.0 {
+            return Ok(Some(Bytes::copy_from_slice(&raw[pos + 20..end])));
+        }
+        pos = end;
+    }
+    Ok(None)
+}
+
+/// Every trace of a block's data, in order (for verification and future compaction).
+pub fn decode_all(data: &[u8], index: &PageIndex) -> Result<Vec<(TraceId, Bytes)>, BlockError> {
+    let mut out = Vec::new();
+    for p in &index.pages {
+        let start = p.offset as usize;
+        let end = start + p.len as usize;
+        let page = data
+            .get(start..end)
+            .ok_or_else(|| malformed("data", "page beyond the object"))?;
+        let raw = Bytes::from(zstd::stream::decode_all(page)?);
+        let mut pos = 0;
+        while pos + 20 <= raw.len() {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&raw[pos..pos + 16]);
+            let len =
+                u32::from_le_bytes(raw[pos + 16..pos + 20].try_into().unwrap_or_default()) as usize;
+            let end = (pos + 20 + len).min(raw.len());
+            out.push((TraceId(id), raw.slice(pos + 20..end)));
+            pos = end;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: u32) -> TraceId {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&xxh3_64(&i.to_le_bytes()).to_be_bytes()[..4]);
+        a[12..].copy_from_slice(&i.to_be_bytes());
+        TraceId(a)
+    }
+
+    fn info() -> BlockInfo {
+        BlockInfo {
+            tenant: "t".into(),
+            block_id: "b".into(),
+            ingester: "ingester-1".into(),
+            start_unix_nano: 1,
+            end_unix_nano: 2,
+            created_unix_secs: 3,
+        }
+    }
+
+    fn payload(i: u32) -> Bytes {
+        Bytes::from(format!("trace-{i}-").repeat(50))
+    }
+
+    #[test]
+    fn every_trace_is_found_through_filter_index_and_page() {
+        let traces: Vec<BlockTrace> = (0..5000)
+            .map(|i| BlockTrace {
+                id: id(i),
+                data: payload(i),
+            })
+            .collect();
+        let block = encode(traces, info()).expect("encode");
+        assert!(block.meta.data_pages > 1, "several pages");
+        assert_eq!(block.meta.total_traces, 5000);
+        let filter = TraceFilter::decode(&block.filter).expect("filter");
+        let index = PageIndex::decode(&block.index).expect("index");
+        assert_eq!(index.traces(), 5000);
+        for i in (0..5000).step_by(7) {
+            assert!(filter.may_contain(&id(i)));
+            let page = index.find(&id(i)).expect("page");
+            let bytes = &block.data[page.offset as usize..(page.offset + page.len as u64) as usize];
+            assert_eq!(
+                find_in_page(bytes, &id(i)).expect("page decodes"),
+                Some(payload(i))
+            );
+        }
+        let absent = (10_000..12_000)
+            .filter(|&i| filter.may_contain(&id(i)))
+            .count();
+        assert!(absent < 40, "{absent} false positives in 2000");
+        assert_eq!(decode_all(&block.data, &index).expect("decode").len(), 5000);
+    }
+
+    #[test]
+    fn segments_of_one_trace_are_merged() {
+        let traces = vec![
+            BlockTrace {
+                id: id(1),
+                data: Bytes::from_static(b"a"),
+            },
+            BlockTrace {
+                id: id(2),
+                data: Bytes::from_static(b"x"),
+            },
+            BlockTrace {
+                id: id(1),
+                data: Bytes::from_static(b"b"),
+            },
+        ];
+        let block = encode(traces, info()).expect("encode");
+        let index = PageIndex::decode(&block.index).expect("index");
+        let page = index.find(&id(1)).expect("page");
+        let bytes = &block.data[page.offset as usize..(page.offset + page.len as u64) as usize];
+        let found = find_in_page(bytes, &id(1))
+            .expect("decodes")
+            .expect("found");
+        assert!(found == Bytes::from_static(b"ab") || found == Bytes::from_static(b"ba"));
+        assert_eq!(block.meta.total_traces, 2);
+    }
+
+    #[test]
+    fn meta_round_trips_as_json_and_garbage_is_an_error() {
+        let block = encode(
+            vec![BlockTrace {
+                id: id(1),
+                data: payload(1),
+            }],
+            info(),
+        )
+        .expect("encode");
+        let json = serde_json::to_string(&block.meta).expect("json");
+        let back: BlockMeta = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, block.meta);
+        assert!(PageIndex::decode(b"nope").is_err());
+        assert!(TraceFilter::decode(b"\xff\xff").is_err());
+        assert!(find_in_page(b"not zstd", &id(1)).is_err());
+    }
+}
