@@ -107,7 +107,7 @@ pub fn encode(mut traces: Vec<BlockTrace>, info: BlockInfo) -> Result<EncodedBlo
     if traces.is_empty() {
         return Err(malformed("input", "a block needs at least one trace"));
     }
-    traces.sort_by(|a, b| a.id.cmp(&b.id));
+    traces.sort_by_key(|t| t.id);
     let mut data = BytesMut::new();
     let mut pages = Vec::new();
     let mut page = Vec::with_capacity(PAGE_BYTES + 4096);
