@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
@@ -45,6 +45,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/ring", get(ring))
         .route("/status/buildinfo", get(buildinfo))
         .route("/api/echo", get(|| async { "echo" }))
+        .route("/flush", post(flush))
         .with_state(state)
 }
 
@@ -72,6 +73,28 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+/// `POST /flush`: cut every trace and head block now and flush every pending block.
+/// Answers once the round is done, with what it did (`blocks_pending` > 0 means some
+/// uploads failed and are being retried).
+async fn flush(State(s): State<AdminState>) -> Response {
+    let Some(ingester) = s.ingester.get() else {
+        let reason = if s.expects_ingester {
+            "the ingester is still replaying its WAL"
+        } else {
+            "this node runs no ingester"
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response();
+    };
+    match ingester.cut_and_flush(true).await {
+        Ok(stats) => axum::Json(stats).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("flush failed: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn buildinfo() -> Response {

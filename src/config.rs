@@ -12,6 +12,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::ingester::pipeline::CutPolicy;
 use crate::ingester::wal::{WalStoreKind, WalSync};
 use crate::membership::Roles;
 use crate::ring::ReplicationFactor;
@@ -101,6 +102,35 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_WAL_STORE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_store: Option<String>,
+    /// Object store for blocks: filesystem (s3 comes next) [default: filesystem]
+    #[arg(long, env = "RINGTAIL_STORAGE_BACKEND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_backend: Option<String>,
+    /// Folder of the filesystem object store, shared by every node [default: ./data/blocks]
+    #[arg(long, env = "RINGTAIL_STORAGE_PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_path: Option<PathBuf>,
+    /// A trace idle this long moves into the head block, ms [default: 10000]
+    #[arg(long, env = "RINGTAIL_TRACE_IDLE_PERIOD_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_idle_period_ms: Option<u64>,
+    /// A head block this old is completed and flushed, ms [default: 120000]
+    #[arg(long, env = "RINGTAIL_MAX_BLOCK_DURATION_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_block_duration_ms: Option<u64>,
+    /// A head block this large is completed and flushed, bytes [default: 67108864]
+    #[arg(long, env = "RINGTAIL_MAX_BLOCK_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_block_bytes: Option<usize>,
+    /// A flushed block stays on the ingester (and queryable there) this long, ms; must
+    /// exceed twice blocklist_poll_ms [default: 120000]
+    #[arg(long, env = "RINGTAIL_COMPLETE_BLOCK_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub complete_block_timeout_ms: Option<u64>,
+    /// How often queriers list the object store's blocks, ms [default: 30000]
+    #[arg(long, env = "RINGTAIL_BLOCKLIST_POLL_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocklist_poll_ms: Option<u64>,
     /// sled page cache for the WAL, bytes [default: 67108864]
     #[arg(long, env = "RINGTAIL_WAL_CACHE_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -149,6 +179,15 @@ pub struct Config {
     pub wal_sync: WalSync,
     pub wal_store: WalStoreKind,
     pub wal_cache_bytes: u64,
+    pub storage: StorageConfig,
+    pub cut: CutPolicy,
+    pub blocklist_poll: Duration,
+}
+
+/// Where blocks live.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    Filesystem { path: PathBuf },
 }
 
 impl RawConfig {
@@ -251,6 +290,52 @@ impl RawConfig {
                 ))
             }
         };
+        let storage = match self.storage_backend.as_deref().unwrap_or("filesystem") {
+            "filesystem" => StorageConfig::Filesystem {
+                path: self
+                    .storage_path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("./data/blocks")),
+            },
+            other => {
+                return Err(invalid(
+                    "storage_backend",
+                    format!("{other:?} is not one of: filesystem"),
+                ))
+            }
+        };
+        let blocklist_poll = positive_ms("blocklist_poll_ms", self.blocklist_poll_ms, 30_000)?;
+        let complete_block_timeout = positive_ms(
+            "complete_block_timeout_ms",
+            self.complete_block_timeout_ms,
+            120_000,
+        )?;
+        if complete_block_timeout <= blocklist_poll * 2 {
+            return Err(invalid(
+                "complete_block_timeout_ms",
+                format!(
+                    "must exceed twice blocklist_poll_ms ({} ms) so queriers list a block before its ingester drops it",
+                    blocklist_poll.as_millis()
+                ),
+            ));
+        }
+        let cut = CutPolicy {
+            trace_idle_period: positive_ms(
+                "trace_idle_period_ms",
+                self.trace_idle_period_ms,
+                10_000,
+            )?,
+            max_block_duration: positive_ms(
+                "max_block_duration_ms",
+                self.max_block_duration_ms,
+                120_000,
+            )?,
+            max_block_bytes: match self.max_block_bytes.unwrap_or(64 << 20) {
+                n if n < 1024 => return Err(invalid("max_block_bytes", "must be at least 1024")),
+                n => n,
+            },
+            complete_block_timeout,
+        };
         let gossip_listen = self.gossip_listen.unwrap_or(([0, 0, 0, 0], 7946).into());
         let gossip_join: Vec<String> = self
             .gossip_join
@@ -293,6 +378,9 @@ impl RawConfig {
             max_recv_msg_size,
             wal_sync,
             wal_store,
+            storage,
+            cut,
+            blocklist_poll,
             wal_cache_bytes: self.wal_cache_bytes.unwrap_or(64 << 20),
         })
     }

@@ -24,12 +24,13 @@ use tokio_util::task::TaskTracker;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, StorageConfig};
 use crate::distributor::{self, Distributor, DistributorSettings};
 use crate::ingester::{Ingester, IngesterSettings};
 use crate::membership::{Membership, NodeIdentity, NodeState, Roles};
 use crate::querier::{self, Querier, QuerierSettings};
 use crate::rpc::IngesterClients;
+use crate::storage::BlockStore;
 
 /// Upper bound of the shutdown sequence.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
@@ -46,6 +47,8 @@ pub enum NodeError {
     Ingester(#[from] crate::ingester::OpenError),
     #[error("WAL replay task failed: {0}")]
     Replay(String),
+    #[error("object store: {0}")]
+    Storage(#[from] crate::storage::StoreError),
 }
 
 /// The addresses a running node actually listens on.
@@ -145,6 +148,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     })?;
 
     let clients = IngesterClients::default();
+    let store = match &config.storage {
+        StorageConfig::Filesystem { path } => BlockStore::local(path)?,
+    };
     let mut http = Router::new();
     if roles.contains(Roles::QUERIER) {
         let querier = Querier::new(
@@ -156,7 +162,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             },
             membership.clone(),
             clients.clone(),
+            store.clone(),
         );
+        {
+            let querier = querier.clone();
+            let stop = shutdown.clone();
+            let poll = config.blocklist_poll;
+            tasks.spawn(async move { querier.poll_blocklists(poll, stop).await });
+        }
         http = http.merge(querier::http::router(querier));
     }
 
@@ -186,10 +199,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             wal_sync: config.wal_sync,
             wal_store: config.wal_store,
             wal_cache_bytes: config.wal_cache_bytes,
+            cut: config.cut.clone(),
+            name: config.node_name.clone(),
         };
-        let (ingester, _stats) = tokio::task::spawn_blocking(move || Ingester::open(&settings))
-            .await
-            .map_err(|e| NodeError::Replay(e.to_string()))??;
+        let ingester_store = store.clone();
+        let (ingester, _stats) =
+            tokio::task::spawn_blocking(move || Ingester::open(&settings, ingester_store))
+                .await
+                .map_err(|e| NodeError::Replay(e.to_string()))??;
         let service = ingester.service();
         let listener = grpc_listener.ok_or(NodeError::Replay("no grpc listener".into()))?;
         let stop = shutdown.clone();
@@ -205,6 +222,25 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             }
         });
         ingester.start_serving();
+        {
+            // The pipeline worker: a cut round and a flush round every second.
+            let ingester = ingester.clone();
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => {
+                            if let Err(e) = ingester.cut_and_flush(false).await {
+                                tracing::error!(error = %e, "pipeline round failed");
+                            }
+                        }
+                    }
+                }
+            });
+        }
         let _ = ingester_slot.set(ingester);
         membership.set_state(NodeState::Active).await;
     }

@@ -363,6 +363,47 @@ fn span_ids(body: &[u8], payload: Range<usize>) -> Result<(&[u8], &[u8]), WireEr
     Ok((trace_id, span_id))
 }
 
+/// Earliest span start and latest span end (ns since the epoch) in `TracesData` bytes
+/// (fields 7 and 8 of each span), read shallowly. `None` if no span has times or the
+/// bytes do not parse.
+pub fn time_range(data: &[u8]) -> Option<(u64, u64)> {
+    let mut range: Option<(u64, u64)> = None;
+    let mut top = Reader::new(data, 0..data.len());
+    while let Some(rs) = top.next_expect_len(&[1]).ok()? {
+        if rs.number != 1 {
+            continue;
+        }
+        let mut r = Reader::new(data, rs.payload);
+        while let Some(ss) = r.next_expect_len(&[1, 2]).ok()? {
+            if ss.number != 2 {
+                continue;
+            }
+            let mut s = Reader::new(data, ss.payload);
+            while let Some(span) = s.next_expect_len(&[1, 2]).ok()? {
+                if span.number != 2 {
+                    continue;
+                }
+                let mut f = Reader::new(data, span.payload);
+                let (mut start, mut end) = (None, None);
+                while let Some(field) = f.next().ok()? {
+                    if field.wire == WIRE_FIXED64 && (field.number == 7 || field.number == 8) {
+                        let v = u64::from_le_bytes(data[field.payload].try_into().ok()?);
+                        if field.number == 7 {
+                            start = Some(v);
+                        } else {
+                            end = Some(v);
+                        }
+                    }
+                }
+                if let (Some(st), Some(en)) = (start, end.or(start)) {
+                    range = Some(range.map_or((st, en), |(a, b)| (a.min(st), b.max(en))));
+                }
+            }
+        }
+    }
+    range
+}
+
 struct Layout<'a> {
     body: &'a [u8],
     resources: &'a [Vec<Range<usize>>],
@@ -621,6 +662,21 @@ mod tests {
         let split = split_by_trace(&[]).expect("empty is valid protobuf");
         assert!(split.traces.is_empty());
         assert_eq!(split.accepted_spans, 0);
+    }
+
+    #[test]
+    fn time_range_covers_every_span() {
+        let mut late = span(1, 2, "late");
+        late.start_time_unix_nano = 50;
+        late.end_time_unix_nano = 90;
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![resource(
+                "svc",
+                vec![scope("s", vec![span(1, 1, "a"), late])],
+            )],
+        };
+        assert_eq!(time_range(&req.encode_to_vec()), Some((1, 90)));
+        assert_eq!(time_range(&[]), None);
     }
 
     #[test]

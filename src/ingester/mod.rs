@@ -8,6 +8,7 @@
 //! 5. ack.
 
 mod live;
+pub mod pipeline;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 pub use live::LiveTraces;
+use pipeline::{CutPolicy, Pipeline, PipelineError, RoundStats};
 use wal::{FileStore, ReplayStats, SledStore, Wal, WalError, WalStoreKind, WalSync};
 
 use crate::model::{TenantId, TraceId};
@@ -34,11 +36,15 @@ pub struct IngesterSettings {
     pub wal_sync: WalSync,
     pub wal_store: WalStoreKind,
     pub wal_cache_bytes: u64,
+    pub cut: CutPolicy,
+    /// This ingester's name (recorded in the blocks it cuts).
+    pub name: String,
 }
 
 pub struct Ingester {
     wal: Wal,
     live: LiveTraces,
+    pipeline: Pipeline,
     serving: AtomicBool,
 }
 
@@ -53,12 +59,24 @@ pub enum OpenError {
     OtherStore { path: PathBuf },
     #[error("cannot open the WAL in {path}: {source}")]
     Wal { path: PathBuf, source: WalError },
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
 }
 
 impl Ingester {
     /// Opens the WAL and replays it into memory. The ingester accepts pushes once
     /// [`Ingester::start_serving`] is called.
-    pub fn open(settings: &IngesterSettings) -> Result<(Arc<Self>, ReplayStats), OpenError> {
+    pub fn open(
+        settings: &IngesterSettings,
+        store: crate::storage::BlockStore,
+    ) -> Result<(Arc<Self>, ReplayStats), OpenError> {
+        // Local blocks first: they hold what the WAL no longer does.
+        let pipeline = Pipeline::open(
+            &settings.name,
+            &settings.data_dir,
+            store,
+            settings.cut.clone(),
+        )?;
         // Each store has its own folder; refuse to start on the other one's data rather than
         // ignore acked writes.
         let sled_dir = settings.data_dir.join("wal");
@@ -86,20 +104,21 @@ impl Ingester {
             }
             WalStoreKind::File => Box::new(FileStore::open(wal_dir).map_err(wal_error)?),
         };
-        Self::with_store(store, settings.wal_sync, wal_dir)
+        Self::with_store(store, settings.wal_sync, wal_dir, pipeline)
     }
 
     fn with_store(
         store: Box<dyn wal::WalStore>,
         sync: WalSync,
         wal_dir: &Path,
+        pipeline: Pipeline,
     ) -> Result<(Arc<Self>, ReplayStats), OpenError> {
         let started = Instant::now();
         let live = LiveTraces::default();
         let mut undecodable = 0u64;
         let (wal, stats) = Wal::start(store, sync, &mut |seq, record| match decode_push(record) {
             Ok((tenant, segments)) => {
-                live.append(&tenant, segments);
+                live.append(&tenant, segments, seq);
             }
             Err(e) => {
                 undecodable += 1;
@@ -122,6 +141,7 @@ impl Ingester {
         let ingester = Arc::new(Self {
             wal,
             live,
+            pipeline,
             serving: AtomicBool::new(false),
         });
         ingester.update_gauges();
@@ -146,6 +166,30 @@ impl Ingester {
         &self.live
     }
 
+    /// One cut round then one flush round (`force`: cut and flush everything now).
+    pub async fn cut_and_flush(&self, force: bool) -> Result<RoundStats, PipelineError> {
+        let cut = self.pipeline.cut(&self.live, &self.wal, force).await?;
+        let flush = self.pipeline.flush(force).await;
+        Ok(RoundStats {
+            traces_cut: cut.traces_cut,
+            blocks_completed: cut.blocks_completed,
+            ..flush
+        })
+    }
+
+    /// Everything this ingester holds of a trace: live, head and local blocks.
+    pub async fn find(&self, tenant: &TenantId, id: &TraceId) -> Option<Bytes> {
+        let mut parts = self.pipeline.find(tenant, id).await;
+        if let Some(live) = self.live.get(tenant, id) {
+            parts.push(live);
+        }
+        match parts.len() {
+            0 => None,
+            1 => parts.pop(),
+            _ => Some(parts.concat().into()),
+        }
+    }
+
     fn update_gauges(&self) {
         metrics::gauge!("ringtail_ingester_live_traces").set(self.live.trace_count() as f64);
         metrics::gauge!("ringtail_ingester_wal_disk_bytes").set(self.wal.size_on_disk() as f64);
@@ -159,11 +203,12 @@ impl Ingester {
         }
         let (tenant, segments) =
             decode_push(body.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.wal
+        let seq = self
+            .wal
             .append(body)
             .await
             .map_err(|e| Status::unavailable(format!("ingester WAL unavailable: {e}")))?;
-        let new = self.live.append(&tenant, segments);
+        let new = self.live.append(&tenant, segments, seq);
         metrics::gauge!("ringtail_ingester_live_traces").increment(new as f64);
         Ok(())
     }
@@ -218,7 +263,7 @@ impl ingester_server::Ingester for IngesterService {
             TenantId::parse(&req.tenant).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let id = TraceId::from_bytes(&req.trace_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let found = self.0.live.get(&tenant, &id);
+        let found = self.0.find(&tenant, &id).await;
         Ok(Response::new(FindTraceResponse {
             found: found.is_some(),
             resource_spans: found.unwrap_or_default(),

@@ -78,6 +78,9 @@ pub trait WalStore: Send + 'static {
     fn replay(&mut self, visit: &mut dyn FnMut(u64, Bytes))
         -> Result<(u64, ReplayStats), WalError>;
     fn size_on_disk(&self) -> u64;
+    /// Drops every record with a sequence number below `seq` (they are durable elsewhere).
+    /// A store may keep some of them (whole segments are dropped at once).
+    fn truncate_before(&mut self, seq: u64) -> Result<(), WalError>;
 }
 
 /// sled-backed [`WalStore`]: one tree, key = big-endian sequence number.
@@ -159,15 +162,30 @@ impl WalStore for SledStore {
     fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
+
+    fn truncate_before(&mut self, seq: u64) -> Result<(), WalError> {
+        let mut batch = sled::Batch::default();
+        for key in self.tree.range(..seq.to_be_bytes()).keys() {
+            batch.remove(key?);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
 }
 
-type Pending = (Bytes, oneshot::Sender<Result<(), String>>);
+type Pending = (Bytes, oneshot::Sender<Result<u64, String>>);
+
+enum Op {
+    Append(Pending),
+    TruncateBefore(u64),
+}
 
 /// The WAL: a writer thread that owns the store and acks appends by group commit.
 #[derive(Clone)]
 pub struct Wal {
-    tx: mpsc::Sender<Pending>,
+    tx: mpsc::Sender<Op>,
     size_on_disk: Arc<AtomicU64>,
+    next_seq: Arc<AtomicU64>,
 }
 
 /// With `wal_sync: periodic`, the longest time between two syncs while writes arrive.
@@ -183,26 +201,35 @@ impl Wal {
         sync: WalSync,
         visit: &mut dyn FnMut(u64, Bytes),
     ) -> Result<(Self, ReplayStats), WalError> {
-        let (next_seq, stats) = store.replay(visit)?;
-        let (tx, rx) = mpsc::channel::<Pending>(4096);
+        let (first_free, stats) = store.replay(visit)?;
+        let (tx, rx) = mpsc::channel::<Op>(4096);
         let size_on_disk = Arc::new(AtomicU64::new(store.size_on_disk()));
-        let size = size_on_disk.clone();
+        let next_seq = Arc::new(AtomicU64::new(first_free));
+        let (size, next) = (size_on_disk.clone(), next_seq.clone());
         std::thread::Builder::new()
             .name("wal-writer".into())
-            .spawn(move || writer(store, sync, next_seq, rx, size))
+            .spawn(move || writer(store, sync, rx, size, next))
             .map_err(|_| WalError::Closed)?;
-        Ok((Self { tx, size_on_disk }, stats))
+        Ok((
+            Self {
+                tx,
+                size_on_disk,
+                next_seq,
+            },
+            stats,
+        ))
     }
 
-    /// Appends a record; resolves when it is durable as `wal_sync` promises.
-    pub async fn append(&self, record: Bytes) -> Result<(), WalError> {
+    /// Appends a record; resolves with its sequence number when it is durable as
+    /// `wal_sync` promises.
+    pub async fn append(&self, record: Bytes) -> Result<u64, WalError> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .send((record, done))
+            .send(Op::Append((record, done)))
             .await
             .map_err(|_| WalError::Closed)?;
         match rx.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(seq)) => Ok(seq),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "WAL append failed");
                 Err(WalError::Closed)
@@ -214,59 +241,90 @@ impl Wal {
     pub fn size_on_disk(&self) -> u64 {
         self.size_on_disk.load(Ordering::Relaxed)
     }
+
+    /// The sequence number the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::SeqCst)
+    }
+
+    /// Asks the writer to drop records below `seq` (done in order with appends).
+    pub async fn truncate_before(&self, seq: u64) -> Result<(), WalError> {
+        self.tx
+            .send(Op::TruncateBefore(seq))
+            .await
+            .map_err(|_| WalError::Closed)
+    }
 }
 
 fn writer(
     mut store: Box<dyn WalStore>,
     sync: WalSync,
-    mut seq: u64,
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<Op>,
     size_on_disk: Arc<AtomicU64>,
+    next_seq: Arc<AtomicU64>,
 ) {
+    let mut seq = next_seq.load(Ordering::SeqCst);
     let mut batch: Vec<Pending> = Vec::new();
     let mut records: Vec<Bytes> = Vec::new();
+    let mut truncate: Option<u64> = None;
     let mut last_sync = Instant::now();
-    let mut syncs = 0u64;
+    let mut rounds = 0u64;
     while let Some(first) = rx.blocking_recv() {
-        let mut bytes = first.0.len();
-        batch.push(first);
-        while bytes < MAX_GROUP_BYTES {
-            match rx.try_recv() {
-                Ok(p) => {
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                Op::Append(p) => {
                     bytes += p.0.len();
                     batch.push(p);
                 }
-                Err(_) => break,
+                Op::TruncateBefore(s) => truncate = Some(truncate.map_or(s, |t| t.max(s))),
+            }
+            if bytes < MAX_GROUP_BYTES {
+                next = rx.try_recv().ok();
             }
         }
-        let started = Instant::now();
-        records.extend(batch.iter().map(|(r, _)| r.clone()));
-        let mut result = store.append(seq, &records);
-        if result.is_ok() {
-            seq += records.len() as u64;
-            let due = match sync {
-                WalSync::Always => true,
-                WalSync::Periodic => last_sync.elapsed() >= PERIODIC_SYNC,
-            };
-            if due {
-                result = store.sync();
-                last_sync = Instant::now();
+        if !batch.is_empty() {
+            let started = Instant::now();
+            records.extend(batch.iter().map(|(r, _)| r.clone()));
+            let first_seq = seq;
+            let mut result = store.append(seq, &records);
+            if result.is_ok() {
+                seq += records.len() as u64;
+                next_seq.store(seq, Ordering::SeqCst);
+                let due = match sync {
+                    WalSync::Always => true,
+                    WalSync::Periodic => last_sync.elapsed() >= PERIODIC_SYNC,
+                };
+                if due {
+                    result = store.sync();
+                    last_sync = Instant::now();
+                }
+            }
+            records.clear();
+            metrics::histogram!("ringtail_ingester_wal_commit_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("ringtail_ingester_wal_bytes_total").increment(bytes as u64);
+            metrics::counter!("ringtail_ingester_wal_records_total").increment(batch.len() as u64);
+            for (i, (_, done)) in batch.drain(..).enumerate() {
+                let outcome = match &result {
+                    Ok(()) => Ok(first_seq + i as u64),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = done.send(outcome);
             }
         }
-        records.clear();
-        metrics::histogram!("ringtail_ingester_wal_commit_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("ringtail_ingester_wal_bytes_total").increment(bytes as u64);
-        metrics::counter!("ringtail_ingester_wal_records_total").increment(batch.len() as u64);
-        syncs += 1;
-        if syncs % 64 == 0 {
+        let truncated = truncate.is_some();
+        if let Some(before) = truncate.take() {
+            if let Err(e) = store.truncate_before(before) {
+                tracing::warn!(error = %e, before, "WAL truncation failed; retried on the next cut");
+            }
+        }
+        rounds += 1;
+        if rounds % 64 == 0 || truncated {
             let size = store.size_on_disk();
             size_on_disk.store(size, Ordering::Relaxed);
             metrics::gauge!("ringtail_ingester_wal_disk_bytes").set(size as f64);
-        }
-        let outcome = result.map_err(|e| e.to_string());
-        for (_, done) in batch.drain(..) {
-            let _ = done.send(outcome.clone());
         }
     }
     if let Err(e) = store.sync() {

@@ -7,11 +7,19 @@
 //! waits up to `read_linger` for everyone else, and merges whatever arrived.
 //! Since `read_quorum + write_quorum > replication_factor`, an acked trace is in at
 //! least one of the quorum's answers as long as the replica set did not change.
+//!
+//! Blocks: every `blocklist_poll` the querier lists each tenant's visible blocks in the
+//! object store; a lookup searches them (ID range → filter → index → page) at the same
+//! time as it asks the ingesters. Ingesters keep a flushed block queryable for
+//! `complete_block_timeout` (> 2 × `blocklist_poll`), so there is no window in which an
+//! acked trace is in neither place. Answers from ingesters and blocks (three replicas'
+//! copies) are merged and de-duplicated.
 
 pub mod http;
 mod merge;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,6 +35,9 @@ use crate::ring::{QuorumTracker, ReplicaSet, ReplicationFactor, TenantSeed, Toke
 use crate::rpc::proto::FindTraceRequest;
 use crate::rpc::quorum::call_with_quorum;
 use crate::rpc::IngesterClients;
+use crate::storage::block::BlockMeta;
+use crate::storage::BlockStore;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug)]
 pub struct QuerierSettings {
@@ -51,6 +62,8 @@ pub struct Querier {
     settings: QuerierSettings,
     membership: Membership,
     clients: IngesterClients,
+    store: BlockStore,
+    blocklists: RwLock<HashMap<String, Vec<BlockMeta>>>,
 }
 
 impl Querier {
@@ -58,12 +71,87 @@ impl Querier {
         settings: QuerierSettings,
         membership: Membership,
         clients: IngesterClients,
+        store: BlockStore,
     ) -> Arc<Self> {
         Arc::new(Self {
             settings,
             membership,
             clients,
+            store,
+            blocklists: RwLock::default(),
         })
+    }
+
+    /// Refreshes the block lists every `every` until `stop`.
+    pub async fn poll_blocklists(&self, every: Duration, stop: CancellationToken) {
+        loop {
+            self.refresh_blocklists().await;
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// Lists every tenant's visible blocks. A tenant whose listing fails keeps its
+    /// previous list; an empty store is a normal state.
+    pub async fn refresh_blocklists(&self) {
+        let tenants = match self.store.tenants().await {
+            Ok(t) => t,
+            Err(e) => {
+                metrics::counter!("ringtail_querier_blocklist_errors_total").increment(1);
+                tracing::warn!(error = %e, "listing tenants in the object store failed");
+                return;
+            }
+        };
+        let mut lists = HashMap::new();
+        for tenant in tenants {
+            match self.store.list_blocks(&tenant).await {
+                Ok(metas) => {
+                    lists.insert(tenant, metas);
+                }
+                Err(e) => {
+                    metrics::counter!("ringtail_querier_blocklist_errors_total").increment(1);
+                    tracing::warn!(tenant, error = %e, "listing blocks failed");
+                    if let Some(old) = self
+                        .blocklists
+                        .read()
+                        .ok()
+                        .and_then(|l| l.get(&tenant).cloned())
+                    {
+                        lists.insert(tenant, old);
+                    }
+                }
+            }
+        }
+        let blocks: usize = lists.values().map(Vec::len).sum();
+        metrics::gauge!("ringtail_querier_blocklist_blocks").set(blocks as f64);
+        if let Ok(mut l) = self.blocklists.write() {
+            *l = lists;
+        }
+    }
+
+    /// The trace's bytes in every listed block of the tenant that holds it.
+    async fn find_in_blocks(&self, tenant: &TenantId, id: &TraceId) -> Vec<Bytes> {
+        let metas = self
+            .blocklists
+            .read()
+            .ok()
+            .and_then(|l| l.get(tenant.as_str()).cloned())
+            .unwrap_or_default();
+        let lookups = metas.iter().map(|m| self.store.find_trace(m, id));
+        let mut found = Vec::new();
+        for (meta, result) in metas.iter().zip(futures::future::join_all(lookups).await) {
+            match result {
+                Ok(Some(bytes)) => found.push(bytes),
+                Ok(None) => {}
+                Err(e) => {
+                    metrics::counter!("ringtail_storage_unreadable_blocks_total").increment(1);
+                    tracing::warn!(block_id = meta.block_id, error = %e, "skipping an unreadable block");
+                }
+            }
+        }
+        found
     }
 
     pub fn settings(&self) -> &QuerierSettings {
@@ -77,6 +165,26 @@ impl Querier {
         id: TraceId,
     ) -> Result<Option<TracesData>, QueryError> {
         let started = Instant::now();
+        let (from_ingesters, from_blocks) = tokio::join!(
+            self.find_in_ingesters(tenant, id),
+            self.find_in_blocks(tenant, &id)
+        );
+        let mut answers = from_ingesters?;
+        answers.extend(from_blocks);
+        metrics::histogram!("ringtail_querier_find_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if answers.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(merge_answers(&answers)))
+    }
+
+    /// The ingesters' answers, with read quorum over the trace's replicas.
+    async fn find_in_ingesters(
+        &self,
+        tenant: &TenantId,
+        id: TraceId,
+    ) -> Result<Vec<Bytes>, QueryError> {
         let view = self.membership.view();
         let rf = self.settings.replication;
         let readers = &view.readers;
@@ -135,8 +243,6 @@ impl Querier {
             .collect();
         let tracker = QuorumTracker::new([group], needed);
         let outcome = call_with_quorum(calls, tracker, self.settings.read_linger).await;
-        metrics::histogram!("ringtail_querier_find_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
         if !outcome.reached {
             metrics::counter!("ringtail_querier_quorum_failures_total").increment(1);
             return Err(QueryError::QuorumFailed {
@@ -144,14 +250,10 @@ impl Querier {
                 failures: outcome.failures(|i| readers[i as usize].name.clone()),
             });
         }
-        let answers: Vec<Bytes> = outcome
+        Ok(outcome
             .outcomes
             .into_iter()
             .filter_map(|o| o.result.ok().flatten())
-            .collect();
-        if answers.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(merge_answers(&answers)))
+            .collect())
     }
 }

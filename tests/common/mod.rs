@@ -109,6 +109,13 @@ impl Node {
         self.spawn();
     }
 
+    /// SIGKILL, delete its data folder (WAL, local blocks), start again.
+    pub fn restart_empty(&mut self, data_dir: &Path) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(data_dir.join(&self.name));
+        self.spawn();
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
@@ -168,6 +175,14 @@ impl Cluster {
                 format!("--otlp-http-listen={ip}:4318"),
                 format!("--gossip-listen={ip}:7946"),
                 format!("--gossip-join={seed}"),
+                // One object store for the cluster, and a pipeline that moves fast enough
+                // that every test reads across live traces, head blocks, local and
+                // flushed blocks.
+                format!("--storage-path={}", dir.path().join("blocks").display()),
+                "--trace-idle-period-ms=1000".to_owned(),
+                "--max-block-duration-ms=3000".to_owned(),
+                "--blocklist-poll-ms=500".to_owned(),
+                "--complete-block-timeout-ms=3000".to_owned(),
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
             Node {
@@ -304,4 +319,34 @@ pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
         .text()
         .await
         .expect("text")
+}
+
+/// `POST /flush` on a node; returns the JSON stats.
+pub async fn flush(node: &Node) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/flush", node.http()))
+        .send()
+        .await
+        .expect("flush");
+    assert!(
+        resp.status().is_success(),
+        "flush on {}: {}",
+        node.name,
+        resp.status()
+    );
+    resp.json().await.expect("flush stats")
+}
+
+/// Visible blocks (folders with a meta.json) per tenant in the cluster's object store.
+pub fn visible_blocks(store: &Path, tenant: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(store.join(tenant)) else {
+        return Vec::new();
+    };
+    let mut blocks: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().join("meta.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    blocks.sort();
+    blocks
 }

@@ -24,9 +24,13 @@ const HEADER: usize = 16;
 
 pub struct FileStore {
     dir: PathBuf,
-    current: Option<(File, u64)>,
+    /// The segment being appended to: file, first sequence number, length.
+    current: Option<(File, u64, u64)>,
+    /// Closed segments: first sequence number, path, length. Sorted.
+    closed: Vec<(u64, PathBuf, u64)>,
+    /// One past the last record written (or replayed).
+    next: u64,
     buf: Vec<u8>,
-    closed_bytes: u64,
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -46,8 +50,9 @@ impl FileStore {
         Ok(Self {
             dir: dir.to_path_buf(),
             current: None,
+            closed: Vec::new(),
+            next: 0,
             buf: Vec::new(),
-            closed_bytes: 0,
         })
     }
 
@@ -70,9 +75,10 @@ impl FileStore {
     }
 
     fn new_segment(&mut self, first_seq: u64) -> Result<(), WalError> {
-        if let Some((file, len)) = self.current.take() {
+        if let Some((file, first, len)) = self.current.take() {
             file.sync_data().map_err(WalError::Io)?;
-            self.closed_bytes += len;
+            self.closed
+                .push((first, segment_path(&self.dir, first), len));
         }
         let path = segment_path(&self.dir, first_seq);
         let file = OpenOptions::new()
@@ -84,7 +90,7 @@ impl FileStore {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(WalError::Io)?;
-        self.current = Some((file, 0));
+        self.current = Some((file, first_seq, 0));
         Ok(())
     }
 }
@@ -125,7 +131,7 @@ impl WalStore for FileStore {
         if self
             .current
             .as_ref()
-            .is_none_or(|(_, len)| *len >= SEGMENT_BYTES)
+            .is_none_or(|(_, _, len)| *len >= SEGMENT_BYTES)
         {
             self.new_segment(first_seq)?;
         }
@@ -137,16 +143,17 @@ impl WalStore for FileStore {
             self.buf.extend_from_slice(&seq.to_le_bytes());
             self.buf.extend_from_slice(r);
         }
-        let Some((file, len)) = self.current.as_mut() else {
+        let Some((file, _, len)) = self.current.as_mut() else {
             return Err(WalError::Closed);
         };
         file.write_all(&self.buf).map_err(WalError::Io)?;
         *len += self.buf.len() as u64;
+        self.next = first_seq + records.len() as u64;
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), WalError> {
-        if let Some((file, _)) = &self.current {
+        if let Some((file, _, _)) = &self.current {
             file.sync_data().map_err(WalError::Io)?;
         }
         Ok(())
@@ -183,13 +190,48 @@ impl WalStore for FileStore {
                     tracing::warn!(path = %path.display(), offset = valid, "skipping the corrupt rest of a WAL segment");
                 }
             }
-            self.closed_bytes += valid as u64;
+            self.closed.push((*first, path.clone(), valid as u64));
         }
+        self.next = next;
         Ok((next, stats))
     }
 
     fn size_on_disk(&self) -> u64 {
-        self.closed_bytes + self.current.as_ref().map_or(0, |(_, len)| *len)
+        self.closed.iter().map(|(_, _, len)| len).sum::<u64>()
+            + self.current.as_ref().map_or(0, |(_, _, len)| *len)
+    }
+
+    /// Deletes every segment whose records all lie below `seq`: a segment ends where the
+    /// next one begins, the newest one at the next sequence number. The current segment
+    /// goes too when nothing in it is needed; the next append starts a new one.
+    fn truncate_before(&mut self, seq: u64) -> Result<(), WalError> {
+        let remove = |path: &Path| match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(WalError::Io(e)),
+        };
+        let current_first = self.current.as_ref().map(|(_, first, _)| *first);
+        let mut keep_from = 0;
+        for i in 0..self.closed.len() {
+            let end = self
+                .closed
+                .get(i + 1)
+                .map(|(first, _, _)| *first)
+                .or(current_first)
+                .unwrap_or(self.next);
+            if end > seq {
+                break;
+            }
+            remove(&self.closed[i].1)?;
+            keep_from = i + 1;
+        }
+        self.closed.drain(..keep_from);
+        if self.closed.is_empty() && self.next <= seq {
+            if let Some((_, first, _)) = self.current.take() {
+                remove(&segment_path(&self.dir, first))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -249,6 +291,34 @@ mod tests {
         // The tail was truncated: a second replay is clean, and new records follow.
         let (seen, _, stats) = replay(dir.path());
         assert_eq!((seen.len(), stats.corrupt), (9, 0));
+    }
+
+    #[test]
+    fn truncation_drops_whole_segments_below_the_watermark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (first, range) in [(0, 0..3), (3, 3..6), (6, 6..9)] {
+            let mut store = FileStore::open(dir.path()).expect("open");
+            store.replay(&mut |_, _| {}).expect("replay");
+            store.append(first, &records(range)).expect("append");
+            store.sync().expect("sync");
+        }
+        let mut store = FileStore::open(dir.path()).expect("open");
+        store.replay(&mut |_, _| {}).expect("replay");
+        store.truncate_before(5).expect("truncate");
+        // Segment [0,3) is gone; [3,6) holds 5, so it stays.
+        let (seen, next, _) = replay(dir.path());
+        assert_eq!(seen, records(3..9));
+        assert_eq!(next, 9);
+        store.truncate_before(8).expect("truncate");
+        let (seen, _, _) = replay(dir.path());
+        assert_eq!(seen, records(6..9), "record 8 is still needed");
+        store.truncate_before(9).expect("truncate");
+        let (seen, next, _) = replay(dir.path());
+        assert!(seen.is_empty(), "nothing is needed any more");
+        assert_eq!(
+            next, 0,
+            "an empty WAL starts over; sequence numbers only order records"
+        );
     }
 
     #[test]

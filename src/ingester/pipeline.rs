@@ -1,0 +1,519 @@
+//! Cut → complete → flush: how traces leave the WAL and memory for the object store.
+//!
+//! 1. **Cut** (every `cut_interval`): traces idle for `trace_idle_period` leave the live
+//!    map for their tenant's *head block* (in memory, bytes compacted into one buffer per
+//!    trace so push buffers are released).
+//! 2. **Complete**: a head block older than `max_block_duration` or larger than
+//!    `max_block_bytes` is encoded and written to `<data_dir>/complete/<tenant>/<block>/`
+//!    (data, index, filter, then `meta.json`, each fsynced). From then on its traces no
+//!    longer need the WAL: the WAL is truncated below the oldest record a live trace or
+//!    head block still needs.
+//! 3. **Flush**: complete local blocks are uploaded to the object store (meta last) with
+//!    retries and backoff while the store is down; the WAL and the local copy keep the
+//!    data meanwhile. The block ID is fixed when the block completes (it is the local
+//!    folder's name), so a retried upload, also after a restart, overwrites.
+//! 4. A flushed block stays on local disk, and queryable here, for
+//!    `complete_block_timeout`, longer than a querier needs to list it.
+//!
+//! A crash at any step loses nothing: until step 2 the WAL holds the data; after it the
+//! local block does. A crash between writing a local block and truncating the WAL
+//! replays those traces once more into a later block: the same spans in two blocks,
+//! which reads de-duplicate; never a half-visible or twice-listed block.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::live::{LiveTrace, LiveTraces};
+use super::wal::Wal;
+use crate::model::{TenantId, TraceId};
+use crate::storage::block::{self, BlockInfo, BlockMeta, BlockTrace, EncodedBlock};
+use crate::storage::{BlockStore, StoreError, DATA, FILTER, INDEX, META};
+
+/// Marker file written next to a local block once the object store holds it.
+const FLUSHED_MARKER: &str = "flushed";
+
+/// When traces and blocks move on.
+#[derive(Clone, Debug)]
+pub struct CutPolicy {
+    pub trace_idle_period: Duration,
+    pub max_block_duration: Duration,
+    pub max_block_bytes: usize,
+    /// How long a flushed block stays on local disk (and queryable here).
+    pub complete_block_timeout: Duration,
+}
+
+struct Head {
+    seq: u64,
+    created: Instant,
+    traces: HashMap<TraceId, Vec<Bytes>>,
+    bytes: usize,
+    min_seq: u64,
+    start: u64,
+    end: u64,
+}
+
+struct LocalBlock {
+    meta: BlockMeta,
+    flushed_at: Option<Instant>,
+    failures: u32,
+    next_attempt: Instant,
+}
+
+/// What one cut or flush round did (for logs, `/flush` and tests).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RoundStats {
+    pub traces_cut: usize,
+    pub blocks_completed: usize,
+    pub blocks_flushed: usize,
+    pub flush_failures: usize,
+    pub blocks_pending: usize,
+}
+
+pub struct Pipeline {
+    ingester: String,
+    policy: CutPolicy,
+    heads: Mutex<HashMap<TenantId, Head>>,
+    local_dir: PathBuf,
+    local: BlockStore,
+    blocks: Mutex<BTreeMap<(String, String), LocalBlock>>,
+    remote: BlockStore,
+    next_head_seq: AtomicU64,
+    /// One round (cut or flush) at a time.
+    round: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("local block folder {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Block(#[from] block::BlockError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
+    move |source| PipelineError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn now_unix() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(30))
+}
+
+impl Pipeline {
+    /// Opens `<data_dir>/complete`: registers complete local blocks (flushed or not) and
+    /// removes incomplete ones (no `meta.json`: the WAL still holds their traces).
+    pub fn open(
+        ingester: &str,
+        data_dir: &Path,
+        remote: BlockStore,
+        policy: CutPolicy,
+    ) -> Result<Self, PipelineError> {
+        let local_dir = data_dir.join("complete");
+        std::fs::create_dir_all(&local_dir).map_err(io_err(&local_dir))?;
+        let local = BlockStore::local(&local_dir)?;
+        let mut blocks = BTreeMap::new();
+        let now = Instant::now();
+        for tenant in std::fs::read_dir(&local_dir).map_err(io_err(&local_dir))? {
+            let tenant = tenant.map_err(io_err(&local_dir))?.path();
+            let Ok(entries) = std::fs::read_dir(&tenant) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let dir = entry.path();
+                let meta = std::fs::read(dir.join(META))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<BlockMeta>(&b).ok());
+                match meta {
+                    Some(meta) => {
+                        let flushed = dir.join(FLUSHED_MARKER).exists().then_some(now);
+                        blocks.insert(
+                            (meta.tenant.clone(), meta.block_id.clone()),
+                            LocalBlock {
+                                meta,
+                                flushed_at: flushed,
+                                failures: 0,
+                                next_attempt: now,
+                            },
+                        );
+                    }
+                    None => {
+                        metrics::counter!("ringtail_ingester_incomplete_local_blocks_total")
+                            .increment(1);
+                        tracing::warn!(path = %dir.display(), "removing an incomplete local block (its traces are still in the WAL)");
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                }
+            }
+        }
+        tracing::info!(local_blocks = blocks.len(), "opened local blocks");
+        Ok(Self {
+            ingester: ingester.to_owned(),
+            policy,
+            heads: Mutex::default(),
+            local_dir,
+            local,
+            blocks: Mutex::new(blocks),
+            remote,
+            next_head_seq: AtomicU64::new(now_unix().as_micros() as u64),
+            round: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Moves idle traces (all of them when `force`) into head blocks, completes the head
+    /// blocks that are due (all when `force`) and truncates the WAL.
+    pub async fn cut(
+        &self,
+        live: &LiveTraces,
+        wal: &Wal,
+        force: bool,
+    ) -> Result<RoundStats, PipelineError> {
+        let _round = self.round.lock().await;
+        let mut stats = RoundStats::default();
+        let idle = live.take_idle((!force).then_some(self.policy.trace_idle_period));
+        for (tenant, traces) in idle {
+            stats.traces_cut += traces.len();
+            self.add_to_head(tenant, traces);
+        }
+        let due: Vec<(TenantId, Head)> = {
+            let mut heads = self.heads.lock().map_err(|_| poisoned())?;
+            let keys: Vec<TenantId> = heads
+                .iter()
+                .filter(|(_, h)| {
+                    force
+                        || h.created.elapsed() >= self.policy.max_block_duration
+                        || h.bytes >= self.policy.max_block_bytes
+                })
+                .map(|(t, _)| t.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|t| heads.remove(&t).map(|h| (t, h)))
+                .collect()
+        };
+        for (tenant, head) in due {
+            match self.complete(&tenant, head).await {
+                Ok(()) => stats.blocks_completed += 1,
+                Err((e, head)) => {
+                    // Keep the head (and the WAL behind it) and try again next round.
+                    tracing::error!(tenant = %tenant, error = %e, "completing a block failed");
+                    if let Ok(mut heads) = self.heads.lock() {
+                        heads.entry(tenant).or_insert(head);
+                    }
+                }
+            }
+        }
+        let needed = [live.min_first_seq(), self.heads_min_seq()]
+            .into_iter()
+            .flatten()
+            .min();
+        let _ = wal
+            .truncate_before(needed.unwrap_or_else(|| wal.next_seq()))
+            .await;
+        self.update_gauges();
+        metrics::gauge!("ringtail_ingester_live_traces").set(live.trace_count() as f64);
+        Ok(stats)
+    }
+
+    fn add_to_head(&self, tenant: TenantId, traces: Vec<(TraceId, LiveTrace)>) {
+        let Ok(mut heads) = self.heads.lock() else {
+            return;
+        };
+        let head = heads.entry(tenant).or_insert_with(|| Head {
+            seq: self.next_head_seq.fetch_add(1, Ordering::Relaxed),
+            created: Instant::now(),
+            traces: HashMap::new(),
+            bytes: 0,
+            min_seq: u64::MAX,
+            start: u64::MAX,
+            end: 0,
+        });
+        for (id, trace) in traces {
+            // One fresh buffer per trace: the push buffers the segments pointed into can go.
+            let mut buf = BytesMut::with_capacity(trace.bytes);
+            for s in &trace.segments {
+                buf.extend_from_slice(s);
+            }
+            let data = buf.freeze();
+            if let Some((start, end)) = crate::otlp::time_range(&data) {
+                head.start = head.start.min(start);
+                head.end = head.end.max(end);
+            }
+            head.bytes += data.len();
+            head.min_seq = head.min_seq.min(trace.first_seq);
+            head.traces.entry(id).or_default().push(data);
+        }
+    }
+
+    fn heads_min_seq(&self) -> Option<u64> {
+        self.heads.lock().ok()?.values().map(|h| h.min_seq).min()
+    }
+
+    fn block_id(&self, tenant: &TenantId, head_seq: u64) -> String {
+        format!(
+            "{:032x}",
+            xxh3_128(format!("{}/{tenant}/{head_seq}", self.ingester).as_bytes())
+        )
+    }
+
+    /// Encodes a head block and writes it to local disk, `meta.json` last, fsynced.
+    async fn complete(&self, tenant: &TenantId, head: Head) -> Result<(), (PipelineError, Head)> {
+        let block_id = self.block_id(tenant, head.seq);
+        let traces: Vec<BlockTrace> = head
+            .traces
+            .iter()
+            .flat_map(|(id, parts)| {
+                parts.iter().map(|d| BlockTrace {
+                    id: *id,
+                    data: d.clone(),
+                })
+            })
+            .collect();
+        let info = BlockInfo {
+            tenant: tenant.to_string(),
+            block_id: block_id.clone(),
+            ingester: self.ingester.clone(),
+            start_unix_nano: if head.start == u64::MAX {
+                0
+            } else {
+                head.start
+            },
+            end_unix_nano: head.end,
+            created_unix_secs: now_unix().as_secs(),
+        };
+        let dir = self.local_dir.join(tenant.as_str()).join(&block_id);
+        let written =
+            tokio::task::spawn_blocking(move || -> Result<EncodedBlock, PipelineError> {
+                let block = block::encode(traces, info)?;
+                write_local(&dir, &block)?;
+                Ok(block)
+            })
+            .await;
+        let block = match written {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return Err((e, head)),
+            Err(e) => {
+                return Err((
+                    PipelineError::Io {
+                        path: self.local_dir.clone(),
+                        source: std::io::Error::other(e),
+                    },
+                    head,
+                ))
+            }
+        };
+        tracing::info!(tenant = %tenant, block_id, traces = block.meta.total_traces, bytes = block.meta.data_bytes, "completed a block");
+        metrics::counter!("ringtail_ingester_blocks_completed_total").increment(1);
+        if let Ok(mut blocks) = self.blocks.lock() {
+            blocks.insert(
+                (tenant.to_string(), block_id),
+                LocalBlock {
+                    meta: block.meta,
+                    flushed_at: None,
+                    failures: 0,
+                    next_attempt: Instant::now(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Uploads complete local blocks that are due (all pending ones when `force`) and
+    /// removes flushed ones older than `complete_block_timeout`.
+    pub async fn flush(&self, force: bool) -> RoundStats {
+        let _round = self.round.lock().await;
+        let mut stats = RoundStats::default();
+        let now = Instant::now();
+        let due: Vec<(String, String)> = self
+            .blocks
+            .lock()
+            .map(|b| {
+                b.iter()
+                    .filter(|(_, l)| l.flushed_at.is_none() && (force || l.next_attempt <= now))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (tenant, block_id) in due {
+            let started = Instant::now();
+            let result = async {
+                let block = self.local.read_block(&tenant, &block_id).await?;
+                self.remote.upload(&block).await?;
+                Ok::<u64, StoreError>(block.data.len() as u64)
+            }
+            .await;
+            let mut blocks = match self.blocks.lock() {
+                Ok(b) => b,
+                Err(_) => break,
+            };
+            let Some(local) = blocks.get_mut(&(tenant.clone(), block_id.clone())) else {
+                continue;
+            };
+            match result {
+                Ok(bytes) => {
+                    let marker = self
+                        .local_dir
+                        .join(&tenant)
+                        .join(&block_id)
+                        .join(FLUSHED_MARKER);
+                    if let Err(e) = std::fs::write(&marker, b"") {
+                        tracing::warn!(error = %e, "cannot mark a local block flushed; it will be uploaded again after a restart");
+                    }
+                    local.flushed_at = Some(Instant::now());
+                    stats.blocks_flushed += 1;
+                    metrics::counter!("ringtail_ingester_blocks_flushed_total").increment(1);
+                    metrics::counter!("ringtail_ingester_flushed_bytes_total").increment(bytes);
+                    metrics::histogram!("ringtail_ingester_flush_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    tracing::info!(
+                        tenant,
+                        block_id,
+                        bytes,
+                        "flushed a block to the object store"
+                    );
+                }
+                Err(e) => {
+                    local.failures += 1;
+                    local.next_attempt = Instant::now() + backoff(local.failures);
+                    stats.flush_failures += 1;
+                    metrics::counter!("ringtail_ingester_flush_failures_total").increment(1);
+                    tracing::warn!(tenant, block_id, failures = local.failures, error = %e, "flush failed; will retry");
+                }
+            }
+        }
+        // Retire flushed blocks once every querier surely lists them.
+        let expired: Vec<(String, String)> = self
+            .blocks
+            .lock()
+            .map(|b| {
+                b.iter()
+                    .filter(|(_, l)| {
+                        l.flushed_at
+                            .is_some_and(|t| t.elapsed() >= self.policy.complete_block_timeout)
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for key in expired {
+            let dir = self.local_dir.join(&key.0).join(&key.1);
+            if let Ok(mut blocks) = self.blocks.lock() {
+                blocks.remove(&key);
+            }
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot remove a retired local block");
+            }
+        }
+        stats.blocks_pending = self.pending();
+        self.update_gauges();
+        stats
+    }
+
+    fn pending(&self) -> usize {
+        self.blocks
+            .lock()
+            .map(|b| b.values().filter(|l| l.flushed_at.is_none()).count())
+            .unwrap_or(0)
+    }
+
+    fn update_gauges(&self) {
+        if let Ok(blocks) = self.blocks.lock() {
+            let pending: Vec<&LocalBlock> =
+                blocks.values().filter(|l| l.flushed_at.is_none()).collect();
+            metrics::gauge!("ringtail_ingester_flush_backlog_blocks").set(pending.len() as f64);
+            metrics::gauge!("ringtail_ingester_flush_backlog_bytes")
+                .set(pending.iter().map(|l| l.meta.data_bytes).sum::<u64>() as f64);
+            metrics::gauge!("ringtail_ingester_local_blocks").set(blocks.len() as f64);
+        }
+        if let Ok(heads) = self.heads.lock() {
+            metrics::gauge!("ringtail_ingester_head_bytes")
+                .set(heads.values().map(|h| h.bytes).sum::<usize>() as f64);
+        }
+    }
+
+    /// The trace's bytes in head blocks and local blocks.
+    pub async fn find(&self, tenant: &TenantId, id: &TraceId) -> Vec<Bytes> {
+        let mut out: Vec<Bytes> = self
+            .heads
+            .lock()
+            .ok()
+            .and_then(|h| h.get(tenant).and_then(|h| h.traces.get(id)).cloned())
+            .unwrap_or_default();
+        let metas: Vec<BlockMeta> = self
+            .blocks
+            .lock()
+            .map(|b| {
+                b.values()
+                    .filter(|l| l.meta.tenant == tenant.as_str())
+                    .map(|l| l.meta.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for meta in metas {
+            match self.local.find_trace(&meta, id).await {
+                Ok(Some(bytes)) => out.push(bytes),
+                Ok(None) => {}
+                // Retired between listing and reading: the object store has it.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(block_id = meta.block_id, error = %e, "reading a local block failed")
+                }
+            }
+        }
+        out
+    }
+}
+
+fn poisoned() -> PipelineError {
+    PipelineError::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::other("a pipeline lock was poisoned"),
+    }
+}
+
+/// Writes a block's objects into `dir`, `meta.json` last, each fsynced, then the folder.
+fn write_local(dir: &Path, block: &EncodedBlock) -> Result<(), PipelineError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let meta = serde_json::to_vec_pretty(&block.meta).map_err(|e| PipelineError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    for (name, bytes) in [
+        (DATA, &block.data[..]),
+        (INDEX, &block.index[..]),
+        (FILTER, &block.filter[..]),
+        (META, &meta[..]),
+    ] {
+        let path = dir.join(name);
+        let mut f = std::fs::File::create(&path).map_err(io_err(&path))?;
+        f.write_all(bytes).map_err(io_err(&path))?;
+        f.sync_all().map_err(io_err(&path))?;
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(parent))?;
+    }
+    Ok(())
+}
