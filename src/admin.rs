@@ -4,16 +4,19 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::ingester::Ingester;
 use crate::membership::{Liveness, Membership};
+use crate::model::TenantId;
+use crate::storage::BlockStore;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -23,6 +26,9 @@ pub struct AdminState {
     /// Set when this node runs an ingester that is still replaying its WAL.
     pub expects_ingester: bool,
     pub metrics: PrometheusHandle,
+    pub store: BlockStore,
+    /// Bearer token of the admin API; `None` disables it.
+    pub admin_token: Option<String>,
 }
 
 impl AdminState {
@@ -46,6 +52,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/status/buildinfo", get(buildinfo))
         .route("/api/echo", get(|| async { "echo" }))
         .route("/flush", post(flush))
+        .route("/api/admin/tenants/{tenant}", delete(delete_tenant))
         .with_state(state)
 }
 
@@ -92,6 +99,50 @@ async fn flush(State(s): State<AdminState>) -> Response {
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("flush failed: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// `DELETE /api/admin/tenants/{tenant}` (bearer `admin_token`): deletes every object of
+/// the tenant that the object store lists, whichever node received its data. Traces the
+/// ingesters still hold in memory or WAL are flushed later; delete again after
+/// `max_block_duration` to catch them.
+async fn delete_tenant(
+    State(s): State<AdminState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(token) = &s.admin_token else {
+        return (
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled: set admin_token\n",
+        )
+            .into_response();
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented != Some(token.as_str()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "admin token required (Authorization: Bearer ...)\n",
+        )
+            .into_response();
+    }
+    let tenant = match TenantId::parse(&tenant) {
+        Ok(t) => t,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("invalid tenant: {e}\n")).into_response()
+        }
+    };
+    match crate::storage::retention::delete_tenant(&s.store, tenant.as_str()).await {
+        Ok(deleted) => axum::Json(json!({ "tenant": tenant.as_str(), "objects_deleted": deleted }))
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("deleting failed (retry): {e}\n"),
         )
             .into_response(),
     }

@@ -57,6 +57,9 @@ pub struct BenchArgs {
     /// After the run, read every acked trace back and check its span count
     #[arg(long)]
     pub verify: bool,
+    /// Stamp spans this many seconds in the past (to exercise retention)
+    #[arg(long, default_value_t = 0)]
+    pub span_age_secs: u64,
     /// Query API base URL for --verify
     #[arg(long, default_value = "http://127.0.0.1:3200")]
     pub query_url: String,
@@ -92,14 +95,19 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
 impl Template {
     fn new(args: &BenchArgs) -> Self {
         let payload = "x".repeat(args.span_payload_bytes);
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(Duration::from_secs(args.span_age_secs))
+            .as_nanos() as u64;
         let spans: Vec<Span> = (0..args.batch_spans)
             .map(|i| Span {
                 trace_id: marker_trace(i),
                 span_id: marker_span(i),
                 name: format!("bench-op-{}", i % 16),
                 kind: 2,
-                start_time_unix_nano: 1_700_000_000_000_000_000,
-                end_time_unix_nano: 1_700_000_000_001_000_000,
+                start_time_unix_nano: end.saturating_sub(1_000_000),
+                end_time_unix_nano: end,
                 attributes: vec![KeyValue {
                     key: "payload".into(),
                     value: Some(AnyValue {

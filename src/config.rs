@@ -16,6 +16,7 @@ use crate::ingester::pipeline::CutPolicy;
 use crate::ingester::wal::{WalStoreKind, WalSync};
 use crate::membership::Roles;
 use crate::ring::ReplicationFactor;
+use crate::storage::retention::RetentionPolicy;
 
 /// Configuration as written by the user. All optional; see [`Config`] for defaults.
 #[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
@@ -131,6 +132,26 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_BLOCKLIST_POLL_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocklist_poll_ms: Option<u64>,
+    /// Blocks are deleted this long after their newest span ended, hours [default: 336]
+    #[arg(long, env = "RINGTAIL_BLOCK_RETENTION_HOURS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_retention_hours: Option<u64>,
+    /// Per-tenant retention, "tenant=hours" (comma separated) [default: none]
+    #[arg(long, env = "RINGTAIL_TENANT_RETENTION_HOURS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_retention_hours: Option<Vec<String>>,
+    /// Objects of unfinished or gutted blocks are deleted after this grace, ms [default: 3600000]
+    #[arg(long, env = "RINGTAIL_ORPHAN_GRACE_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orphan_grace_ms: Option<u64>,
+    /// How often queriers run retention and orphan cleanup, ms [default: 600000]
+    #[arg(long, env = "RINGTAIL_RETENTION_INTERVAL_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_interval_ms: Option<u64>,
+    /// Bearer token for the admin API (tenant deletion); unset disables it [default: none]
+    #[arg(long, env = "RINGTAIL_ADMIN_TOKEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
     /// sled page cache for the WAL, bytes [default: 67108864]
     #[arg(long, env = "RINGTAIL_WAL_CACHE_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,6 +203,9 @@ pub struct Config {
     pub storage: StorageConfig,
     pub cut: CutPolicy,
     pub blocklist_poll: Duration,
+    pub retention: RetentionPolicy,
+    pub retention_interval: Duration,
+    pub admin_token: Option<String>,
 }
 
 /// Where blocks live.
@@ -336,6 +360,45 @@ impl RawConfig {
             },
             complete_block_timeout,
         };
+        let mut per_tenant = std::collections::HashMap::new();
+        for entry in self.tenant_retention_hours.iter().flatten() {
+            let parsed = entry.split_once('=').and_then(|(t, h)| {
+                Some((
+                    crate::model::TenantId::parse(t.trim()).ok()?,
+                    h.trim().parse::<u64>().ok()?,
+                ))
+            });
+            match parsed {
+                Some((tenant, hours)) if hours > 0 => {
+                    per_tenant.insert(
+                        tenant.as_str().to_owned(),
+                        Duration::from_secs(hours * 3600),
+                    );
+                }
+                _ => {
+                    return Err(invalid(
+                        "tenant_retention_hours",
+                        format!("{entry:?} is not tenant=hours with hours > 0"),
+                    ))
+                }
+            }
+        }
+        let retention = RetentionPolicy {
+            default_retention: Duration::from_secs(
+                match self.block_retention_hours.unwrap_or(336) {
+                    0 => return Err(invalid("block_retention_hours", "must be greater than 0")),
+                    h => h * 3600,
+                },
+            ),
+            per_tenant,
+            orphan_grace: positive_ms("orphan_grace_ms", self.orphan_grace_ms, 3_600_000)?,
+        };
+        let retention_interval =
+            positive_ms("retention_interval_ms", self.retention_interval_ms, 600_000)?;
+        let admin_token = match self.admin_token {
+            Some(t) if t.trim().is_empty() => return Err(invalid("admin_token", "is empty")),
+            other => other,
+        };
         let gossip_listen = self.gossip_listen.unwrap_or(([0, 0, 0, 0], 7946).into());
         let gossip_join: Vec<String> = self
             .gossip_join
@@ -381,6 +444,9 @@ impl RawConfig {
             storage,
             cut,
             blocklist_poll,
+            retention,
+            retention_interval,
+            admin_token,
             wal_cache_bytes: self.wal_cache_bytes.unwrap_or(64 << 20),
         })
     }

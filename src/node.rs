@@ -171,6 +171,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             tasks.spawn(async move { querier.poll_blocklists(poll, stop).await });
         }
         http = http.merge(querier::http::router(querier));
+        {
+            // The retention worker: expired blocks and orphans, from store listings.
+            let (store, policy, every) = (
+                store.clone(),
+                config.retention.clone(),
+                config.retention_interval,
+            );
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                loop {
+                    match crate::storage::retention::run_pass(&store, &policy, std::time::SystemTime::now()).await {
+                        Ok(stats) if stats != Default::default() => tracing::info!(?stats, "retention pass"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "retention pass failed; retrying next interval"),
+                    }
+                    metrics::counter!("ringtail_retention_passes_total").increment(1);
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                }
+            });
+        }
     }
 
     // The admin server starts before the WAL replay so `/ready` and `/ring` answer during it.
@@ -180,6 +203,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ingester: ingester_slot.clone(),
         expects_ingester: is_ingester,
         metrics: crate::telemetry::prometheus(),
+        store: store.clone(),
+        admin_token: config.admin_token.clone(),
     }));
     {
         let stop = shutdown.clone();

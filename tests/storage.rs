@@ -100,3 +100,142 @@ async fn traces_stay_readable_while_they_move_from_memory_to_blocks() {
         assert!(completed >= 1.0, "{}: {metrics}", n.name);
     }
 }
+
+fn objects_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                objects_under(&p)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_tenant_from_a_node_that_never_saw_its_data_leaves_zero_objects() {
+    let cluster = Cluster::start(
+        23,
+        3,
+        &["--multitenancy-enabled=true", "--admin-token=s3cret"],
+    )
+    .await;
+    let dir = cluster.dir.path().to_owned();
+    for tenant in ["doomed", "kept"] {
+        let (ok, out) = bench(&[
+            format!("--endpoint={}", cluster.front.otlp_grpc()),
+            "--requests=10".into(),
+            "--batch-spans=100".into(),
+            format!("--tenant={tenant}"),
+        ]);
+        assert!(ok && out.contains("errors: none"), "{out}");
+    }
+    for n in &cluster.ingesters {
+        flush(n).await;
+    }
+    let store = dir.join("blocks");
+    assert!(!visible_blocks(&store, "doomed").is_empty());
+    assert!(!visible_blocks(&store, "kept").is_empty());
+
+    // A querier started only now: it never received either tenant's data.
+    let admin = cluster.spawn_extra("admin-querier", 50, "querier").await;
+    let url = format!("{}/api/admin/tenants/doomed", admin.http());
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.delete(&url).send().await.expect("delete").status(),
+        401
+    );
+    let resp = http
+        .delete(&url)
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert!(
+        body["objects_deleted"].as_u64().unwrap_or(0) >= 12,
+        "{body}"
+    );
+    assert_eq!(objects_under(&store.join("doomed")), 0);
+    assert!(
+        !visible_blocks(&store, "kept").is_empty(),
+        "other tenants are untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_removes_blocks_past_the_tenants_retention_and_keeps_recent_ones() {
+    let cluster = Cluster::start(
+        24,
+        3,
+        &[
+            "--multitenancy-enabled=true",
+            "--tenant-retention-hours=short=1",
+            "--retention-interval-ms=500",
+        ],
+    )
+    .await;
+    let store = cluster.dir.path().join("blocks");
+    let push = |tenant: &str, age: u64| {
+        bench(&[
+            format!("--endpoint={}", cluster.front.otlp_grpc()),
+            "--requests=5".into(),
+            "--batch-spans=100".into(),
+            format!("--tenant={tenant}"),
+            format!("--span-age-secs={age}"),
+        ])
+    };
+    // Two hours old: past tenant "short"'s 1 h, within the default 14 days elsewhere.
+    for tenant in ["short", "long"] {
+        let (ok, out) = push(tenant, 7200);
+        assert!(ok, "{out}");
+    }
+    for n in &cluster.ingesters {
+        flush(n).await;
+    }
+    wait_until(
+        "short's old blocks deleted",
+        Duration::from_secs(20),
+        || {
+            let store = store.clone();
+            async move { objects_under(&store.join("short")) == 0 }
+        },
+    )
+    .await;
+    assert!(
+        !visible_blocks(&store, "long").is_empty(),
+        "within retention"
+    );
+    // Fresh data of the short tenant stays.
+    let (ok, out) = push("short", 0);
+    assert!(ok, "{out}");
+    for n in &cluster.ingesters {
+        flush(n).await;
+    }
+    let passes = || async {
+        common::get_text(format!("{}/metrics", cluster.front.http()))
+            .await
+            .lines()
+            .find(|l| l.starts_with("ringtail_retention_passes_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = passes().await;
+    wait_until(
+        "two more retention passes",
+        Duration::from_secs(10),
+        || async { passes().await >= before + 2 },
+    )
+    .await;
+    assert!(
+        !visible_blocks(&store, "short").is_empty(),
+        "recent blocks are kept"
+    );
+}

@@ -9,6 +9,7 @@
 //! `ringtail_storage_unreadable_blocks_total`; nothing here panics or stalls a loop.
 
 pub mod block;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

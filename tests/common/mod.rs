@@ -146,6 +146,9 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub front: Node,
     pub ingesters: Vec<Node>,
+    /// Arguments every node of this cluster shares (seeds, store, extra flags).
+    common_args: Vec<String>,
+    subnet: u8,
 }
 
 fn ip(subnet: u8, host: u8) -> IpAddr {
@@ -163,40 +166,38 @@ impl Cluster {
             .map(|h| format!("{}:7946", ip(subnet, h)))
             .collect();
         let seed = seeds.join(",");
-        let node = |name: &str, host: u8, target: &str| {
-            let ip = ip(subnet, host);
-            let mut args = vec![
-                format!("--target={target}"),
-                format!("--node-name={name}"),
-                format!("--data-dir={}", dir.path().join(name).display()),
-                format!("--http-listen={ip}:3200"),
-                format!("--grpc-listen={ip}:9095"),
-                format!("--otlp-grpc-listen={ip}:4317"),
-                format!("--otlp-http-listen={ip}:4318"),
-                format!("--gossip-listen={ip}:7946"),
-                format!("--gossip-join={seed}"),
-                // One object store for the cluster, and a pipeline that moves fast enough
-                // that every test reads across live traces, head blocks, local and
-                // flushed blocks.
-                format!("--storage-path={}", dir.path().join("blocks").display()),
-                "--trace-idle-period-ms=1000".to_owned(),
-                "--max-block-duration-ms=3000".to_owned(),
-                "--blocklist-poll-ms=500".to_owned(),
-                "--complete-block-timeout-ms=3000".to_owned(),
-            ];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            Node {
-                name: name.to_owned(),
-                ip,
-                args,
-                log: dir.path().join(format!("{name}.log")),
-                child: None,
-            }
-        };
+        let mut common_args = vec![
+            format!("--gossip-join={seed}"),
+            // One object store for the cluster, and a pipeline that moves fast enough
+            // that every test reads across live traces, head blocks, local and
+            // flushed blocks.
+            format!("--storage-path={}", dir.path().join("blocks").display()),
+            "--trace-idle-period-ms=1000".to_owned(),
+            "--max-block-duration-ms=3000".to_owned(),
+            "--blocklist-poll-ms=500".to_owned(),
+            "--complete-block-timeout-ms=3000".to_owned(),
+        ];
+        common_args.extend(extra.iter().map(|s| s.to_string()));
         let mut ingester_nodes: Vec<Node> = (0..ingesters)
-            .map(|i| node(&format!("ingester-{}", i + 1), i as u8 + 1, "ingester"))
+            .map(|i| {
+                node_spec(
+                    &dir,
+                    subnet,
+                    &common_args,
+                    &format!("ingester-{}", i + 1),
+                    i as u8 + 1,
+                    "ingester",
+                )
+            })
             .collect();
-        let mut front = node("front", 100, "distributor,querier");
+        let mut front = node_spec(
+            &dir,
+            subnet,
+            &common_args,
+            "front",
+            100,
+            "distributor,querier",
+        );
         for n in &mut ingester_nodes {
             n.spawn();
         }
@@ -205,9 +206,30 @@ impl Cluster {
             dir,
             front,
             ingesters: ingester_nodes,
+            common_args,
+            subnet,
         };
         cluster.wait_ready().await;
         cluster
+    }
+
+    /// Starts one more node (e.g. a querier that never receives data) and waits for it.
+    pub async fn spawn_extra(&self, name: &str, host: u8, target: &str) -> Node {
+        let mut node = node_spec(
+            &self.dir,
+            self.subnet,
+            &self.common_args,
+            name,
+            host,
+            target,
+        );
+        node.spawn();
+        let n = &node;
+        wait_until(&format!("{name} ready"), Duration::from_secs(30), || {
+            n.is_ready()
+        })
+        .await;
+        node
     }
 
     pub async fn wait_ready(&self) {
@@ -248,6 +270,35 @@ impl Cluster {
         for n in self.ingesters.iter().chain([&self.front]) {
             eprintln!("----- {} -----\n{}", n.name, n.log_tail());
         }
+    }
+}
+
+fn node_spec(
+    dir: &tempfile::TempDir,
+    subnet: u8,
+    common: &[String],
+    name: &str,
+    host: u8,
+    target: &str,
+) -> Node {
+    let ip = ip(subnet, host);
+    let mut args = vec![
+        format!("--target={target}"),
+        format!("--node-name={name}"),
+        format!("--data-dir={}", dir.path().join(name).display()),
+        format!("--http-listen={ip}:3200"),
+        format!("--grpc-listen={ip}:9095"),
+        format!("--otlp-grpc-listen={ip}:4317"),
+        format!("--otlp-http-listen={ip}:4318"),
+        format!("--gossip-listen={ip}:7946"),
+    ];
+    args.extend(common.iter().cloned());
+    Node {
+        name: name.to_owned(),
+        ip,
+        args,
+        log: dir.path().join(format!("{name}.log")),
+        child: None,
     }
 }
 
