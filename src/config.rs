@@ -103,7 +103,7 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_WAL_STORE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_store: Option<String>,
-    /// Object store for blocks: filesystem (s3 comes next) [default: filesystem]
+    /// Object store for blocks: filesystem or s3 [default: filesystem]
     #[arg(long, env = "RINGTAIL_STORAGE_BACKEND")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_backend: Option<String>,
@@ -111,6 +111,30 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_STORAGE_PATH")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_path: Option<PathBuf>,
+    /// S3 bucket (required with storage_backend: s3)
+    #[arg(long, env = "RINGTAIL_S3_BUCKET")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint URL, for S3-compatible stores; http:// is allowed [default: AWS]
+    #[arg(long, env = "RINGTAIL_S3_ENDPOINT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: AWS_REGION, else us-east-1]
+    #[arg(long, env = "RINGTAIL_S3_REGION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_region: Option<String>,
+    /// S3 access key [default: AWS_ACCESS_KEY_ID]
+    #[arg(long, env = "RINGTAIL_S3_ACCESS_KEY_ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret key [default: AWS_SECRET_ACCESS_KEY]
+    #[arg(long, env = "RINGTAIL_S3_SECRET_ACCESS_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_secret_access_key: Option<String>,
+    /// Path-style requests (endpoint/bucket/key) instead of virtual-hosted [default: false]
+    #[arg(long, env = "RINGTAIL_S3_PATH_STYLE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3_path_style: Option<bool>,
     /// A trace idle this long moves into the head block, ms [default: 10000]
     #[arg(long, env = "RINGTAIL_TRACE_IDLE_PERIOD_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -209,9 +233,33 @@ pub struct Config {
 }
 
 /// Where blocks live.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum StorageConfig {
     Filesystem { path: PathBuf },
+    S3(S3Config),
+}
+
+/// S3 settings; unset credentials come from the standard AWS environment variables.
+#[derive(Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub path_style: bool,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageConfig::Filesystem { path } => write!(f, "filesystem({})", path.display()),
+            // Never print credentials.
+            StorageConfig::S3(s3) => {
+                write!(f, "s3(bucket={}, endpoint={:?})", s3.bucket, s3.endpoint)
+            }
+        }
+    }
 }
 
 impl RawConfig {
@@ -321,10 +369,21 @@ impl RawConfig {
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("./data/blocks")),
             },
+            "s3" => StorageConfig::S3(S3Config {
+                bucket: match self.s3_bucket.clone() {
+                    Some(b) if !b.trim().is_empty() => b,
+                    _ => return Err(invalid("s3_bucket", "is required with storage_backend: s3")),
+                },
+                endpoint: self.s3_endpoint.clone(),
+                region: self.s3_region.clone(),
+                access_key_id: self.s3_access_key_id.clone(),
+                secret_access_key: self.s3_secret_access_key.clone(),
+                path_style: self.s3_path_style.unwrap_or(false),
+            }),
             other => {
                 return Err(invalid(
                     "storage_backend",
-                    format!("{other:?} is not one of: filesystem"),
+                    format!("{other:?} is not one of: filesystem, s3"),
                 ))
             }
         };

@@ -150,6 +150,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let clients = IngesterClients::default();
     let store = match &config.storage {
         StorageConfig::Filesystem { path } => BlockStore::local(path)?,
+        StorageConfig::S3(s3) => BlockStore::s3(s3)?,
     };
     let mut http = Router::new();
     if roles.contains(Roles::QUERIER) {
@@ -248,22 +249,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         });
         ingester.start_serving();
         {
-            // The pipeline worker: a cut round and a flush round every second.
-            let ingester = ingester.clone();
-            let stop = shutdown.clone();
+            // The pipeline workers: a cut round and a flush round every second, in two
+            // tasks so a hanging upload never delays cutting.
+            let (cutter, stop) = (ingester.clone(), shutdown.clone());
             tasks.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tick.tick() => {
-                            if let Err(e) = ingester.cut_and_flush(false).await {
-                                tracing::error!(error = %e, "pipeline round failed");
-                            }
-                        }
+                every_second(stop, || async {
+                    if let Err(e) = cutter.cut().await {
+                        tracing::error!(error = %e, "cut round failed");
                     }
-                }
+                })
+                .await
+            });
+            let (flusher, stop) = (ingester.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                every_second(stop, || async {
+                    flusher.flush().await;
+                })
+                .await
             });
         }
         let _ = ingester_slot.set(ingester);
@@ -335,6 +337,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         gossip_task,
         name: config.node_name,
     })
+}
+
+/// Runs `round` every second until `stop`.
+async fn every_second<F, Fut>(stop: CancellationToken, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => round().await,
+        }
+    }
 }
 
 impl RunningNode {

@@ -166,6 +166,16 @@ impl Ingester {
         &self.live
     }
 
+    /// A cut round (background worker).
+    pub async fn cut(&self) -> Result<RoundStats, PipelineError> {
+        self.pipeline.cut(&self.live, &self.wal, false).await
+    }
+
+    /// A flush round (background worker).
+    pub async fn flush(&self) -> RoundStats {
+        self.pipeline.flush(false).await
+    }
+
     /// One cut round then one flush round (`force`: cut and flush everything now).
     pub async fn cut_and_flush(&self, force: bool) -> Result<RoundStats, PipelineError> {
         let cut = self.pipeline.cut(&self.live, &self.wal, force).await?;

@@ -62,8 +62,13 @@ struct Head {
 struct LocalBlock {
     meta: BlockMeta,
     flushed_at: Option<Instant>,
+}
+
+/// The object store's recent failures: after one, no upload is tried before `retry_at`.
+#[derive(Default)]
+struct StoreHealth {
     failures: u32,
-    next_attempt: Instant,
+    retry_at: Option<Instant>,
 }
 
 /// What one cut or flush round did (for logs, `/flush` and tests).
@@ -85,8 +90,11 @@ pub struct Pipeline {
     blocks: Mutex<BTreeMap<(String, String), LocalBlock>>,
     remote: BlockStore,
     next_head_seq: AtomicU64,
-    /// One round (cut or flush) at a time.
-    round: tokio::sync::Mutex<()>,
+    /// One cut round at a time, and one flush round at a time; a slow upload never
+    /// holds up cutting (which keeps memory bounded).
+    cut_round: tokio::sync::Mutex<()>,
+    flush_round: tokio::sync::Mutex<()>,
+    store_health: Mutex<StoreHealth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,8 +123,9 @@ fn now_unix() -> Duration {
         .unwrap_or_default()
 }
 
+/// 0.5 s, 1 s, 2 s, ... up to 10 s between upload attempts while the store fails.
 fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(30))
+    Duration::from_millis(500u64.saturating_mul(1 << failures.min(5))).min(Duration::from_secs(10))
 }
 
 impl Pipeline {
@@ -151,8 +160,6 @@ impl Pipeline {
                             LocalBlock {
                                 meta,
                                 flushed_at: flushed,
-                                failures: 0,
-                                next_attempt: now,
                             },
                         );
                     }
@@ -175,7 +182,9 @@ impl Pipeline {
             blocks: Mutex::new(blocks),
             remote,
             next_head_seq: AtomicU64::new(now_unix().as_micros() as u64),
-            round: tokio::sync::Mutex::new(()),
+            cut_round: tokio::sync::Mutex::new(()),
+            flush_round: tokio::sync::Mutex::new(()),
+            store_health: Mutex::default(),
         })
     }
 
@@ -187,7 +196,7 @@ impl Pipeline {
         wal: &Wal,
         force: bool,
     ) -> Result<RoundStats, PipelineError> {
-        let _round = self.round.lock().await;
+        let _round = self.cut_round.lock().await;
         let mut stats = RoundStats::default();
         let idle = live.take_idle((!force).then_some(self.policy.trace_idle_period));
         for (tenant, traces) in idle {
@@ -328,31 +337,39 @@ impl Pipeline {
                 LocalBlock {
                     meta: block.meta,
                     flushed_at: None,
-                    failures: 0,
-                    next_attempt: Instant::now(),
                 },
             );
         }
         Ok(())
     }
 
-    /// Uploads complete local blocks that are due (all pending ones when `force`) and
-    /// removes flushed ones older than `complete_block_timeout`.
+    /// Uploads pending local blocks, oldest first, and removes flushed ones older than
+    /// `complete_block_timeout`. The first failed upload ends the round (the store is
+    /// most likely down) and backs off; `force` ignores the backoff.
     pub async fn flush(&self, force: bool) -> RoundStats {
-        let _round = self.round.lock().await;
+        let _round = self.flush_round.lock().await;
         let mut stats = RoundStats::default();
-        let now = Instant::now();
-        let due: Vec<(String, String)> = self
-            .blocks
+        let backing_off = self
+            .store_health
             .lock()
-            .map(|b| {
-                b.iter()
-                    .filter(|(_, l)| l.flushed_at.is_none() && (force || l.next_attempt <= now))
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for (tenant, block_id) in due {
+            .ok()
+            .and_then(|h| h.retry_at)
+            .is_some_and(|t| Instant::now() < t);
+        let mut due: Vec<(u64, String, String)> = if backing_off && !force {
+            Vec::new()
+        } else {
+            self.blocks
+                .lock()
+                .map(|b| {
+                    b.iter()
+                        .filter(|(_, l)| l.flushed_at.is_none())
+                        .map(|(k, l)| (l.meta.created_unix_secs, k.0.clone(), k.1.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        due.sort();
+        for (_, tenant, block_id) in due {
             let started = Instant::now();
             let result = async {
                 let block = self.local.read_block(&tenant, &block_id).await?;
@@ -360,13 +377,6 @@ impl Pipeline {
                 Ok::<u64, StoreError>(block.data.len() as u64)
             }
             .await;
-            let mut blocks = match self.blocks.lock() {
-                Ok(b) => b,
-                Err(_) => break,
-            };
-            let Some(local) = blocks.get_mut(&(tenant.clone(), block_id.clone())) else {
-                continue;
-            };
             match result {
                 Ok(bytes) => {
                     let marker = self
@@ -377,7 +387,14 @@ impl Pipeline {
                     if let Err(e) = std::fs::write(&marker, b"") {
                         tracing::warn!(error = %e, "cannot mark a local block flushed; it will be uploaded again after a restart");
                     }
-                    local.flushed_at = Some(Instant::now());
+                    if let Ok(mut blocks) = self.blocks.lock() {
+                        if let Some(local) = blocks.get_mut(&(tenant.clone(), block_id.clone())) {
+                            local.flushed_at = Some(Instant::now());
+                        }
+                    }
+                    if let Ok(mut h) = self.store_health.lock() {
+                        *h = StoreHealth::default();
+                    }
                     stats.blocks_flushed += 1;
                     metrics::counter!("ringtail_ingester_blocks_flushed_total").increment(1);
                     metrics::counter!("ringtail_ingester_flushed_bytes_total").increment(bytes);
@@ -391,11 +408,15 @@ impl Pipeline {
                     );
                 }
                 Err(e) => {
-                    local.failures += 1;
-                    local.next_attempt = Instant::now() + backoff(local.failures);
                     stats.flush_failures += 1;
                     metrics::counter!("ringtail_ingester_flush_failures_total").increment(1);
-                    tracing::warn!(tenant, block_id, failures = local.failures, error = %e, "flush failed; will retry");
+                    let failures = self.store_health.lock().map(|mut h| {
+                        h.failures += 1;
+                        h.retry_at = Some(Instant::now() + backoff(h.failures));
+                        h.failures
+                    });
+                    tracing::warn!(tenant, block_id, failures = failures.unwrap_or(0), error = %e, "flush failed; the WAL and the local block keep the data; retrying with backoff");
+                    break;
                 }
             }
         }

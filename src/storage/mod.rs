@@ -85,6 +85,43 @@ impl BlockStore {
         Ok(Self::new(Arc::new(fs)))
     }
 
+    /// An S3 (or S3-compatible) bucket. Requests time out after 10 s and are retried a
+    /// few times here; the flusher retries uploads on its own schedule after that.
+    pub fn s3(cfg: &crate::config::S3Config) -> Result<Self, StoreError> {
+        use object_store::aws::AmazonS3Builder;
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(&cfg.bucket)
+            .with_virtual_hosted_style_request(!cfg.path_style)
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_timeout(std::time::Duration::from_secs(10))
+                    .with_connect_timeout(std::time::Duration::from_secs(3)),
+            )
+            .with_retry(object_store::RetryConfig {
+                max_retries: 2,
+                retry_timeout: std::time::Duration::from_secs(15),
+                ..Default::default()
+            });
+        if std::env::var_os("AWS_REGION").is_none() && cfg.region.is_none() {
+            b = b.with_region("us-east-1");
+        }
+        if let Some(region) = &cfg.region {
+            b = b.with_region(region);
+        }
+        if let Some(endpoint) = &cfg.endpoint {
+            b = b
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(key) = &cfg.access_key_id {
+            b = b.with_access_key_id(key);
+        }
+        if let Some(secret) = &cfg.secret_access_key {
+            b = b.with_secret_access_key(secret);
+        }
+        Ok(Self::new(Arc::new(b.build()?)))
+    }
+
     pub fn inner(&self) -> &Arc<dyn ObjectStore> {
         &self.store
     }

@@ -401,3 +401,110 @@ pub fn visible_blocks(store: &Path, tenant: &str) -> Vec<String> {
     blocks.sort();
     blocks
 }
+
+/// A real S3-protocol HTTP server (moto's `moto_server`, installed into `.venv` by
+/// scripts/setup-python.sh) on its own loopback address, with one bucket.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl S3Server {
+    pub async fn start(subnet: u8, bucket: &str) -> Self {
+        let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/moto_server");
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: run scripts/setup-python.sh (the README's test command does)"
+        );
+        let host = ip(subnet, 200).to_string();
+        let child = Command::new(bin)
+            .args(["-H", &host, "-p", "5000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let endpoint = format!("http://{host}:5000");
+        let url = endpoint.clone();
+        wait_until("the S3 server to answer", Duration::from_secs(30), || {
+            let url = url.clone();
+            async move { reqwest::get(&url).await.is_ok() }
+        })
+        .await;
+        let resp = reqwest::Client::new()
+            .put(format!("{endpoint}/{bucket}"))
+            .send()
+            .await
+            .expect("create bucket");
+        assert!(
+            resp.status().is_success(),
+            "create bucket: {}",
+            resp.status()
+        );
+        Self {
+            child,
+            endpoint,
+            bucket: bucket.to_owned(),
+        }
+    }
+
+    /// Flags that point a node at this server.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--storage-backend=s3".into(),
+            format!("--s3-bucket={}", self.bucket),
+            format!("--s3-endpoint={}", self.endpoint),
+            "--s3-path-style=true".into(),
+            "--s3-access-key-id=testing".into(),
+            "--s3-secret-access-key=testing".into(),
+        ]
+    }
+
+    /// Freezes the server (SIGSTOP): connections hang, as with a store that is down.
+    pub fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Keys of every object under `prefix`, listed through the S3 API.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let body = reqwest::get(format!(
+            "{}/{}?list-type=2&prefix={prefix}",
+            self.endpoint, self.bucket
+        ))
+        .await
+        .expect("list")
+        .text()
+        .await
+        .expect("body");
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of a metric line (summed over its label sets) on a node.
+pub async fn metric(node: &Node, name: &str) -> f64 {
+    get_text(format!("{}/metrics", node.http()))
+        .await
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
