@@ -368,3 +368,169 @@ async fn an_s3_outage_of_30_s_under_load_loses_nothing_and_the_backlog_drains() 
         .await
         .expect("every acked trace reads back from S3");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_an_upload_loses_nothing_and_leaves_no_duplicate_block() {
+    let s3 = common::S3Server::start(27, "ringtail").await;
+    let flags = s3.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::start(27, 3, &flags).await;
+    let dir = cluster.dir.path().to_owned();
+    let record = dir.join("acked.txt");
+    let (ok, out) = bench(&[
+        format!("--endpoint={}", cluster.front.otlp_grpc()),
+        "--requests=10".into(),
+        "--batch-spans=200".into(),
+        format!("--record={}", record.display()),
+    ]);
+    assert!(ok && out.contains("errors: none"), "{out}");
+    let record = read_record(&record);
+
+    // Freeze the store, then make ingester-1 cut everything: its upload hangs mid-flight.
+    s3.pause();
+    let url = format!("{}/flush", cluster.ingesters[0].http());
+    let hanging = tokio::spawn(async move { reqwest::Client::new().post(url).send().await });
+    let local = dir.join("ingester-1/complete");
+    wait_until(
+        "ingester-1 to complete a local block",
+        Duration::from_secs(20),
+        || {
+            let local = local.clone();
+            async move { visible_blocks(&local, "single-tenant").len() == 1 }
+        },
+    )
+    .await;
+    cluster.ingester("ingester-1").kill();
+    hanging.abort();
+    s3.resume();
+
+    // Restart with its data: the local block is uploaded under the same ID.
+    cluster.ingester("ingester-1").restart();
+    cluster.wait_ready().await;
+    let ingester = &cluster.ingesters[0];
+    wait_until(
+        "ingester-1's backlog to drain",
+        Duration::from_secs(30),
+        || async { metric(ingester, "ringtail_ingester_flush_backlog_blocks").await == 0.0 },
+    )
+    .await;
+    let mut by_ingester = std::collections::HashMap::<String, usize>::new();
+    for meta in s3
+        .block_store()
+        .list_blocks("single-tenant")
+        .await
+        .expect("list")
+    {
+        *by_ingester.entry(meta.ingester).or_default() += 1;
+    }
+    assert_eq!(
+        by_ingester.get("ingester-1"),
+        Some(&1),
+        "one cut, one visible block: {by_ingester:?}"
+    );
+
+    // Nothing lost: flush the others, wipe every ingester, read everything from S3.
+    for n in &cluster.ingesters[1..] {
+        flush(n).await;
+    }
+    for i in 0..3 {
+        cluster.ingesters[i].restart_empty(&dir);
+    }
+    cluster.wait_ready().await;
+    let metas = s3
+        .keys("single-tenant/")
+        .await
+        .iter()
+        .filter(|k| k.ends_with("/meta.json"))
+        .count();
+    wait_querier_lists(&cluster, metas).await;
+    all_complete(&cluster.front.http(), &record)
+        .await
+        .expect("every acked trace reads back from S3");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_and_partial_files_are_skipped_counted_and_cleaned_up_after_a_grace_period() {
+    let mut cluster = Cluster::start(
+        28,
+        3,
+        &[
+            "--orphan-grace-ms=3000",
+            "--retention-interval-ms=500",
+            "--wal-store=file",
+        ],
+    )
+    .await;
+    let dir = cluster.dir.path().to_owned();
+    let store = dir.join("blocks");
+    let record = dir.join("acked.txt");
+    let (ok, out) = bench(&[
+        format!("--endpoint={}", cluster.front.otlp_grpc()),
+        "--requests=5".into(),
+        "--batch-spans=100".into(),
+        format!("--record={}", record.display()),
+    ]);
+    assert!(ok, "{out}");
+    let record = read_record(&record);
+    for n in &cluster.ingesters {
+        flush(n).await;
+    }
+    let good = visible_blocks(&store, "single-tenant");
+    // Garbage of every kind: an upload that never finished (no meta.json), a meta.json
+    // whose data is gone, a meta.json that does not parse.
+    let tenant = store.join("single-tenant");
+    std::fs::create_dir_all(tenant.join("unfinished")).expect("mkdir");
+    std::fs::write(tenant.join("unfinished/data"), b"partial").expect("write");
+    let gutted = tenant.join(&good[0]);
+    std::fs::remove_file(gutted.join("data")).expect("remove data");
+    std::fs::create_dir_all(tenant.join("garbled")).expect("mkdir");
+    std::fs::write(tenant.join("garbled/meta.json"), b"{ not json").expect("write");
+
+    // Reads go on (the gutted block's replicas hold the same traces) and count the skips.
+    for n in &cluster.ingesters {
+        flush(n).await;
+    }
+    let query = cluster.front.http();
+    all_complete(&query, &record)
+        .await
+        .expect("reads skip broken blocks");
+    // An unreadable WAL segment: ingester-2 restarts on a corrupted one and serves.
+    let wal = dir.join("ingester-2/wal-segments");
+    cluster.ingester("ingester-2").kill();
+    std::fs::write(wal.join("00000000000000000001.seg"), b"\xff\xff garbage").expect("write");
+    cluster.ingester("ingester-2").restart();
+    cluster.wait_ready().await;
+    assert!(
+        metric(
+            &cluster.ingesters[1],
+            "ringtail_ingester_wal_corrupt_records_total"
+        )
+        .await
+            >= 1.0
+    );
+
+    // After the grace period the garbage is gone and the good blocks stay.
+    wait_until("garbage cleaned up", Duration::from_secs(20), || {
+        let tenant = tenant.clone();
+        async move {
+            !tenant.join("unfinished").exists()
+                && !tenant.join("garbled").exists()
+                && !gutted_exists(&tenant)
+        }
+    })
+    .await;
+    assert!(metric(&cluster.front, "ringtail_storage_unreadable_blocks_total").await >= 1.0);
+    assert_eq!(
+        visible_blocks(&store, "single-tenant").len(),
+        good.len() - 1
+    );
+    all_complete(&query, &record).await.expect("still readable");
+    fn gutted_exists(tenant: &std::path::Path) -> bool {
+        std::fs::read_dir(tenant)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.path().join("meta.json").exists() && !e.path().join("data").exists())
+            })
+            .unwrap_or(false)
+    }
+}

@@ -460,6 +460,19 @@ impl S3Server {
         ]
     }
 
+    /// Ringtail's own view of the bucket (signed requests, as nodes make them).
+    pub fn block_store(&self) -> ringtail::storage::BlockStore {
+        ringtail::storage::BlockStore::s3(&ringtail::config::S3Config {
+            bucket: self.bucket.clone(),
+            endpoint: Some(self.endpoint.clone()),
+            region: None,
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some("testing".into()),
+            path_style: true,
+        })
+        .expect("s3 store")
+    }
+
     /// Freezes the server (SIGSTOP): connections hang, as with a store that is down.
     pub fn pause(&self) {
         let _ = Command::new("kill")
