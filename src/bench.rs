@@ -60,6 +60,9 @@ pub struct BenchArgs {
     /// Stamp spans this many seconds in the past (to exercise retention)
     #[arg(long, default_value_t = 0)]
     pub span_age_secs: u64,
+    /// Skip pushing: read back the traces of an earlier --record file (given here)
+    #[arg(long)]
+    pub verify_only: Option<PathBuf>,
     /// Query API base URL for --verify
     #[arg(long, default_value = "http://127.0.0.1:3200")]
     pub query_url: String,
@@ -197,6 +200,24 @@ struct Stats {
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
+    if let Some(path) = &args.verify_only {
+        let traces = match std::fs::read_to_string(path) {
+            Ok(text) => text
+                .lines()
+                .filter_map(|l| {
+                    let (id, n) = l.split_once(' ')?;
+                    let mut a = [0u8; 16];
+                    hex::decode_to_slice(id, &mut a).ok()?;
+                    Some((a, n.parse().ok()?))
+                })
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                eprintln!("bench: cannot read {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        return verify(&args, &traces).await;
+    }
     let template = Arc::new(Template::new(&args));
     let endpoint = match Endpoint::from_shared(args.endpoint.clone()) {
         Ok(e) => e.tcp_nodelay(true),
@@ -383,6 +404,7 @@ async fn verify(args: &BenchArgs, traces: &[([u8; 16], u32)]) -> ExitCode {
     let client = reqwest::Client::new();
     let base = args.query_url.trim_end_matches('/').to_owned();
     let bad = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(traces.len())));
     let started = Instant::now();
     let chunks: Vec<Vec<([u8; 16], u32)>> = traces
         .chunks(traces.len().div_ceil(8).max(1))
@@ -396,8 +418,11 @@ async fn verify(args: &BenchArgs, traces: &[([u8; 16], u32)]) -> ExitCode {
             bad.clone(),
             args.tenant.clone(),
         );
+        let latencies = latencies.clone();
         tasks.push(tokio::spawn(async move {
+            let mut local = Vec::with_capacity(chunk.len());
             for (id, expected) in chunk {
+                let sent = Instant::now();
                 let mut req = client
                     .get(format!("{base}/api/traces/{}", hex::encode(id)))
                     .header("accept", "application/protobuf");
@@ -420,9 +445,13 @@ async fn verify(args: &BenchArgs, traces: &[([u8; 16], u32)]) -> ExitCode {
                         0
                     }
                 };
+                local.push(sent.elapsed().as_micros() as u32);
                 if got != expected {
                     bad.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            if let Ok(mut l) = latencies.lock() {
+                l.extend(local);
             }
         }));
     }
@@ -430,10 +459,18 @@ async fn verify(args: &BenchArgs, traces: &[([u8; 16], u32)]) -> ExitCode {
         let _ = t.await;
     }
     let bad = bad.load(Ordering::Relaxed);
+    let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |&us| us as f64 / 1000.0)
+    };
     println!(
-        "verify: {} traces read back in {:.1}s, {} missing or incomplete",
+        "verify: {} traces read back in {:.1}s (8 concurrent; per read p50 {:.2} ms, p99 {:.2} ms), {} missing or incomplete",
         traces.len(),
         started.elapsed().as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
         bad
     );
     if bad == 0 {

@@ -46,6 +46,10 @@ pub struct Ingester {
     live: LiveTraces,
     pipeline: Pipeline,
     serving: AtomicBool,
+    /// Held (shared) by a push from its WAL append until its traces are in `live`, and
+    /// (exclusively) by the WAL truncation watermark computation: a record is never
+    /// truncated while its traces are in neither the WAL's consumers nor a block.
+    append_gate: tokio::sync::RwLock<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +147,7 @@ impl Ingester {
             live,
             pipeline,
             serving: AtomicBool::new(false),
+            append_gate: tokio::sync::RwLock::new(()),
         });
         ingester.update_gauges();
         Ok((ingester, stats))
@@ -168,7 +173,9 @@ impl Ingester {
 
     /// A cut round (background worker).
     pub async fn cut(&self) -> Result<RoundStats, PipelineError> {
-        self.pipeline.cut(&self.live, &self.wal, false).await
+        self.pipeline
+            .cut(&self.live, &self.wal, &self.append_gate, false)
+            .await
     }
 
     /// A flush round (background worker).
@@ -178,7 +185,10 @@ impl Ingester {
 
     /// One cut round then one flush round (`force`: cut and flush everything now).
     pub async fn cut_and_flush(&self, force: bool) -> Result<RoundStats, PipelineError> {
-        let cut = self.pipeline.cut(&self.live, &self.wal, force).await?;
+        let cut = self
+            .pipeline
+            .cut(&self.live, &self.wal, &self.append_gate, force)
+            .await?;
         let flush = self.pipeline.flush(force).await;
         Ok(RoundStats {
             traces_cut: cut.traces_cut,
@@ -213,12 +223,14 @@ impl Ingester {
         }
         let (tenant, segments) =
             decode_push(body.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let gate = self.append_gate.read().await;
         let seq = self
             .wal
             .append(body)
             .await
             .map_err(|e| Status::unavailable(format!("ingester WAL unavailable: {e}")))?;
         let new = self.live.append(&tenant, segments, seq);
+        drop(gate);
         metrics::gauge!("ringtail_ingester_live_traces").increment(new as f64);
         Ok(())
     }

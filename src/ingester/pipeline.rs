@@ -194,6 +194,7 @@ impl Pipeline {
         &self,
         live: &LiveTraces,
         wal: &Wal,
+        append_gate: &tokio::sync::RwLock<()>,
         force: bool,
     ) -> Result<RoundStats, PipelineError> {
         let _round = self.cut_round.lock().await;
@@ -230,13 +231,17 @@ impl Pipeline {
                 }
             }
         }
-        let needed = [live.min_first_seq(), self.heads_min_seq()]
-            .into_iter()
-            .flatten()
-            .min();
-        let _ = wal
-            .truncate_before(needed.unwrap_or_else(|| wal.next_seq()))
-            .await;
+        // No push may sit between its WAL append and its live insert while the watermark
+        // is computed (see `Ingester::append_gate`).
+        let watermark = {
+            let _exclusive = append_gate.write().await;
+            [live.min_first_seq(), self.heads_min_seq()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| wal.next_seq())
+        };
+        let _ = wal.truncate_before(watermark).await;
         self.update_gauges();
         metrics::gauge!("ringtail_ingester_live_traces").set(live.trace_count() as f64);
         Ok(stats)
