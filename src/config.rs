@@ -160,10 +160,12 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_BLOCK_RETENTION_HOURS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_retention_hours: Option<u64>,
-    /// Per-tenant retention, "tenant=hours" (comma separated) [default: none]
-    #[arg(long, env = "RINGTAIL_TENANT_RETENTION_HOURS", value_delimiter = ',')]
+    /// Per-tenant overrides, "tenant:key=value" (comma separated); keys:
+    /// trace_idle_period_ms, max_block_duration_ms, max_block_bytes, block_retention_hours
+    /// [default: none]
+    #[arg(long, env = "RINGTAIL_TENANT_OVERRIDES", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant_retention_hours: Option<Vec<String>>,
+    pub tenant_overrides: Option<Vec<String>>,
     /// Objects of unfinished or gutted blocks are deleted after this grace, ms [default: 3600000]
     #[arg(long, env = "RINGTAIL_ORPHAN_GRACE_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -402,7 +404,7 @@ impl RawConfig {
                 ),
             ));
         }
-        let cut = CutPolicy {
+        let mut cut = CutPolicy {
             trace_idle_period: positive_ms(
                 "trace_idle_period_ms",
                 self.trace_idle_period_ms,
@@ -418,28 +420,49 @@ impl RawConfig {
                 n => n,
             },
             complete_block_timeout,
+            per_tenant: Default::default(),
         };
         let mut per_tenant = std::collections::HashMap::new();
-        for entry in self.tenant_retention_hours.iter().flatten() {
-            let parsed = entry.split_once('=').and_then(|(t, h)| {
-                Some((
-                    crate::model::TenantId::parse(t.trim()).ok()?,
-                    h.trim().parse::<u64>().ok()?,
-                ))
-            });
-            match parsed {
-                Some((tenant, hours)) if hours > 0 => {
+        for entry in self.tenant_overrides.iter().flatten() {
+            let bad = || {
+                invalid(
+                    "tenant_overrides",
+                    format!("{entry:?} is not tenant:key=value with a known key and a value > 0"),
+                )
+            };
+            let (tenant, setting) = entry.split_once(':').ok_or_else(bad)?;
+            let (key, value) = setting.split_once('=').ok_or_else(bad)?;
+            let tenant = crate::model::TenantId::parse(tenant.trim()).map_err(|_| bad())?;
+            let value = match value.trim().parse::<u64>() {
+                Ok(v) if v > 0 => v,
+                _ => return Err(bad()),
+            };
+            match key.trim() {
+                "trace_idle_period_ms" => {
+                    cut.per_tenant
+                        .entry(tenant.as_str().to_owned())
+                        .or_default()
+                        .trace_idle_period = Some(Duration::from_millis(value))
+                }
+                "max_block_duration_ms" => {
+                    cut.per_tenant
+                        .entry(tenant.as_str().to_owned())
+                        .or_default()
+                        .max_block_duration = Some(Duration::from_millis(value))
+                }
+                "max_block_bytes" => {
+                    cut.per_tenant
+                        .entry(tenant.as_str().to_owned())
+                        .or_default()
+                        .max_block_bytes = Some(value as usize)
+                }
+                "block_retention_hours" => {
                     per_tenant.insert(
                         tenant.as_str().to_owned(),
-                        Duration::from_secs(hours * 3600),
+                        Duration::from_secs(value * 3600),
                     );
                 }
-                _ => {
-                    return Err(invalid(
-                        "tenant_retention_hours",
-                        format!("{entry:?} is not tenant=hours with hours > 0"),
-                    ))
-                }
+                _ => return Err(bad()),
             }
         }
         let retention = RetentionPolicy {
@@ -603,6 +626,32 @@ mod tests {
         assert_eq!(c.node_name, "from-flag");
         assert_eq!(c.roles, Roles::INGESTER);
         assert_eq!(c.push_timeout, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn tenant_overrides_apply_to_their_tenant_only() {
+        let c = RawConfig {
+            tenant_overrides: Some(vec![
+                "fast:trace_idle_period_ms=500".into(),
+                "fast:max_block_bytes=2048".into(),
+                "brief:block_retention_hours=2".into(),
+            ]),
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid");
+        assert_eq!(c.cut.idle_for("fast"), Duration::from_millis(500));
+        assert_eq!(c.cut.idle_for("other"), Duration::from_secs(10));
+        assert_eq!(c.cut.max_bytes_for("fast"), 2048);
+        assert_eq!(c.cut.max_duration_for("fast"), Duration::from_secs(120));
+        assert_eq!(
+            c.retention.retention_for("brief"),
+            Duration::from_secs(7200)
+        );
+        assert_eq!(
+            c.retention.retention_for("other"),
+            Duration::from_secs(336 * 3600)
+        );
     }
 
     #[test]

@@ -196,7 +196,7 @@ async fn retention_removes_blocks_past_the_tenants_retention_and_keeps_recent_on
         3,
         &[
             "--multitenancy-enabled=true",
-            "--tenant-retention-hours=short=1",
+            "--tenant-overrides=short:block_retention_hours=1",
             "--retention-interval-ms=500",
         ],
     )

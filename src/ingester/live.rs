@@ -98,8 +98,12 @@ impl LiveTraces {
         Some(out.freeze())
     }
 
-    /// Removes and returns the traces idle for at least `idle` (every trace when `None`).
-    pub fn take_idle(&self, idle: Option<Duration>) -> Vec<(TenantId, Vec<(TraceId, LiveTrace)>)> {
+    /// Removes and returns the traces idle for at least their tenant's `idle` period
+    /// (every trace of a tenant for which it is `None`).
+    pub fn take_idle(
+        &self,
+        idle_for: impl Fn(&TenantId) -> Option<Duration>,
+    ) -> Vec<(TenantId, Vec<(TraceId, LiveTrace)>)> {
         let now = Instant::now();
         let tenants: Vec<(TenantId, Arc<Tenant>)> = match self.tenants.read() {
             Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -107,6 +111,7 @@ impl LiveTraces {
         };
         let mut out = Vec::new();
         for (tenant, t) in tenants {
+            let idle = idle_for(&tenant);
             let mut taken = Vec::new();
             for shard in &t.shards {
                 let Ok(mut shard) = shard.lock() else {
@@ -167,8 +172,8 @@ mod tests {
         assert_eq!(live.get(&b, &id), None);
         assert_eq!(live.trace_count(), 1);
         assert_eq!(live.min_first_seq(), Some(7));
-        assert!(live.take_idle(Some(Duration::from_secs(60))).is_empty());
-        let taken = live.take_idle(None);
+        assert!(live.take_idle(|_| Some(Duration::from_secs(60))).is_empty());
+        let taken = live.take_idle(|_| None);
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].1[0].1.segments.len(), 2);
         assert_eq!(live.trace_count(), 0);

@@ -39,7 +39,7 @@ use crate::storage::{BlockStore, StoreError, DATA, FILTER, INDEX, META};
 /// Marker file written next to a local block once the object store holds it.
 const FLUSHED_MARKER: &str = "flushed";
 
-/// When traces and blocks move on.
+/// When traces and blocks move on (defaults, and per-tenant overrides).
 #[derive(Clone, Debug)]
 pub struct CutPolicy {
     pub trace_idle_period: Duration,
@@ -47,6 +47,38 @@ pub struct CutPolicy {
     pub max_block_bytes: usize,
     /// How long a flushed block stays on local disk (and queryable here).
     pub complete_block_timeout: Duration,
+    pub per_tenant: HashMap<String, TenantCut>,
+}
+
+/// A tenant's overrides of the cut policy.
+#[derive(Clone, Debug, Default)]
+pub struct TenantCut {
+    pub trace_idle_period: Option<Duration>,
+    pub max_block_duration: Option<Duration>,
+    pub max_block_bytes: Option<usize>,
+}
+
+impl CutPolicy {
+    pub fn idle_for(&self, tenant: &str) -> Duration {
+        self.per_tenant
+            .get(tenant)
+            .and_then(|t| t.trace_idle_period)
+            .unwrap_or(self.trace_idle_period)
+    }
+
+    pub fn max_duration_for(&self, tenant: &str) -> Duration {
+        self.per_tenant
+            .get(tenant)
+            .and_then(|t| t.max_block_duration)
+            .unwrap_or(self.max_block_duration)
+    }
+
+    pub fn max_bytes_for(&self, tenant: &str) -> usize {
+        self.per_tenant
+            .get(tenant)
+            .and_then(|t| t.max_block_bytes)
+            .unwrap_or(self.max_block_bytes)
+    }
 }
 
 struct Head {
@@ -199,7 +231,7 @@ impl Pipeline {
     ) -> Result<RoundStats, PipelineError> {
         let _round = self.cut_round.lock().await;
         let mut stats = RoundStats::default();
-        let idle = live.take_idle((!force).then_some(self.policy.trace_idle_period));
+        let idle = live.take_idle(|tenant| (!force).then(|| self.policy.idle_for(tenant.as_str())));
         for (tenant, traces) in idle {
             stats.traces_cut += traces.len();
             self.add_to_head(tenant, traces);
@@ -208,10 +240,10 @@ impl Pipeline {
             let mut heads = self.heads.lock().map_err(|_| poisoned())?;
             let keys: Vec<TenantId> = heads
                 .iter()
-                .filter(|(_, h)| {
+                .filter(|(t, h)| {
                     force
-                        || h.created.elapsed() >= self.policy.max_block_duration
-                        || h.bytes >= self.policy.max_block_bytes
+                        || h.created.elapsed() >= self.policy.max_duration_for(t.as_str())
+                        || h.bytes >= self.policy.max_bytes_for(t.as_str())
                 })
                 .map(|(t, _)| t.clone())
                 .collect();
