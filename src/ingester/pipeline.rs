@@ -476,6 +476,7 @@ impl Pipeline {
             if let Ok(mut blocks) = self.blocks.lock() {
                 blocks.remove(&key);
             }
+            self.local.forget(&format!("{}/{}", key.0, key.1));
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(path = %dir.display(), error = %e, "cannot remove a retired local block");
             }

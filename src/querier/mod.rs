@@ -124,6 +124,12 @@ impl Querier {
                 }
             }
         }
+        let listed: std::collections::HashSet<String> = lists
+            .values()
+            .flatten()
+            .map(|m| format!("{}/{}", m.tenant, m.block_id))
+            .collect();
+        self.store.retain_cached(|key| listed.contains(key));
         let blocks: usize = lists.values().map(Vec::len).sum();
         metrics::gauge!("ringtail_querier_blocklist_blocks").set(blocks as f64);
         if let Ok(mut l) = self.blocklists.write() {

@@ -249,7 +249,19 @@ impl BlockStore {
         Ok(())
     }
 
-    fn forget(&self, key: &str) {
+    /// Drops cached filters and indexes of blocks for which `keep("<tenant>/<block id>")`
+    /// is false (blocks retired or deleted elsewhere).
+    pub fn retain_cached(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut f) = self.filters.lock() {
+            f.retain(|k, _| keep(k));
+        }
+        if let Ok(mut i) = self.indexes.lock() {
+            i.retain(|k, _| keep(k));
+        }
+    }
+
+    /// Drops the cached filter and index of one block.
+    pub fn forget(&self, key: &str) {
         if let Ok(mut f) = self.filters.lock() {
             f.remove(key);
         }
