@@ -12,22 +12,9 @@ requests=${1:-200}; shift || true
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; sleep 1; kill -9 "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
-seeds=127.0.98.1:7946,127.0.98.2:7946,127.0.98.3:7946
-start() { # name host target [extra flags...]
-  ip=127.0.98.$2
-  RUST_LOG=warn "$bin" --target="$3" --node-name="$1" --data-dir="$work/$1" --http-listen=$ip:3200 \
-    --grpc-listen=$ip:9095 --otlp-grpc-listen=$ip:4317 --otlp-http-listen=$ip:4318 \
-    --gossip-listen=$ip:7946 --gossip-join=$seeds --storage-path="$work/blocks" \
-    --complete-block-timeout-ms=3000 --blocklist-poll-ms=1000 "${@:4}" > "$work/$1.log" 2>&1 &
-  pids+=($!)
-}
-for i in 1 2 3; do start ingester-$i $i ingester "$@"; done
-start front 100 distributor,querier "$@"
-for _ in $(seq 1 150); do
-  curl -fsS -H 'Accept: application/json' http://127.0.98.100:3200/ring 2>/dev/null |
-    grep -q '"write_ring_ingesters":\["ingester-1","ingester-2","ingester-3"\]' && break
-  sleep 0.2
-done
+# shellcheck source=scripts/cluster-lib.sh
+. "$repo/scripts/cluster-lib.sh"
+start_cluster 127.0.98 "$work" --complete-block-timeout-ms=3000 --blocklist-poll-ms=1000 "$@"
 q=http://127.0.98.100:3200
 metric() { curl -fsS "$1/metrics" | awk -v m="$2" '$1 == m {s += $2} END {printf "%.6f", s}'; }
 echo "== push $requests requests of 500 spans, then read every trace from live data"

@@ -8,6 +8,39 @@ use common::{
     bench, flush, metric, read_record, spans_via_query, visible_blocks, wait_until, Cluster,
 };
 
+/// A moto S3 server and a cluster that stores its blocks there, on loopback range `subnet`.
+async fn s3_cluster(subnet: u8) -> (common::S3Server, Cluster) {
+    let s3 = common::S3Server::start(subnet, "ringtail").await;
+    let flags = s3.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cluster = Cluster::start(subnet, 3, &flags).await;
+    (s3, cluster)
+}
+
+/// Wipes every ingester (WAL, memory, local blocks), waits until the querier lists every
+/// block in S3, and reads every recorded trace: S3 alone must hold everything acked.
+async fn wipe_ingesters_and_read_back(
+    cluster: &mut Cluster,
+    s3: &common::S3Server,
+    record: &[(String, usize)],
+) {
+    let dir = cluster.dir.path().to_owned();
+    for i in 0..cluster.ingesters.len() {
+        cluster.ingesters[i].restart_empty(&dir);
+    }
+    cluster.wait_ready().await;
+    let metas = s3
+        .keys("single-tenant/")
+        .await
+        .iter()
+        .filter(|k| k.ends_with("/meta.json"))
+        .count();
+    wait_querier_lists(cluster, metas).await;
+    all_complete(&cluster.front.http(), record)
+        .await
+        .expect("every acked trace reads back from S3");
+}
+
 /// Waits until the querier's block lists hold `blocks` blocks (it polls every 500 ms).
 async fn wait_querier_lists(cluster: &Cluster, blocks: usize) {
     wait_until(
@@ -261,10 +294,7 @@ async fn retention_removes_blocks_past_the_tenants_retention_and_keeps_recent_on
 
 #[tokio::test(flavor = "multi_thread")]
 async fn blocks_flushed_to_s3_read_back_after_the_ingesters_lost_everything() {
-    let s3 = common::S3Server::start(25, "ringtail").await;
-    let flags = s3.flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut cluster = Cluster::start(25, 3, &flags).await;
+    let (s3, mut cluster) = s3_cluster(25).await;
     let dir = cluster.dir.path().to_owned();
     let record = dir.join("acked.txt");
     let (ok, out) = bench(&[
@@ -283,28 +313,12 @@ async fn blocks_flushed_to_s3_read_back_after_the_ingesters_lost_everything() {
         keys.iter().filter(|k| k.ends_with("/meta.json")).count() >= 3,
         "{keys:?}"
     );
-    for i in 0..3 {
-        cluster.ingesters[i].restart_empty(&dir);
-    }
-    cluster.wait_ready().await;
-    let metas = s3
-        .keys("single-tenant/")
-        .await
-        .iter()
-        .filter(|k| k.ends_with("/meta.json"))
-        .count();
-    wait_querier_lists(&cluster, metas).await;
-    all_complete(&cluster.front.http(), &record)
-        .await
-        .expect("every acked trace reads back from S3");
+    wipe_ingesters_and_read_back(&mut cluster, &s3, &record).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_outage_of_30_s_under_load_loses_nothing_and_the_backlog_drains() {
-    let s3 = common::S3Server::start(26, "ringtail").await;
-    let flags = s3.flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut cluster = Cluster::start(26, 3, &flags).await;
+    let (s3, mut cluster) = s3_cluster(26).await;
     let dir = cluster.dir.path().to_owned();
     let record = dir.join("acked.txt");
     let args = vec![
@@ -353,28 +367,12 @@ async fn an_s3_outage_of_30_s_under_load_loses_nothing_and_the_backlog_drains() 
     for n in &cluster.ingesters {
         flush(n).await;
     }
-    for i in 0..3 {
-        cluster.ingesters[i].restart_empty(&dir);
-    }
-    cluster.wait_ready().await;
-    let metas = s3
-        .keys("single-tenant/")
-        .await
-        .iter()
-        .filter(|k| k.ends_with("/meta.json"))
-        .count();
-    wait_querier_lists(&cluster, metas).await;
-    all_complete(&cluster.front.http(), &record)
-        .await
-        .expect("every acked trace reads back from S3");
+    wipe_ingesters_and_read_back(&mut cluster, &s3, &record).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_an_upload_loses_nothing_and_leaves_no_duplicate_block() {
-    let s3 = common::S3Server::start(27, "ringtail").await;
-    let flags = s3.flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut cluster = Cluster::start(27, 3, &flags).await;
+    let (s3, mut cluster) = s3_cluster(27).await;
     let dir = cluster.dir.path().to_owned();
     let record = dir.join("acked.txt");
     let (ok, out) = bench(&[
@@ -433,20 +431,7 @@ async fn sigkill_during_an_upload_loses_nothing_and_leaves_no_duplicate_block() 
     for n in &cluster.ingesters[1..] {
         flush(n).await;
     }
-    for i in 0..3 {
-        cluster.ingesters[i].restart_empty(&dir);
-    }
-    cluster.wait_ready().await;
-    let metas = s3
-        .keys("single-tenant/")
-        .await
-        .iter()
-        .filter(|k| k.ends_with("/meta.json"))
-        .count();
-    wait_querier_lists(&cluster, metas).await;
-    all_complete(&cluster.front.http(), &record)
-        .await
-        .expect("every acked trace reads back from S3");
+    wipe_ingesters_and_read_back(&mut cluster, &s3, &record).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

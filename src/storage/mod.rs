@@ -270,40 +270,29 @@ impl BlockStore {
         }
     }
 
-    async fn filter(&self, meta: &BlockMeta) -> Result<Arc<TraceFilter>, StoreError> {
+    /// A block's decoded `name` object, from `cache` or fetched and decoded once.
+    async fn cached<T>(
+        &self,
+        cache: &Mutex<HashMap<String, Arc<T>>>,
+        meta: &BlockMeta,
+        name: &str,
+        decode: fn(&[u8]) -> Result<T, BlockError>,
+    ) -> Result<Arc<T>, StoreError> {
         let key = format!("{}/{}", meta.tenant, meta.block_id);
-        if let Some(f) = self.filters.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            return Ok(f);
+        if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(hit);
         }
         let bytes = self
             .store
-            .get(&object(&meta.tenant, &meta.block_id, FILTER))
+            .get(&object(&meta.tenant, &meta.block_id, name))
             .await?
             .bytes()
             .await?;
-        let filter = Arc::new(TraceFilter::decode(&bytes)?);
-        if let Ok(mut c) = self.filters.lock() {
-            c.insert(key, filter.clone());
+        let value = Arc::new(decode(&bytes)?);
+        if let Ok(mut c) = cache.lock() {
+            c.insert(key, value.clone());
         }
-        Ok(filter)
-    }
-
-    async fn index(&self, meta: &BlockMeta) -> Result<Arc<PageIndex>, StoreError> {
-        let key = format!("{}/{}", meta.tenant, meta.block_id);
-        if let Some(i) = self.indexes.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            return Ok(i);
-        }
-        let bytes = self
-            .store
-            .get(&object(&meta.tenant, &meta.block_id, INDEX))
-            .await?
-            .bytes()
-            .await?;
-        let index = Arc::new(PageIndex::decode(&bytes)?);
-        if let Ok(mut c) = self.indexes.lock() {
-            c.insert(key, index.clone());
-        }
-        Ok(index)
+        Ok(value)
     }
 
     /// The trace's bytes in this block: ID range → filter → index → one page.
@@ -316,10 +305,16 @@ impl BlockStore {
         if hex < meta.min_trace_id || hex > meta.max_trace_id {
             return Ok(None);
         }
-        if !self.filter(meta).await?.may_contain(id) {
+        let filter = self
+            .cached(&self.filters, meta, FILTER, TraceFilter::decode)
+            .await?;
+        if !filter.may_contain(id) {
             return Ok(None);
         }
-        let Some(page) = self.index(meta).await?.find(id) else {
+        let index = self
+            .cached(&self.indexes, meta, INDEX, PageIndex::decode)
+            .await?;
+        let Some(page) = index.find(id) else {
             return Ok(None);
         };
         let range = page.offset..page.offset + u64::from(page.len);
