@@ -29,6 +29,8 @@ pub struct AdminState {
     pub store: BlockStore,
     /// Bearer token of the admin API; `None` disables it.
     pub admin_token: Option<String>,
+    /// Cancelling it starts the node's shutdown sequence (`POST /shutdown`).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AdminState {
@@ -52,6 +54,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/status/buildinfo", get(buildinfo))
         .route("/api/echo", get(|| async { "echo" }))
         .route("/flush", post(flush))
+        .route("/shutdown", post(shutdown))
         .route("/api/admin/tenants/{tenant}", delete(delete_tenant))
         .with_state(state)
 }
@@ -78,6 +81,17 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
         s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `POST /shutdown`: starts the same shutdown sequence as SIGTERM (node.rs documents the
+/// steps) and answers at once; the process exits 0 when the sequence is done.
+async fn shutdown(State(s): State<AdminState>) -> Response {
+    s.shutdown.cancel();
+    (
+        StatusCode::ACCEPTED,
+        "shutting down: LEAVING, draining, flushing, leaving the cluster\n",
     )
         .into_response()
 }

@@ -178,6 +178,11 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_ADMIN_TOKEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// Upper bound of the shutdown sequence (drain, flush, leave), ms; set the Helm chart's
+    /// terminationGracePeriodSeconds above it [default: 60000]
+    #[arg(long, env = "RINGTAIL_SHUTDOWN_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_timeout_ms: Option<u64>,
     /// sled page cache for the WAL, bytes [default: 67108864]
     #[arg(long, env = "RINGTAIL_WAL_CACHE_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -232,6 +237,7 @@ pub struct Config {
     pub retention: RetentionPolicy,
     pub retention_interval: Duration,
     pub admin_token: Option<String>,
+    pub shutdown_timeout: Duration,
 }
 
 /// Where blocks live.
@@ -529,6 +535,19 @@ impl RawConfig {
             retention,
             retention_interval,
             admin_token,
+            shutdown_timeout: match positive_ms(
+                "shutdown_timeout_ms",
+                self.shutdown_timeout_ms,
+                60_000,
+            )? {
+                t if t < Duration::from_secs(5) => {
+                    return Err(invalid(
+                        "shutdown_timeout_ms",
+                        "must be at least 5000 (drain, flush and leave need time)",
+                    ))
+                }
+                t => t,
+            },
             wal_cache_bytes: self.wal_cache_bytes.unwrap_or(64 << 20),
         })
     }

@@ -55,6 +55,8 @@ fn main() -> ExitCode {
     })
 }
 
+/// Returns on Ctrl-C, SIGTERM or when `token` is cancelled (`POST /shutdown`), and
+/// cancels `token`.
 async fn shutdown_signal(token: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -72,10 +74,14 @@ async fn shutdown_signal(token: CancellationToken) {
         tokio::select! {
             _ = ctrl_c => tracing::info!("received Ctrl-C"),
             _ = term.recv() => tracing::info!("received SIGTERM"),
+            _ = token.cancelled() => tracing::info!("shutdown requested (POST /shutdown)"),
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = token.cancelled() => {}
+    }
     token.cancel();
 }
 
@@ -97,6 +103,7 @@ async fn run_node(file: Option<PathBuf>, flags: RawConfig) -> ExitCode {
     };
     shutdown_signal(shutdown).await;
     node.wait().await;
+    tracing::info!("exiting");
     ExitCode::SUCCESS
 }
 

@@ -6,11 +6,17 @@
 //! 3. ingester: replay the WAL, serve the internal gRPC, then announce ACTIVE;
 //! 4. distributor: serve OTLP gRPC and HTTP.
 //!
-//! Shutdown sequence (Ctrl-C / SIGTERM), bounded by [`SHUTDOWN_DEADLINE`], each step logged:
-//! 1. stop accepting new OTLP requests, pushes and queries; in-flight requests finish
-//!    (every acked push is already durable in the WAL);
-//! 2. leave the gossip cluster (foca's leave, gossiped while the socket is still open);
-//! 3. exit. The WAL writer flushes once more when its last handle is dropped.
+//! Shutdown sequence (SIGTERM, Ctrl-C or `POST /shutdown`; the same steps every time),
+//! bounded by `shutdown_timeout_ms`, each step logged:
+//! 1. (ingesters) announce LEAVING: distributors drop it from their write rings at once;
+//!    queriers still read from it;
+//! 2. (ingesters) wait until no push arrived for 0.5 s, at most 5 s;
+//! 3. (ingesters) answer any push that still arrives with UNAVAILABLE (retryable);
+//! 4. (ingesters) cut and flush everything to the object store (retried until done or
+//!    the deadline; what is left stays in the WAL and local blocks for the next start);
+//! 5. stop the servers; in-flight requests finish;
+//! 6. foca's leave, gossiped until every peer's `/ring` no longer lists the node (at most
+//!    5 s), then exit 0.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -31,9 +37,6 @@ use crate::membership::{Membership, NodeIdentity, NodeState, Roles};
 use crate::querier::{self, Querier, QuerierSettings};
 use crate::rpc::IngesterClients;
 use crate::storage::BlockStore;
-
-/// Upper bound of the shutdown sequence.
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -66,8 +69,12 @@ pub struct RunningNode {
     pub membership: Membership,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    stop: CancellationToken,
     gossip_stop: CancellationToken,
+    gossip_exit: CancellationToken,
     gossip_task: tokio::task::JoinHandle<()>,
+    ingester: Option<Arc<Ingester>>,
+    shutdown_timeout: Duration,
     name: String,
 }
 
@@ -133,13 +140,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tracing::info!(node = %identity.name, roles = ?roles, ?endpoints, "starting");
 
     let tasks = TaskTracker::new();
+    // Servers and workers run until `stop`, which the drain sequence cancels at its step 5
+    // (until then an ingester keeps answering reads and, with UNAVAILABLE, pushes).
+    let stop_all = CancellationToken::new();
     // Gossip outlives the servers: `wait` stops it after they drained.
     let gossip_stop = CancellationToken::new();
+    let gossip_exit = CancellationToken::new();
     let (membership, gossip_task) = Membership::start(
         identity,
         gossip_socket,
         config.gossip_join.clone(),
         gossip_stop.clone(),
+        gossip_exit.clone(),
     )
     .map_err(|source| NodeError::Bind {
         what: "gossip",
@@ -167,7 +179,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         );
         {
             let querier = querier.clone();
-            let stop = shutdown.clone();
+            let stop = stop_all.clone();
             let poll = config.blocklist_poll;
             tasks.spawn(async move { querier.poll_blocklists(poll, stop).await });
         }
@@ -179,7 +191,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 config.retention.clone(),
                 config.retention_interval,
             );
-            let stop = shutdown.clone();
+            let stop = stop_all.clone();
             tasks.spawn(async move {
                 loop {
                     match crate::storage::retention::run_pass(&store, &policy, std::time::SystemTime::now()).await {
@@ -206,9 +218,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics: crate::telemetry::prometheus(),
         store: store.clone(),
         admin_token: config.admin_token.clone(),
+        shutdown: shutdown.clone(),
     }));
     {
-        let stop = shutdown.clone();
+        let stop = stop_all.clone();
         tasks.spawn(async move {
             if let Err(e) = axum::serve(http_listener, http)
                 .with_graceful_shutdown(stop.cancelled_owned())
@@ -219,6 +232,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         });
     }
 
+    let mut running_ingester = None;
     if is_ingester {
         let settings = IngesterSettings {
             data_dir: config.data_dir.clone(),
@@ -235,7 +249,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 .map_err(|e| NodeError::Replay(e.to_string()))??;
         let service = ingester.service();
         let listener = grpc_listener.ok_or(NodeError::Replay("no grpc listener".into()))?;
-        let stop = shutdown.clone();
+        let stop = stop_all.clone();
         tasks.spawn(async move {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -251,7 +265,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         {
             // The pipeline workers: a cut round and a flush round every second, in two
             // tasks so a hanging upload never delays cutting.
-            let (cutter, stop) = (ingester.clone(), shutdown.clone());
+            let (cutter, stop) = (ingester.clone(), stop_all.clone());
             tasks.spawn(async move {
                 every_second(stop, || async {
                     if let Err(e) = cutter.cut().await {
@@ -260,7 +274,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 })
                 .await
             });
-            let (flusher, stop) = (ingester.clone(), shutdown.clone());
+            let (flusher, stop) = (ingester.clone(), stop_all.clone());
             tasks.spawn(async move {
                 every_second(stop, || async {
                     flusher.flush().await;
@@ -268,7 +282,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 .await
             });
         }
-        let _ = ingester_slot.set(ingester);
+        let _ = ingester_slot.set(ingester.clone());
+        running_ingester = Some(ingester);
         membership.set_state(NodeState::Active).await;
     }
 
@@ -285,7 +300,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         );
         if let Some(listener) = otlp_grpc_listener {
             let service = distributor::grpc::server(distributor.clone());
-            let stop = shutdown.clone();
+            let stop = stop_all.clone();
             tasks.spawn(async move {
                 let incoming =
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -300,7 +315,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
         if let Some(listener) = otlp_http_listener {
             let router = distributor::http::router(distributor);
-            let stop = shutdown.clone();
+            let stop = stop_all.clone();
             tasks.spawn(async move {
                 if let Err(e) = axum::serve(listener, router)
                     .with_graceful_shutdown(stop.cancelled_owned())
@@ -315,7 +330,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     // Forget channels of ingesters that left.
     {
         let mut view = membership.watch_view();
-        let shutdown = shutdown.clone();
+        let shutdown = stop_all.clone();
         tasks.spawn(async move {
             loop {
                 tokio::select! {
@@ -333,10 +348,59 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         membership,
         tasks,
         shutdown,
+        stop: stop_all,
         gossip_stop,
+        gossip_exit,
         gossip_task,
+        ingester: running_ingester,
+        shutdown_timeout: config.shutdown_timeout,
         name: config.node_name,
     })
+}
+
+/// Step 2 of the drain: the ingester waits for this long without a push...
+const QUIET_PERIOD: Duration = Duration::from_millis(500);
+/// ...but no longer than this (distributors hear LEAVING within about a gossip round).
+const QUIET_WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// Polls every peer's `/ring` until none lists `name` (or `until`). Peers that do not
+/// answer count as confirmed: they are gone themselves.
+async fn confirm_departure(
+    name: &str,
+    peers: &[(String, std::net::SocketAddr)],
+    until: tokio::time::Instant,
+) -> bool {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap_or_default();
+    loop {
+        let mut pending = 0;
+        for (_, http) in peers {
+            let listed = match client
+                .get(format!("http://{http}/ring"))
+                .header("accept", "application/json")
+                .send()
+                .await
+            {
+                Ok(resp) => resp
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|j| j["members"].as_array().cloned())
+                    .is_some_and(|members| members.iter().any(|m| m["name"] == name)),
+                Err(_) => false,
+            };
+            pending += usize::from(listed);
+        }
+        if pending == 0 {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Runs `round` every second until `stop`.
@@ -360,27 +424,75 @@ impl RunningNode {
         self.shutdown.clone()
     }
 
-    /// Waits until the node has stopped (after its shutdown token is cancelled), bounded
-    /// by [`SHUTDOWN_DEADLINE`] once shutdown began.
+    /// Waits for the shutdown trigger (SIGTERM, Ctrl-C, `POST /shutdown`), then runs the
+    /// shutdown sequence, bounded by `shutdown_timeout`. See the module doc for the steps.
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
-        tracing::info!(node = %self.name, "shutdown: stopping servers (in-flight requests finish)");
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.shutdown_timeout;
+        let name = self.name.clone();
+        if let Some(ingester) = &self.ingester {
+            tracing::info!(node = %name, "shutdown 1/6: announcing LEAVING (out of every write ring)");
+            self.membership.set_state(NodeState::Leaving).await;
+            tracing::info!(node = %name, "shutdown 2/6: waiting until distributors stop sending");
+            let quiet_until = (tokio::time::Instant::now() + QUIET_WAIT_LIMIT).min(deadline);
+            while ingester.since_last_push() < QUIET_PERIOD
+                && tokio::time::Instant::now() < quiet_until
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tracing::info!(node = %name, "shutdown 3/6: answering pushes with UNAVAILABLE");
+            ingester.refuse_pushes();
+            tracing::info!(node = %name, "shutdown 4/6: cutting and flushing everything to the object store");
+            loop {
+                match ingester.cut_and_flush(true).await {
+                    Ok(stats) if stats.blocks_pending == 0 => break,
+                    Ok(stats) => {
+                        tracing::warn!(node = %name, pending = stats.blocks_pending, "blocks still pending; retrying")
+                    }
+                    Err(e) => tracing::warn!(node = %name, error = %e, "flush failed; retrying"),
+                }
+                if tokio::time::Instant::now() + Duration::from_secs(1) >= deadline {
+                    tracing::error!(node = %name, "shutdown deadline: blocks left unflushed stay in the local folder and WAL for the next start");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        tracing::info!(node = %name, "shutdown 5/6: stopping servers (in-flight requests finish)");
+        let peers: Vec<(String, std::net::SocketAddr)> = self
+            .membership
+            .view()
+            .members
+            .iter()
+            .filter(|m| m.identity.name != name)
+            .map(|m| (m.identity.name.clone(), m.identity.http))
+            .collect();
+        self.stop.cancel();
         self.tasks.close();
         if tokio::time::timeout_at(deadline, self.tasks.wait())
             .await
             .is_err()
         {
-            tracing::warn!(node = %self.name, "shutdown: servers did not drain before the deadline");
+            tracing::warn!(node = %name, "servers did not drain before the deadline");
         }
-        tracing::info!(node = %self.name, "shutdown: leaving the gossip cluster");
+        tracing::info!(node = %name, peers = peers.len(), "shutdown 6/6: announcing the departure and waiting for peers to confirm");
         self.gossip_stop.cancel();
-        if tokio::time::timeout_at(deadline, self.gossip_task)
-            .await
-            .is_err()
-        {
-            tracing::warn!(node = %self.name, "shutdown: gossip did not stop before the deadline");
+        let confirm_until =
+            (tokio::time::Instant::now() + crate::membership::LEAVE_GOSSIP_LIMIT).min(deadline);
+        let confirmed = confirm_departure(&name, &peers, confirm_until).await;
+        metrics::histogram!("ringtail_gossip_departure_confirm_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if confirmed {
+            metrics::counter!("ringtail_gossip_departures_confirmed_total").increment(1);
+            tracing::info!(node = %name, "every peer confirmed the departure");
+        } else {
+            tracing::warn!(node = %name, "not every peer confirmed the departure before the deadline; SWIM will finish the job");
         }
-        tracing::info!(node = %self.name, "shutdown: done");
+        self.gossip_exit.cancel();
+        let _ = tokio::time::timeout_at(deadline + Duration::from_secs(1), self.gossip_task).await;
+        metrics::histogram!("ringtail_node_shutdown_seconds")
+            .record(started.elapsed().as_secs_f64());
+        tracing::info!(node = %name, elapsed_ms = started.elapsed().as_millis() as u64, "shutdown: done");
     }
 }

@@ -46,6 +46,11 @@ pub struct Ingester {
     live: LiveTraces,
     pipeline: Pipeline,
     serving: AtomicBool,
+    /// Set by the drain sequence: pushes are refused with UNAVAILABLE from then on.
+    leaving: AtomicBool,
+    /// When the last push arrived (ms since `started`), for the drain's quiet wait.
+    last_push_ms: std::sync::atomic::AtomicU64,
+    started: Instant,
     /// Held (shared) by a push from its WAL append until its traces are in `live`, and
     /// (exclusively) by the WAL truncation watermark computation: a record is never
     /// truncated while its traces are in neither the WAL's consumers nor a block.
@@ -147,6 +152,9 @@ impl Ingester {
             live,
             pipeline,
             serving: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
+            last_push_ms: std::sync::atomic::AtomicU64::new(0),
+            started: Instant::now(),
             append_gate: tokio::sync::RwLock::new(()),
         });
         ingester.update_gauges();
@@ -155,6 +163,17 @@ impl Ingester {
 
     pub fn start_serving(&self) {
         self.serving.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on pushes are answered with UNAVAILABLE (the drain sequence's step 3).
+    pub fn refuse_pushes(&self) {
+        self.leaving.store(true, Ordering::SeqCst);
+    }
+
+    /// How long ago the last push arrived.
+    pub fn since_last_push(&self) -> std::time::Duration {
+        let last = std::time::Duration::from_millis(self.last_push_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
     }
 
     pub fn is_serving(&self) -> bool {

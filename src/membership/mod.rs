@@ -115,13 +115,15 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Starts the task on a bound gossip socket. It leaves the cluster (foca's leave) and
-    /// stops when `shutdown` is cancelled.
+    /// Starts the task on a bound gossip socket. When `leave` is cancelled it leaves the
+    /// cluster (foca's leave) and keeps gossiping the news until `exit` is cancelled (or
+    /// [`LEAVE_GOSSIP_LIMIT`]), then stops.
     pub fn start(
         identity: NodeIdentity,
         socket: UdpSocket,
         join: Vec<String>,
-        shutdown: CancellationToken,
+        leave: CancellationToken,
+        exit: CancellationToken,
     ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
         let settings = GossipSettings {
             bind: socket.local_addr()?,
@@ -141,7 +143,7 @@ impl Membership {
         let (commands, command_rx) = mpsc::channel(8);
         let (me_tx, me) = watch::channel(identity.clone());
         let driver = Driver::new(identity, socket, settings, view_tx, joined_tx, me_tx);
-        let handle = tokio::spawn(driver.run(command_rx, shutdown));
+        let handle = tokio::spawn(driver.run(command_rx, leave, exit));
         Ok((
             Self {
                 view,
@@ -241,7 +243,12 @@ impl Driver {
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+        exit: CancellationToken,
+    ) {
         let mut buf = vec![0u8; 1500];
         let mut announce = tokio::time::interval(Duration::from_secs(1));
         announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -283,7 +290,7 @@ impl Driver {
             }
             self.drain().await;
         }
-        self.leave().await;
+        self.leave(exit).await;
     }
 
     fn change_state(&mut self, state: NodeState) {
@@ -410,23 +417,37 @@ impl Driver {
         self.view_tx.send_replace(Arc::new(view));
     }
 
-    /// foca's leave: declare ourselves down and gossip it while the socket is still open.
-    async fn leave(&mut self) {
+    /// foca's leave: declare ourselves down, then keep gossiping it (foca sends the news a
+    /// bounded number of times, with no acknowledgement) until `exit` — the caller cancels
+    /// it once peers confirm they dropped us — or [`LEAVE_GOSSIP_LIMIT`].
+    async fn leave(&mut self, exit: CancellationToken) {
         if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
             tracing::debug!(error = %e, "leave failed");
         }
-        for _ in 0..3 {
+        metrics::counter!("ringtail_gossip_departures_announced_total").increment(1);
+        let deadline = Instant::now() + LEAVE_GOSSIP_LIMIT;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
             while let Some((dst, data)) = self.runtime.to_send() {
+                metrics::counter!("ringtail_gossip_packets_sent_total").increment(1);
                 let _ = self.socket.send_to(&data, dst.gossip).await;
             }
-            if self.foca.updates_backlog() == 0 {
-                break;
+            tokio::select! {
+                _ = exit.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tick.tick() => {
+                    if self.foca.updates_backlog() > 0 {
+                        let _ = self.foca.gossip(&mut self.runtime);
+                    }
+                }
             }
-            let _ = self.foca.gossip(&mut self.runtime);
         }
         tracing::info!("left the gossip cluster");
     }
 }
+
+/// Longest time a departing node keeps gossiping its departure.
+pub const LEAVE_GOSSIP_LIMIT: Duration = Duration::from_secs(5);
 
 fn to_liveness(state: foca::State) -> Liveness {
     match state {

@@ -82,13 +82,31 @@ impl Querier {
         })
     }
 
-    /// Refreshes the block lists every `every` until `stop`.
+    /// Refreshes the block lists every `every` until `stop`, and at once whenever an
+    /// ingester stops being readable (it flushed its data before leaving: the blocks must
+    /// be listed before its copies are missed).
     pub async fn poll_blocklists(&self, every: Duration, stop: CancellationToken) {
+        let mut view = self.membership.watch_view();
+        let mut readers = view.borrow().readers.len();
         loop {
             self.refresh_blocklists().await;
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(every) => {}
+            let next = tokio::time::Instant::now() + every;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep_until(next) => break,
+                    changed = view.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let now = view.borrow().readers.len();
+                        let shrank = now < readers;
+                        readers = now;
+                        if shrank {
+                            break;
+                        }
+                    }
+                }
             }
         }
     }

@@ -1,0 +1,159 @@
+//! End-to-end tests of the ingester lifecycle: drain on SIGTERM, rolling restarts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{bench, read_record, spans_via_query, wait_until, Cluster, Node};
+
+/// Whether a node's `/ring` lists a member called `name`.
+async fn lists(node: &Node, name: &str) -> bool {
+    let ring: serde_json::Value = match reqwest::Client::new()
+        .get(format!("{}/ring", node.http()))
+        .header("accept", "application/json")
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    ring["members"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|m| m["name"] == name))
+}
+
+async fn incomplete(query: &str, record: &[(String, usize)]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (id, expected) in record {
+        match spans_via_query(query, id).await {
+            Ok(n) if n == *expected => {}
+            Ok(n) => bad.push(format!("{id}: {n} of {expected}")),
+            Err(e) => bad.push(format!("{id}: {e}")),
+        }
+    }
+    bad
+}
+
+fn steady_load(
+    cluster: &Cluster,
+    secs: u64,
+    record: &std::path::Path,
+) -> std::thread::JoinHandle<(bool, String)> {
+    let args = vec![
+        format!("--endpoint={}", cluster.front.otlp_grpc()),
+        format!("--duration-secs={secs}"),
+        "--rate=5000".into(),
+        "--batch-spans=100".into(),
+        format!("--record={}", record.display()),
+    ];
+    std::thread::spawn(move || bench(&args))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_of_an_ingester_under_load_loses_nothing_and_every_peer_drops_it_within_2_s() {
+    let mut cluster = Cluster::start(31, 3, &[]).await;
+    let record = cluster.dir.path().join("acked.txt");
+    let load = steady_load(&cluster, 8, &record);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let started = Instant::now();
+    let code = cluster
+        .ingester("ingester-2")
+        .signal_and_wait("TERM", Duration::from_secs(60));
+    let drain = started.elapsed();
+    assert_eq!(code, Some(0), "the drain ends with exit 0");
+    // Every peer drops the node within 2 s of its exit.
+    let exited = Instant::now();
+    for peer in [&cluster.front, &cluster.ingesters[0], &cluster.ingesters[2]] {
+        wait_until(
+            &format!("{} to drop ingester-2", peer.name),
+            Duration::from_secs(2),
+            || async { !lists(peer, "ingester-2").await },
+        )
+        .await;
+    }
+    assert!(exited.elapsed() <= Duration::from_secs(2));
+    let (ok, out) = tokio::task::spawn_blocking(move || load.join().expect("bench"))
+        .await
+        .expect("join");
+    assert!(
+        ok && out.contains("errors: none"),
+        "the client saw only success:\n{out}"
+    );
+    let record = read_record(&record);
+    let bad = incomplete(&cluster.front.http(), &record).await;
+    assert!(
+        bad.is_empty(),
+        "{} acked traces lost or incomplete, e.g. {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+    let log = std::fs::read_to_string(&cluster.ingesters[1].log).unwrap_or_default();
+    for step in [
+        "shutdown 1/6",
+        "shutdown 4/6",
+        "shutdown 6/6",
+        "shutdown: done",
+    ] {
+        assert!(
+            log.contains(step),
+            "the drain logs each step; missing {step:?}"
+        );
+    }
+    eprintln!("drain took {drain:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_restart_of_every_ingester_under_load_loses_nothing() {
+    let mut cluster = Cluster::start(32, 3, &[]).await;
+    let record = cluster.dir.path().join("acked.txt");
+    let load = steady_load(&cluster, 20, &record);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for i in 0..3 {
+        let name = cluster.ingesters[i].name.clone();
+        let code = cluster.ingesters[i].signal_and_wait("TERM", Duration::from_secs(60));
+        assert_eq!(code, Some(0), "{name} exits 0");
+        cluster.ingesters[i].restart();
+        cluster.wait_ready().await;
+    }
+    let (ok, out) = tokio::task::spawn_blocking(move || load.join().expect("bench"))
+        .await
+        .expect("join");
+    assert!(
+        ok && out.contains("errors: none"),
+        "no failed push during the rolling restart:\n{out}"
+    );
+    let record = read_record(&record);
+    let bad = incomplete(&cluster.front.http(), &record).await;
+    assert!(
+        bad.is_empty(),
+        "{} acked traces lost or incomplete, e.g. {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_shutdown_runs_the_same_drain_and_exits_0() {
+    let mut cluster = Cluster::start(33, 3, &[]).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/shutdown", cluster.ingesters[2].http()))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 202);
+    let node = cluster.ingester("ingester-3");
+    wait_until("ingester-3 to exit", Duration::from_secs(30), || {
+        let running = node.is_running();
+        async move { !running }
+    })
+    .await;
+    cluster
+        .wait_active_ingesters(2, Duration::from_secs(5))
+        .await;
+    let log = std::fs::read_to_string(&cluster.ingesters[2].log).unwrap_or_default();
+    assert!(
+        log.contains("shutdown 4/6") && log.contains("shutdown: done"),
+        "{log}"
+    );
+}
