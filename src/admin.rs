@@ -55,6 +55,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/echo", get(|| async { "echo" }))
         .route("/flush", post(flush))
         .route("/shutdown", post(shutdown))
+        .route("/ring/forget/{name}", post(forget))
         .route("/api/admin/tenants/{tenant}", delete(delete_tenant))
         .with_state(state)
 }
@@ -83,6 +84,20 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+/// `POST /ring/forget/{name}`: declares a member down in the gossip cluster. For
+/// operators; crashed members leave on their own within ~5 s.
+async fn forget(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
+    if s.membership.forget(&name).await {
+        (StatusCode::OK, format!("{name} declared down\n")).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            format!("no member called {name:?}\n"),
+        )
+            .into_response()
+    }
 }
 
 /// `POST /shutdown`: starts the same shutdown sequence as SIGTERM (node.rs documents the
@@ -219,7 +234,8 @@ async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         .iter()
         .map(|m| {
             format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td><form method=post action=\"/ring/forget/{}\"><button>forget</button></form></td></tr>",
                 html_escape(&m.identity.name),
                 m.identity.roles.names().join(", "),
                 m.identity.state.as_str(),
@@ -227,6 +243,7 @@ async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {
                 m.identity.gossip,
                 m.identity.grpc,
                 unix_secs(m.changed_at),
+                html_escape(&m.identity.name),
             )
         })
         .collect();
@@ -234,7 +251,7 @@ async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         "<!doctype html><html><head><title>Ringtail ring</title></head><body>\
          <h1>Ringtail ring</h1><p>Seen from {}. {} members, {} ingesters in the write ring.</p>\
          <table border=1 cellpadding=4><tr><th>name</th><th>roles</th><th>state</th><th>liveness</th>\
-         <th>gossip</th><th>grpc</th><th>last change (unix s)</th></tr>{rows}</table></body></html>",
+         <th>gossip</th><th>grpc</th><th>last change (unix s)</th><th></th></tr>{rows}</table></body></html>",
         html_escape(&me.name),
         view.members.len(),
         view.writers.len(),

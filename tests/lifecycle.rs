@@ -157,3 +157,54 @@ async fn post_shutdown_runs_the_same_drain_and_exits_0() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scaling_up_under_load_spreads_writes_and_keeps_older_traces_complete() {
+    let cluster = Cluster::start(34, 3, &[]).await;
+    let record = cluster.dir.path().join("acked.txt");
+    let load = steady_load(&cluster, 8, &record);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A fourth ingester joins (it knows the others as seeds) and takes tokens.
+    let fourth = cluster.spawn_extra("ingester-4", 4, "ingester").await;
+    cluster
+        .wait_active_ingesters(4, Duration::from_secs(10))
+        .await;
+    let (ok, out) = tokio::task::spawn_blocking(move || load.join().expect("bench"))
+        .await
+        .expect("join");
+    assert!(ok && out.contains("errors: none"), "{out}");
+    // Writes spread onto the new ingester...
+    assert!(
+        common::metric(&fourth, "ringtail_ingester_wal_records_total").await > 0.0,
+        "the new ingester receives pushes"
+    );
+    // ...and every trace, also those written before it joined, reads back complete.
+    let record = read_record(&record);
+    let bad = incomplete(&cluster.front.http(), &record).await;
+    assert!(
+        bad.is_empty(),
+        "{} incomplete, e.g. {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_can_forget_a_member_from_the_ring_page() {
+    let mut cluster = Cluster::start(35, 3, &[]).await;
+    cluster.ingester("ingester-1").kill();
+    let http = reqwest::Client::new();
+    let forget = |name: &str| {
+        http.post(format!("{}/ring/forget/{name}", cluster.front.http()))
+            .send()
+    };
+    assert_eq!(forget("nobody").await.expect("post").status(), 404);
+    assert_eq!(forget("ingester-1").await.expect("post").status(), 200);
+    // Gone from the front's ring at once, well before SWIM's ~5 s.
+    assert!(!lists(&cluster.front, "ingester-1").await);
+    let html = common::get_text(format!("{}/ring", cluster.front.http())).await;
+    assert!(
+        html.contains("/ring/forget/ingester-2"),
+        "the ring page offers the action"
+    );
+}

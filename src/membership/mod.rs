@@ -103,6 +103,7 @@ pub struct GossipSettings {
 
 enum Command {
     SetState(NodeState, oneshot::Sender<()>),
+    Forget(String, oneshot::Sender<bool>),
 }
 
 /// Handle to the membership task.
@@ -169,6 +170,21 @@ impl Membership {
 
     pub fn me(&self) -> NodeIdentity {
         self.me.borrow().clone()
+    }
+
+    /// Declares the member called `name` down (the ring page's forget action, for
+    /// operators; SWIM removes crashed members on its own). False if no such member.
+    pub async fn forget(&self, name: &str) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Forget(name.to_owned(), tx))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     /// Changes this node's state and waits until the new identity is being gossiped.
@@ -286,6 +302,9 @@ impl Driver {
                         self.change_state(state);
                         let _ = done.send(());
                     }
+                    Command::Forget(name, done) => {
+                        let _ = done.send(self.forget(&name));
+                    }
                 },
             }
             self.drain().await;
@@ -302,6 +321,28 @@ impl Driver {
         }
         self.me_tx.send_replace(next);
         self.publish();
+    }
+
+    fn forget(&mut self, name: &str) -> bool {
+        let Some(id) = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().clone())
+            .find(|id| id.name == name)
+        else {
+            return false;
+        };
+        tracing::warn!(member = ?id, "forgetting a member on an operator's request");
+        let down = foca::Member::new(id, u16::MAX, foca::State::Down);
+        if let Err(e) = self
+            .foca
+            .apply_many(std::iter::once(down), true, &mut self.runtime)
+        {
+            tracing::warn!(error = %e, "forget failed");
+            return false;
+        }
+        self.publish();
+        true
     }
 
     async fn announce_to_seeds(&mut self) {
@@ -396,7 +437,14 @@ impl Driver {
                 Some(k) if k.identity.state == identity.state && k.liveness == liveness => {
                     k.changed_at
                 }
-                _ => now,
+                previous => {
+                    let from = previous.map_or("NEW", |k| k.identity.state.as_str());
+                    if from != identity.state.as_str() {
+                        metrics::counter!("ringtail_membership_state_transitions_total", "from" => from, "to" => identity.state.as_str())
+                            .increment(1);
+                    }
+                    now
+                }
             };
             next.insert(
                 identity.gossip,
