@@ -14,7 +14,8 @@ echo "== cargo clippy"
 cargo clippy --release --all-targets -- -D warnings
 
 echo "== cargo test (unit + end-to-end with real processes)"
-cargo test --release -- --test-threads=4
+# Two at a time: each end-to-end test runs a cluster of processes and a load on 2 cores.
+cargo test --release -- --test-threads=2
 
 echo "== smoke: ringtail local (the README's first command)"
 ./scripts/smoke-local.sh target/release/ringtail

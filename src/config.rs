@@ -63,6 +63,10 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_ADVERTISE_ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise_addr: Option<IpAddr>,
+    /// Fault injection for tests: share of gossip packets to drop, 0..1 [default: 0]
+    #[arg(long, env = "RINGTAIL_GOSSIP_PACKET_LOSS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_packet_loss: Option<f64>,
     /// Replicas per trace [default: 3]
     #[arg(long, env = "RINGTAIL_REPLICATION_FACTOR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -221,6 +225,7 @@ pub struct Config {
     pub otlp_http_listen: SocketAddr,
     pub gossip_listen: SocketAddr,
     pub gossip_join: Vec<String>,
+    pub gossip_packet_loss: f64,
     pub advertise_addr: IpAddr,
     pub replication: ReplicationFactor,
     pub push_timeout: Duration,
@@ -520,6 +525,15 @@ impl RawConfig {
             otlp_http_listen: self.otlp_http_listen.unwrap_or(([0, 0, 0, 0], 4318).into()),
             gossip_listen,
             gossip_join,
+            gossip_packet_loss: match self.gossip_packet_loss.unwrap_or(0.0) {
+                p if (0.0..1.0).contains(&p) => p,
+                _ => {
+                    return Err(invalid(
+                        "gossip_packet_loss",
+                        "must be at least 0 and below 1",
+                    ))
+                }
+            },
             advertise_addr,
             replication,
             push_timeout: positive_ms("push_timeout_ms", self.push_timeout_ms, 2000)?,

@@ -150,6 +150,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         identity,
         gossip_socket,
         config.gossip_join.clone(),
+        config.gossip_packet_loss,
         gossip_stop.clone(),
         gossip_exit.clone(),
     )

@@ -208,3 +208,32 @@ async fn operators_can_forget_a_member_from_the_ring_page() {
         "the ring page offers the action"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_departure_under_20_percent_gossip_loss_is_seen_by_every_peer_within_10_s() {
+    let cluster = Cluster::start(36, 3, &[]).await;
+    let mut lossy = cluster
+        .spawn_extra_with("ingester-4", 4, "ingester", &["--gossip-packet-loss=0.2"])
+        .await;
+    cluster
+        .wait_active_ingesters(4, Duration::from_secs(15))
+        .await;
+    let code = lossy.signal_and_wait("TERM", Duration::from_secs(60));
+    assert_eq!(code, Some(0));
+    let exited = Instant::now();
+    for peer in [
+        &cluster.front,
+        &cluster.ingesters[0],
+        &cluster.ingesters[1],
+        &cluster.ingesters[2],
+    ] {
+        wait_until(
+            &format!("{} to drop ingester-4", peer.name),
+            Duration::from_secs(10),
+            || async { !lists(peer, "ingester-4").await },
+        )
+        .await;
+    }
+    assert!(exited.elapsed() <= Duration::from_secs(10));
+    assert!(common::metric(&cluster.front, "ringtail_gossip_packets_received_total").await > 0.0);
+}

@@ -99,6 +99,8 @@ pub struct GossipSettings {
     pub bind: SocketAddr,
     /// `host:port` of members to announce to; resolved on every attempt.
     pub join: Vec<String>,
+    /// Fault injection for tests: the share of gossip packets (in and out) to drop.
+    pub packet_loss: f64,
 }
 
 enum Command {
@@ -123,12 +125,14 @@ impl Membership {
         identity: NodeIdentity,
         socket: UdpSocket,
         join: Vec<String>,
+        packet_loss: f64,
         leave: CancellationToken,
         exit: CancellationToken,
     ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
         let settings = GossipSettings {
             bind: socket.local_addr()?,
             join,
+            packet_loss,
         };
         let initial = vec![MemberStatus {
             identity: identity.clone(),
@@ -274,6 +278,9 @@ impl Driver {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 received = self.socket.recv_from(&mut buf) => match received {
+                    Ok(_) if self.injected_loss() => {
+                        metrics::counter!("ringtail_gossip_packets_dropped_total").increment(1);
+                    }
                     Ok((len, _from)) => {
                         metrics::counter!("ringtail_gossip_packets_received_total").increment(1);
                         if let Err(e) = self.foca.handle_data(&buf[..len], &mut self.runtime) {
@@ -323,6 +330,11 @@ impl Driver {
         self.publish();
     }
 
+    /// Fault injection (`gossip_packet_loss`, tests only): drop this packet?
+    fn injected_loss(&self) -> bool {
+        self.settings.packet_loss > 0.0 && rand::random::<f64>() < self.settings.packet_loss
+    }
+
     fn forget(&mut self, name: &str) -> bool {
         let Some(id) = self
             .foca
@@ -369,6 +381,10 @@ impl Driver {
     /// Sends what foca queued, schedules its timers, handles its notifications.
     async fn drain(&mut self) {
         while let Some((dst, data)) = self.runtime.to_send() {
+            if self.injected_loss() {
+                metrics::counter!("ringtail_gossip_packets_dropped_total").increment(1);
+                continue;
+            }
             metrics::counter!("ringtail_gossip_packets_sent_total").increment(1);
             if let Err(e) = self.socket.send_to(&data, dst.gossip).await {
                 tracing::debug!(dst = %dst.gossip, error = %e, "gossip send failed");
@@ -477,6 +493,10 @@ impl Driver {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             while let Some((dst, data)) = self.runtime.to_send() {
+                if self.injected_loss() {
+                    metrics::counter!("ringtail_gossip_packets_dropped_total").increment(1);
+                    continue;
+                }
                 metrics::counter!("ringtail_gossip_packets_sent_total").increment(1);
                 let _ = self.socket.send_to(&data, dst.gossip).await;
             }

@@ -215,6 +215,17 @@ impl Cluster {
 
     /// Starts one more node (e.g. a querier that never receives data) and waits for it.
     pub async fn spawn_extra(&self, name: &str, host: u8, target: &str) -> Node {
+        self.spawn_extra_with(name, host, target, &[]).await
+    }
+
+    /// [`Cluster::spawn_extra`] with flags of its own (e.g. fault injection).
+    pub async fn spawn_extra_with(
+        &self,
+        name: &str,
+        host: u8,
+        target: &str,
+        flags: &[&str],
+    ) -> Node {
         let mut node = node_spec(
             &self.dir,
             self.subnet,
@@ -223,6 +234,7 @@ impl Cluster {
             host,
             target,
         );
+        node.args.extend(flags.iter().map(|f| f.to_string()));
         node.spawn();
         let n = &node;
         wait_until(&format!("{name} ready"), Duration::from_secs(30), || {
@@ -245,18 +257,28 @@ impl Cluster {
             .await;
     }
 
-    /// Waits until the front node's write ring has exactly `n` ingesters.
+    /// Waits until the front node's write ring has exactly `n` ingesters. On timeout,
+    /// prints every node's log tail and the front's view of the ring before failing.
     pub async fn wait_active_ingesters(&self, n: usize, timeout: Duration) {
         let url = format!("{}/ring", self.front.http());
-        wait_until(
-            &format!("{n} ACTIVE ingesters in the ring"),
-            timeout,
-            || {
-                let url = url.clone();
-                async move { ring_writers(&url).await == Some(n) }
-            },
-        )
-        .await;
+        let deadline = Instant::now() + timeout;
+        while ring_writers(&url).await != Some(n) {
+            if Instant::now() >= deadline {
+                self.dump_logs();
+                let view = reqwest::Client::new()
+                    .get(&url)
+                    .header("accept", "application/json")
+                    .send()
+                    .await
+                    .map(|r| r.text());
+                let view = match view {
+                    Ok(text) => text.await.unwrap_or_default(),
+                    Err(e) => e.to_string(),
+                };
+                panic!("timed out after {timeout:?} waiting for {n} ACTIVE ingesters; the front sees: {view}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn ingester(&mut self, name: &str) -> &mut Node {
