@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bench, get_text, read_record, spans_via_query, wait_until, Cluster};
+use common::{
+    bench, get_text, incomplete_traces, read_record, spans_via_query, wait_until, Cluster,
+};
 use opentelemetry::trace::{Span as _, TraceContextExt, Tracer, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
@@ -18,20 +20,6 @@ fn python() -> String {
         "{venv} is missing: run scripts/setup-python.sh (the README's test command does)"
     );
     venv.to_owned()
-}
-
-/// Reads every trace of `record` through the querier; returns the traces that are
-/// missing or incomplete.
-async fn incomplete_traces(query: &str, record: &[(String, usize)]) -> Vec<String> {
-    let mut bad = Vec::new();
-    for (id, expected) in record {
-        match spans_via_query(query, id).await {
-            Ok(n) if n == *expected => {}
-            Ok(n) => bad.push(format!("{id}: {n} of {expected} spans")),
-            Err(e) => bad.push(format!("{id}: {e}")),
-        }
-    }
-    bad
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{bench, read_record, spans_via_query, wait_until, Cluster, Node};
+use common::{bench, read_record, wait_until, Cluster, Node};
 
 /// Whether a node's `/ring` lists a member called `name`.
 async fn lists(node: &Node, name: &str) -> bool {
@@ -20,18 +20,6 @@ async fn lists(node: &Node, name: &str) -> bool {
     ring["members"]
         .as_array()
         .is_some_and(|m| m.iter().any(|m| m["name"] == name))
-}
-
-async fn incomplete(query: &str, record: &[(String, usize)]) -> Vec<String> {
-    let mut bad = Vec::new();
-    for (id, expected) in record {
-        match spans_via_query(query, id).await {
-            Ok(n) if n == *expected => {}
-            Ok(n) => bad.push(format!("{id}: {n} of {expected}")),
-            Err(e) => bad.push(format!("{id}: {e}")),
-        }
-    }
-    bad
 }
 
 fn steady_load(
@@ -81,7 +69,7 @@ async fn sigterm_of_an_ingester_under_load_loses_nothing_and_every_peer_drops_it
         "the client saw only success:\n{out}"
     );
     let record = read_record(&record);
-    let bad = incomplete(&cluster.front.http(), &record).await;
+    let bad = common::incomplete_traces(&cluster.front.http(), &record).await;
     assert!(
         bad.is_empty(),
         "{} acked traces lost or incomplete, e.g. {:?}",
@@ -124,7 +112,7 @@ async fn a_rolling_restart_of_every_ingester_under_load_loses_nothing() {
         "no failed push during the rolling restart:\n{out}"
     );
     let record = read_record(&record);
-    let bad = incomplete(&cluster.front.http(), &record).await;
+    let bad = common::incomplete_traces(&cluster.front.http(), &record).await;
     assert!(
         bad.is_empty(),
         "{} acked traces lost or incomplete, e.g. {:?}",
@@ -180,7 +168,7 @@ async fn scaling_up_under_load_spreads_writes_and_keeps_older_traces_complete() 
     );
     // ...and every trace, also those written before it joined, reads back complete.
     let record = read_record(&record);
-    let bad = incomplete(&cluster.front.http(), &record).await;
+    let bad = common::incomplete_traces(&cluster.front.http(), &record).await;
     assert!(
         bad.is_empty(),
         "{} incomplete, e.g. {:?}",

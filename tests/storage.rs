@@ -36,9 +36,12 @@ async fn wipe_ingesters_and_read_back(
         .filter(|k| k.ends_with("/meta.json"))
         .count();
     wait_querier_lists(cluster, metas).await;
-    all_complete(&cluster.front.http(), record)
-        .await
-        .expect("every acked trace reads back from S3");
+    common::assert_all_complete(
+        &cluster.front.http(),
+        record,
+        "every acked trace reads back from S3",
+    )
+    .await;
 }
 
 /// Waits until the querier's block lists hold `blocks` blocks (it polls every 500 ms).
@@ -51,23 +54,6 @@ async fn wait_querier_lists(cluster: &Cluster, blocks: usize) {
         },
     )
     .await;
-}
-
-/// Reads every recorded trace (16 at a time); the first incomplete one is the error.
-async fn all_complete(query: &str, record: &[(String, usize)]) -> Result<(), String> {
-    use futures::StreamExt;
-    let mut checks = futures::stream::iter(record.iter().map(|(id, expected)| async move {
-        match spans_via_query(query, id).await {
-            Ok(n) if n == *expected => Ok(()),
-            Ok(n) => Err(format!("{id}: {n} of {expected} spans")),
-            Err(e) => Err(format!("{id}: {e}")),
-        }
-    }))
-    .buffer_unordered(16);
-    while let Some(result) = checks.next().await {
-        result?;
-    }
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,9 +92,7 @@ async fn flushed_traces_read_back_after_every_ingester_restarted_with_empty_wal_
     )
     .await;
     let query = cluster.front.http();
-    all_complete(&query, &record)
-        .await
-        .expect("every acked trace reads back from blocks");
+    common::assert_all_complete(&query, &record, "every acked trace reads back from blocks").await;
     // And the three replicas' copies were merged into one trace each.
     let (id, expected) = &record[0];
     assert_eq!(spans_via_query(&query, id).await, Ok(*expected));
@@ -134,9 +118,14 @@ async fn traces_stay_readable_while_they_move_from_memory_to_blocks() {
     let deadline = std::time::Instant::now() + Duration::from_secs(12);
     let mut rounds = 0;
     while std::time::Instant::now() < deadline {
-        if let Err(e) = all_complete(&query, &record).await {
+        let bad = common::incomplete_traces(&query, &record).await;
+        if !bad.is_empty() {
             cluster.dump_logs();
-            panic!("round {rounds}: {e}");
+            panic!(
+                "round {rounds}: {} incomplete, e.g. {:?}",
+                bad.len(),
+                &bad[..bad.len().min(5)]
+            );
         }
         rounds += 1;
     }
@@ -476,9 +465,7 @@ async fn missing_and_partial_files_are_skipped_counted_and_cleaned_up_after_a_gr
         flush(n).await;
     }
     let query = cluster.front.http();
-    all_complete(&query, &record)
-        .await
-        .expect("reads skip broken blocks");
+    common::assert_all_complete(&query, &record, "reads skip broken blocks").await;
     // An unreadable WAL segment: ingester-2 restarts on a corrupted one and serves.
     let wal = dir.join("ingester-2/wal-segments");
     cluster.ingester("ingester-2").kill();
@@ -509,7 +496,7 @@ async fn missing_and_partial_files_are_skipped_counted_and_cleaned_up_after_a_gr
         visible_blocks(&store, "single-tenant").len(),
         good.len() - 1
     );
-    all_complete(&query, &record).await.expect("still readable");
+    common::assert_all_complete(&query, &record, "still readable").await;
     fn gutted_exists(tenant: &std::path::Path) -> bool {
         std::fs::read_dir(tenant)
             .map(|d| {

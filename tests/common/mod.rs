@@ -543,3 +543,32 @@ pub async fn metric(node: &Node, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Reads every recorded trace through the querier (16 at a time) and returns those that
+/// are missing or incomplete, with what was wrong.
+pub async fn incomplete_traces(query: &str, record: &[(String, usize)]) -> Vec<String> {
+    use futures::StreamExt;
+    futures::stream::iter(record.iter().map(|(id, expected)| async move {
+        match spans_via_query(query, id).await {
+            Ok(n) if n == *expected => None,
+            Ok(n) => Some(format!("{id}: {n} of {expected} spans")),
+            Err(e) => Some(format!("{id}: {e}")),
+        }
+    }))
+    .buffer_unordered(16)
+    .filter_map(|bad| async move { bad })
+    .collect()
+    .await
+}
+
+/// Fails with a few examples unless every recorded trace reads back complete.
+pub async fn assert_all_complete(query: &str, record: &[(String, usize)], what: &str) {
+    let bad = incomplete_traces(query, record).await;
+    assert!(
+        bad.is_empty(),
+        "{what}: {} of {} acked traces missing or incomplete, e.g. {:?}",
+        bad.len(),
+        record.len(),
+        &bad[..bad.len().min(5)]
+    );
+}
