@@ -70,6 +70,11 @@ async fn sigterm_of_an_ingester_under_load_loses_nothing_and_every_peer_drops_it
     );
     let record = read_record(&record);
     let bad = common::incomplete_traces(&cluster.front.http(), &record).await;
+    if !bad.is_empty() {
+        cluster.dump_logs();
+        let again = common::incomplete_traces(&cluster.front.http(), &record).await;
+        eprintln!("read again: {} still incomplete", again.len());
+    }
     assert!(
         bad.is_empty(),
         "{} acked traces lost or incomplete, e.g. {:?}",

@@ -218,10 +218,7 @@ impl Ingester {
 
     /// Everything this ingester holds of a trace: live, head and local blocks.
     pub async fn find(&self, tenant: &TenantId, id: &TraceId) -> Option<Bytes> {
-        let mut parts = self.pipeline.find(tenant, id).await;
-        if let Some(live) = self.live.get(tenant, id) {
-            parts.push(live);
-        }
+        let mut parts = self.pipeline.find(&self.live, tenant, id).await;
         match parts.len() {
             0 => None,
             1 => parts.pop(),

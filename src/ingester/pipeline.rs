@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -117,6 +117,12 @@ pub struct Pipeline {
     ingester: String,
     policy: CutPolicy,
     heads: Mutex<HashMap<TenantId, Head>>,
+    /// Heads due for completion: still readable here until their local block is registered
+    /// (a failed completion is retried from here next round).
+    sealed: Mutex<Vec<(TenantId, Arc<Head>)>>,
+    /// Readers take it shared; moves between live traces, heads and sealed heads take it
+    /// exclusively, so a lookup never sees a trace in neither place.
+    move_gate: std::sync::RwLock<()>,
     local_dir: PathBuf,
     local: BlockStore,
     blocks: Mutex<BTreeMap<(String, String), LocalBlock>>,
@@ -209,6 +215,8 @@ impl Pipeline {
             ingester: ingester.to_owned(),
             policy,
             heads: Mutex::default(),
+            sealed: Mutex::default(),
+            move_gate: std::sync::RwLock::new(()),
             local_dir,
             local,
             blocks: Mutex::new(blocks),
@@ -231,14 +239,16 @@ impl Pipeline {
     ) -> Result<RoundStats, PipelineError> {
         let _round = self.cut_round.lock().await;
         let mut stats = RoundStats::default();
-        let idle = live.take_idle(|tenant| (!force).then(|| self.policy.idle_for(tenant.as_str())));
-        for (tenant, traces) in idle {
-            stats.traces_cut += traces.len();
-            self.add_to_head(tenant, traces);
-        }
-        let due: Vec<(TenantId, Head)> = {
+        {
+            let _moving = self.move_gate.write().map_err(|_| poisoned())?;
+            let idle =
+                live.take_idle(|tenant| (!force).then(|| self.policy.idle_for(tenant.as_str())));
+            for (tenant, traces) in idle {
+                stats.traces_cut += traces.len();
+                self.add_to_head(tenant, traces);
+            }
             let mut heads = self.heads.lock().map_err(|_| poisoned())?;
-            let keys: Vec<TenantId> = heads
+            let due: Vec<TenantId> = heads
                 .iter()
                 .filter(|(t, h)| {
                     force
@@ -247,19 +257,27 @@ impl Pipeline {
                 })
                 .map(|(t, _)| t.clone())
                 .collect();
-            keys.into_iter()
-                .filter_map(|t| heads.remove(&t).map(|h| (t, h)))
-                .collect()
-        };
-        for (tenant, head) in due {
-            match self.complete(&tenant, head).await {
-                Ok(()) => stats.blocks_completed += 1,
-                Err((e, head)) => {
-                    // Keep the head (and the WAL behind it) and try again next round.
-                    tracing::error!(tenant = %tenant, error = %e, "completing a block failed");
-                    if let Ok(mut heads) = self.heads.lock() {
-                        heads.entry(tenant).or_insert(head);
+            let mut sealed = self.sealed.lock().map_err(|_| poisoned())?;
+            for tenant in due {
+                if let Some(head) = heads.remove(&tenant) {
+                    sealed.push((tenant, Arc::new(head)));
+                }
+            }
+        }
+        let to_complete: Vec<(TenantId, Arc<Head>)> =
+            self.sealed.lock().map(|s| s.clone()).unwrap_or_default();
+        for (tenant, head) in to_complete {
+            match self.complete(&tenant, &head).await {
+                Ok(()) => {
+                    stats.blocks_completed += 1;
+                    // Registered as a local block: the sealed copy can go.
+                    if let Ok(mut sealed) = self.sealed.lock() {
+                        sealed.retain(|(_, h)| h.seq != head.seq);
                     }
+                }
+                // Stays sealed (readable, and holding the WAL back); retried next round.
+                Err(e) => {
+                    tracing::error!(tenant = %tenant, error = %e, "completing a block failed")
                 }
             }
         }
@@ -309,8 +327,17 @@ impl Pipeline {
         }
     }
 
+    /// The oldest WAL record a head or sealed head still needs.
     fn heads_min_seq(&self) -> Option<u64> {
-        self.heads.lock().ok()?.values().map(|h| h.min_seq).min()
+        let heads = self.heads.lock().ok()?.values().map(|h| h.min_seq).min();
+        let sealed = self
+            .sealed
+            .lock()
+            .ok()?
+            .iter()
+            .map(|(_, h)| h.min_seq)
+            .min();
+        heads.into_iter().chain(sealed).min()
     }
 
     fn block_id(&self, tenant: &TenantId, head_seq: u64) -> String {
@@ -321,7 +348,7 @@ impl Pipeline {
     }
 
     /// Encodes a head block and writes it to local disk, `meta.json` last, fsynced.
-    async fn complete(&self, tenant: &TenantId, head: Head) -> Result<(), (PipelineError, Head)> {
+    async fn complete(&self, tenant: &TenantId, head: &Head) -> Result<(), PipelineError> {
         let block_id = self.block_id(tenant, head.seq);
         let traces: Vec<BlockTrace> = head
             .traces
@@ -355,15 +382,12 @@ impl Pipeline {
             .await;
         let block = match written {
             Ok(Ok(b)) => b,
-            Ok(Err(e)) => return Err((e, head)),
+            Ok(Err(e)) => return Err(e),
             Err(e) => {
-                return Err((
-                    PipelineError::Io {
-                        path: self.local_dir.clone(),
-                        source: std::io::Error::other(e),
-                    },
-                    head,
-                ))
+                return Err(PipelineError::Io {
+                    path: self.local_dir.clone(),
+                    source: std::io::Error::other(e),
+                })
             }
         };
         tracing::info!(tenant = %tenant, block_id, traces = block.meta.total_traces, bytes = block.meta.data_bytes, "completed a block");
@@ -508,14 +532,30 @@ impl Pipeline {
         }
     }
 
-    /// The trace's bytes in head blocks and local blocks.
-    pub async fn find(&self, tenant: &TenantId, id: &TraceId) -> Vec<Bytes> {
-        let mut out: Vec<Bytes> = self
-            .heads
-            .lock()
-            .ok()
-            .and_then(|h| h.get(tenant).and_then(|h| h.traces.get(id)).cloned())
-            .unwrap_or_default();
+    /// The trace's bytes in live traces, head blocks, sealed heads and local blocks.
+    pub async fn find(&self, live: &LiveTraces, tenant: &TenantId, id: &TraceId) -> Vec<Bytes> {
+        let mut out: Vec<Bytes> = Vec::new();
+        {
+            // Live, heads and sealed heads are read under the move gate, so a trace moving
+            // between them is seen in one place or the other. Local blocks are registered
+            // before their sealed head goes: seeing both is fine (reads de-duplicate).
+            let _reading = self.move_gate.read();
+            out.extend(live.get(tenant, id));
+            if let Ok(heads) = self.heads.lock() {
+                out.extend(
+                    heads
+                        .get(tenant)
+                        .and_then(|h| h.traces.get(id))
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            }
+            if let Ok(sealed) = self.sealed.lock() {
+                for (_, head) in sealed.iter().filter(|(t, _)| t == tenant) {
+                    out.extend(head.traces.get(id).cloned().unwrap_or_default());
+                }
+            }
+        }
         let metas: Vec<BlockMeta> = self
             .blocks
             .lock()

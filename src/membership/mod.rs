@@ -215,6 +215,11 @@ type FocaInstance = Foca<NodeIdentity, PostcardCodec, StdRng, foca::NoCustomBroa
 
 struct Driver {
     foca: FocaInstance,
+    /// Announce to the seeds every second until foca reports `Active`: at start, and again
+    /// after every identity change (foca's `change_identity` disconnects the node until a
+    /// peer addresses the new identity; if its one gossip round went to a peer that has
+    /// itself changed identity, nobody ever would).
+    announcing: bool,
     runtime: foca::AccumulatingRuntime<NodeIdentity>,
     socket: UdpSocket,
     settings: GossipSettings,
@@ -251,6 +256,7 @@ impl Driver {
         });
         let rng: StdRng = rand::make_rng();
         Self {
+            announcing: true,
             foca: Foca::new(identity, config, rng, PostcardCodec),
             runtime: foca::AccumulatingRuntime::new(),
             socket,
@@ -303,7 +309,7 @@ impl Driver {
                         }
                     }
                 }
-                _ = announce.tick(), if !*self.joined_tx.borrow() => self.announce_to_seeds().await,
+                _ = announce.tick(), if self.announcing => self.announce_to_seeds().await,
                 Some(command) = commands.recv() => match command {
                     Command::SetState(state, done) => {
                         self.change_state(state);
@@ -327,6 +333,7 @@ impl Driver {
             return;
         }
         self.me_tx.send_replace(next);
+        self.announcing = true;
         self.publish();
     }
 
@@ -412,10 +419,15 @@ impl Driver {
                 OwnedNotification::Active => {
                     tracing::info!("joined the cluster");
                     self.joined_tx.send_replace(true);
+                    self.announcing = false;
                 }
-                OwnedNotification::Idle => tracing::info!("no other members are reachable"),
+                OwnedNotification::Idle => {
+                    tracing::info!("no other members are reachable; announcing to the seeds");
+                    self.announcing = true;
+                }
                 OwnedNotification::Defunct => {
-                    tracing::warn!("the cluster declared this node down; rejoining")
+                    tracing::warn!("the cluster declared this node down; rejoining");
+                    self.announcing = true;
                 }
                 OwnedNotification::Rejoin(id) => {
                     tracing::info!(identity = ?id, "rejoined with a new identity");
