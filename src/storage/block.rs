@@ -7,7 +7,8 @@
 //!   `TracesData.resource_spans` fields (as ingesters store them);
 //! - `index`: `"RTIX" ‖ version (u8) ‖ page count (u32 LE)` then, per page,
 //!   `first id (16) ‖ last id (16) ‖ offset (u64 LE) ‖ length (u32 LE) ‖ traces (u32 LE)`;
-//! - `filter`: a binary fuse filter (xorf `BinaryFuse8`, postcard) over `xxh3(trace id)`;
+//! - `filter`: a binary fuse filter (xorf `BinaryFuse8`) over `xxh3(trace id)`, encoded as
+//!   its descriptor, a CRC and the fingerprints (see `encode_filter`);
 //! - `meta.json`: [`BlockMeta`], written **last**: a block without it is not visible.
 //!
 //! A lookup is filter → index (binary search on the pages' ID ranges) → one page read
