@@ -117,13 +117,7 @@ async fn a_rolling_restart_of_every_ingester_under_load_loses_nothing() {
         "no failed push during the rolling restart:\n{out}"
     );
     let record = read_record(&record);
-    let bad = common::incomplete_traces(&cluster.front.http(), &record).await;
-    assert!(
-        bad.is_empty(),
-        "{} acked traces lost or incomplete, e.g. {:?}",
-        bad.len(),
-        &bad[..bad.len().min(5)]
-    );
+    common::assert_all_complete(&cluster.front.http(), &record, "acked traces").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -173,13 +167,7 @@ async fn scaling_up_under_load_spreads_writes_and_keeps_older_traces_complete() 
     );
     // ...and every trace, also those written before it joined, reads back complete.
     let record = read_record(&record);
-    let bad = common::incomplete_traces(&cluster.front.http(), &record).await;
-    assert!(
-        bad.is_empty(),
-        "{} incomplete, e.g. {:?}",
-        bad.len(),
-        &bad[..bad.len().min(5)]
-    );
+    common::assert_all_complete(&cluster.front.http(), &record, "acked traces").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -60,15 +60,7 @@ async fn wait_querier_lists(cluster: &Cluster, blocks: usize) {
 async fn flushed_traces_read_back_after_every_ingester_restarted_with_empty_wal_and_memory() {
     let mut cluster = Cluster::start(21, 3, &[]).await;
     let dir = cluster.dir.path().to_owned();
-    let record = dir.join("acked.txt");
-    let (ok, out) = bench(&[
-        format!("--endpoint={}", cluster.front.otlp_grpc()),
-        "--requests=20".into(),
-        "--batch-spans=500".into(),
-        format!("--record={}", record.display()),
-    ]);
-    assert!(ok && out.contains("errors: none"), "{out}");
-    let record = read_record(&record);
+    let record = common::push_recorded(&cluster, &["--requests=20", "--batch-spans=500"]);
 
     // POST /flush cuts and uploads everything now.
     for i in 0..3 {
@@ -102,16 +94,10 @@ async fn flushed_traces_read_back_after_every_ingester_restarted_with_empty_wal_
 async fn traces_stay_readable_while_they_move_from_memory_to_blocks() {
     let cluster = Cluster::start(22, 3, &[]).await;
     let dir = cluster.dir.path().to_owned();
-    let record = dir.join("acked.txt");
-    let (ok, out) = bench(&[
-        format!("--endpoint={}", cluster.front.otlp_grpc()),
-        "--duration-secs=6".into(),
-        "--rate=5000".into(),
-        "--batch-spans=100".into(),
-        format!("--record={}", record.display()),
-    ]);
-    assert!(ok && out.contains("errors: none"), "{out}");
-    let record = read_record(&record);
+    let record = common::push_recorded(
+        &cluster,
+        &["--duration-secs=6", "--rate=5000", "--batch-spans=100"],
+    );
     let query = cluster.front.http();
     // Read everything repeatedly while the pipeline cuts (1 s idle), completes (3 s),
     // flushes and retires local blocks (3 s): every read of every trace is complete.
@@ -284,16 +270,7 @@ async fn retention_removes_blocks_past_the_tenants_retention_and_keeps_recent_on
 #[tokio::test(flavor = "multi_thread")]
 async fn blocks_flushed_to_s3_read_back_after_the_ingesters_lost_everything() {
     let (s3, mut cluster) = s3_cluster(25).await;
-    let dir = cluster.dir.path().to_owned();
-    let record = dir.join("acked.txt");
-    let (ok, out) = bench(&[
-        format!("--endpoint={}", cluster.front.otlp_grpc()),
-        "--requests=10".into(),
-        "--batch-spans=200".into(),
-        format!("--record={}", record.display()),
-    ]);
-    assert!(ok && out.contains("errors: none"), "{out}");
-    let record = read_record(&record);
+    let record = common::push_recorded(&cluster, &["--requests=10", "--batch-spans=200"]);
     for n in &cluster.ingesters {
         assert_eq!(flush(n).await["blocks_pending"], 0);
     }
@@ -363,15 +340,7 @@ async fn an_s3_outage_of_30_s_under_load_loses_nothing_and_the_backlog_drains() 
 async fn sigkill_during_an_upload_loses_nothing_and_leaves_no_duplicate_block() {
     let (s3, mut cluster) = s3_cluster(27).await;
     let dir = cluster.dir.path().to_owned();
-    let record = dir.join("acked.txt");
-    let (ok, out) = bench(&[
-        format!("--endpoint={}", cluster.front.otlp_grpc()),
-        "--requests=10".into(),
-        "--batch-spans=200".into(),
-        format!("--record={}", record.display()),
-    ]);
-    assert!(ok && out.contains("errors: none"), "{out}");
-    let record = read_record(&record);
+    let record = common::push_recorded(&cluster, &["--requests=10", "--batch-spans=200"]);
 
     // Freeze the store, then make ingester-1 cut everything: its upload hangs mid-flight.
     s3.pause();
@@ -437,15 +406,7 @@ async fn missing_and_partial_files_are_skipped_counted_and_cleaned_up_after_a_gr
     .await;
     let dir = cluster.dir.path().to_owned();
     let store = dir.join("blocks");
-    let record = dir.join("acked.txt");
-    let (ok, out) = bench(&[
-        format!("--endpoint={}", cluster.front.otlp_grpc()),
-        "--requests=5".into(),
-        "--batch-spans=100".into(),
-        format!("--record={}", record.display()),
-    ]);
-    assert!(ok, "{out}");
-    let record = read_record(&record);
+    let record = common::push_recorded(&cluster, &["--requests=5", "--batch-spans=100"]);
     for n in &cluster.ingesters {
         flush(n).await;
     }

@@ -572,3 +572,26 @@ pub async fn assert_all_complete(query: &str, record: &[(String, usize)], what: 
         &bad[..bad.len().min(5)]
     );
 }
+
+/// Pushes with the load tool (`args` after the endpoint and record file), asserts that
+/// every push was acked, and returns the acked traces.
+pub fn push_recorded(cluster: &Cluster, args: &[&str]) -> Vec<(String, usize)> {
+    let record = cluster
+        .dir
+        .path()
+        .join(format!("acked-{}.txt", rand_suffix()));
+    let mut all = vec![
+        format!("--endpoint={}", cluster.front.otlp_grpc()),
+        format!("--record={}", record.display()),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let (ok, out) = bench(&all);
+    assert!(ok && out.contains("errors: none"), "{out}");
+    read_record(&record)
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
