@@ -3,7 +3,8 @@
 //! Order of a push (the invariant an ack rests on):
 //! 1. refuse with UNAVAILABLE unless the ingester is serving (WAL replayed);
 //! 2. decode the push (zero-copy: segments are slices of the request buffer);
-//! 3. append the request bytes to the WAL and wait until they are durable;
+//! 3. under the append gate: refuse with UNAVAILABLE if the drain has begun refusing
+//!    pushes, else append the request bytes to the WAL and wait until they are durable;
 //! 4. add the segments to the live traces;
 //! 5. ack.
 
@@ -166,8 +167,11 @@ impl Ingester {
     }
 
     /// From now on pushes are answered with UNAVAILABLE (the drain sequence's step 3).
-    pub fn refuse_pushes(&self) {
+    /// Returns once no push is between its check and its live insert, so everything
+    /// acked is in the live traces that the drain then flushes.
+    pub async fn refuse_pushes(&self) {
         self.leaving.store(true, Ordering::SeqCst);
+        drop(self.append_gate.write().await);
     }
 
     /// How long ago the last push arrived.
@@ -237,9 +241,16 @@ impl Ingester {
                 "ingester is starting (replaying its WAL)",
             ));
         }
+        self.last_push_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let (tenant, segments) =
             decode_push(body.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let gate = self.append_gate.read().await;
+        if self.leaving.load(Ordering::SeqCst) {
+            return Err(Status::unavailable(
+                "ingester is leaving the cluster (draining for shutdown)",
+            ));
+        }
         let seq = self
             .wal
             .append(body)
