@@ -4,8 +4,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::Path;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -14,7 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::ingester::Ingester;
-use crate::membership::{Liveness, Membership};
+use crate::membership::{AbsentIngester, Liveness, Membership, NodeIdentity, NodeState, Roles};
 use crate::model::TenantId;
 use crate::storage::BlockStore;
 
@@ -86,11 +85,56 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
         .into_response()
 }
 
-/// `POST /ring/forget/{name}`: declares a member down in the gossip cluster. For
-/// operators; crashed members leave on their own within ~5 s.
-async fn forget(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
-    if s.membership.forget(&name).await {
-        (StatusCode::OK, format!("{name} declared down\n")).into_response()
+#[derive(serde::Deserialize)]
+struct ForgetParams {
+    /// `local`: only this node (what a forwarded request asks).
+    scope: Option<String>,
+}
+
+/// `POST /ring/forget/{name}`: declares a member down in the gossip cluster, or drops an
+/// absent (crashed) ingester from the count towards the replication factor, on this node
+/// and on every member it knows (each keeps its own absent list). For operators;
+/// crashed members leave the rings on their own within ~5 s.
+async fn forget(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    Query(params): Query<ForgetParams>,
+) -> Response {
+    let here = s.membership.forget(&name).await;
+    if params.scope.as_deref() == Some("local") {
+        return if here {
+            (StatusCode::OK, format!("{name} forgotten\n")).into_response()
+        } else {
+            (
+                StatusCode::NOT_FOUND,
+                format!("no member called {name:?}\n"),
+            )
+                .into_response()
+        };
+    }
+    let me = s.membership.me();
+    let peers: Vec<std::net::SocketAddr> = s
+        .membership
+        .view()
+        .members
+        .iter()
+        .filter(|m| m.identity.gossip != me.gossip && m.identity.name != name)
+        .map(|m| m.identity.http)
+        .collect();
+    let client = peer_client();
+    let path = format!("ring/forget/{name}?scope=local");
+    let answers = futures::future::join_all(peers.iter().map(|addr| {
+        let request = client.post(format!("http://{addr}/{path}")).send();
+        async move { matches!(request.await, Ok(r) if r.status() == StatusCode::OK) }
+    }))
+    .await;
+    let elsewhere = answers.iter().filter(|ok| **ok).count();
+    if here || elsewhere > 0 {
+        let text = format!(
+            "{name} forgotten here: {here}; on {elsewhere} of {} other members\n",
+            peers.len()
+        );
+        (StatusCode::OK, text).into_response()
     } else {
         (
             StatusCode::NOT_FOUND,
@@ -98,6 +142,89 @@ async fn forget(State(s): State<AdminState>, Path(name): Path<String>) -> Respon
         )
             .into_response()
     }
+}
+
+fn peer_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
+/// A node that starts while an ingester is absent has not seen it go down: once joined,
+/// it reads its peers' `/ring` and counts their absent ingesters too (see the membership
+/// module doc). Retries until some peer answered, or `stop`.
+pub async fn learn_absent_ingesters(
+    membership: Membership,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let client = peer_client();
+    loop {
+        if membership.has_joined() {
+            let me = membership.me();
+            let mut peers: Vec<(bool, std::net::SocketAddr)> = membership
+                .view()
+                .members
+                .iter()
+                .filter(|m| m.identity.gossip != me.gossip)
+                .map(|m| (!m.identity.is_ingester(), m.identity.http))
+                .collect();
+            // Ingesters first: they have run longest in a rolling deployment of the rest.
+            peers.sort();
+            let mut answered = false;
+            for (_, addr) in peers.iter().take(3) {
+                let Some(ring) = fetch_ring(&client, *addr).await else {
+                    continue;
+                };
+                answered = true;
+                membership.adopt_absent(absent_from_ring(&ring)).await;
+            }
+            if answered || peers.is_empty() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+async fn fetch_ring(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+) -> Option<serde_json::Value> {
+    let resp = client
+        .get(format!("http://{addr}/ring"))
+        .header(header::ACCEPT, "application/json")
+        .send()
+        .await
+        .ok()?;
+    resp.json().await.ok()
+}
+
+/// The `absent_ingesters` of a `/ring` JSON document (see [`ring`]).
+fn absent_from_ring(ring: &serde_json::Value) -> Vec<AbsentIngester> {
+    let Some(list) = ring["absent_ingesters"].as_array() else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|a| {
+            let name = a["name"].as_str()?.to_owned();
+            let gossip = a["gossip_addr"].as_str()?.parse().ok()?;
+            let since = UNIX_EPOCH + std::time::Duration::from_secs(a["down_since_unix"].as_u64()?);
+            Some(AbsentIngester {
+                identity: NodeIdentity {
+                    name,
+                    roles: Roles::INGESTER,
+                    state: NodeState::Active,
+                    ..NodeIdentity::seed(gossip)
+                },
+                since,
+            })
+        })
+        .collect()
 }
 
 /// `POST /shutdown`: starts the same shutdown sequence as SIGTERM (node.rs documents the
@@ -213,7 +340,8 @@ async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {
                 "state": m.identity.state.as_str(),
                 "liveness": m.liveness,
                 "gossip_addr": m.identity.gossip.to_string(),
-                "grpc_addr": m.identity.grpc.to_string(),
+                // Only ingesters serve the internal gRPC API.
+                "grpc_addr": m.identity.is_ingester().then(|| m.identity.grpc.to_string()),
                 "http_addr": m.identity.http.to_string(),
                 "generation": m.identity.generation,
                 "last_change_unix": unix_secs(m.changed_at),
@@ -221,10 +349,24 @@ async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {
             })
         })
         .collect();
+    let absent: Vec<serde_json::Value> = view
+        .absent
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.identity.name,
+                "state": "ABSENT",
+                "last_state": a.identity.state.as_str(),
+                "gossip_addr": a.identity.gossip.to_string(),
+                "down_since_unix": unix_secs(a.since),
+            })
+        })
+        .collect();
     if wants_json {
         return axum::Json(json!({
             "self": me.name,
             "members": members,
+            "absent_ingesters": absent,
             "write_ring_ingesters": view.writers.iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
         }))
         .into_response();
@@ -241,9 +383,28 @@ async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {
                 m.identity.state.as_str(),
                 if m.liveness == Liveness::Suspect { "SUSPECT" } else { "ALIVE" },
                 m.identity.gossip,
-                m.identity.grpc,
+                if m.identity.is_ingester() {
+                    m.identity.grpc.to_string()
+                } else {
+                    "-".to_owned()
+                },
                 unix_secs(m.changed_at),
                 html_escape(&m.identity.name),
+            )
+        })
+        .collect();
+    let absent_rows: String = view
+        .absent
+        .iter()
+        .map(|a| {
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td><form method=post action=\"/ring/forget/{}\"><button>forget</button></form></td></tr>",
+                html_escape(&a.identity.name),
+                a.identity.state.as_str(),
+                a.identity.gossip,
+                unix_secs(a.since),
+                html_escape(&a.identity.name),
             )
         })
         .collect();
@@ -251,7 +412,11 @@ async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         "<!doctype html><html><head><title>Ringtail ring</title></head><body>\
          <h1>Ringtail ring</h1><p>Seen from {}. {} members, {} ingesters in the write ring.</p>\
          <table border=1 cellpadding=4><tr><th>name</th><th>roles</th><th>state</th><th>liveness</th>\
-         <th>gossip</th><th>grpc</th><th>last change (unix s)</th><th></th></tr>{rows}</table></body></html>",
+         <th>gossip</th><th>grpc</th><th>last change (unix s)</th><th></th></tr>{rows}</table>\
+         <h2>Absent ingesters</h2><p>Down without announcing a departure (crashed, cut off). Out of every ring, \
+         but counted towards the replication factor until they return; forget one that will not.</p>\
+         <table border=1 cellpadding=4><tr><th>name</th><th>last state</th><th>gossip</th><th>down since (unix s)</th>\
+         <th></th></tr>{absent_rows}</table></body></html>",
         html_escape(&me.name),
         view.members.len(),
         view.writers.len(),

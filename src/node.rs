@@ -137,7 +137,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         token_seed: xxh3_64(config.node_name.as_bytes()),
         generation: now_ms(),
     };
-    tracing::info!(node = %identity.name, roles = ?roles, ?endpoints, "starting");
+    tracing::info!(node = %identity.name, roles = ?roles, ?endpoints, advertised = ?identity, "starting");
 
     let tasks = TaskTracker::new();
     // Servers and workers run until `stop`, which the drain sequence cancels at its step 5
@@ -210,6 +210,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
     }
 
+    tasks.spawn(admin::learn_absent_ingesters(
+        membership.clone(),
+        stop_all.clone(),
+    ));
+
     // The admin server starts before the WAL replay so `/ready` and `/ring` answer during it.
     let ingester_slot: Arc<OnceLock<Arc<Ingester>>> = Arc::default();
     let http = http.merge(admin::router(AdminState {
@@ -254,7 +259,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tasks.spawn(async move {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            if let Err(e) = tonic::transport::Server::builder()
+            if let Err(e) = grpc_server()
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await
@@ -305,7 +310,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             tasks.spawn(async move {
                 let incoming =
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                if let Err(e) = tonic::transport::Server::builder()
+                if let Err(e) = grpc_server()
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await
@@ -363,6 +368,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 const QUIET_PERIOD: Duration = Duration::from_millis(500);
 /// ...but no longer than this (distributors hear LEAVING within about a gossip round).
 const QUIET_WAIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// Longest wait for the servers' connections to close (step 5). A connection whose peer
+/// vanished (its close lost in a network partition) would otherwise hold the drain until
+/// the deadline, and the departure (step 6) would never be announced.
+const SERVER_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// A gRPC server that notices dead peers: HTTP/2 pings every 10 s (5 s to answer) and TCP
+/// keepalive, so connections from a vanished peer do not live on.
+fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+}
 
 /// Polls every peer's `/ring` until none lists `name` (or `until`). Peers that do not
 /// answer count as confirmed: they are gone themselves.
@@ -443,15 +462,25 @@ impl RunningNode {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             tracing::info!(node = %name, "shutdown 3/6: answering pushes with UNAVAILABLE");
-            ingester.refuse_pushes();
+            // Waits for pushes in their WAL append: a stalled disk must not hold the drain
+            // past its deadline (the WAL keeps whatever was acked).
+            if tokio::time::timeout_at(deadline, ingester.refuse_pushes())
+                .await
+                .is_err()
+            {
+                tracing::error!(node = %name, "shutdown deadline: pushes still in their WAL append");
+            }
             tracing::info!(node = %name, "shutdown 4/6: cutting and flushing everything to the object store");
             loop {
-                match ingester.cut_and_flush(true).await {
-                    Ok(stats) if stats.blocks_pending == 0 => break,
-                    Ok(stats) => {
+                match tokio::time::timeout_at(deadline, ingester.cut_and_flush(true)).await {
+                    Ok(Ok(stats)) if stats.blocks_pending == 0 => break,
+                    Ok(Ok(stats)) => {
                         tracing::warn!(node = %name, pending = stats.blocks_pending, "blocks still pending; retrying")
                     }
-                    Err(e) => tracing::warn!(node = %name, error = %e, "flush failed; retrying"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(node = %name, error = %e, "flush failed; retrying")
+                    }
+                    Err(_) => {}
                 }
                 if tokio::time::Instant::now() + Duration::from_secs(1) >= deadline {
                     tracing::error!(node = %name, "shutdown deadline: blocks left unflushed stay in the local folder and WAL for the next start");
@@ -471,11 +500,17 @@ impl RunningNode {
             .collect();
         self.stop.cancel();
         self.tasks.close();
-        if tokio::time::timeout_at(deadline, self.tasks.wait())
+        // Leave step 6 its time even when a connection does not close.
+        let drain_until = (tokio::time::Instant::now() + SERVER_DRAIN_LIMIT).min(
+            deadline
+                .checked_sub(crate::membership::LEAVE_GOSSIP_LIMIT)
+                .unwrap_or(deadline),
+        );
+        if tokio::time::timeout_at(drain_until, self.tasks.wait())
             .await
             .is_err()
         {
-            tracing::warn!(node = %name, "servers did not drain before the deadline");
+            tracing::warn!(node = %name, "servers' connections did not all close in time; going on (nothing is lost: everything was flushed in step 4)");
         }
         tracing::info!(node = %name, peers = peers.len(), "shutdown 6/6: announcing the departure and waiting for peers to confirm");
         self.gossip_stop.cancel();

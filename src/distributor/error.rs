@@ -31,9 +31,16 @@ pub enum PushError {
     #[error("no valid spans in the request: {message}")]
     NoValidSpans { rejected: u64, message: String },
     #[error(
-        "not enough ACTIVE ingesters: {active} in the ring, {needed} needed for the write quorum"
+        "not enough ingesters: {active} ACTIVE and {absent} absent (crashed), {needed} needed \
+         (replication factor {factor}, write quorum {quorum}); ingesters that departed do not count"
     )]
-    NotEnoughIngesters { active: usize, needed: usize },
+    NotEnoughIngesters {
+        active: usize,
+        absent: usize,
+        needed: usize,
+        factor: usize,
+        quorum: usize,
+    },
     #[error("write quorum not reached ({needed} of each trace's replicas needed); failed replicas: {}", failures.join("; "))]
     QuorumFailed {
         needed: usize,

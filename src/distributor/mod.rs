@@ -125,10 +125,23 @@ impl Distributor {
     async fn replicate(&self, tenant: &TenantId, split: SplitRequest) -> Result<(), PushError> {
         let view = self.membership.view();
         let rf = self.settings.replication;
-        if view.writers.len() < rf.write_quorum() {
+        // Every trace needs `factor` replicas. A crashed (absent) ingester counts as a
+        // replica that fails; a departed one does not: after a scale-down below the
+        // replication factor, writes are refused rather than kept with fewer copies.
+        let needed = if view.placeable_ingesters() < rf.factor() {
+            Some(rf.factor())
+        } else if view.writers.len() < rf.write_quorum() {
+            Some(rf.write_quorum())
+        } else {
+            None
+        };
+        if let Some(needed) = needed {
             return Err(PushError::NotEnoughIngesters {
                 active: view.writers.len(),
-                needed: rf.write_quorum(),
+                absent: view.absent.len(),
+                needed,
+                factor: rf.factor(),
+                quorum: rf.write_quorum(),
             });
         }
         let seed = TenantSeed::new(tenant);

@@ -5,6 +5,16 @@
 //! (`Config::new_lan`: probe every second, suspect → down after ~4 s) leave the view,
 //! and with it every ring, at once.
 //!
+//! Crashed and departed ingesters differ. An ingester that goes down while ACTIVE,
+//! without having announced LEAVING (SIGKILL, a lost host, a partition), is *absent*:
+//! out of every ring, but still counted towards the replication factor, like a replica
+//! that fails every write ([`ClusterView::placeable_ingesters`]): a crash costs one
+//! replica, not the cluster's writes. It stays absent until it is ACTIVE again under its
+//! name or an operator forgets it. An ingester that announced LEAVING and then went down
+//! has *departed*: the cluster is smaller by one. Each node keeps the list from what it
+//! saw go down; a node that starts later adopts its peers' lists once it has joined
+//! (`admin::learn_absent_ingesters`, from their `/ring`).
+//!
 //! Joining: the node announces to every seed address once a second until foca reports
 //! `Active` (some member answered). A node without seeds (other than itself) is the
 //! founding member and counts as joined at once. After that, every member announces to a
@@ -47,11 +57,21 @@ pub struct MemberStatus {
     pub changed_at: SystemTime,
 }
 
+/// An ingester that went down without announcing its departure.
+#[derive(Clone, Debug)]
+pub struct AbsentIngester {
+    pub identity: NodeIdentity,
+    /// When this node saw it go down.
+    pub since: SystemTime,
+}
+
 /// This node's current picture of the cluster.
 #[derive(Debug)]
 pub struct ClusterView {
     /// Every live member including this node, sorted by name.
     pub members: Vec<MemberStatus>,
+    /// Crashed ingesters (see the module doc), sorted by name.
+    pub absent: Vec<AbsentIngester>,
     /// ACTIVE ingesters; instance `i` of `write_ring` is `writers[i]`.
     pub writers: Vec<NodeIdentity>,
     pub write_ring: Ring,
@@ -60,7 +80,7 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    fn build(members: Vec<MemberStatus>) -> Self {
+    fn build(members: Vec<MemberStatus>, absent: Vec<AbsentIngester>) -> Self {
         let mut writers: Vec<NodeIdentity> = members
             .iter()
             .map(|m| &m.identity)
@@ -80,7 +100,14 @@ impl ClusterView {
             writers,
             readers,
             members,
+            absent,
         }
+    }
+
+    /// The ingesters a write can count on towards the replication factor: the ACTIVE ones
+    /// and the absent (crashed) ones. Departed ingesters do not count.
+    pub fn placeable_ingesters(&self) -> usize {
+        self.writers.len() + self.absent.len()
     }
 
     pub fn count_by_state(&self) -> HashMap<&'static str, usize> {
@@ -88,6 +115,7 @@ impl ClusterView {
         for m in &self.members {
             *counts.entry(m.identity.state.as_str()).or_default() += 1;
         }
+        counts.insert("ABSENT", self.absent.len());
         counts
     }
 }
@@ -106,6 +134,7 @@ pub struct GossipSettings {
 enum Command {
     SetState(NodeState, oneshot::Sender<()>),
     Forget(String, oneshot::Sender<bool>),
+    AdoptAbsent(Vec<AbsentIngester>),
 }
 
 /// Handle to the membership task.
@@ -139,7 +168,7 @@ impl Membership {
             liveness: Liveness::Alive,
             changed_at: SystemTime::now(),
         }];
-        let (view_tx, view) = watch::channel(Arc::new(ClusterView::build(initial)));
+        let (view_tx, view) = watch::channel(Arc::new(ClusterView::build(initial, Vec::new())));
         let seeds_other_than_me = settings
             .join
             .iter()
@@ -176,8 +205,10 @@ impl Membership {
         self.me.borrow().clone()
     }
 
-    /// Declares the member called `name` down (the ring page's forget action, for
-    /// operators; SWIM removes crashed members on its own). False if no such member.
+    /// Declares the member called `name` down, or drops it from the absent ingesters (the
+    /// ring page's forget action, for operators: SWIM removes crashed members from the
+    /// rings on its own, but they count towards the replication factor until they return
+    /// or are forgotten). False if no such member.
     pub async fn forget(&self, name: &str) -> bool {
         let (tx, rx) = oneshot::channel();
         if self
@@ -189,6 +220,12 @@ impl Membership {
             return false;
         }
         rx.await.unwrap_or(false)
+    }
+
+    /// Counts ingesters that peers saw go down as absent here too (a node that started
+    /// after they crashed has not seen it; see the module doc).
+    pub async fn adopt_absent(&self, absent: Vec<AbsentIngester>) {
+        let _ = self.commands.send(Command::AdoptAbsent(absent)).await;
     }
 
     /// Changes this node's state and waits until the new identity is being gossiped.
@@ -225,6 +262,10 @@ struct Driver {
     settings: GossipSettings,
     timers: BinaryHeap<Reverse<(Instant, Timer<NodeIdentity>)>>,
     known: HashMap<SocketAddr, MemberStatus>,
+    /// Crashed ingesters by name.
+    absent: HashMap<String, AbsentIngester>,
+    /// Names an operator is forgetting: their coming down notice does not make them absent.
+    forgetting: Vec<String>,
     view_tx: watch::Sender<Arc<ClusterView>>,
     joined_tx: watch::Sender<bool>,
     me_tx: watch::Sender<NodeIdentity>,
@@ -263,6 +304,8 @@ impl Driver {
             settings,
             timers: BinaryHeap::new(),
             known: HashMap::new(),
+            absent: HashMap::new(),
+            forgetting: Vec::new(),
             view_tx,
             joined_tx,
             me_tx,
@@ -318,6 +361,7 @@ impl Driver {
                     Command::Forget(name, done) => {
                         let _ = done.send(self.forget(&name));
                     }
+                    Command::AdoptAbsent(absent) => self.adopt_absent(absent),
                 },
             }
             self.drain().await;
@@ -343,14 +387,23 @@ impl Driver {
     }
 
     fn forget(&mut self, name: &str) -> bool {
+        let was_absent = self.absent.remove(name).is_some();
         let Some(id) = self
             .foca
             .iter_members()
             .map(|m| m.id().clone())
             .find(|id| id.name == name)
         else {
-            return false;
+            if was_absent {
+                tracing::warn!(
+                    member = name,
+                    "forgetting an absent ingester on an operator's request"
+                );
+                self.publish();
+            }
+            return was_absent;
         };
+        self.forgetting.push(name.to_owned());
         tracing::warn!(member = ?id, "forgetting a member on an operator's request");
         let down = foca::Member::new(id, u16::MAX, foca::State::Down);
         if let Err(e) = self
@@ -409,7 +462,7 @@ impl Driver {
                     changed = true;
                 }
                 OwnedNotification::MemberDown(id) => {
-                    tracing::info!(member = ?id, "member down");
+                    self.member_down(id);
                     changed = true;
                 }
                 OwnedNotification::Rename(old, new) => {
@@ -439,6 +492,64 @@ impl Driver {
         if changed || self.liveness_changed() {
             self.publish();
         }
+    }
+
+    fn adopt_absent(&mut self, absent: Vec<AbsentIngester>) {
+        let mut adopted = 0;
+        for a in absent {
+            let name = &a.identity.name;
+            let back = self
+                .known
+                .values()
+                .any(|m| m.identity.name == *name && m.identity.state != NodeState::Joining);
+            if back || *name == self.foca.identity().name || self.absent.contains_key(name) {
+                continue;
+            }
+            tracing::warn!(member = ?a.identity, "a peer counts this ingester as absent: so does this node");
+            self.absent.insert(name.clone(), a);
+            adopted += 1;
+        }
+        if adopted > 0 {
+            self.publish();
+        }
+    }
+
+    /// A member went down: departed if it had announced LEAVING, absent (see the module
+    /// doc) if it was ACTIVE. One that was JOINING stays absent if it was, and is
+    /// otherwise not counted: it never held a share of the writes.
+    fn member_down(&mut self, id: NodeIdentity) {
+        if let Some(i) = self.forgetting.iter().position(|n| *n == id.name) {
+            self.forgetting.swap_remove(i);
+            tracing::info!(member = ?id, "member forgotten");
+            return;
+        }
+        if !id.is_ingester() || id.state != NodeState::Active {
+            if id.state == NodeState::Leaving {
+                metrics::counter!("ringtail_membership_members_down_total", "how" => "departed")
+                    .increment(1);
+            }
+            tracing::info!(member = ?id, "member down");
+            return;
+        }
+        // A rename can report the old identity down after the new one (ACTIVE or LEAVING)
+        // is up.
+        if self
+            .foca
+            .iter_members()
+            .any(|m| m.id().name == id.name && m.id().state != NodeState::Joining)
+        {
+            return;
+        }
+        metrics::counter!("ringtail_membership_members_down_total", "how" => "crashed")
+            .increment(1);
+        tracing::warn!(member = ?id, "ingester down without a departure: absent until it is back");
+        self.absent.insert(
+            id.name.clone(),
+            AbsentIngester {
+                identity: id,
+                since: SystemTime::now(),
+            },
+        );
     }
 
     fn liveness_changed(&self) -> bool {
@@ -484,10 +595,23 @@ impl Driver {
             );
         }
         self.known = next;
+        // An absent ingester is back once it is ACTIVE again (while it replays its WAL as
+        // JOINING it still counts as absent, so its return does not pause writes).
+        let known = &self.known;
+        self.absent.retain(|name, _| {
+            !known
+                .values()
+                .any(|m| m.identity.name == *name && m.identity.state != NodeState::Joining)
+        });
         let mut members: Vec<MemberStatus> = self.known.values().cloned().collect();
         members.sort_by(|a, b| a.identity.name.cmp(&b.identity.name));
-        let view = ClusterView::build(members);
-        for (state, count) in view.count_by_state() {
+        let mut absent: Vec<AbsentIngester> = self.absent.values().cloned().collect();
+        absent.sort_by(|a, b| a.identity.name.cmp(&b.identity.name));
+        let view = ClusterView::build(members, absent);
+        let counts = view.count_by_state();
+        // Every state, so that one nobody is in any more reads 0 rather than its last count.
+        for state in ["JOINING", "ACTIVE", "LEAVING", "ABSENT"] {
+            let count = counts.get(state).copied().unwrap_or(0);
             metrics::gauge!("ringtail_membership_members", "state" => state).set(count as f64);
         }
         self.view_tx.send_replace(Arc::new(view));
