@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 use ringtail::config::RawConfig;
 use ringtail::{bench, local, node, telemetry};
 
+mod probe;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ringtail",
@@ -31,6 +33,10 @@ enum Command {
     Local(local::LocalArgs),
     /// Push OTLP load and report throughput and latency; optionally verify reads
     Bench(bench::BenchArgs),
+    /// GET the local node's /ready; exit 0 on 200 (container health checks; no curl needed)
+    Healthcheck(probe::HealthcheckArgs),
+    /// POST the local node's /shutdown: the SIGTERM sequence (e.g. a Kubernetes preStop hook)
+    Shutdown(probe::ShutdownArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,12 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Bench(args)) => bench::run(args).await,
             Some(Command::Local(args)) => run_local(args).await,
+            Some(Command::Healthcheck(args)) => {
+                probe::healthcheck(args, cli.config.as_deref(), &cli.raw).await
+            }
+            Some(Command::Shutdown(args)) => {
+                probe::shutdown(args, cli.config.as_deref(), &cli.raw).await
+            }
             None => run_node(cli.config, cli.raw).await,
         }
     })
