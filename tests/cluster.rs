@@ -7,20 +7,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    bench, get_text, incomplete_traces, read_record, spans_via_query, wait_until, Cluster,
+    bench, get_text, incomplete_traces, python, read_record, spans_via_query, wait_until, Cluster,
 };
 use opentelemetry::trace::{Span as _, TraceContextExt, Tracer, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
-
-fn python() -> String {
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-    assert!(
-        std::path::Path::new(venv).exists(),
-        "{venv} is missing: run scripts/setup-python.sh (the README's test command does)"
-    );
-    venv.to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_from_the_python_and_rust_otlp_exporters_read_back_complete() {
@@ -40,9 +31,6 @@ async fn spans_from_the_python_and_rust_otlp_exporters_read_back_complete() {
         .expect("run python exporter");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        cluster.dump_logs();
-    }
     assert!(out.status.success(), "python exporter run failed:\n{text}");
     assert!(text.contains("verified 1000 complete"), "{text}");
 
@@ -87,9 +75,6 @@ async fn spans_from_the_python_and_rust_otlp_exporters_read_back_complete() {
     provider.force_flush().expect("flush");
     provider.shutdown().expect("shutdown");
     let bad = incomplete_traces(&cluster.front.http(), &traces).await;
-    if !bad.is_empty() {
-        cluster.dump_logs();
-    }
     assert!(
         bad.is_empty(),
         "{} traces incomplete, e.g. {:?}",
@@ -236,7 +221,7 @@ async fn with_two_ingesters_killed_pushes_fail_with_unavailable_only() {
     assert_eq!(resp.status(), 503);
     assert!(resp.headers().contains_key("retry-after"));
     let body = resp.text().await.expect("body");
-    assert!(body.contains("ACTIVE ingesters"), "{body}");
+    assert!(body.contains("not enough ingesters: 1 ACTIVE"), "{body}");
 
     // The OpenTelemetry Python exporter retries UNAVAILABLE: its batches land once the
     // ingesters are back, and every span it exported reads back complete.
@@ -439,9 +424,38 @@ async fn bad_input_gets_clear_errors_and_loses_nothing_already_accepted() {
         "ringtail_distributor_spans_received_total",
         "ringtail_distributor_spans_rejected_total{reason=\"invalid_trace_id\"}",
         "ringtail_distributor_push_duration_seconds_bucket",
-        "ringtail_membership_members{state=\"ACTIVE\"} 4",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+    // Members by state: a gauge that follows gossip. On a saturated machine a member can be
+    // declared down for a moment, and is then ACTIVE again under a new generation.
+    let members_by_state = || async {
+        get_text(format!("{query}/metrics"))
+            .await
+            .lines()
+            .filter(|l| l.starts_with("ringtail_membership_members{"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines = members_by_state().await;
+        if lines.contains("ringtail_membership_members{state=\"ACTIVE\"} 4") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 4 ACTIVE members in /metrics after 30 s:\n{lines}\n{}",
+            http.get(format!("{query}/ring"))
+                .header("accept", "application/json")
+                .send()
+                .await
+                .expect("get /ring")
+                .text()
+                .await
+                .expect("/ring body")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let ingester_metrics = get_text(format!("{}/metrics", cluster.ingesters[0].http())).await;
     assert!(

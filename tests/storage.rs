@@ -106,7 +106,6 @@ async fn traces_stay_readable_while_they_move_from_memory_to_blocks() {
     while std::time::Instant::now() < deadline {
         let bad = common::incomplete_traces(&query, &record).await;
         if !bad.is_empty() {
-            cluster.dump_logs();
             panic!(
                 "round {rounds}: {} incomplete, e.g. {:?}",
                 bad.len(),

@@ -258,13 +258,12 @@ impl Cluster {
     }
 
     /// Waits until the front node's write ring has exactly `n` ingesters. On timeout,
-    /// prints every node's log tail and the front's view of the ring before failing.
+    /// fails with the front's view of the ring (and every node's log tail, see `Drop`).
     pub async fn wait_active_ingesters(&self, n: usize, timeout: Duration) {
         let url = format!("{}/ring", self.front.http());
         let deadline = Instant::now() + timeout;
         while ring_writers(&url).await != Some(n) {
             if Instant::now() >= deadline {
-                self.dump_logs();
                 let view = reqwest::Client::new()
                     .get(&url)
                     .header("accept", "application/json")
@@ -291,6 +290,15 @@ impl Cluster {
     pub fn dump_logs(&self) {
         for n in self.ingesters.iter().chain([&self.front]) {
             eprintln!("----- {} -----\n{}", n.name, n.log_tail());
+        }
+    }
+}
+
+impl Drop for Cluster {
+    /// A failing test shows what the nodes logged (CI keeps nothing else of them).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
         }
     }
 }
@@ -594,4 +602,89 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The repo venv's Python (scripts/setup-python.sh installs the OpenTelemetry SDK there).
+pub fn python() -> String {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    assert!(
+        Path::new(venv).exists(),
+        "{venv} is missing: run scripts/setup-python.sh (the README's test command does)"
+    );
+    venv.to_owned()
+}
+
+/// A steady load from the OpenTelemetry Python SDK's OTLP exporter, with its own retries
+/// (tests/python/steady_export.py), until [`PythonLoad::finish`].
+pub struct PythonLoad {
+    child: Child,
+    stop_file: PathBuf,
+    record: PathBuf,
+    summary: PathBuf,
+}
+
+/// What the Python exporter saw.
+pub struct PythonLoadResult {
+    /// Every span acked and no non-retryable status code seen.
+    pub ok: bool,
+    pub summary: serde_json::Value,
+    pub output: String,
+    /// The traces whose every span was acked.
+    pub acked: Vec<(String, usize)>,
+}
+
+impl PythonLoad {
+    pub fn start(cluster: &Cluster, rate: u32) -> Self {
+        let n = rand_suffix();
+        let dir = cluster.dir.path();
+        let stop_file = dir.join(format!("stop-{n}"));
+        let record = dir.join(format!("python-acked-{n}.txt"));
+        let summary = dir.join(format!("python-summary-{n}.json"));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/steady_export.py");
+        let child = Command::new(python())
+            .arg(script)
+            .arg(format!("--endpoint={}", cluster.front.otlp_grpc_addr()))
+            .arg(format!("--rate={rate}"))
+            .arg(format!("--stop-file={}", stop_file.display()))
+            .arg(format!("--record={}", record.display()))
+            .arg(format!("--summary={}", summary.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the Python exporter");
+        Self {
+            child,
+            stop_file,
+            record,
+            summary,
+        }
+    }
+
+    /// Stops the load, waits for every batch to be exported or given up (retries
+    /// included), and returns what was acked.
+    pub async fn finish(self) -> PythonLoadResult {
+        std::fs::write(&self.stop_file, b"").expect("stop file");
+        let Self {
+            child,
+            record,
+            summary,
+            ..
+        } = self;
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .expect("join")
+            .expect("Python exporter output");
+        let output = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let summary = std::fs::read_to_string(&summary)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_else(|| panic!("no summary from the Python exporter:\n{output}"));
+        PythonLoadResult {
+            ok: out.status.success(),
+            summary,
+            output,
+            acked: read_record(&record),
+        }
+    }
 }

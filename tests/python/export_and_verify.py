@@ -74,7 +74,33 @@ log = logging.getLogger("export_and_verify")
 # --------------------------------------------------------------------------- export
 
 
-class CountingExporter(SpanExporter):
+class WrappingExporter(SpanExporter):
+    """Base of the exporters that wrap the SDK's OTLP exporter to observe its results.
+
+    Subclasses implement ``export`` (calling ``self._export_inner``); shutdown and
+    flush go to the wrapped exporter.
+    """
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+
+    def _export_inner(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """The wrapped exporter's result; an exception it raises counts as FAILURE."""
+        try:
+            return self._inner.export(spans)
+        except Exception:  # pylint: disable=broad-exception-caught
+            log.exception("OTLP exporter raised")
+            return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class CountingExporter(WrappingExporter):
     """Wraps the OTLP exporter to count how many spans were exported and how many failed.
 
     In SDK 1.45, ``BatchSpanProcessor.force_flush()`` returns True even when
@@ -86,8 +112,7 @@ class CountingExporter(SpanExporter):
     """
 
     def __init__(self, inner: SpanExporter) -> None:
-        self._inner = inner
-        self._lock = threading.Lock()
+        super().__init__(inner)
         self.ok_spans = 0
         self.failed_spans = 0
         self.ok_batches = 0
@@ -96,14 +121,7 @@ class CountingExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         with self._lock:
             failed_before = self.failed_batches > 0
-        if failed_before:
-            result = SpanExportResult.FAILURE
-        else:
-            try:
-                result = self._inner.export(spans)
-            except Exception:  # pylint: disable=broad-exception-caught
-                log.exception("OTLP exporter raised")
-                result = SpanExportResult.FAILURE
+        result = SpanExportResult.FAILURE if failed_before else self._export_inner(spans)
         with self._lock:
             if result is SpanExportResult.SUCCESS:
                 self.ok_spans += len(spans)
@@ -112,12 +130,6 @@ class CountingExporter(SpanExporter):
                 self.failed_spans += len(spans)
                 self.failed_batches += 1
         return result
-
-    def shutdown(self) -> None:
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._inner.force_flush(timeout_millis)
 
 
 @dataclass
