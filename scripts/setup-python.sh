@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Create (or reuse) the repo-local Python venv at $REPO/.venv and install
-# tests/python/requirements.txt into it. Idempotent: the install is skipped when
-# the venv was already set up from an identical requirements.txt (its sha256 is
-# stored in .venv/.requirements.sha). Prints the venv's python path at the end.
+# Create (or reuse) the repo-local Python venv at $REPO/.venv and install a requirements
+# file into it: tests/python/requirements.txt by default, or the file given as the first
+# argument (e.g. tests/helm/requirements.txt). Idempotent: the install is skipped when the
+# venv was already set up from an identical file (its sha256 is stored in
+# .venv/.<file path with / as _>.sha). Prints the venv's python path at the end.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
-REQ="$REPO/tests/python/requirements.txt"
-STAMP="$VENV/.requirements.sha"
+REL="${1:-tests/python/requirements.txt}"
+REQ="$REPO/$REL"
+STAMP="$VENV/.${REL//\//_}.sha"
 PY="$VENV/bin/python"
 
 if [[ ! -f "$REQ" ]]; then

@@ -20,4 +20,10 @@ cargo test --release -- --test-threads=2
 echo "== smoke: ringtail local (the README's first command)"
 ./scripts/smoke-local.sh target/release/ringtail
 
+echo "== helm chart: lint, render, Kubernetes schemas, invariants"
+./scripts/test-helm.sh
+
+echo "== docker compose cluster under faults (image built without pulling)"
+./scripts/test-compose.sh
+
 echo "== all checks passed"
