@@ -36,6 +36,6 @@ wal_written=$(curl -fsS http://127.0.0.1:3201/metrics | awk '/^ringtail_ingester
 awk -v c0="$cpu0" -v c1="$cpu1" -v s="$spans" -v rss="$rss_kb" -v hwm="$hwm_kb" -v wal="$wal_kb" -v ww="$wal_written" 'BEGIN {
   printf "ringtail local (3 ingesters + distributor + querier, one process):\n"
   printf "  cpu: %.1f s for %d spans = %.2f CPU-seconds per million spans\n", c1 - c0, s, (c1 - c0) / s * 1e6
-  printf "  rss: %.0f MB now, %.0f MB peak (all 3 ingesters hold every trace in memory)\n", rss / 1024, hwm / 1024
+  printf "  rss: %.0f MB now, %.0f MB peak (the whole process: 3 ingesters, distributor, querier)\n", rss / 1024, hwm / 1024
   printf "  wal: %.0f MB on disk for 3 ingesters; records written (process-wide metric): %.0f MB; %.2fx\n", wal / 1024, ww / 1e6, wal * 1024 / ww
 }'

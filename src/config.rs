@@ -151,6 +151,11 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_MAX_BLOCK_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_block_bytes: Option<usize>,
+    /// Memory budget of an ingester's live traces, bytes: above it the least recently
+    /// appended traces move into head blocks early [default: 100663296]
+    #[arg(long, env = "RINGTAIL_MAX_LIVE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_live_bytes: Option<usize>,
     /// A flushed block stays on the ingester (and queryable there) this long, ms; must
     /// exceed twice blocklist_poll_ms [default: 120000]
     #[arg(long, env = "RINGTAIL_COMPLETE_BLOCK_TIMEOUT_MS")]
@@ -428,6 +433,12 @@ impl RawConfig {
             )?,
             max_block_bytes: match self.max_block_bytes.unwrap_or(64 << 20) {
                 n if n < 1024 => return Err(invalid("max_block_bytes", "must be at least 1024")),
+                n => n,
+            },
+            max_live_bytes: match self.max_live_bytes.unwrap_or(96 << 20) {
+                n if n < 1 << 20 => {
+                    return Err(invalid("max_live_bytes", "must be at least 1048576"))
+                }
                 n => n,
             },
             complete_block_timeout,

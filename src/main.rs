@@ -15,7 +15,10 @@ mod probe;
 #[command(
     name = "ringtail",
     version,
-    about = "Trace ingestion cluster: OTLP in, RF=3 quorum writes, Tempo-compatible reads"
+    about = "Trace ingestion cluster: OTLP in, RF=3 quorum writes, Tempo-compatible reads",
+    // A flag given twice takes its last value, as in most CLIs (a wrapper script's
+    // defaults can be overridden by appending).
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]

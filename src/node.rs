@@ -269,16 +269,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         });
         ingester.start_serving();
         {
-            // The pipeline workers: a cut round and a flush round every second, in two
+            // The pipeline workers: a cut round every second (and at once when the live
+            // traces outgrow their memory budget) and a flush round every second, in two
             // tasks so a hanging upload never delays cutting.
             let (cutter, stop) = (ingester.clone(), stop_all.clone());
             tasks.spawn(async move {
-                every_second(stop, || async {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tick.tick() => {}
+                        _ = cutter.over_budget() => {}
+                    }
                     if let Err(e) = cutter.cut().await {
                         tracing::error!(error = %e, "cut round failed");
                     }
-                })
-                .await
+                }
             });
             let (flusher, stop) = (ingester.clone(), stop_all.clone());
             tasks.spawn(async move {

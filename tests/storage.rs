@@ -466,3 +466,46 @@ async fn missing_and_partial_files_are_skipped_counted_and_cleaned_up_after_a_gr
             .unwrap_or(false)
     }
 }
+
+/// An ingester's live traces stay within `max_live_bytes` whatever the load: above it the
+/// least recently appended traces move to head blocks at once, and read back like any other.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_traces_stay_within_their_memory_budget_and_every_trace_reads_back() {
+    const BUDGET: f64 = 2.0 * 1024.0 * 1024.0;
+    // Traces would stay live for 10 minutes: only the budget moves them.
+    let cluster = Cluster::start(
+        29,
+        3,
+        &[
+            "--trace-idle-period-ms=600000",
+            "--max-block-duration-ms=600000",
+            "--max-live-bytes=2097152",
+        ],
+    )
+    .await;
+    // About 14 MB of traces, every one to every ingester (RF=3 of 3).
+    let record = common::push_recorded(&cluster, &["--requests=200", "--batch-spans=500"]);
+    for n in &cluster.ingesters {
+        common::wait_until(
+            &format!("{}: live traces within the budget", n.name),
+            Duration::from_secs(10),
+            || async { common::metric(n, "ringtail_ingester_live_bytes").await <= BUDGET },
+        )
+        .await;
+        let cut = common::metric(n, "ringtail_ingester_traces_cut_total{reason=\"memory\"}").await;
+        assert!(cut > 0.0, "{}: no trace was cut for memory", n.name);
+        let live = common::metric(n, "ringtail_ingester_live_traces").await;
+        assert!(
+            live > 0.0 && live < record.len() as f64,
+            "{}: {live} live traces of {}: the budget keeps some, not all",
+            n.name,
+            record.len()
+        );
+    }
+    common::assert_all_complete(
+        &cluster.front.http(),
+        &record,
+        "every acked trace reads back, whether live or cut for memory",
+    )
+    .await;
+}

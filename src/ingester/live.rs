@@ -1,9 +1,12 @@
 //! Live traces: the segments of every trace this ingester holds, per tenant, in memory.
 //!
 //! Segments are slices of the push buffers they arrived in (no copy). Lookups copy a
-//! trace's segments into one buffer for the response.
+//! trace's segments into one buffer for the response. The total size of the segments is
+//! kept, so that the pipeline can cut the least recently appended traces when it exceeds
+//! the ingester's memory budget.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -31,7 +34,12 @@ struct Tenant {
 #[derive(Default)]
 pub struct LiveTraces {
     tenants: RwLock<HashMap<TenantId, Arc<Tenant>>>,
+    /// Sum of every live trace's `bytes`.
+    bytes: AtomicUsize,
 }
+
+/// Traces taken out of the live map, per tenant.
+pub type Taken = Vec<(TenantId, Vec<(TraceId, LiveTrace)>)>;
 
 fn shard(id: &TraceId) -> usize {
     id.0[15] as usize % SHARDS
@@ -64,6 +72,7 @@ impl LiveTraces {
         let t = self.tenant(tenant);
         let now = Instant::now();
         let mut new = 0;
+        let mut added = 0;
         for (id, data) in segments {
             let mut shard = match t.shards[shard(&id)].lock() {
                 Ok(s) => s,
@@ -78,12 +87,90 @@ impl LiveTraces {
                     last_append: now,
                 }
             });
+            added += data.len();
             trace.bytes += data.len();
             trace.segments.push(data);
             trace.first_seq = trace.first_seq.min(seq);
             trace.last_append = now;
         }
+        self.bytes.fetch_add(added, Ordering::Relaxed);
         new
+    }
+
+    /// The size of every live trace's segments.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn snapshot_tenants(&self) -> Vec<(TenantId, Arc<Tenant>)> {
+        match self.tenants.read() {
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Removes the least recently appended traces, of every tenant, until at least
+    /// `at_least` bytes are taken (or nothing is left).
+    pub fn take_oldest(&self, at_least: usize) -> Taken {
+        if at_least == 0 {
+            return Vec::new();
+        }
+        let tenants = self.snapshot_tenants();
+        // (last append, tenant index, shard, id, bytes) of every trace.
+        let mut all: Vec<(Instant, usize, usize, TraceId, usize)> = Vec::new();
+        for (ti, (_, t)) in tenants.iter().enumerate() {
+            for (si, shard) in t.shards.iter().enumerate() {
+                let Ok(shard) = shard.lock() else {
+                    continue;
+                };
+                all.extend(
+                    shard
+                        .iter()
+                        .map(|(id, tr)| (tr.last_append, ti, si, *id, tr.bytes)),
+                );
+            }
+        }
+        all.sort_unstable_by_key(|c| c.0);
+        let mut chosen = 0;
+        let mut sum = 0;
+        while chosen < all.len() && sum < at_least {
+            sum += all[chosen].4;
+            chosen += 1;
+        }
+        let mut chosen = all[..chosen].to_vec();
+        chosen.sort_unstable_by_key(|c| (c.1, c.2));
+        let mut out: Taken = Vec::new();
+        for (ti, (tenant, t)) in tenants.iter().enumerate() {
+            let mut taken = Vec::new();
+            for (si, shard) in t.shards.iter().enumerate() {
+                let start = chosen.partition_point(|c| (c.1, c.2) < (ti, si));
+                let end = chosen.partition_point(|c| (c.1, c.2) <= (ti, si));
+                if start == end {
+                    continue;
+                }
+                let Ok(mut shard) = shard.lock() else {
+                    continue;
+                };
+                taken.extend(
+                    chosen[start..end]
+                        .iter()
+                        .filter_map(|c| shard.remove(&c.3).map(|tr| (c.3, tr))),
+                );
+            }
+            if !taken.is_empty() {
+                out.push((tenant.clone(), taken));
+            }
+        }
+        self.forget_bytes(&out);
+        out
+    }
+
+    fn forget_bytes(&self, taken: &Taken) {
+        let bytes: usize = taken
+            .iter()
+            .flat_map(|(_, traces)| traces.iter().map(|(_, t)| t.bytes))
+            .sum();
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// The trace's segments concatenated, if this ingester holds it.
@@ -100,15 +187,9 @@ impl LiveTraces {
 
     /// Removes and returns the traces idle for at least their tenant's `idle` period
     /// (every trace of a tenant for which it is `None`).
-    pub fn take_idle(
-        &self,
-        idle_for: impl Fn(&TenantId) -> Option<Duration>,
-    ) -> Vec<(TenantId, Vec<(TraceId, LiveTrace)>)> {
+    pub fn take_idle(&self, idle_for: impl Fn(&TenantId) -> Option<Duration>) -> Taken {
         let now = Instant::now();
-        let tenants: Vec<(TenantId, Arc<Tenant>)> = match self.tenants.read() {
-            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Err(_) => return Vec::new(),
-        };
+        let tenants = self.snapshot_tenants();
         let mut out = Vec::new();
         for (tenant, t) in tenants {
             let idle = idle_for(&tenant);
@@ -131,6 +212,7 @@ impl LiveTraces {
                 out.push((tenant, taken));
             }
         }
+        self.forget_bytes(&out);
         out
     }
 
@@ -178,5 +260,45 @@ mod tests {
         assert_eq!(taken[0].1[0].1.segments.len(), 2);
         assert_eq!(live.trace_count(), 0);
         assert_eq!(live.min_first_seq(), None);
+        assert_eq!(live.bytes(), 0);
+    }
+
+    #[test]
+    fn the_least_recently_appended_traces_are_taken_first_until_enough_bytes() {
+        let live = LiveTraces::default();
+        let a = TenantId::parse("a").expect("tenant");
+        let b = TenantId::parse("b").expect("tenant");
+        // Appended in this order, 100 bytes each; trace 1 gets a second segment last.
+        let ids: Vec<TraceId> = (1..=4u8).map(|i| TraceId([i; 16])).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let tenant = if i % 2 == 0 { &a } else { &b };
+            live.append(tenant, [(*id, Bytes::from(vec![i as u8; 100]))], i as u64);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        live.append(&a, [(ids[0], Bytes::from(vec![0; 50]))], 9);
+        assert_eq!(live.bytes(), 450);
+        // 150 bytes: traces 2 (tenant b) and 3 (tenant a), not 1 (appended to last).
+        let taken = live.take_oldest(150);
+        let mut got: Vec<(String, u8)> = taken
+            .iter()
+            .flat_map(|(t, traces)| {
+                traces
+                    .iter()
+                    .map(|(id, _)| (t.as_str().to_owned(), id.0[0]))
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![("a".to_owned(), 3), ("b".to_owned(), 2)]);
+        assert_eq!(live.bytes(), 250);
+        assert_eq!(live.trace_count(), 2);
+        assert!(live.take_oldest(0).is_empty());
+        assert_eq!(
+            live.take_oldest(10_000)
+                .iter()
+                .map(|(_, t)| t.len())
+                .sum::<usize>(),
+            2
+        );
+        assert_eq!(live.bytes(), 0);
     }
 }

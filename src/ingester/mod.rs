@@ -56,6 +56,8 @@ pub struct Ingester {
     /// (exclusively) by the WAL truncation watermark computation: a record is never
     /// truncated while its traces are in neither the WAL's consumers nor a block.
     append_gate: tokio::sync::RwLock<()>,
+    /// Notified when the live traces outgrow their budget: the cut worker runs at once.
+    over_budget: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +159,7 @@ impl Ingester {
             last_push_ms: std::sync::atomic::AtomicU64::new(0),
             started: Instant::now(),
             append_gate: tokio::sync::RwLock::new(()),
+            over_budget: tokio::sync::Notify::new(),
         });
         ingester.update_gauges();
         Ok((ingester, stats))
@@ -192,6 +195,11 @@ impl Ingester {
 
     pub fn live(&self) -> &LiveTraces {
         &self.live
+    }
+
+    /// Returns when the live traces have outgrown `max_live_bytes` since the last call.
+    pub async fn over_budget(&self) {
+        self.over_budget.notified().await
     }
 
     /// A cut round (background worker).
@@ -258,6 +266,9 @@ impl Ingester {
             .map_err(|e| Status::unavailable(format!("ingester WAL unavailable: {e}")))?;
         let new = self.live.append(&tenant, segments, seq);
         drop(gate);
+        if self.live.bytes() > self.pipeline.max_live_bytes() {
+            self.over_budget.notify_one();
+        }
         metrics::gauge!("ringtail_ingester_live_traces").increment(new as f64);
         Ok(())
     }

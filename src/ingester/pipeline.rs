@@ -1,8 +1,11 @@
 //! Cut → complete → flush: how traces leave the WAL and memory for the object store.
 //!
-//! 1. **Cut** (every `cut_interval`): traces idle for `trace_idle_period` leave the live
-//!    map for their tenant's *head block* (in memory, bytes compacted into one buffer per
-//!    trace so push buffers are released).
+//! 1. **Cut** (every second, and at once when the live traces outgrow `max_live_bytes`):
+//!    traces idle for `trace_idle_period` leave the live map for their tenant's *head
+//!    block* (in memory, bytes compacted into one buffer per trace so push buffers are
+//!    released). Above `max_live_bytes`, the least recently appended traces go too, down
+//!    to three quarters of it: memory stays bounded whatever the load (a trace cut early
+//!    and appended to again is in two places, which reads merge).
 //! 2. **Complete**: a head block older than `max_block_duration` or larger than
 //!    `max_block_bytes` is encoded and written to `<data_dir>/complete/<tenant>/<block>/`
 //!    (data, index, filter, then `meta.json`, each fsynced). From then on its traces no
@@ -45,6 +48,8 @@ pub struct CutPolicy {
     pub trace_idle_period: Duration,
     pub max_block_duration: Duration,
     pub max_block_bytes: usize,
+    /// The live traces' budget (one per ingester, for every tenant).
+    pub max_live_bytes: usize,
     /// How long a flushed block stays on local disk (and queryable here).
     pub complete_block_timeout: Duration,
     pub per_tenant: HashMap<String, TenantCut>,
@@ -243,9 +248,27 @@ impl Pipeline {
             let _moving = self.move_gate.write().map_err(|_| poisoned())?;
             let idle =
                 live.take_idle(|tenant| (!force).then(|| self.policy.idle_for(tenant.as_str())));
-            for (tenant, traces) in idle {
-                stats.traces_cut += traces.len();
-                self.add_to_head(tenant, traces);
+            let over_budget = live
+                .bytes()
+                .saturating_sub(self.policy.max_live_bytes / 4 * 3);
+            let oldest = if live.bytes() > self.policy.max_live_bytes {
+                live.take_oldest(over_budget)
+            } else {
+                Vec::new()
+            };
+            for (taken, reason) in [
+                (idle, if force { "force" } else { "idle" }),
+                (oldest, "memory"),
+            ] {
+                let count: usize = taken.iter().map(|(_, t)| t.len()).sum();
+                if count > 0 {
+                    metrics::counter!("ringtail_ingester_traces_cut_total", "reason" => reason)
+                        .increment(count as u64);
+                }
+                stats.traces_cut += count;
+                for (tenant, traces) in taken {
+                    self.add_to_head(tenant, traces);
+                }
             }
             let mut heads = self.heads.lock().map_err(|_| poisoned())?;
             let due: Vec<TenantId> = heads
@@ -294,7 +317,12 @@ impl Pipeline {
         let _ = wal.truncate_before(watermark).await;
         self.update_gauges();
         metrics::gauge!("ringtail_ingester_live_traces").set(live.trace_count() as f64);
+        metrics::gauge!("ringtail_ingester_live_bytes").set(live.bytes() as f64);
         Ok(stats)
+    }
+
+    pub fn max_live_bytes(&self) -> usize {
+        self.policy.max_live_bytes
     }
 
     fn add_to_head(&self, tenant: TenantId, traces: Vec<(TraceId, LiveTrace)>) {
