@@ -274,22 +274,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             // tasks so a hanging upload never delays cutting.
             let (cutter, stop) = (ingester.clone(), stop_all.clone());
             tasks.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tick.tick() => {}
-                        _ = cutter.over_budget() => {}
-                    }
-                    if let Err(e) = cutter.cut().await {
-                        tracing::error!(error = %e, "cut round failed");
-                    }
-                }
+                every_second(
+                    stop,
+                    || cutter.over_budget(),
+                    || async {
+                        if let Err(e) = cutter.cut().await {
+                            tracing::error!(error = %e, "cut round failed");
+                        }
+                    },
+                )
+                .await
             });
             let (flusher, stop) = (ingester.clone(), stop_all.clone());
             tasks.spawn(async move {
-                every_second(stop, || async {
+                every_second(stop, std::future::pending, || async {
                     flusher.flush().await;
                 })
                 .await
@@ -431,8 +429,11 @@ async fn confirm_departure(
 }
 
 /// Runs `round` every second until `stop`.
-async fn every_second<F, Fut>(stop: CancellationToken, mut round: F)
+/// Runs `round` every second, and also whenever a `wake()` future completes, until `stop`.
+async fn every_second<W, WFut, F, Fut>(stop: CancellationToken, mut wake: W, mut round: F)
 where
+    W: FnMut() -> WFut,
+    WFut: std::future::Future<Output = ()>,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
@@ -442,6 +443,7 @@ where
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => round().await,
+            _ = wake() => round().await,
         }
     }
 }
