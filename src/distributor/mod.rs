@@ -95,9 +95,9 @@ impl Distributor {
             });
         }
         let split = split_by_trace(body)?;
-        for (reason, n) in &split.rejections {
-            metrics::counter!("ringtail_distributor_spans_rejected_total", "reason" => reason.as_str())
-                .increment(*n);
+        for r in &split.rejections {
+            metrics::counter!("ringtail_distributor_spans_rejected_total", "reason" => r.reason.as_str())
+                .increment(r.spans);
         }
         let outcome = PushOutcome {
             accepted_spans: split.accepted_spans,

@@ -20,6 +20,10 @@ use thiserror::Error;
 
 use crate::model::TraceId;
 
+mod schema;
+
+pub use schema::Invalid;
+
 const WIRE_VARINT: u8 = 0;
 const WIRE_FIXED64: u8 = 1;
 const WIRE_LEN: u8 = 2;
@@ -41,13 +45,30 @@ pub struct WireError {
 pub enum RejectReason {
     InvalidTraceId,
     InvalidSpanId,
+    /// The span's own bytes do not decode.
+    MalformedSpan,
+    /// Its `ScopeSpans` (the scope or the schema URL) does not decode.
+    MalformedScope,
+    /// Its `ResourceSpans` (the resource or the schema URL) does not decode.
+    MalformedResource,
 }
 
 impl RejectReason {
+    const ALL: [RejectReason; 5] = [
+        RejectReason::InvalidTraceId,
+        RejectReason::InvalidSpanId,
+        RejectReason::MalformedSpan,
+        RejectReason::MalformedScope,
+        RejectReason::MalformedResource,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::InvalidTraceId => "invalid_trace_id",
             RejectReason::InvalidSpanId => "invalid_span_id",
+            RejectReason::MalformedSpan => "malformed_span",
+            RejectReason::MalformedScope => "malformed_scope",
+            RejectReason::MalformedResource => "malformed_resource",
         }
     }
 
@@ -55,8 +76,19 @@ impl RejectReason {
         match self {
             RejectReason::InvalidTraceId => "trace ID must be 16 bytes and not all zero",
             RejectReason::InvalidSpanId => "span ID must be 8 bytes and not all zero",
+            RejectReason::MalformedSpan => "span is not valid OTLP protobuf",
+            RejectReason::MalformedScope => "their scope is not valid OTLP protobuf",
+            RejectReason::MalformedResource => "their resource is not valid OTLP protobuf",
         }
     }
+}
+
+/// The spans rejected for one reason, with the first malformation found (if any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub spans: u64,
+    pub first: Option<Invalid>,
 }
 
 /// The spans of one trace, framed as `TracesData.resource_spans` fields.
@@ -73,8 +105,8 @@ pub struct SplitRequest {
     pub traces: Vec<TraceSegment>,
     pub accepted_spans: u64,
     pub rejected_spans: u64,
-    /// Rejected span counts by reason.
-    pub rejections: Vec<(RejectReason, u64)>,
+    /// Rejected spans by reason, in [`RejectReason`] order; reasons with none are absent.
+    pub rejections: Vec<Rejection>,
 }
 
 impl SplitRequest {
@@ -86,9 +118,49 @@ impl SplitRequest {
         let parts: Vec<String> = self
             .rejections
             .iter()
-            .map(|(r, n)| format!("{n} spans rejected: {}", r.message()))
+            .map(|r| match &r.first {
+                Some(at) => format!(
+                    "{} spans rejected: {} (first: {at})",
+                    r.spans,
+                    r.reason.message()
+                ),
+                None => format!("{} spans rejected: {}", r.spans, r.reason.message()),
+            })
             .collect();
         Some(parts.join("; "))
+    }
+}
+
+/// Counts rejected spans while the walk goes.
+#[derive(Default)]
+struct Rejected {
+    spans: [u64; 5],
+    first: [Option<Invalid>; 5],
+}
+
+impl Rejected {
+    fn add(&mut self, reason: RejectReason, why: Option<&Invalid>) {
+        let i = reason as usize;
+        self.spans[i] += 1;
+        if self.first[i].is_none() {
+            self.first[i] = why.cloned();
+        }
+    }
+
+    fn into_list(self) -> (u64, Vec<Rejection>) {
+        let total = self.spans.iter().sum();
+        let list = RejectReason::ALL
+            .into_iter()
+            .zip(self.spans)
+            .zip(self.first)
+            .filter(|((_, n), _)| *n > 0)
+            .map(|((reason, spans), first)| Rejection {
+                reason,
+                spans,
+                first,
+            })
+            .collect();
+        (total, list)
     }
 }
 
@@ -124,7 +196,18 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A varint; tags and lengths below 128 (most of them) take the first branch.
+    #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
+        if self.pos < self.end && self.buf[self.pos] < 0x80 {
+            self.pos += 1;
+            return Ok(u64::from(self.buf[self.pos - 1]));
+        }
+        self.varint_slow()
+    }
+
+    #[cold]
+    fn varint_slow(&mut self) -> Result<u64, WireError> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             if self.pos >= self.end {
@@ -132,6 +215,10 @@ impl<'a> Reader<'a> {
             }
             let b = self.buf[self.pos];
             self.pos += 1;
+            if shift == 63 && b > 1 {
+                // The tenth byte holds only bit 63: decoders refuse anything more.
+                return Err(self.err("varint overflows 64 bits"));
+            }
             value |= u64::from(b & 0x7f) << shift;
             if b < 0x80 {
                 return Ok(value);
@@ -244,21 +331,31 @@ fn framed_len(payload: usize) -> usize {
 
 /// Splits an encoded `ExportTraceServiceRequest` (or `TracesData`) by trace ID.
 ///
-/// Spans with an invalid trace or span ID are dropped and counted; the rest are kept.
-/// A framing error anywhere fails the whole request: nothing of it is accepted.
+/// Every span, resource and scope is validated on the way (see [`schema`]): what is
+/// kept decodes. A span with an invalid trace or span ID, or whose bytes (or whose
+/// resource's or scope's) do not decode, is dropped and counted; the rest are kept. Only
+/// a broken framing of the request's containers (`ResourceSpans`, `ScopeSpans`), where
+/// no span can be delimited, fails the whole request: nothing of it is accepted.
 pub fn split_by_trace(body: &[u8]) -> Result<SplitRequest, WireError> {
     let mut resources: Vec<Vec<Range<usize>>> = Vec::new();
     let mut scopes: Vec<ScopeInfo> = Vec::new();
     let mut spans: Vec<SpanInfo> = Vec::new();
     let mut traces: Vec<TraceInfo> = Vec::new();
     let mut index: HashMap<TraceId, u32> = HashMap::new();
-    let mut rejected = [0u64; 2];
+    let mut rejected = Rejected::default();
 
     let mut top = Reader::new(body, 0..body.len());
     while let Some(rs_field) = top.next_expect_len(&[1])? {
         if rs_field.number != 1 {
             continue;
         }
+        // The resource's own fields may come after its scopes: check them first.
+        let resource_ok = schema::validate(
+            body,
+            rs_field.payload.clone(),
+            schema::Message::ResourceSpans,
+            schema::RESOURCE_SPANS_DEPTH,
+        );
         let resource = resources.len() as u32;
         let mut rs_other = Vec::new();
         let mut rs = Reader::new(body, rs_field.payload);
@@ -267,6 +364,16 @@ pub fn split_by_trace(body: &[u8]) -> Result<SplitRequest, WireError> {
                 rs_other.push(f.raw);
                 continue;
             }
+            let container_ok = match &resource_ok {
+                Err(e) => Err((RejectReason::MalformedResource, e.clone())),
+                Ok(()) => schema::validate(
+                    body,
+                    f.payload.clone(),
+                    schema::Message::ScopeSpans,
+                    schema::SCOPE_SPANS_DEPTH,
+                )
+                .map_err(|e| (RejectReason::MalformedScope, e)),
+            };
             let scope = scopes.len() as u32;
             let mut scope_other = Vec::new();
             let mut ss = Reader::new(body, f.payload);
@@ -275,16 +382,26 @@ pub fn split_by_trace(body: &[u8]) -> Result<SplitRequest, WireError> {
                     scope_other.push(sf.raw);
                     continue;
                 }
-                let (trace_id, span_id) = span_ids(body, sf.payload.clone())?;
+                if let Err((reason, why)) = &container_ok {
+                    rejected.add(*reason, Some(why));
+                    continue;
+                }
+                let (trace_id, span_id) = match schema::span_ids(body, sf.payload.clone()) {
+                    Ok(ids) => ids,
+                    Err(why) => {
+                        rejected.add(RejectReason::MalformedSpan, Some(&why));
+                        continue;
+                    }
+                };
                 let trace = match TraceId::from_bytes(trace_id) {
                     Ok(t) => t,
                     Err(_) => {
-                        rejected[0] += 1;
+                        rejected.add(RejectReason::InvalidTraceId, None);
                         continue;
                     }
                 };
                 if span_id.len() != 8 || span_id == [0u8; 8] {
-                    rejected[1] += 1;
+                    rejected.add(RejectReason::InvalidSpanId, None);
                     continue;
                 }
                 let span = spans.len() as u32;
@@ -320,15 +437,12 @@ pub fn split_by_trace(body: &[u8]) -> Result<SplitRequest, WireError> {
     }
 
     let mut out = BytesMut::with_capacity(body.len() + traces.len() * 64);
+    let (rejected_spans, rejections) = rejected.into_list();
     let mut result = SplitRequest {
         traces: Vec::with_capacity(traces.len()),
         accepted_spans: spans.len() as u64,
-        rejected_spans: rejected[0] + rejected[1],
-        rejections: [RejectReason::InvalidTraceId, RejectReason::InvalidSpanId]
-            .into_iter()
-            .zip(rejected)
-            .filter(|(_, n)| *n > 0)
-            .collect(),
+        rejected_spans,
+        rejections,
     };
     let ctx = Layout {
         body,
@@ -348,19 +462,17 @@ pub fn split_by_trace(body: &[u8]) -> Result<SplitRequest, WireError> {
     Ok(result)
 }
 
-/// Reads a span's trace ID and span ID, checking the framing of its top-level fields.
-fn span_ids(body: &[u8], payload: Range<usize>) -> Result<(&[u8], &[u8]), WireError> {
-    let mut trace_id: &[u8] = &[];
-    let mut span_id: &[u8] = &[];
-    let mut r = Reader::new(body, payload);
-    while let Some(f) = r.next_expect_len(&[1, 2])? {
-        match f.number {
-            1 => trace_id = &body[f.payload],
-            2 => span_id = &body[f.payload],
-            _ => {}
+/// Calls `f` with each `TracesData.resource_spans` record in `data` (the payload of
+/// each, in order). A framing error ends the walk: it is returned after the records
+/// before it were passed on.
+pub fn for_each_resource_spans(data: &[u8], mut f: impl FnMut(&[u8])) -> Result<(), WireError> {
+    let mut top = Reader::new(data, 0..data.len());
+    while let Some(rs) = top.next_expect_len(&[1])? {
+        if rs.number == 1 {
+            f(&data[rs.payload]);
         }
     }
-    Ok((trace_id, span_id))
+    Ok(())
 }
 
 /// Earliest span start and latest span end (ns since the epoch) in `TracesData` bytes
@@ -627,8 +739,13 @@ mod tests {
         let split = split_by_trace(&req.encode_to_vec()).expect("valid framing");
         assert_eq!(split.accepted_spans, 1);
         assert_eq!(split.rejected_spans, 4);
+        let by_reason: Vec<(RejectReason, u64)> = split
+            .rejections
+            .iter()
+            .map(|r| (r.reason, r.spans))
+            .collect();
         assert_eq!(
-            split.rejections,
+            by_reason,
             vec![
                 (RejectReason::InvalidTraceId, 2),
                 (RejectReason::InvalidSpanId, 2)
@@ -655,6 +772,117 @@ mod tests {
         assert!(split_by_trace(&body[..body.len() - 1]).is_err());
         assert!(split_by_trace(&[0xff, 0xff, 0xff]).is_err());
         assert!(split_by_trace(b"{\"resourceSpans\": []}").is_err());
+    }
+
+    #[test]
+    fn a_malformed_span_is_rejected_with_its_reason_and_the_rest_is_kept() {
+        // The probe: a span of trace 1 with valid IDs and `name` as `0x2a 0x02
+        // 0xff 0xfe` (not UTF-8), next to a good span of the same trace.
+        let good = span(1, 1, "good");
+        let mut bad = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        bad.extend([0x2a, 0x02, 0xff, 0xfe]);
+        let mut spans = Vec::new();
+        for s in [good.encode_to_vec(), bad] {
+            spans.push(0x12);
+            spans.push(s.len() as u8);
+            spans.extend(s);
+        }
+        let mut scope_spans = vec![0x0a, 0x03, 0x0a, 0x01, b's'];
+        scope_spans.extend(spans);
+        let mut rs = vec![0x12, scope_spans.len() as u8];
+        rs.extend(scope_spans);
+        let mut body = vec![0x0a, rs.len() as u8];
+        body.extend(rs);
+
+        let split = split_by_trace(&body).expect("the framing is fine");
+        assert_eq!((split.accepted_spans, split.rejected_spans), (1, 1));
+        assert_eq!(split.rejections[0].reason, RejectReason::MalformedSpan);
+        let message = split.rejection_message().expect("message");
+        assert!(
+            message.contains("Span.name") && message.contains("UTF-8"),
+            "{message}"
+        );
+        let kept = TracesData::decode(split.traces[0].resource_spans.clone()).expect("decodes");
+        assert_eq!(kept.resource_spans[0].scope_spans[0].spans, vec![good]);
+    }
+
+    #[test]
+    fn a_malformed_resource_or_scope_rejects_its_spans_only() {
+        let mut broken = resource("svc-a", vec![scope("s1", vec![span(1, 1, "a")])]);
+        broken.schema_url = String::new();
+        let mut body = ExportTraceServiceRequest {
+            resource_spans: vec![broken],
+        }
+        .encode_to_vec();
+        // Append to the first ResourceSpans a schema_url (field 3) that is not UTF-8.
+        body.extend(
+            ExportTraceServiceRequest {
+                resource_spans: vec![resource("svc-b", vec![scope("s2", vec![span(2, 2, "b")])])],
+            }
+            .encode_to_vec(),
+        );
+        let first_len = body[1] as usize;
+        let mut patched = vec![0x0a, (first_len + 3) as u8];
+        patched.extend(&body[2..2 + first_len]);
+        patched.extend([0x1a, 0x01, 0xff]);
+        patched.extend(&body[2 + first_len..]);
+        let split = split_by_trace(&patched).expect("framing is fine");
+        assert_eq!((split.accepted_spans, split.rejected_spans), (1, 1));
+        assert_eq!(split.rejections[0].reason, RejectReason::MalformedResource);
+        assert_eq!(split.traces[0].trace_id, TraceId([2; 16]));
+    }
+
+    /// The property the validator exists for: whatever bytes arrive, every trace the split
+    /// keeps decodes as a decoder (prost) decodes it on the read path, and nothing panics.
+    #[test]
+    fn whatever_is_kept_from_mutated_requests_decodes() {
+        use rand::{RngExt, SeedableRng};
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![
+                resource(
+                    "svc-a",
+                    vec![scope(
+                        "s1",
+                        vec![span(1, 1, "a"), span(2, 2, "bé"), span(1, 3, "c")],
+                    )],
+                ),
+                resource("svc-b", vec![scope("s2", vec![span(3, 4, "d")])]),
+            ],
+        };
+        let body = req.encode_to_vec();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let (mut kept, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut m = body.clone();
+            for _ in 0..rng.random_range(1..4) {
+                let at = rng.random_range(0..m.len());
+                match rng.random_range(0..3) {
+                    0 => m[at] = rng.random(),
+                    1 => m[at] ^= 1 << rng.random_range(0..8),
+                    _ => m.insert(at, rng.random()),
+                }
+            }
+            match split_by_trace(&m) {
+                Ok(split) => {
+                    kept += 1;
+                    for t in &split.traces {
+                        TracesData::decode(t.resource_spans.clone()).unwrap_or_else(|e| {
+                            panic!("kept bytes do not decode ({e}); input {m:02x?}")
+                        });
+                    }
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(
+            kept > 1000 && refused > 1000,
+            "kept {kept}, refused {refused}"
+        );
     }
 
     #[test]
