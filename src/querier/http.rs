@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use prost::Message;
 
-use super::{tempo_v1_json, tempo_v2_json, Querier, QueryError};
+use super::{partial_message, tempo_v1_json, tempo_v2_json, Querier, QueryError};
 use crate::model::{TenantError, TenantId, TraceId, TENANT_HEADER};
 
 pub fn router(querier: Arc<Querier>) -> Router {
@@ -64,44 +64,59 @@ async fn trace(q: Arc<Querier>, id: String, headers: HeaderMap, version: Version
         Err(e @ TenantError::Missing) => return text(StatusCode::UNAUTHORIZED, e.to_string()),
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let data = match q.find_trace(&tenant, id).await {
-        Ok(Some(data)) => data,
+    let trace = match q.find_trace(&tenant, id).await {
+        Ok(Some(trace)) => trace,
         Ok(None) => return text(StatusCode::NOT_FOUND, "trace not found"),
         Err(e @ (QueryError::QuorumFailed { .. } | QueryError::NotEnoughIngesters { .. })) => {
             return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
     };
-    if wants_protobuf(&headers) {
+    let partial = partial_message(&trace);
+    let mut response = if wants_protobuf(&headers) {
         // Tempo's `Trace` is `repeated ResourceSpans batches = 1`: the same bytes as
-        // `TracesData`. v2 wraps it in `TraceByIDResponse { Trace trace = 1; }`.
-        let trace = data.encode_to_vec();
+        // `TracesData`. v2 wraps it in `TraceByIDResponse { Trace trace = 1; ...;
+        // PartialStatus status = 3; string message = 4; }` (PARTIAL = 1).
+        let encoded = trace.data.encode_to_vec();
         let body = match version {
-            Version::V1 => trace,
+            Version::V1 => encoded,
             Version::V2 => {
-                let mut out = Vec::with_capacity(trace.len() + 8);
-                prost::encoding::bytes::encode(1, &trace, &mut out);
+                let mut out = Vec::with_capacity(encoded.len() + 8);
+                prost::encoding::bytes::encode(1, &encoded, &mut out);
+                if let Some(message) = &partial {
+                    prost::encoding::int32::encode(3, &1, &mut out);
+                    prost::encoding::string::encode(4, message, &mut out);
+                }
                 out
             }
         };
-        return (
+        (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/protobuf"),
             )],
             body,
         )
-            .into_response();
-    }
-    let json = match version {
-        Version::V1 => tempo_v1_json(&data),
-        Version::V2 => tempo_v2_json(&data),
+            .into_response()
+    } else {
+        let json = match version {
+            Version::V1 => tempo_v1_json(&trace.data),
+            Version::V2 => tempo_v2_json(&trace),
+        };
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json.to_string(),
+        )
+            .into_response()
     };
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        json.to_string(),
-    )
-        .into_response()
+    // v1 has no field for it: every version says so in a header.
+    if let Some(value) = partial.and_then(|m| HeaderValue::from_str(&m).ok()) {
+        response.headers_mut().insert(PARTIAL_HEADER, value);
+    }
+    response
 }
+
+/// Set when some stored records of the trace could not be decoded and were skipped.
+pub const PARTIAL_HEADER: &str = "x-ringtail-partial";

@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
-use opentelemetry_proto::tonic::trace::v1::TracesData;
 use thiserror::Error;
 
-pub use merge::{merge_answers, span_count, tempo_v1_json, tempo_v2_json};
+pub use merge::{
+    merge_answers, partial_message, span_count, tempo_v1_json, tempo_v2_json, MergedTrace,
+};
 
 use crate::membership::Membership;
 use crate::model::{TenantId, TraceId};
@@ -187,7 +188,7 @@ impl Querier {
         &self,
         tenant: &TenantId,
         id: TraceId,
-    ) -> Result<Option<TracesData>, QueryError> {
+    ) -> Result<Option<MergedTrace>, QueryError> {
         let started = Instant::now();
         let (from_ingesters, from_blocks) = tokio::join!(
             self.find_in_ingesters(tenant, id),
