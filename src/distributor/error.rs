@@ -28,6 +28,10 @@ pub enum PushError {
         "request of {size} bytes exceeds the limit of {limit} bytes (max_recv_msg_size_bytes)"
     )]
     TooLarge { size: usize, limit: usize },
+    #[error("request body exceeds the limit of {limit} bytes (max_recv_msg_size_bytes)")]
+    BodyTooLarge { limit: usize },
+    #[error("request body could not be read: {0}")]
+    UnreadableBody(String),
     #[error("no valid spans in the request: {message}")]
     NoValidSpans { rejected: u64, message: String },
     #[error(
@@ -66,8 +70,9 @@ impl PushError {
             | PushError::MalformedGzip(_)
             | PushError::UnsupportedMediaType(_)
             | PushError::UnsupportedEncoding(_)
+            | PushError::UnreadableBody(_)
             | PushError::NoValidSpans { .. } => Code::InvalidArgument,
-            PushError::TooLarge { .. } => Code::ResourceExhausted,
+            PushError::TooLarge { .. } | PushError::BodyTooLarge { .. } => Code::ResourceExhausted,
             PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. } => {
                 Code::Unavailable
             }
@@ -77,7 +82,9 @@ impl PushError {
     pub fn http_status(&self) -> StatusCode {
         match self {
             PushError::Tenant(TenantError::Missing) => StatusCode::UNAUTHORIZED,
-            PushError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            PushError::TooLarge { .. } | PushError::BodyTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             PushError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -90,11 +97,12 @@ impl PushError {
     pub fn reason(&self) -> &'static str {
         match self {
             PushError::Tenant(_) => "tenant",
-            PushError::Malformed(_) | PushError::MalformedJson(_) | PushError::MalformedGzip(_) => {
-                "malformed"
-            }
+            PushError::Malformed(_)
+            | PushError::MalformedJson(_)
+            | PushError::MalformedGzip(_)
+            | PushError::UnreadableBody(_) => "malformed",
             PushError::UnsupportedMediaType(_) | PushError::UnsupportedEncoding(_) => "media_type",
-            PushError::TooLarge { .. } => "too_large",
+            PushError::TooLarge { .. } | PushError::BodyTooLarge { .. } => "too_large",
             PushError::NoValidSpans { .. } => "no_valid_spans",
             PushError::NotEnoughIngesters { .. } => "not_enough_ingesters",
             PushError::QuorumFailed { .. } => "quorum_failed",

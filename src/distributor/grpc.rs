@@ -27,6 +27,24 @@ pub fn server(distributor: Arc<Distributor>) -> TraceServiceServer<OtlpGrpc> {
         .max_decoding_message_size(limit)
 }
 
+/// tonic refuses a message above its decoding limit before the handler runs, with
+/// OUT_OF_RANGE, which OTLP exporters retry forever. Such a request can never succeed:
+/// answer RESOURCE_EXHAUSTED without RetryInfo (not retryable), as our own limit does.
+/// tonic puts the status of a refused request in the response headers (trailers-only).
+pub fn refuse_oversized_for_good<B>(mut response: http::Response<B>) -> http::Response<B> {
+    const OUT_OF_RANGE: &str = "11";
+    if response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v == OUT_OF_RANGE)
+    {
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
 pub(crate) fn tenant_from_metadata(
     meta: &MetadataMap,
     multitenancy: bool,

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -60,8 +61,10 @@ fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, P
     match encoding.as_str() {
         "" | "identity" => Ok(body),
         "gzip" => {
+            // A gzip body may hold several members (RFC 1952 §2.2): all of them are the
+            // body. Bytes after the last member that are not a member are an error.
             let mut out = Vec::with_capacity(body.len() * 4);
-            flate2::read::GzDecoder::new(&body[..])
+            flate2::read::MultiGzDecoder::new(&body[..])
                 .take(limit as u64 + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| PushError::MalformedGzip(e.to_string()))?;
@@ -85,8 +88,25 @@ fn tenant_of(headers: &HeaderMap, multitenancy: bool) -> Result<TenantId, Tenant
     }
 }
 
-async fn export(State(d): State<Arc<Distributor>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn export(
+    State(d): State<Arc<Distributor>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let format = format_of(&headers).unwrap_or(Format::Protobuf);
+    // A body over the limit (or one that fails to arrive) is answered like every other
+    // error: a google.rpc.Status in the request's format, not axum's plain text.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let limit = d.settings().max_recv_msg_size;
+            return error_response(format, &PushError::BodyTooLarge { limit });
+        }
+        Err(rejection) => {
+            let e = PushError::UnreadableBody(rejection.body_text());
+            return error_response(format, &e);
+        }
+    };
     match handle(&d, &headers, body).await {
         Ok(resp) => encode(format, StatusCode::OK, &resp),
         Err(e) => error_response(format, &e),
@@ -162,4 +182,37 @@ fn error_response(format: Format, e: &PushError) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(data).expect("gzip");
+        gz.finish().expect("gzip")
+    }
+
+    fn gzip_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h
+    }
+
+    #[test]
+    fn every_member_of_a_multi_member_gzip_body_is_read() {
+        let body = [gzip(b"first "), gzip(b"second")].concat();
+        let out = decompress(&gzip_headers(), body.into(), 1 << 20).expect("valid");
+        assert_eq!(&out[..], b"first second");
+    }
+
+    #[test]
+    fn garbage_after_a_gzip_member_is_refused() {
+        let body = [gzip(b"data"), b"trailing garbage".to_vec()].concat();
+        let err = decompress(&gzip_headers(), body.into(), 1 << 20).expect_err("garbage");
+        assert!(matches!(err, PushError::MalformedGzip(_)), "{err}");
+        assert_eq!(err.http_status(), StatusCode::BAD_REQUEST);
+    }
 }
