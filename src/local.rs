@@ -50,7 +50,9 @@ pub async fn start(
         ..Default::default()
     }
     .validate()?;
-    let mut nodes = vec![node::start(front, shutdown.clone()).await?];
+    // Each node gets a token of its own, a child of the cluster's: Ctrl-C stops every node,
+    // `POST /shutdown` on one node stops that node only.
+    let mut nodes = vec![node::start(front, shutdown.child_token()).await?];
     for i in 1..=args.ingesters {
         let name = format!("ingester-{i}");
         let config = RawConfig {
@@ -65,7 +67,7 @@ pub async fn start(
             ..Default::default()
         }
         .validate()?;
-        let n = node::start(config, shutdown.clone())
+        let n = node::start(config, shutdown.child_token())
             .await
             .map_err(|e: NodeError| format!("{name}: {e}"))?;
         nodes.push(n);

@@ -133,8 +133,17 @@ async fn run_local(args: local::LocalArgs) -> ExitCode {
         }
     };
     println!("{}", local::banner(&args));
-    shutdown_signal(shutdown).await;
-    futures::future::join_all(nodes.into_iter().map(|n| n.wait())).await;
+    // Every node waits for its own token: `POST /shutdown` on one node drains and stops
+    // that node while the others go on; Ctrl-C (the parent token) stops them all.
+    let mut waits = futures::future::join_all(nodes.into_iter().map(|n| tokio::spawn(n.wait())));
+    tokio::select! {
+        _ = shutdown_signal(shutdown) => {}
+        _ = &mut waits => {
+            println!("Ringtail local cluster stopped.");
+            return ExitCode::SUCCESS;
+        }
+    }
+    waits.await;
     println!("Ringtail local cluster stopped.");
     ExitCode::SUCCESS
 }

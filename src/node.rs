@@ -223,12 +223,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         expects_ingester: is_ingester,
         metrics: crate::telemetry::prometheus(),
         store: store.clone(),
-        admin_token: config.admin_token.clone(),
+        auth: admin::auth::AdminAuth::from_config(config.admin_token.as_deref()),
         shutdown: shutdown.clone(),
     }));
     {
         let stop = stop_all.clone();
         tasks.spawn(async move {
+            let http = http.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(http_listener, http)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
@@ -316,6 +317,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 let incoming =
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 if let Err(e) = grpc_server()
+                    .layer(tower::util::MapResponseLayer::new(
+                        distributor::grpc::refuse_oversized_for_good::<tonic::body::Body>,
+                    ))
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await

@@ -81,7 +81,17 @@ pub(crate) async fn shutdown(
         Ok(target) => target,
         Err(code) => return code,
     };
-    match client.post(&url).send().await {
+    // The admin token from the same config, flags or environment the node reads
+    // (`RINGTAIL_ADMIN_TOKEN`, which the chart sets from its Secret).
+    let token = RawConfig::load(config, flags)
+        .ok()
+        .and_then(|raw| raw.admin_token)
+        .filter(|t| !t.trim().is_empty());
+    let mut request = client.post(&url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token.trim());
+    }
+    match request.send().await {
         Ok(resp) if resp.status().is_success() => println!("{url}: {}", resp.status()),
         Ok(resp) => {
             println!("{url}: {}", resp.status());

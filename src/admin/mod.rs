@@ -1,19 +1,24 @@
 //! Admin API served by every process: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`,
-//! `/api/echo`.
+//! `/api/echo`, and the state-changing calls that [`auth`] guards.
+
+pub mod auth;
+mod ring_page;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::ingester::Ingester;
-use crate::membership::{AbsentIngester, Liveness, Membership, NodeIdentity, NodeState, Roles};
+use crate::membership::{AbsentIngester, Membership, NodeIdentity, NodeState, Roles};
 use crate::model::TenantId;
 use crate::storage::BlockStore;
 
@@ -26,8 +31,8 @@ pub struct AdminState {
     pub expects_ingester: bool,
     pub metrics: PrometheusHandle,
     pub store: BlockStore,
-    /// Bearer token of the admin API; `None` disables it.
-    pub admin_token: Option<String>,
+    /// Who may call the state-changing endpoints.
+    pub auth: auth::AdminAuth,
     /// Cancelling it starts the node's shutdown sequence (`POST /shutdown`).
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -99,7 +104,12 @@ async fn forget(
     State(s): State<AdminState>,
     Path(name): Path<String>,
     Query(params): Query<ForgetParams>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Response {
+    if let Err(denied) = s.auth.check(peer.ip(), &headers) {
+        return refused(&denied);
+    }
     let here = s.membership.forget(&name).await;
     if params.scope.as_deref() == Some("local") {
         return if here {
@@ -123,8 +133,13 @@ async fn forget(
         .collect();
     let client = peer_client();
     let path = format!("ring/forget/{name}?scope=local");
+    let credentials = s.auth.header_value();
     let answers = futures::future::join_all(peers.iter().map(|addr| {
-        let request = client.post(format!("http://{addr}/{path}")).send();
+        let mut request = client.post(format!("http://{addr}/{path}"));
+        if let Some(value) = &credentials {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let request = request.send();
         async move { matches!(request.await, Ok(r) if r.status() == StatusCode::OK) }
     }))
     .await;
@@ -229,7 +244,14 @@ fn absent_from_ring(ring: &serde_json::Value) -> Vec<AbsentIngester> {
 
 /// `POST /shutdown`: starts the same shutdown sequence as SIGTERM (node.rs documents the
 /// steps) and answers at once; the process exits 0 when the sequence is done.
-async fn shutdown(State(s): State<AdminState>) -> Response {
+async fn shutdown(
+    State(s): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = s.auth.check(peer.ip(), &headers) {
+        return refused(&denied);
+    }
     s.shutdown.cancel();
     (
         StatusCode::ACCEPTED,
@@ -241,7 +263,14 @@ async fn shutdown(State(s): State<AdminState>) -> Response {
 /// `POST /flush`: cut every trace and head block now and flush every pending block.
 /// Answers once the round is done, with what it did (`blocks_pending` > 0 means some
 /// uploads failed and are being retried).
-async fn flush(State(s): State<AdminState>) -> Response {
+async fn flush(
+    State(s): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = s.auth.check(peer.ip(), &headers) {
+        return refused(&denied);
+    }
     let Some(ingester) = s.ingester.get() else {
         let reason = if s.expects_ingester {
             "the ingester is still replaying its WAL"
@@ -267,25 +296,19 @@ async fn flush(State(s): State<AdminState>) -> Response {
 async fn delete_tenant(
     State(s): State<AdminState>,
     Path(tenant): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(token) = &s.admin_token else {
+    // Deleting data is off unless a token is configured, even from loopback.
+    if matches!(s.auth, auth::AdminAuth::LoopbackOnly) {
         return (
             StatusCode::FORBIDDEN,
-            "the admin API is disabled: set admin_token\n",
+            "tenant deletion is disabled: set admin_token\n",
         )
             .into_response();
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if presented != Some(token.as_str()) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "admin token required (Authorization: Bearer ...)\n",
-        )
-            .into_response();
+    }
+    if let Err(denied) = s.auth.check(peer.ip(), &headers) {
+        return refused(&denied);
     }
     let tenant = match TenantId::parse(&tenant) {
         Ok(t) => t,
@@ -302,6 +325,11 @@ async fn delete_tenant(
         )
             .into_response(),
     }
+}
+
+fn refused(denied: &auth::Denied) -> Response {
+    metrics::counter!("ringtail_admin_refused_total").increment(1);
+    (denied.status(), format!("{denied}\n")).into_response()
 }
 
 async fn buildinfo() -> Response {
@@ -371,61 +399,5 @@ async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         }))
         .into_response();
     }
-    let rows: String = view
-        .members
-        .iter()
-        .map(|m| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td><form method=post action=\"/ring/forget/{}\"><button>forget</button></form></td></tr>",
-                html_escape(&m.identity.name),
-                m.identity.roles.names().join(", "),
-                m.identity.state.as_str(),
-                if m.liveness == Liveness::Suspect { "SUSPECT" } else { "ALIVE" },
-                m.identity.gossip,
-                if m.identity.is_ingester() {
-                    m.identity.grpc.to_string()
-                } else {
-                    "-".to_owned()
-                },
-                unix_secs(m.changed_at),
-                html_escape(&m.identity.name),
-            )
-        })
-        .collect();
-    let absent_rows: String = view
-        .absent
-        .iter()
-        .map(|a| {
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td><form method=post action=\"/ring/forget/{}\"><button>forget</button></form></td></tr>",
-                html_escape(&a.identity.name),
-                a.identity.state.as_str(),
-                a.identity.gossip,
-                unix_secs(a.since),
-                html_escape(&a.identity.name),
-            )
-        })
-        .collect();
-    Html(format!(
-        "<!doctype html><html><head><title>Ringtail ring</title></head><body>\
-         <h1>Ringtail ring</h1><p>Seen from {}. {} members, {} ingesters in the write ring.</p>\
-         <table border=1 cellpadding=4><tr><th>name</th><th>roles</th><th>state</th><th>liveness</th>\
-         <th>gossip</th><th>grpc</th><th>last change (unix s)</th><th></th></tr>{rows}</table>\
-         <h2>Absent ingesters</h2><p>Down without announcing a departure (crashed, cut off). Out of every ring, \
-         but counted towards the replication factor until they return; forget one that will not.</p>\
-         <table border=1 cellpadding=4><tr><th>name</th><th>last state</th><th>gossip</th><th>down since (unix s)</th>\
-         <th></th></tr>{absent_rows}</table></body></html>",
-        html_escape(&me.name),
-        view.members.len(),
-        view.writers.len(),
-    ))
-    .into_response()
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    axum::response::Html(ring_page::render(&me, &view).into_string()).into_response()
 }

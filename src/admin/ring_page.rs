@@ -1,0 +1,88 @@
+//! The `/ring` page, rendered with an auto-escaping template (maud): every value a member
+//! gossips (its name above all) is escaped wherever it lands, text or attribute.
+//!
+//! The forget buttons call `POST /ring/forget/{name}` with `fetch`, sending the admin
+//! token typed into the page (kept in the tab's session storage) as a bearer token.
+
+use maud::{html, Markup, DOCTYPE};
+
+use super::unix_secs;
+use crate::membership::{ClusterView, Liveness, NodeIdentity};
+
+const SCRIPT: &str = r#"
+const tokenInput = document.getElementById("admin-token");
+tokenInput.value = sessionStorage.getItem("ringtail-admin-token") || "";
+tokenInput.addEventListener("change", () => sessionStorage.setItem("ringtail-admin-token", tokenInput.value));
+for (const button of document.querySelectorAll("button[data-forget]")) {
+  button.addEventListener("click", async () => {
+    const headers = tokenInput.value ? { "Authorization": "Bearer " + tokenInput.value } : {};
+    const resp = await fetch("/ring/forget/" + encodeURIComponent(button.dataset.forget), { method: "POST", headers });
+    alert(resp.status + ": " + await resp.text());
+    location.reload();
+  });
+}
+"#;
+
+fn forget_button(name: &str) -> Markup {
+    html! { button type="button" data-forget=(name) { "forget" } }
+}
+
+pub(super) fn render(me: &NodeIdentity, view: &ClusterView) -> Markup {
+    html! {
+        (DOCTYPE)
+        html {
+            head { title { "Ringtail ring" } }
+            body {
+                h1 { "Ringtail ring" }
+                p {
+                    "Seen from " (me.name) ". " (view.members.len()) " members, "
+                    (view.writers.len()) " ingesters in the write ring."
+                }
+                p {
+                    label { "Admin token (for forget): " input #admin-token type="password" autocomplete="off"; }
+                }
+                table border="1" cellpadding="4" {
+                    tr {
+                        th { "name" } th { "roles" } th { "state" } th { "liveness" }
+                        th { "gossip" } th { "grpc" } th { "last change (unix s)" } th {}
+                    }
+                    @for m in &view.members {
+                        tr {
+                            td { (m.identity.name) }
+                            td { (m.identity.roles.names().join(", ")) }
+                            td { (m.identity.state.as_str()) }
+                            td { (if m.liveness == Liveness::Suspect { "SUSPECT" } else { "ALIVE" }) }
+                            td { (m.identity.gossip) }
+                            td {
+                                @if m.identity.is_ingester() { (m.identity.grpc) } @else { "-" }
+                            }
+                            td { (unix_secs(m.changed_at)) }
+                            td { (forget_button(&m.identity.name)) }
+                        }
+                    }
+                }
+                h2 { "Absent ingesters" }
+                p {
+                    "Down without announcing a departure (crashed, cut off). Out of every ring, \
+                     but counted towards the replication factor until they return; forget one \
+                     that will not."
+                }
+                table border="1" cellpadding="4" {
+                    tr {
+                        th { "name" } th { "last state" } th { "gossip" } th { "down since (unix s)" } th {}
+                    }
+                    @for a in &view.absent {
+                        tr {
+                            td { (a.identity.name) }
+                            td { (a.identity.state.as_str()) }
+                            td { (a.identity.gossip) }
+                            td { (unix_secs(a.since)) }
+                            td { (forget_button(&a.identity.name)) }
+                        }
+                    }
+                }
+                script { (maud::PreEscaped(SCRIPT)) }
+            }
+        }
+    }
+}
