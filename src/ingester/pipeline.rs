@@ -37,7 +37,7 @@ use super::live::{LiveTrace, LiveTraces};
 use super::wal::Wal;
 use crate::model::{TenantId, TraceId};
 use crate::storage::block::{self, BlockInfo, BlockMeta, BlockTrace, EncodedBlock};
-use crate::storage::{BlockStore, StoreError, DATA, FILTER, INDEX, META};
+use crate::storage::{tenant_segment, BlockStore, StoreError, DATA, FILTER, INDEX, META};
 
 /// Marker file written next to a local block once the object store holds it.
 const FLUSHED_MARKER: &str = "flushed";
@@ -434,7 +434,10 @@ impl Pipeline {
             end_unix_nano: head.end,
             created_unix_secs: now_unix().as_secs(),
         };
-        let dir = self.local_dir.join(tenant.as_str()).join(&block_id);
+        let dir = self
+            .local_dir
+            .join(tenant_segment(tenant.as_str()))
+            .join(&block_id);
         // Completions that fall behind run at normal priority, so memory stays bounded.
         let behind = self.sealed.lock().map(|s| s.len() > 1).unwrap_or(true);
         let written = off_the_push_path(!behind, move || -> Result<EncodedBlock, PipelineError> {
@@ -505,7 +508,7 @@ impl Pipeline {
                 Ok(bytes) => {
                     let marker = self
                         .local_dir
-                        .join(&tenant)
+                        .join(tenant_segment(&tenant))
                         .join(&block_id)
                         .join(FLUSHED_MARKER);
                     if let Err(e) = std::fs::write(&marker, b"") {
@@ -559,7 +562,7 @@ impl Pipeline {
             })
             .unwrap_or_default();
         for key in expired {
-            let dir = self.local_dir.join(&key.0).join(&key.1);
+            let dir = self.local_dir.join(tenant_segment(&key.0)).join(&key.1);
             if let Ok(mut blocks) = self.blocks.lock() {
                 blocks.remove(&key);
             }

@@ -47,6 +47,23 @@ impl StoreError {
     }
 }
 
+/// A tenant's folder name, in object keys and in local block folders alike: the object
+/// store's encoding of a path segment (`*` → `%2A`). Every path that holds a tenant is
+/// built from this, so files written by hand and objects written through the store
+/// agree.
+pub fn tenant_segment(tenant: &str) -> String {
+    object_store::path::PathPart::from(tenant)
+        .as_ref()
+        .to_owned()
+}
+
+/// The tenant a folder name stands for (the inverse of [`tenant_segment`]).
+fn tenant_from_segment(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 fn object(tenant: &str, block_id: &str, name: &str) -> Path {
     Path::from_iter([tenant, block_id, name])
 }
@@ -183,7 +200,7 @@ impl BlockStore {
         Ok(listing
             .common_prefixes
             .iter()
-            .filter_map(|p| p.filename().map(str::to_owned))
+            .filter_map(|p| p.filename().map(tenant_from_segment))
             .collect())
     }
 
