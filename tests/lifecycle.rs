@@ -252,7 +252,8 @@ async fn a_crashed_ingester_counts_towards_the_replication_factor_until_forgotte
 
     let html = common::get_text(format!("{}/ring", cluster.front.http())).await;
     assert!(
-        html.contains("/ring/forget/ingester-1") && html.contains("/ring/forget/ingester-2"),
+        html.contains(r#"data-forget="ingester-1""#)
+            && html.contains(r#"data-forget="ingester-2""#),
         "the ring page offers the action for members and absent ingesters"
     );
     let http = reqwest::Client::new();
