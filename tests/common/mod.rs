@@ -402,13 +402,17 @@ pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
         .expect("text")
 }
 
-/// `POST /flush` on a node; returns the JSON stats.
+/// `POST /flush` on a node (with its `--admin-token`, if it has one); returns the JSON stats.
 pub async fn flush(node: &Node) -> serde_json::Value {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/flush", node.http()))
-        .send()
-        .await
-        .expect("flush");
+    let mut request = reqwest::Client::new().post(format!("{}/flush", node.http()));
+    if let Some(token) = node
+        .args
+        .iter()
+        .find_map(|a| a.strip_prefix("--admin-token="))
+    {
+        request = request.bearer_auth(token);
+    }
+    let resp = request.send().await.expect("flush");
     assert!(
         resp.status().is_success(),
         "flush on {}: {}",
