@@ -48,10 +48,11 @@ pub(crate) async fn healthcheck(
     config: Option<&Path>,
     flags: &RawConfig,
 ) -> ExitCode {
-    let (url, client) = match target(args.url, config, flags, "/ready", args.timeout_ms) {
-        Ok(target) => target,
-        Err(code) => return code,
-    };
+    let Target { url, client, .. } =
+        match target(args.url, config, flags, "/ready", args.timeout_ms) {
+            Ok(target) => target,
+            Err(code) => return code,
+        };
     match client.get(&url).send().await {
         Ok(resp) if resp.status() == reqwest::StatusCode::OK => {
             println!("{url}: {}", resp.status());
@@ -77,19 +78,17 @@ pub(crate) async fn shutdown(
     config: Option<&Path>,
     flags: &RawConfig,
 ) -> ExitCode {
-    let (url, client) = match target(args.url, config, flags, "/shutdown", args.timeout_ms) {
+    let Target {
+        url,
+        client,
+        admin_token,
+    } = match target(args.url, config, flags, "/shutdown", args.timeout_ms) {
         Ok(target) => target,
         Err(code) => return code,
     };
-    // The admin token from the same config, flags or environment the node reads
-    // (`RINGTAIL_ADMIN_TOKEN`, which the chart sets from its Secret).
-    let token = RawConfig::load(config, flags)
-        .ok()
-        .and_then(|raw| raw.admin_token)
-        .filter(|t| !t.trim().is_empty());
     let mut request = client.post(&url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token.trim());
+    if let Some(token) = admin_token {
+        request = request.bearer_auth(token);
     }
     match request.send().await {
         Ok(resp) if resp.status().is_success() => println!("{url}: {}", resp.status()),
@@ -119,20 +118,46 @@ pub(crate) async fn shutdown(
     ExitCode::FAILURE
 }
 
-/// The URL to call (`--url`, else the local node's admin API at `path`) and a client.
+/// Where to send a probe and with what.
+struct Target {
+    url: String,
+    client: reqwest::Client,
+    /// From the same config, flags or environment the node reads (`RINGTAIL_ADMIN_TOKEN`,
+    /// which the chart sets from its Secret).
+    admin_token: Option<String>,
+}
+
+/// The URL to call (`--url`, else the local node's admin API at `path`), a client and
+/// the admin token. The config is read once; with `--url` a config that does not load
+/// is no error (the URL is all the probe needs).
 fn target(
     url: Option<String>,
     config: Option<&Path>,
     flags: &RawConfig,
     path: &str,
     timeout_ms: u64,
-) -> Result<(String, reqwest::Client), ExitCode> {
-    let url = match url {
-        Some(url) => url,
-        None => local_admin_url(config, flags, path)?,
+) -> Result<Target, ExitCode> {
+    let loaded = RawConfig::load(config, flags);
+    let (url, raw) = match url {
+        Some(url) => (url, loaded.ok()),
+        None => {
+            let raw = loaded.map_err(|e| {
+                eprintln!("ringtail: {e}");
+                ExitCode::from(2)
+            })?;
+            (local_admin_url(&raw, path), Some(raw))
+        }
     };
+    let admin_token = raw
+        .and_then(|raw| raw.admin_token)
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
     let client = client(timeout_ms).ok_or(ExitCode::FAILURE)?;
-    Ok((url, client))
+    Ok(Target {
+        url,
+        client,
+        admin_token,
+    })
 }
 
 fn client(timeout_ms: u64) -> Option<reqwest::Client> {
@@ -165,15 +190,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `http://<ip>:<port><path>` of the node's admin API, from its `http_listen`.
-fn local_admin_url(
-    config: Option<&Path>,
-    flags: &RawConfig,
-    path: &str,
-) -> Result<String, ExitCode> {
-    let raw = RawConfig::load(config, flags).map_err(|e| {
-        eprintln!("ringtail: {e}");
-        ExitCode::from(2)
-    })?;
+fn local_admin_url(raw: &RawConfig, path: &str) -> String {
     let listen = raw
         .http_listen
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 3200)));
@@ -181,10 +198,7 @@ fn local_admin_url(
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
-    Ok(format!(
-        "http://{}{path}",
-        SocketAddr::new(ip, listen.port())
-    ))
+    format!("http://{}{path}", SocketAddr::new(ip, listen.port()))
 }
 
 #[cfg(test)]
@@ -201,16 +215,16 @@ mod tests {
     #[test]
     fn the_default_url_is_the_http_listen_port_on_loopback_or_its_specific_ip() {
         assert_eq!(
-            local_admin_url(None, &flags(None), "/ready").ok(),
-            Some("http://127.0.0.1:3200/ready".to_owned())
+            local_admin_url(&flags(None), "/ready"),
+            "http://127.0.0.1:3200/ready"
         );
         assert_eq!(
-            local_admin_url(None, &flags(Some("0.0.0.0:8080")), "/shutdown").ok(),
-            Some("http://127.0.0.1:8080/shutdown".to_owned())
+            local_admin_url(&flags(Some("0.0.0.0:8080")), "/shutdown"),
+            "http://127.0.0.1:8080/shutdown"
         );
         assert_eq!(
-            local_admin_url(None, &flags(Some("10.1.2.3:3201")), "/ready").ok(),
-            Some("http://10.1.2.3:3201/ready".to_owned())
+            local_admin_url(&flags(Some("10.1.2.3:3201")), "/ready"),
+            "http://10.1.2.3:3201/ready"
         );
     }
 

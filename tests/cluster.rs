@@ -369,13 +369,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing_already_accepted() {
     );
 
     // gRPC: oversized → RESOURCE_EXHAUSTED; garbage → INVALID_ARGUMENT.
-    let channel = tonic::transport::Endpoint::from_shared(cluster.front.otlp_grpc())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client =
-        ringtail::rpc::otlp_service::trace_service_client::TraceServiceClient::new(channel);
+    let mut client = common::otlp_grpc_client(&cluster.front).await;
     let big = client
         .export(ringtail::rpc::codec::RawBytes(vec![0x0a; 100_000].into()))
         .await

@@ -242,14 +242,7 @@ async fn oversized_requests_are_refused_for_good_with_a_status_in_the_requests_f
 
     // gRPC, above tonic's own limit (4 × ours): RESOURCE_EXHAUSTED, not OUT_OF_RANGE
     // (which exporters retry forever).
-    let channel = tonic::transport::Endpoint::from_shared(cluster.front.otlp_grpc())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client =
-        ringtail::rpc::otlp_service::trace_service_client::TraceServiceClient::new(channel)
-            .max_encoding_message_size(usize::MAX);
+    let mut client = common::otlp_grpc_client(&cluster.front).await;
     for size in [100_000, 1_000_000] {
         let err = client
             .export(ringtail::rpc::codec::RawBytes(vec![0x0a; size].into()))
@@ -296,6 +289,20 @@ async fn post_admin(url: String, authorization: Option<&str>) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
 
+/// `DELETE /api/admin/tenants/single-tenant` on the front, without credentials.
+async fn delete_tenant(cluster: &Cluster) -> u16 {
+    reqwest::Client::new()
+        .delete(format!(
+            "{}/api/admin/tenants/single-tenant",
+            cluster.front.http()
+        ))
+        .send()
+        .await
+        .expect("delete")
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_calls_need_the_admin_token_when_one_is_set() {
     let mut cluster = Cluster::start(45, 3, &["--admin-token=s3cret-token"]).await;
@@ -317,15 +324,7 @@ async fn admin_calls_need_the_admin_token_when_one_is_set() {
     )
     .await;
     assert_eq!(status, 405, "DELETE only: {body}");
-    let r = reqwest::Client::new()
-        .delete(format!(
-            "{}/api/admin/tenants/single-tenant",
-            cluster.front.http()
-        ))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status(), 401);
+    assert_eq!(delete_tenant(&cluster).await, 401);
     // Nothing was stopped or forgotten.
     assert!(cluster.ingesters[0].is_running());
     cluster
@@ -369,15 +368,11 @@ async fn without_a_token_admin_calls_from_a_page_of_another_origin_are_refused()
         .await
         .expect("post");
     assert_eq!(r.status(), 403);
-    let r = reqwest::Client::new()
-        .delete(format!(
-            "{}/api/admin/tenants/single-tenant",
-            cluster.front.http()
-        ))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status(), 403, "tenant deletion is off without a token");
+    assert_eq!(
+        delete_tenant(&cluster).await,
+        403,
+        "tenant deletion is off without a token"
+    );
     // From loopback, without an Origin (curl, `ringtail shutdown`): accepted.
     let (status, _) = post_admin(format!("{}/flush", cluster.ingesters[0].http()), None).await;
     assert_eq!(status, 200);

@@ -51,17 +51,39 @@ impl AdminState {
 }
 
 pub fn router(state: AdminState) -> Router {
+    // Every state-changing call passes [`auth`] first, in one layer. It wraps the
+    // methods only, so a wrong method is still 405.
+    let guard = || axum::middleware::from_fn_with_state(state.clone(), require_admin);
     Router::new()
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .route("/ring", get(ring))
         .route("/status/buildinfo", get(buildinfo))
         .route("/api/echo", get(|| async { "echo" }))
-        .route("/flush", post(flush))
-        .route("/shutdown", post(shutdown))
-        .route("/ring/forget/{name}", post(forget))
-        .route("/api/admin/tenants/{tenant}", delete(delete_tenant))
+        .route("/flush", post(flush).route_layer(guard()))
+        .route("/shutdown", post(shutdown).route_layer(guard()))
+        .route("/ring/forget/{name}", post(forget).route_layer(guard()))
+        .route(
+            "/api/admin/tenants/{tenant}",
+            delete(delete_tenant).route_layer(guard()),
+        )
         .with_state(state)
+}
+
+/// The guard of the state-changing routes: [`auth::AdminAuth::check`], or the refusal.
+async fn require_admin(
+    State(s): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match s.auth.check(peer.ip(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => {
+            metrics::counter!("ringtail_admin_refused_total").increment(1);
+            (denied.status(), format!("{denied}\n")).into_response()
+        }
+    }
 }
 
 async fn ready(State(s): State<AdminState>) -> Response {
@@ -104,12 +126,7 @@ async fn forget(
     State(s): State<AdminState>,
     Path(name): Path<String>,
     Query(params): Query<ForgetParams>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = s.auth.check(peer.ip(), &headers) {
-        return refused(&denied);
-    }
     let here = s.membership.forget(&name).await;
     if params.scope.as_deref() == Some("local") {
         return if here {
@@ -244,14 +261,7 @@ fn absent_from_ring(ring: &serde_json::Value) -> Vec<AbsentIngester> {
 
 /// `POST /shutdown`: starts the same shutdown sequence as SIGTERM (node.rs documents the
 /// steps) and answers at once; the process exits 0 when the sequence is done.
-async fn shutdown(
-    State(s): State<AdminState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(denied) = s.auth.check(peer.ip(), &headers) {
-        return refused(&denied);
-    }
+async fn shutdown(State(s): State<AdminState>) -> Response {
     s.shutdown.cancel();
     (
         StatusCode::ACCEPTED,
@@ -263,14 +273,7 @@ async fn shutdown(
 /// `POST /flush`: cut every trace and head block now and flush every pending block.
 /// Answers once the round is done, with what it did (`blocks_pending` > 0 means some
 /// uploads failed and are being retried).
-async fn flush(
-    State(s): State<AdminState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(denied) = s.auth.check(peer.ip(), &headers) {
-        return refused(&denied);
-    }
+async fn flush(State(s): State<AdminState>) -> Response {
     let Some(ingester) = s.ingester.get() else {
         let reason = if s.expects_ingester {
             "the ingester is still replaying its WAL"
@@ -293,12 +296,7 @@ async fn flush(
 /// the tenant that the object store lists, whichever node received its data. Traces the
 /// ingesters still hold in memory or WAL are flushed later; delete again after
 /// `max_block_duration` to catch them.
-async fn delete_tenant(
-    State(s): State<AdminState>,
-    Path(tenant): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
+async fn delete_tenant(State(s): State<AdminState>, Path(tenant): Path<String>) -> Response {
     // Deleting data is off unless a token is configured, even from loopback.
     if matches!(s.auth, auth::AdminAuth::LoopbackOnly) {
         return (
@@ -306,9 +304,6 @@ async fn delete_tenant(
             "tenant deletion is disabled: set admin_token\n",
         )
             .into_response();
-    }
-    if let Err(denied) = s.auth.check(peer.ip(), &headers) {
-        return refused(&denied);
     }
     let tenant = match TenantId::parse(&tenant) {
         Ok(t) => t,
@@ -325,11 +320,6 @@ async fn delete_tenant(
         )
             .into_response(),
     }
-}
-
-fn refused(denied: &auth::Denied) -> Response {
-    metrics::counter!("ringtail_admin_refused_total").increment(1);
-    (denied.status(), format!("{denied}\n")).into_response()
 }
 
 async fn buildinfo() -> Response {

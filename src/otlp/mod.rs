@@ -604,6 +604,39 @@ impl Layout<'_> {
     }
 }
 
+/// Hand-made bytes for unit tests: what a careless or hostile client sends.
+#[cfg(test)]
+pub(crate) mod test_bytes {
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+
+    /// A span of trace `[trace; 16]` with valid IDs whose `name` (field 5) is `0x2a 0x02
+    /// 0xff 0xfe`: bytes that are not UTF-8 (the probe).
+    pub(crate) fn span_with_non_utf8_name(trace: u8, span: u8) -> Vec<u8> {
+        let mut bytes = Span {
+            trace_id: vec![trace; 16],
+            span_id: vec![span; 8],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        bytes.extend([0x2a, 0x02, 0xff, 0xfe]);
+        bytes
+    }
+
+    /// A request (equally a `TracesData`) holding the encoded spans in one scope.
+    pub(crate) fn request_of(spans: &[Vec<u8>]) -> Vec<u8> {
+        let mut scope = Vec::new();
+        for s in spans {
+            prost::encoding::bytes::encode(2, s, &mut scope);
+        }
+        let mut resource = Vec::new();
+        prost::encoding::bytes::encode(2, &scope, &mut resource);
+        let mut body = Vec::new();
+        prost::encoding::bytes::encode(1, &resource, &mut body);
+        body
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -779,25 +812,10 @@ mod tests {
         // The probe: a span of trace 1 with valid IDs and `name` as `0x2a 0x02
         // 0xff 0xfe` (not UTF-8), next to a good span of the same trace.
         let good = span(1, 1, "good");
-        let mut bad = Span {
-            trace_id: vec![1; 16],
-            span_id: vec![2; 8],
-            ..Default::default()
-        }
-        .encode_to_vec();
-        bad.extend([0x2a, 0x02, 0xff, 0xfe]);
-        let mut spans = Vec::new();
-        for s in [good.encode_to_vec(), bad] {
-            spans.push(0x12);
-            spans.push(s.len() as u8);
-            spans.extend(s);
-        }
-        let mut scope_spans = vec![0x0a, 0x03, 0x0a, 0x01, b's'];
-        scope_spans.extend(spans);
-        let mut rs = vec![0x12, scope_spans.len() as u8];
-        rs.extend(scope_spans);
-        let mut body = vec![0x0a, rs.len() as u8];
-        body.extend(rs);
+        let body = test_bytes::request_of(&[
+            good.encode_to_vec(),
+            test_bytes::span_with_non_utf8_name(1, 2),
+        ]);
 
         let split = split_by_trace(&body).expect("the framing is fine");
         assert_eq!((split.accepted_spans, split.rejected_spans), (1, 1));

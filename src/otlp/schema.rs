@@ -426,13 +426,7 @@ mod tests {
     fn a_string_field_sent_as_a_varint_is_refused_with_its_name() {
         // The probe of the issue: trace and span IDs valid, `name` (field 5) as `0x2a 0x02
         // 0xff 0xfe`: LEN with bytes that are not UTF-8.
-        let mut bytes = Span {
-            trace_id: vec![1; 16],
-            span_id: vec![2; 8],
-            ..Default::default()
-        }
-        .encode_to_vec();
-        bytes.extend([0x2a, 0x02, 0xff, 0xfe]);
+        let bytes = crate::otlp::test_bytes::span_with_non_utf8_name(1, 2);
         let err = check_span(&bytes).expect_err("not UTF-8");
         assert_eq!((err.message, err.field), ("Span", "name"));
         assert!(Span::decode(&bytes[..]).is_err(), "prost agrees");

@@ -165,19 +165,8 @@ mod tests {
     fn an_undecodable_record_costs_only_itself_and_the_answer_says_partial() {
         // One replica's answer: a good record, a record whose span name is not UTF-8 (as
         // stored before pushes were validated), another good record.
-        let mut bad_span = Span {
-            trace_id: vec![1; 16],
-            span_id: vec![9; 8],
-            ..Default::default()
-        }
-        .encode_to_vec();
-        bad_span.extend([0x2a, 0x02, 0xff, 0xfe]);
-        let mut scope = vec![0x12, bad_span.len() as u8];
-        scope.extend(bad_span);
-        let mut rs = vec![0x12, scope.len() as u8];
-        rs.extend(scope);
-        let mut bad_record = vec![0x0a, rs.len() as u8];
-        bad_record.extend(rs);
+        use crate::otlp::test_bytes;
+        let bad_record = test_bytes::request_of(&[test_bytes::span_with_non_utf8_name(1, 9)]);
         let replica: Vec<u8> = [
             answer(&[(1, 2)]).to_vec(),
             bad_record,

@@ -402,6 +402,21 @@ pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
         .expect("text")
 }
 
+/// An OTLP gRPC client of a node's receiver (no client-side size limit: tests send
+/// oversized requests on purpose).
+pub async fn otlp_grpc_client(
+    node: &Node,
+) -> ringtail::rpc::otlp_service::trace_service_client::TraceServiceClient<tonic::transport::Channel>
+{
+    let channel = tonic::transport::Endpoint::from_shared(node.otlp_grpc())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    ringtail::rpc::otlp_service::trace_service_client::TraceServiceClient::new(channel)
+        .max_encoding_message_size(usize::MAX)
+}
+
 /// `POST /flush` on a node (with its `--admin-token`, if it has one); returns the JSON stats.
 pub async fn flush(node: &Node) -> serde_json::Value {
     let mut request = reqwest::Client::new().post(format!("{}/flush", node.http()));
