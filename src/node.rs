@@ -486,7 +486,12 @@ impl RunningNode {
             tracing::info!(node = %name, "shutdown 4/6: cutting and flushing everything to the object store");
             loop {
                 match tokio::time::timeout_at(deadline, ingester.cut_and_flush(true)).await {
-                    Ok(Ok(stats)) if stats.blocks_pending == 0 => break,
+                    Ok(Ok(stats)) if stats.blocks_pending == 0 => {
+                        if stats.blocks_quarantined > 0 {
+                            tracing::error!(node = %name, quarantined = stats.blocks_quarantined, "leaving quarantined blocks in the local folder (the other replicas' copies are in the store)");
+                        }
+                        break;
+                    }
                     Ok(Ok(stats)) => {
                         tracing::warn!(node = %name, pending = stats.blocks_pending, "blocks still pending; retrying")
                     }

@@ -460,3 +460,84 @@ async fn a_tenant_named_star_flushes_its_blocks_and_blocks_no_other_tenant() {
     assert_eq!(read_as(&cluster, "team-a", traces[0].1).await, 404);
     assert_eq!(read_as(&cluster, "*", traces[1].1).await, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_block_that_never_uploads_is_quarantined_and_holds_up_no_other_block() {
+    let mut cluster = Cluster::start(
+        49,
+        3,
+        &["--multitenancy-enabled=true", "--shutdown-timeout-ms=60000"],
+    )
+    .await;
+    // The store cannot take this tenant's objects: a file stands where its folder goes.
+    let store = cluster.dir.path().join("blocks");
+    std::fs::create_dir_all(&store).expect("store dir");
+    std::fs::write(store.join("poisoned"), b"not a folder").expect("blocker");
+    // The poisoned tenant's block is the older one, so it is first in the flush queue.
+    let traces = [
+        ("poisoned", "2c000000000000000000000000000001"),
+        ("team-b", "2d000000000000000000000000000002"),
+    ];
+    for (tenant, trace) in traces {
+        let body = request_of_encoded_spans(&[span(trace, 1, "op").encode_to_vec()]);
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/traces", cluster.front.otlp_http()))
+            .header("content-type", "application/x-protobuf")
+            .header("x-scope-orgid", tenant)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200, "{tenant}");
+    }
+    for ingester in &cluster.ingesters {
+        let stats = common::flush(ingester).await;
+        assert_eq!(stats["blocks_flushed"], 1, "{}: {stats}", ingester.name);
+        assert_eq!(stats["blocks_pending"], 1, "{}: {stats}", ingester.name);
+    }
+    assert_eq!(
+        common::visible_blocks(&store, "team-b").len(),
+        3,
+        "every replica's block of the other tenant reached the store"
+    );
+    // Rounds go on while the store works; the block that always fails leaves the queue.
+    for ingester in &cluster.ingesters {
+        let mut stats = serde_json::Value::Null;
+        for _ in 0..3 {
+            stats = common::flush(ingester).await;
+        }
+        assert_eq!(stats["blocks_pending"], 0, "{}: {stats}", ingester.name);
+        assert_eq!(stats["blocks_quarantined"], 1, "{}: {stats}", ingester.name);
+        assert_eq!(
+            common::metric(ingester, "ringtail_ingester_blocks_quarantined_total").await,
+            1.0
+        );
+        let folder = cluster
+            .dir
+            .path()
+            .join(&ingester.name)
+            .join("complete")
+            .join("poisoned");
+        let marker = std::fs::read_dir(&folder)
+            .expect("the quarantined block stays on local disk")
+            .flatten()
+            .map(|e| e.path().join("quarantined"))
+            .find(|m| m.exists())
+            .expect("a quarantine marker");
+        let why = std::fs::read_to_string(marker).expect("marker");
+        assert!(!why.is_empty(), "the marker says why");
+    }
+    // Nothing acked is lost: the quarantined blocks still answer reads.
+    assert_eq!(read_as(&cluster, "poisoned", traces[0].1).await, 200);
+    // It stays quarantined across a restart, and a shutdown does not wait for it.
+    cluster.ingesters[0].restart();
+    cluster.wait_ready().await;
+    let stats = common::flush(&cluster.ingesters[0]).await;
+    assert_eq!(stats["blocks_pending"], 0, "{stats}");
+    assert_eq!(stats["blocks_quarantined"], 1, "{stats}");
+    assert_eq!(
+        cluster.ingesters[1].signal_and_wait("TERM", std::time::Duration::from_secs(30)),
+        Some(0),
+        "a graceful shutdown finishes without waiting for the quarantined block"
+    );
+}

@@ -10,6 +10,7 @@
 
 mod live;
 pub mod pipeline;
+mod upload_health;
 pub mod wal;
 
 use std::path::{Path, PathBuf};

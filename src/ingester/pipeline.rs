@@ -14,7 +14,9 @@
 //! 3. **Flush**: complete local blocks are uploaded to the object store (meta last) with
 //!    retries and backoff while the store is down; the WAL and the local copy keep the
 //!    data meanwhile. The block ID is fixed when the block completes (it is the local
-//!    folder's name), so a retried upload, also after a restart, overwrites.
+//!    folder's name), so a retried upload, also after a restart, overwrites. A block
+//!    whose upload keeps failing while the store works is quarantined (see
+//!    `upload_health`): it never holds up the others, and stays here, readable.
 //! 4. A flushed block stays on local disk, and queryable here, for
 //!    `complete_block_timeout`, longer than a querier needs to list it.
 //!
@@ -34,6 +36,7 @@ use bytes::{Bytes, BytesMut};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::live::{LiveTrace, LiveTraces};
+use super::upload_health::{BlockKey, Next, Round, UploadHealth, QUARANTINE_RETRY};
 use super::wal::Wal;
 use crate::model::{TenantId, TraceId};
 use crate::storage::block::{self, BlockInfo, BlockMeta, BlockTrace, EncodedBlock};
@@ -41,6 +44,10 @@ use crate::storage::{tenant_segment, BlockStore, StoreError, DATA, FILTER, INDEX
 
 /// Marker file written next to a local block once the object store holds it.
 const FLUSHED_MARKER: &str = "flushed";
+/// Marker file (holding the last error) of a block whose upload keeps failing while the
+/// store works: it leaves the flush queue and stays here, readable, until an operator
+/// acts or a slow retry succeeds.
+const QUARANTINED_MARKER: &str = "quarantined";
 
 /// When traces and blocks move on (defaults, and per-tenant overrides).
 #[derive(Clone, Debug)]
@@ -98,14 +105,26 @@ struct Head {
 
 struct LocalBlock {
     meta: BlockMeta,
-    flushed_at: Option<Instant>,
+    state: BlockState,
 }
 
-/// The object store's recent failures: after one, no upload is tried before `retry_at`.
-#[derive(Default)]
-struct StoreHealth {
-    failures: u32,
-    retry_at: Option<Instant>,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BlockState {
+    Pending,
+    Flushed(Instant),
+    /// Out of the flush queue; tried again at `retry_at`.
+    Quarantined {
+        retry_at: Instant,
+    },
+}
+
+impl BlockState {
+    fn is_pending(self) -> bool {
+        self == BlockState::Pending
+    }
+    fn is_quarantined(self) -> bool {
+        matches!(self, BlockState::Quarantined { .. })
+    }
 }
 
 /// What one cut or flush round did (for logs, `/flush` and tests).
@@ -116,6 +135,9 @@ pub struct RoundStats {
     pub blocks_flushed: usize,
     pub flush_failures: usize,
     pub blocks_pending: usize,
+    /// Local blocks out of the flush queue because their upload keeps failing while the
+    /// store works (see `QUARANTINED_MARKER`).
+    pub blocks_quarantined: usize,
 }
 
 pub struct Pipeline {
@@ -137,7 +159,7 @@ pub struct Pipeline {
     /// holds up cutting (which keeps memory bounded).
     cut_round: tokio::sync::Mutex<()>,
     flush_round: tokio::sync::Mutex<()>,
-    store_health: Mutex<StoreHealth>,
+    upload_health: Mutex<UploadHealth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,11 +222,6 @@ fn lower_this_threads_priority() {
 #[cfg(not(target_os = "linux"))]
 fn lower_this_threads_priority() {}
 
-/// 0.5 s, 1 s, 2 s, ... up to 10 s between upload attempts while the store fails.
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << failures.min(5))).min(Duration::from_secs(10))
-}
-
 impl Pipeline {
     /// Opens `<data_dir>/complete`: registers complete local blocks (flushed or not) and
     /// removes incomplete ones (no `meta.json`: the WAL still holds their traces).
@@ -231,13 +248,16 @@ impl Pipeline {
                     .and_then(|b| serde_json::from_slice::<BlockMeta>(&b).ok());
                 match meta {
                     Some(meta) => {
-                        let flushed = dir.join(FLUSHED_MARKER).exists().then_some(now);
+                        let state = if dir.join(FLUSHED_MARKER).exists() {
+                            BlockState::Flushed(now)
+                        } else if dir.join(QUARANTINED_MARKER).exists() {
+                            BlockState::Quarantined { retry_at: now }
+                        } else {
+                            BlockState::Pending
+                        };
                         blocks.insert(
                             (meta.tenant.clone(), meta.block_id.clone()),
-                            LocalBlock {
-                                meta,
-                                flushed_at: flushed,
-                            },
+                            LocalBlock { meta, state },
                         );
                     }
                     None => {
@@ -263,7 +283,7 @@ impl Pipeline {
             next_head_seq: AtomicU64::new(now_unix().as_micros() as u64),
             cut_round: tokio::sync::Mutex::new(()),
             flush_round: tokio::sync::Mutex::new(()),
-            store_health: Mutex::default(),
+            upload_health: Mutex::default(),
         })
     }
 
@@ -463,99 +483,199 @@ impl Pipeline {
                 (tenant.to_string(), block_id),
                 LocalBlock {
                     meta: block.meta,
-                    flushed_at: None,
+                    state: BlockState::Pending,
                 },
             );
         }
         Ok(())
     }
 
-    /// Uploads pending local blocks, oldest first, and removes flushed ones older than
-    /// `complete_block_timeout`. The first failed upload ends the round (the store is
-    /// most likely down) and backs off; `force` ignores the backoff.
+    /// Uploads pending local blocks in [`UploadHealth`]'s order (which also decides the
+    /// backoff while the store is down and the quarantine of a block that keeps failing
+    /// while it works), retries quarantined blocks every `QUARANTINE_RETRY`, and removes
+    /// flushed blocks older than `complete_block_timeout`. `force` ignores the backoff.
     pub async fn flush(&self, force: bool) -> RoundStats {
         let _round = self.flush_round.lock().await;
         let mut stats = RoundStats::default();
-        let backing_off = self
-            .store_health
-            .lock()
-            .ok()
-            .and_then(|h| h.retry_at)
-            .is_some_and(|t| Instant::now() < t);
-        let mut due: Vec<(u64, String, String)> = if backing_off && !force {
-            Vec::new()
-        } else {
-            self.blocks
-                .lock()
-                .map(|b| {
-                    b.iter()
-                        .filter(|(_, l)| l.flushed_at.is_none())
-                        .map(|(k, l)| (l.meta.created_unix_secs, k.0.clone(), k.1.clone()))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        due.sort();
-        for (_, tenant, block_id) in due {
-            let started = Instant::now();
-            let result = async {
-                let block = self.local.read_block(&tenant, &block_id).await?;
-                self.remote.upload(&block).await?;
-                Ok::<u64, StoreError>(block.data.len() as u64)
+        let now = Instant::now();
+        let health = |f: &mut dyn FnMut(&mut UploadHealth)| {
+            if let Ok(mut h) = self.upload_health.lock() {
+                f(&mut h)
             }
-            .await;
-            match result {
-                Ok(bytes) => {
-                    let marker = self
-                        .local_dir
-                        .join(tenant_segment(&tenant))
-                        .join(&block_id)
-                        .join(FLUSHED_MARKER);
-                    if let Err(e) = std::fs::write(&marker, b"") {
-                        tracing::warn!(error = %e, "cannot mark a local block flushed; it will be uploaded again after a restart");
-                    }
-                    if let Ok(mut blocks) = self.blocks.lock() {
-                        if let Some(local) = blocks.get_mut(&(tenant.clone(), block_id.clone())) {
-                            local.flushed_at = Some(Instant::now());
-                        }
-                    }
-                    if let Ok(mut h) = self.store_health.lock() {
-                        *h = StoreHealth::default();
-                    }
+        };
+        let mut backing_off = false;
+        health(&mut |h| backing_off = h.backing_off(now));
+        let (mut due, retries) = self.due(now);
+        if backing_off && !force {
+            due.clear();
+        }
+        health(&mut |h| h.order(&mut due));
+        let mut round = Round::default();
+        let mut errors: HashMap<BlockKey, String> = HashMap::new();
+        for (_, key) in due {
+            match self.upload(&key).await {
+                Ok(()) => {
                     stats.blocks_flushed += 1;
-                    metrics::counter!("ringtail_ingester_blocks_flushed_total").increment(1);
-                    metrics::counter!("ringtail_ingester_flushed_bytes_total").increment(bytes);
-                    metrics::histogram!("ringtail_ingester_flush_duration_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    tracing::info!(
-                        tenant,
-                        block_id,
-                        bytes,
-                        "flushed a block to the object store"
-                    );
+                    health(&mut |h| h.succeeded(&mut round, &key));
                 }
                 Err(e) => {
                     stats.flush_failures += 1;
                     metrics::counter!("ringtail_ingester_flush_failures_total").increment(1);
-                    let failures = self.store_health.lock().map(|mut h| {
-                        h.failures += 1;
-                        h.retry_at = Some(Instant::now() + backoff(h.failures));
-                        h.failures
-                    });
-                    tracing::warn!(tenant, block_id, failures = failures.unwrap_or(0), error = %e, "flush failed; the WAL and the local block keep the data; retrying with backoff");
-                    break;
+                    tracing::warn!(tenant = key.0, block_id = key.1, error = %e, "flush failed; the WAL and the local block keep the data; retrying");
+                    errors.insert(key.clone(), e.to_string());
+                    let mut next = Next::TryNext;
+                    health(&mut |h| next = h.failed(&mut round, key.clone()));
+                    if next == Next::EndRound {
+                        break;
+                    }
                 }
             }
         }
-        // Retire flushed blocks once every querier surely lists them.
-        let expired: Vec<(String, String)> = self
+        let reachable = round.needs_probe() && self.remote.tenants().await.is_ok();
+        let mut poisoned = Vec::new();
+        health(&mut |h| {
+            poisoned = h.finish(std::mem::take(&mut round), reachable, Instant::now());
+            if h.store_failures() > 0 {
+                tracing::warn!(
+                    rounds = h.store_failures(),
+                    "the object store looks down; backing off"
+                );
+            }
+        });
+        for key in poisoned {
+            let why = errors.remove(&key).unwrap_or_default();
+            self.quarantine(&key, &why);
+        }
+        for key in retries {
+            match self.upload(&key).await {
+                Ok(()) => {
+                    stats.blocks_flushed += 1;
+                    tracing::info!(
+                        tenant = key.0,
+                        block_id = key.1,
+                        "a quarantined block flushed after all"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = key.0, block_id = key.1, error = %e, "a quarantined block still does not flush");
+                    self.set_state(
+                        &key,
+                        BlockState::Quarantined {
+                            retry_at: Instant::now() + QUARANTINE_RETRY,
+                        },
+                    );
+                }
+            }
+        }
+        self.retire_flushed();
+        stats.blocks_pending = self.count(BlockState::is_pending);
+        stats.blocks_quarantined = self.count(BlockState::is_quarantined);
+        self.update_gauges();
+        stats
+    }
+
+    /// Pending blocks `(created, key)`, and quarantined blocks due for a retry.
+    fn due(&self, now: Instant) -> (Vec<(u64, BlockKey)>, Vec<BlockKey>) {
+        let Ok(blocks) = self.blocks.lock() else {
+            return Default::default();
+        };
+        let mut pending = Vec::new();
+        let mut retries = Vec::new();
+        for (key, local) in blocks.iter() {
+            match local.state {
+                BlockState::Pending => pending.push((local.meta.created_unix_secs, key.clone())),
+                BlockState::Quarantined { retry_at } if retry_at <= now => {
+                    retries.push(key.clone())
+                }
+                _ => {}
+            }
+        }
+        (pending, retries)
+    }
+
+    /// Copies a local block to the object store and marks it flushed.
+    async fn upload(&self, key: &BlockKey) -> Result<(), StoreError> {
+        let (tenant, block_id) = key;
+        let started = Instant::now();
+        let block = match self.local.read_block(tenant, block_id).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(
+                    tenant,
+                    block_id,
+                    "a local block vanished from disk; forgetting it"
+                );
+                if let Ok(mut blocks) = self.blocks.lock() {
+                    blocks.remove(key);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.remote.upload(&block).await?;
+        let bytes = block.data.len() as u64;
+        let dir = self.local_dir.join(tenant_segment(tenant)).join(block_id);
+        if let Err(e) = std::fs::write(dir.join(FLUSHED_MARKER), b"") {
+            tracing::warn!(error = %e, "cannot mark a local block flushed; it will be uploaded again after a restart");
+        }
+        let _ = std::fs::remove_file(dir.join(QUARANTINED_MARKER));
+        self.set_state(key, BlockState::Flushed(Instant::now()));
+        metrics::counter!("ringtail_ingester_blocks_flushed_total").increment(1);
+        metrics::counter!("ringtail_ingester_flushed_bytes_total").increment(bytes);
+        metrics::histogram!("ringtail_ingester_flush_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        tracing::info!(
+            tenant,
+            block_id,
+            bytes,
+            "flushed a block to the object store"
+        );
+        Ok(())
+    }
+
+    /// Takes a block whose upload keeps failing while the store works out of the flush
+    /// queue, for good (a marker file with the error says so across restarts). It stays
+    /// on local disk and readable here; the other replicas' copies reach the store.
+    fn quarantine(&self, key: &BlockKey, why: &str) {
+        let (tenant, block_id) = key;
+        let dir = self.local_dir.join(tenant_segment(tenant)).join(block_id);
+        if let Err(e) = std::fs::write(dir.join(QUARANTINED_MARKER), why) {
+            tracing::warn!(path = %dir.display(), error = %e, "cannot write a quarantine marker; the block is quarantined until a restart");
+        }
+        self.set_state(
+            key,
+            BlockState::Quarantined {
+                retry_at: Instant::now() + QUARANTINE_RETRY,
+            },
+        );
+        metrics::counter!("ringtail_ingester_blocks_quarantined_total").increment(1);
+        tracing::error!(
+            tenant,
+            block_id,
+            path = %dir.display(),
+            error = why,
+            "quarantined a local block: its upload keeps failing while the object store works; it stays on local disk and is retried every {} s",
+            QUARANTINE_RETRY.as_secs()
+        );
+    }
+
+    fn set_state(&self, key: &BlockKey, state: BlockState) {
+        if let Ok(mut blocks) = self.blocks.lock() {
+            if let Some(local) = blocks.get_mut(key) {
+                local.state = state;
+            }
+        }
+    }
+
+    /// Removes flushed blocks once every querier surely lists them.
+    fn retire_flushed(&self) {
+        let expired: Vec<BlockKey> = self
             .blocks
             .lock()
             .map(|b| {
                 b.iter()
                     .filter(|(_, l)| {
-                        l.flushed_at
-                            .is_some_and(|t| t.elapsed() >= self.policy.complete_block_timeout)
+                        matches!(l.state, BlockState::Flushed(t) if t.elapsed() >= self.policy.complete_block_timeout)
                     })
                     .map(|(k, _)| k.clone())
                     .collect()
@@ -571,22 +691,21 @@ impl Pipeline {
                 tracing::warn!(path = %dir.display(), error = %e, "cannot remove a retired local block");
             }
         }
-        stats.blocks_pending = self.pending();
-        self.update_gauges();
-        stats
     }
 
-    fn pending(&self) -> usize {
+    fn count(&self, which: fn(BlockState) -> bool) -> usize {
         self.blocks
             .lock()
-            .map(|b| b.values().filter(|l| l.flushed_at.is_none()).count())
+            .map(|b| b.values().filter(|l| which(l.state)).count())
             .unwrap_or(0)
     }
 
     fn update_gauges(&self) {
         if let Ok(blocks) = self.blocks.lock() {
             let pending: Vec<&LocalBlock> =
-                blocks.values().filter(|l| l.flushed_at.is_none()).collect();
+                blocks.values().filter(|l| l.state.is_pending()).collect();
+            metrics::gauge!("ringtail_ingester_quarantined_blocks")
+                .set(blocks.values().filter(|l| l.state.is_quarantined()).count() as f64);
             metrics::gauge!("ringtail_ingester_flush_backlog_blocks").set(pending.len() as f64);
             metrics::gauge!("ringtail_ingester_flush_backlog_bytes")
                 .set(pending.iter().map(|l| l.meta.data_bytes).sum::<u64>() as f64);
