@@ -15,7 +15,8 @@ start_cluster() {
     RUST_LOG=warn "$bin" --target="$target" --node-name="$name" --data-dir="$work/$name" \
       --http-listen="$ip:3200" --grpc-listen="$ip:9095" --otlp-grpc-listen="$ip:4317" \
       --otlp-http-listen="$ip:4318" --gossip-listen="$ip:7946" --gossip-join="$seeds" \
-      --storage-path="$work/blocks" "$@" > "$work/$name.log" 2>&1 &
+      --storage-path="$work/blocks" --cluster-secret="measurement-cluster-$prefix" \
+      "$@" > "$work/$name.log" 2>&1 &
     pids+=($!)
   done
   for _ in $(seq 1 150); do

@@ -6,12 +6,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::cluster_keys::{ClusterKeys, KeyError};
 use crate::ingester::pipeline::CutPolicy;
 use crate::ingester::wal::{WalStoreKind, WalSync};
 use crate::membership::Roles;
@@ -187,6 +189,22 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_ADMIN_TOKEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// The cluster secret: gossip packets are sealed and internal gRPC calls carry a token
+    /// derived from it. A keyring: the first secret seals, every one is accepted
+    /// (comma separated in flag/env); each at least 16 bytes [default: none]
+    #[arg(long, env = "RINGTAIL_CLUSTER_SECRET", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret: Option<Vec<String>>,
+    /// Label sealed into every gossip packet: clusters with different labels never merge,
+    /// even with the same secret [default: ""]
+    #[arg(long, env = "RINGTAIL_CLUSTER_LABEL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_label: Option<String>,
+    /// Run gossip and internal gRPC without a cluster secret (a private network only)
+    /// [default: false]
+    #[arg(long, env = "RINGTAIL_INSECURE_CLUSTER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure_cluster: Option<bool>,
     /// Upper bound of the shutdown sequence (drain, flush, leave), ms; set the Helm chart's
     /// terminationGracePeriodSeconds above it [default: 60000]
     #[arg(long, env = "RINGTAIL_SHUTDOWN_TIMEOUT_MS")]
@@ -247,6 +265,8 @@ pub struct Config {
     pub retention: RetentionPolicy,
     pub retention_interval: Duration,
     pub admin_token: Option<String>,
+    /// `None` only with `insecure_cluster`.
+    pub cluster_keys: Option<Arc<ClusterKeys>>,
     pub shutdown_timeout: Duration,
 }
 
@@ -516,6 +536,12 @@ impl RawConfig {
                 return Err(invalid("gossip_join", format!("{seed:?} is not host:port")));
             }
         }
+        let cluster_keys = cluster_keys(
+            self.cluster_secret.as_deref(),
+            self.cluster_label.as_deref(),
+            self.insecure_cluster.unwrap_or(false),
+            &gossip_join,
+        )?;
         let advertise_addr = match self.advertise_addr {
             Some(ip) if ip.is_unspecified() => {
                 return Err(invalid(
@@ -560,6 +586,7 @@ impl RawConfig {
             retention,
             retention_interval,
             admin_token,
+            cluster_keys,
             shutdown_timeout: match positive_ms(
                 "shutdown_timeout_ms",
                 self.shutdown_timeout_ms,
@@ -594,6 +621,44 @@ fn default_node_name() -> String {
 /// The listen IP if it is specific; else the local IP that routes to the first seed that
 /// resolves; else the IP of the default route's interface (a seed's name may not resolve
 /// yet when a container starts); else loopback.
+/// The keyring from `cluster_secret`. Without one, a node that joins others is refused
+/// unless `insecure_cluster` says so; a node with no seeds runs alone under a random
+/// secret (nobody can join it, and it needs none to talk to itself).
+fn cluster_keys(
+    secrets: Option<&[String]>,
+    label: Option<&str>,
+    insecure: bool,
+    seeds: &[String],
+) -> Result<Option<Arc<ClusterKeys>>, ConfigError> {
+    let secrets: Vec<String> = secrets
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    match (secrets.is_empty(), insecure) {
+        (false, true) => Err(invalid(
+            "insecure_cluster",
+            "is set together with cluster_secret; choose one",
+        )),
+        (true, true) => Ok(None),
+        (true, false) if seeds.is_empty() => {
+            tracing::info!("no cluster_secret and no gossip_join: running alone under a random cluster secret");
+            Ok(Some(Arc::new(ClusterKeys::random())))
+        }
+        (true, false) => Err(invalid(
+            "cluster_secret",
+            "is required to join a cluster (gossip_join is set): every gossip packet and internal call is authenticated with it; generate one with `openssl rand -base64 32`, or set insecure_cluster: true on a private network",
+        )),
+        (false, false) => ClusterKeys::new(&secrets, label.unwrap_or_default())
+            .map(|k| Some(Arc::new(k)))
+            .map_err(|e| match e {
+                KeyError::Label => invalid("cluster_label", e.to_string()),
+                e => invalid("cluster_secret", e.to_string()),
+            }),
+    }
+}
+
 fn default_advertise(listen: SocketAddr, seeds: &[String]) -> IpAddr {
     if !listen.ip().is_unspecified() {
         return listen.ip();
@@ -644,6 +709,44 @@ mod tests {
         assert_eq!(c.replication, ReplicationFactor::default());
         assert_eq!(c.max_recv_msg_size, 16 << 20);
         assert_eq!(c.wal_sync, WalSync::Always);
+    }
+
+    #[test]
+    fn joining_a_cluster_needs_a_secret_unless_insecure_is_said_out_loud() {
+        let seeds = Some(vec!["10.0.0.1:7946".to_owned()]);
+        let joining = |secret: Option<&str>, label: Option<&str>, insecure: Option<bool>| {
+            RawConfig {
+                gossip_join: seeds.clone(),
+                cluster_secret: secret.map(|s| vec![s.to_owned()]),
+                cluster_label: label.map(str::to_owned),
+                insecure_cluster: insecure,
+                ..Default::default()
+            }
+            .validate()
+        };
+        let err = joining(None, None, None).expect_err("no secret");
+        assert!(err.to_string().contains("cluster_secret"), "{err}");
+        assert!(joining(None, None, Some(true))
+            .expect("insecure")
+            .cluster_keys
+            .is_none());
+        assert!(joining(Some("a-long-enough-secret"), Some("prod"), None)
+            .expect("secret")
+            .cluster_keys
+            .is_some());
+        let err = joining(Some("short"), None, None).expect_err("short");
+        assert!(err.to_string().contains("at least 16"), "{err}");
+        let err = joining(Some("a-long-enough-secret"), None, Some(true)).expect_err("both");
+        assert!(err.to_string().contains("choose one"), "{err}");
+        let err =
+            joining(Some("a-long-enough-secret"), Some("with space"), None).expect_err("label");
+        assert!(err.to_string().contains("cluster_label"), "{err}");
+        // A node that joins nobody runs alone under a random secret.
+        assert!(RawConfig::default()
+            .validate()
+            .expect("alone")
+            .cluster_keys
+            .is_some());
     }
 
     #[test]

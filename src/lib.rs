@@ -6,6 +6,8 @@
 //! - [`node`]: starts the components of the chosen roles; the shutdown sequence.
 //! - [`ring`]: tokens, replica placement, quorum counting (pure, no I/O).
 //! - [`membership`]: the foca driver task, node identity and state, the cluster view.
+//! - [`cluster_keys`]: the cluster secret's keyring: sealed gossip packets, the internal
+//!   RPC token.
 //! - [`rpc`]: generated internal RPC, the raw-bytes codec, the ingester client pool.
 //! - [`otlp`]: shallow OTLP decoding: split a request by trace ID without decoding spans.
 //! - [`distributor`]: OTLP gRPC/HTTP receivers, validation, replication with write quorum.
@@ -31,6 +33,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod cluster_keys;
 pub mod config;
 pub mod distributor;
 pub mod ingester;

@@ -39,6 +39,8 @@ pub async fn start(
     let seeds: Vec<String> = (0..=args.ingesters)
         .map(|i| addr(7946 + i).to_string())
         .collect();
+    // The nodes share a secret nobody else knows: nothing else on this host joins them.
+    let secret = Some(vec![crate::cluster_keys::random_secret()]);
     let front = RawConfig {
         target: Some(vec!["distributor".into(), "querier".into()]),
         node_name: Some("front".into()),
@@ -47,6 +49,7 @@ pub async fn start(
         otlp_http_listen: Some(addr(4318)),
         gossip_listen: Some(addr(7946)),
         gossip_join: Some(seeds.clone()),
+        cluster_secret: secret.clone(),
         ..Default::default()
     }
     .validate()?;
@@ -64,6 +67,7 @@ pub async fn start(
             gossip_listen: Some(addr(7946 + i)),
             gossip_join: Some(seeds.clone()),
             wal_store: Some(args.wal_store.clone()),
+            cluster_secret: secret.clone(),
             ..Default::default()
         }
         .validate()?;

@@ -151,6 +151,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         gossip_socket,
         config.gossip_join.clone(),
         config.gossip_packet_loss,
+        config.cluster_keys.clone(),
         gossip_stop.clone(),
         gossip_exit.clone(),
     )
@@ -160,7 +161,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         source,
     })?;
 
-    let clients = IngesterClients::default();
+    let clients = IngesterClients::new(crate::rpc::auth::Credential::new(
+        config.cluster_keys.as_deref(),
+    ));
     let store = match &config.storage {
         StorageConfig::Filesystem { path } => BlockStore::local(path)?,
         StorageConfig::S3(s3) => BlockStore::s3(s3)?,
@@ -254,7 +257,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             tokio::task::spawn_blocking(move || Ingester::open(&settings, ingester_store))
                 .await
                 .map_err(|e| NodeError::Replay(e.to_string()))??;
-        let service = ingester.service();
+        let service = ingester.service(
+            config.cluster_keys.clone(),
+            crate::rpc::pool::max_push_bytes(config.max_recv_msg_size),
+        );
         let listener = grpc_listener.ok_or(NodeError::Replay("no grpc listener".into()))?;
         let stop = stop_all.clone();
         tasks.spawn(async move {

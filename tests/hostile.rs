@@ -144,8 +144,8 @@ async fn a_stored_record_that_does_not_decode_costs_only_itself_and_the_answer_s
     let (status, _) = post_protobuf(&cluster, good.encode_to_vec()).await;
     assert_eq!(status, 200);
 
-    // A record that does not decode, written straight to every ingester's internal push
-    // (as an older version, a disk fault or a hostile peer could have stored it).
+    // A record that does not decode, in a block of the object store (as an older version
+    // or a disk fault could have left it; every write path now refuses such a record).
     let mut record = Vec::new();
     let scope = {
         let mut s = Vec::new();
@@ -156,24 +156,33 @@ async fn a_stored_record_that_does_not_decode_costs_only_itself_and_the_answer_s
     prost::encoding::bytes::encode(2, &scope, &mut rs);
     prost::encoding::bytes::encode(1, &rs, &mut record);
     assert!(TracesData::decode(&record[..]).is_err());
-    for ingester in &cluster.ingesters {
-        let mut client = ringtail::rpc::ingester_service::ingester_client::IngesterClient::connect(
-            format!("http://{}", ingester.grpc_addr()),
-        )
-        .await
-        .expect("connect");
-        let push = ringtail::rpc::proto::PushRequest {
+    let id = ringtail::model::TraceId::from_bytes(&hex::decode(t).expect("hex")).expect("id");
+    let block = ringtail::storage::block::encode(
+        vec![ringtail::storage::block::BlockTrace {
+            id,
+            data: record.into(),
+        }],
+        ringtail::storage::block::BlockInfo {
             tenant: "single-tenant".into(),
-            traces: vec![ringtail::rpc::proto::TraceSegment {
-                trace_id: hex::decode(t).expect("hex").into(),
-                resource_spans: record.clone().into(),
-            }],
-        };
-        client
-            .push(ringtail::rpc::codec::RawBytes(push.encode_to_vec().into()))
-            .await
-            .expect("push");
-    }
+            block_id: "0badb10c0000000000000000000000aa".into(),
+            ingester: "an-older-version".into(),
+            start_unix_nano: 1,
+            end_unix_nano: 2,
+            created_unix_secs: 1,
+        },
+    )
+    .expect("block");
+    ringtail::storage::BlockStore::local(&cluster.dir.path().join("blocks"))
+        .expect("store")
+        .upload(&block)
+        .await
+        .expect("upload");
+    common::wait_until(
+        "the querier to read the block's record and say the answer is partial",
+        std::time::Duration::from_secs(20),
+        || async { get_v2(&cluster, t).await["status"] == "PARTIAL" },
+    )
+    .await;
 
     assert_eq!(
         spans_via_query(&query, t).await,

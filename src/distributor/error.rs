@@ -30,6 +30,8 @@ pub enum PushError {
     TooLarge { size: usize, limit: usize },
     #[error("request body exceeds the limit of {limit} bytes (max_recv_msg_size_bytes)")]
     BodyTooLarge { limit: usize },
+    #[error("request makes an ingester push of {size} bytes, over the ingesters' limit of {limit} bytes (twice max_recv_msg_size_bytes; each trace repeats its resource and scope): send smaller requests")]
+    PushTooLarge { size: usize, limit: usize },
     #[error("request body could not be read: {0}")]
     UnreadableBody(String),
     #[error("no valid spans in the request: {message}")]
@@ -72,7 +74,9 @@ impl PushError {
             | PushError::UnsupportedEncoding(_)
             | PushError::UnreadableBody(_)
             | PushError::NoValidSpans { .. } => Code::InvalidArgument,
-            PushError::TooLarge { .. } | PushError::BodyTooLarge { .. } => Code::ResourceExhausted,
+            PushError::TooLarge { .. }
+            | PushError::BodyTooLarge { .. }
+            | PushError::PushTooLarge { .. } => Code::ResourceExhausted,
             PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. } => {
                 Code::Unavailable
             }
@@ -82,9 +86,9 @@ impl PushError {
     pub fn http_status(&self) -> StatusCode {
         match self {
             PushError::Tenant(TenantError::Missing) => StatusCode::UNAUTHORIZED,
-            PushError::TooLarge { .. } | PushError::BodyTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            PushError::TooLarge { .. }
+            | PushError::BodyTooLarge { .. }
+            | PushError::PushTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PushError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -102,7 +106,9 @@ impl PushError {
             | PushError::MalformedGzip(_)
             | PushError::UnreadableBody(_) => "malformed",
             PushError::UnsupportedMediaType(_) | PushError::UnsupportedEncoding(_) => "media_type",
-            PushError::TooLarge { .. } | PushError::BodyTooLarge { .. } => "too_large",
+            PushError::TooLarge { .. }
+            | PushError::BodyTooLarge { .. }
+            | PushError::PushTooLarge { .. } => "too_large",
             PushError::NoValidSpans { .. } => "no_valid_spans",
             PushError::NotEnoughIngesters { .. } => "not_enough_ingesters",
             PushError::QuorumFailed { .. } => "quorum_failed",

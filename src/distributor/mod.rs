@@ -161,16 +161,30 @@ impl Distributor {
             }
         }
         let timeout = self.settings.push_timeout;
-        let calls = per_instance
+        let bodies: Vec<(usize, Vec<u8>)> = per_instance
             .into_iter()
             .enumerate()
             .filter(|(_, traces)| !traces.is_empty())
             .map(|(i, traces)| {
-                let body = PushRequest {
+                let push = PushRequest {
                     tenant: tenant.as_str().to_owned(),
                     traces,
-                }
-                .encode_to_vec();
+                };
+                (i, push.encode_to_vec())
+            })
+            .collect();
+        let limit = crate::rpc::pool::max_push_bytes(self.settings.max_recv_msg_size);
+        if let Some(size) = bodies
+            .iter()
+            .map(|(_, b)| b.len())
+            .max()
+            .filter(|&s| s > limit)
+        {
+            return Err(PushError::PushTooLarge { size, limit });
+        }
+        let calls = bodies
+            .into_iter()
+            .map(|(i, body)| {
                 let mut client = self.clients.get(view.writers[i].grpc);
                 let call = async move {
                     match tokio::time::timeout(timeout, client.push(RawBytes(body.into()))).await {

@@ -16,10 +16,34 @@ use crate::model::{TenantId, TraceId};
 
 const SHARDS: usize = 32;
 
+/// One trace's bytes from one push, with its spans' time range (read when the push was
+/// checked: `u64::MAX..0` when no span has times).
+pub struct Segment {
+    pub trace: TraceId,
+    pub data: Bytes,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Segment {
+    #[cfg(test)]
+    fn untimed(trace: TraceId, data: Bytes) -> Self {
+        Self {
+            trace,
+            data,
+            start: u64::MAX,
+            end: 0,
+        }
+    }
+}
+
 /// A live trace: its segments as they arrived, and where it stands in the WAL.
 pub struct LiveTrace {
     pub segments: Vec<Bytes>,
     pub bytes: usize,
+    /// Earliest span start and latest span end of its segments.
+    pub start: u64,
+    pub end: u64,
     /// Sequence number of the oldest WAL record holding a segment of this trace.
     pub first_seq: u64,
     last_append: Instant,
@@ -66,30 +90,34 @@ impl LiveTraces {
     pub fn append(
         &self,
         tenant: &TenantId,
-        segments: impl IntoIterator<Item = (TraceId, Bytes)>,
+        segments: impl IntoIterator<Item = Segment>,
         seq: u64,
     ) -> usize {
         let t = self.tenant(tenant);
         let now = Instant::now();
         let mut new = 0;
         let mut added = 0;
-        for (id, data) in segments {
-            let mut shard = match t.shards[shard(&id)].lock() {
+        for segment in segments {
+            let mut shard = match t.shards[shard(&segment.trace)].lock() {
                 Ok(s) => s,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            let trace = shard.entry(id).or_insert_with(|| {
+            let trace = shard.entry(segment.trace).or_insert_with(|| {
                 new += 1;
                 LiveTrace {
                     segments: Vec::new(),
                     bytes: 0,
+                    start: u64::MAX,
+                    end: 0,
                     first_seq: seq,
                     last_append: now,
                 }
             });
-            added += data.len();
-            trace.bytes += data.len();
-            trace.segments.push(data);
+            added += segment.data.len();
+            trace.bytes += segment.data.len();
+            trace.start = trace.start.min(segment.start);
+            trace.end = trace.end.max(segment.end);
+            trace.segments.push(segment.data);
             trace.first_seq = trace.first_seq.min(seq);
             trace.last_append = now;
         }
@@ -248,8 +276,14 @@ mod tests {
         let a = TenantId::parse("a").expect("tenant");
         let b = TenantId::parse("b").expect("tenant");
         let id = TraceId([9; 16]);
-        assert_eq!(live.append(&a, [(id, Bytes::from_static(b"one"))], 7), 1);
-        assert_eq!(live.append(&a, [(id, Bytes::from_static(b"two"))], 9), 0);
+        assert_eq!(
+            live.append(&a, [Segment::untimed(id, Bytes::from_static(b"one"))], 7),
+            1
+        );
+        assert_eq!(
+            live.append(&a, [Segment::untimed(id, Bytes::from_static(b"two"))], 9),
+            0
+        );
         assert_eq!(live.get(&a, &id).as_deref(), Some(&b"onetwo"[..]));
         assert_eq!(live.get(&b, &id), None);
         assert_eq!(live.trace_count(), 1);
@@ -272,10 +306,14 @@ mod tests {
         let ids: Vec<TraceId> = (1..=4u8).map(|i| TraceId([i; 16])).collect();
         for (i, id) in ids.iter().enumerate() {
             let tenant = if i % 2 == 0 { &a } else { &b };
-            live.append(tenant, [(*id, Bytes::from(vec![i as u8; 100]))], i as u64);
+            live.append(
+                tenant,
+                [Segment::untimed(*id, Bytes::from(vec![i as u8; 100]))],
+                i as u64,
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
-        live.append(&a, [(ids[0], Bytes::from(vec![0; 50]))], 9);
+        live.append(&a, [Segment::untimed(ids[0], Bytes::from(vec![0; 50]))], 9);
         assert_eq!(live.bytes(), 450);
         // 150 bytes: traces 2 (tenant b) and 3 (tenant a), not 1 (appended to last).
         let taken = live.take_oldest(150);

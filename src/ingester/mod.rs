@@ -23,10 +23,15 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 pub use live::LiveTraces;
+use live::Segment;
 use pipeline::{CutPolicy, Pipeline, PipelineError, RoundStats};
 use wal::{FileStore, ReplayStats, SledStore, Wal, WalError, WalStoreKind, WalSync};
 
+use tonic::service::interceptor::InterceptedService;
+
+use crate::cluster_keys::ClusterKeys;
 use crate::model::{TenantId, TraceId};
+use crate::rpc::auth::RequireCredential;
 use crate::rpc::codec::RawBytes;
 use crate::rpc::ingester_service::ingester_server::{self, IngesterServer};
 use crate::rpc::proto::{FindTraceRequest, FindTraceResponse, PushRequest, PushResponse};
@@ -129,7 +134,10 @@ impl Ingester {
         let started = Instant::now();
         let live = LiveTraces::default();
         let mut undecodable = 0u64;
-        let (wal, stats) = Wal::start(store, sync, &mut |seq, record| match decode_push(record) {
+        let (wal, stats) = Wal::start(store, sync, &mut |seq, record| match decode_push(
+            record,
+            Check::Replay,
+        ) {
             Ok((tenant, segments)) => {
                 live.append(&tenant, segments, seq);
             }
@@ -188,10 +196,17 @@ impl Ingester {
         self.serving.load(Ordering::SeqCst)
     }
 
-    pub fn service(self: &Arc<Self>) -> IngesterServer<IngesterService> {
-        IngesterServer::new(IngesterService(self.clone()))
-            .max_decoding_message_size(crate::rpc::pool::MAX_INTERNAL_MESSAGE)
-            .max_encoding_message_size(crate::rpc::pool::MAX_INTERNAL_MESSAGE)
+    /// The internal gRPC service: calls need the cluster token (`keys`, unless the
+    /// cluster runs insecure) and pushes are at most `max_push_bytes`.
+    pub fn service(
+        self: &Arc<Self>,
+        keys: Option<Arc<ClusterKeys>>,
+        max_push_bytes: usize,
+    ) -> InterceptedService<IngesterServer<IngesterService>, RequireCredential> {
+        let server = IngesterServer::new(IngesterService(self.clone()))
+            .max_decoding_message_size(max_push_bytes)
+            .max_encoding_message_size(crate::rpc::pool::MAX_INTERNAL_MESSAGE);
+        InterceptedService::new(server, RequireCredential(keys))
     }
 
     pub fn live(&self) -> &LiveTraces {
@@ -252,8 +267,10 @@ impl Ingester {
         }
         self.last_push_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let (tenant, segments) =
-            decode_push(body.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (tenant, segments) = decode_push(body.clone(), Check::Strict).map_err(|e| {
+            metrics::counter!("ringtail_ingester_pushes_refused_total").increment(1);
+            Status::invalid_argument(e.to_string())
+        })?;
         let gate = self.append_gate.read().await;
         if self.leaving.load(Ordering::SeqCst) {
             return Err(Status::unavailable(
@@ -283,18 +300,49 @@ pub enum PushDecodeError {
     Tenant(#[from] crate::model::TenantIdError),
     #[error("push has an invalid trace ID: {0}")]
     TraceId(#[from] crate::model::TraceIdError),
+    #[error("push segment {index} (trace {trace}): {source}")]
+    Segment {
+        index: usize,
+        trace: TraceId,
+        source: crate::otlp::SegmentError,
+    },
 }
 
-type Segments = Vec<(TraceId, Bytes)>;
+/// How strictly [`decode_push`] reads segments.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// A push: every segment must pass what the distributor checks (the schema, every
+    /// span of the segment's trace), or the push is refused.
+    Strict,
+    /// WAL replay: records were acked, so a segment that does not pass is kept as it is
+    /// (reads decode records one by one and report what does not decode).
+    Replay,
+}
 
-fn decode_push(body: Bytes) -> Result<(TenantId, Segments), PushDecodeError> {
+fn decode_push(body: Bytes, check: Check) -> Result<(TenantId, Vec<Segment>), PushDecodeError> {
     let push = PushRequest::decode(body)?;
     let tenant = TenantId::parse(&push.tenant)?;
-    let segments = push
-        .traces
-        .into_iter()
-        .map(|t| Ok((TraceId::from_bytes(&t.trace_id)?, t.resource_spans)))
-        .collect::<Result<Vec<_>, PushDecodeError>>()?;
+    let mut segments = Vec::with_capacity(push.traces.len());
+    for (index, t) in push.traces.into_iter().enumerate() {
+        let trace = TraceId::from_bytes(&t.trace_id)?;
+        let (start, end) = match crate::otlp::check_segment(&t.resource_spans, &trace) {
+            Ok(facts) => (facts.start, facts.end),
+            Err(_) if check == Check::Replay => (u64::MAX, 0),
+            Err(source) => {
+                return Err(PushDecodeError::Segment {
+                    index,
+                    trace,
+                    source,
+                })
+            }
+        };
+        segments.push(Segment {
+            trace,
+            data: t.resource_spans,
+            start,
+            end,
+        });
+    }
     Ok((tenant, segments))
 }
 

@@ -399,10 +399,8 @@ impl Pipeline {
                 buf.extend_from_slice(s);
             }
             let data = buf.freeze();
-            if let Some((start, end)) = crate::otlp::time_range(&data) {
-                head.start = head.start.min(start);
-                head.end = head.end.max(end);
-            }
+            head.start = head.start.min(trace.start);
+            head.end = head.end.max(trace.end);
             head.bytes += data.len();
             head.min_seq = head.min_seq.min(trace.first_seq);
             head.traces.entry(id).or_default().push(data);

@@ -27,7 +27,7 @@ pub use identity::{NodeIdentity, NodeState, Roles};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster_keys::ClusterKeys;
 use crate::ring::Ring;
 
 /// Liveness as SWIM sees it.
@@ -129,6 +130,9 @@ pub struct GossipSettings {
     pub join: Vec<String>,
     /// Fault injection for tests: the share of gossip packets (in and out) to drop.
     pub packet_loss: f64,
+    /// Seals every packet sent and opens every packet received; `None`: plain packets
+    /// (`insecure_cluster`).
+    pub keys: Option<Arc<ClusterKeys>>,
 }
 
 enum Command {
@@ -155,6 +159,7 @@ impl Membership {
         socket: UdpSocket,
         join: Vec<String>,
         packet_loss: f64,
+        keys: Option<Arc<ClusterKeys>>,
         leave: CancellationToken,
         exit: CancellationToken,
     ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
@@ -162,6 +167,7 @@ impl Membership {
             bind: socket.local_addr()?,
             join,
             packet_loss,
+            keys,
         };
         let initial = vec![MemberStatus {
             identity: identity.clone(),
@@ -295,6 +301,12 @@ impl Driver {
             frequency: Duration::from_secs(10),
             num_members: std::num::NonZeroUsize::new(2).unwrap_or(std::num::NonZeroUsize::MIN),
         });
+        // Sealed packets must still fit one datagram.
+        if let Some(keys) = &settings.keys {
+            config.max_packet_size =
+                NonZeroUsize::new(config.max_packet_size.get() - keys.overhead())
+                    .unwrap_or(NonZeroUsize::MIN);
+        }
         let rng: StdRng = rand::make_rng();
         Self {
             announcing: true,
@@ -330,13 +342,7 @@ impl Driver {
                     Ok(_) if self.injected_loss() => {
                         metrics::counter!("ringtail_gossip_packets_dropped_total").increment(1);
                     }
-                    Ok((len, _from)) => {
-                        metrics::counter!("ringtail_gossip_packets_received_total").increment(1);
-                        if let Err(e) = self.foca.handle_data(&buf[..len], &mut self.runtime) {
-                            metrics::counter!("ringtail_gossip_packets_dropped_total").increment(1);
-                            tracing::debug!(error = %e, "gossip packet rejected");
-                        }
-                    }
+                    Ok((len, from)) => self.receive(&buf[..len], from),
                     Err(e) => tracing::warn!(error = %e, "gossip receive failed"),
                 },
                 _ = sleep_until_opt(next_timer) => {
@@ -367,6 +373,54 @@ impl Driver {
             self.drain().await;
         }
         self.leave(exit).await;
+    }
+
+    /// Opens a packet (when the cluster has a secret) and hands it to foca. A packet that
+    /// does not open is dropped and counted by reason.
+    fn receive(&mut self, packet: &[u8], from: SocketAddr) {
+        metrics::counter!("ringtail_gossip_packets_received_total").increment(1);
+        let opened;
+        let data = match &self.settings.keys {
+            None => packet,
+            Some(keys) => match keys.open(packet) {
+                Ok(plain) => {
+                    opened = plain;
+                    &opened[..]
+                }
+                Err(why) => {
+                    metrics::counter!("ringtail_gossip_packets_refused_total", "reason" => why.as_str())
+                        .increment(1);
+                    tracing::debug!(%from, reason = %why, "gossip packet refused");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = self.foca.handle_data(data, &mut self.runtime) {
+            metrics::counter!("ringtail_gossip_packets_dropped_total").increment(1);
+            tracing::debug!(error = %e, "gossip packet rejected");
+        }
+    }
+
+    /// Sends what foca queued (sealed when the cluster has a secret).
+    async fn send_queued(&mut self) {
+        while let Some((dst, data)) = self.runtime.to_send() {
+            if self.injected_loss() {
+                metrics::counter!("ringtail_gossip_packets_dropped_total").increment(1);
+                continue;
+            }
+            metrics::counter!("ringtail_gossip_packets_sent_total").increment(1);
+            let sealed;
+            let packet = match &self.settings.keys {
+                None => &data[..],
+                Some(keys) => {
+                    sealed = keys.seal(&data);
+                    &sealed[..]
+                }
+            };
+            if let Err(e) = self.socket.send_to(packet, dst.gossip).await {
+                tracing::debug!(dst = %dst.gossip, error = %e, "gossip send failed");
+            }
+        }
     }
 
     fn change_state(&mut self, state: NodeState) {
@@ -440,16 +494,7 @@ impl Driver {
 
     /// Sends what foca queued, schedules its timers, handles its notifications.
     async fn drain(&mut self) {
-        while let Some((dst, data)) = self.runtime.to_send() {
-            if self.injected_loss() {
-                metrics::counter!("ringtail_gossip_packets_dropped_total").increment(1);
-                continue;
-            }
-            metrics::counter!("ringtail_gossip_packets_sent_total").increment(1);
-            if let Err(e) = self.socket.send_to(&data, dst.gossip).await {
-                tracing::debug!(dst = %dst.gossip, error = %e, "gossip send failed");
-            }
-        }
+        self.send_queued().await;
         let now = Instant::now();
         while let Some((delay, timer)) = self.runtime.to_schedule() {
             self.timers.push(Reverse((now + delay, timer)));
@@ -628,14 +673,7 @@ impl Driver {
         let deadline = Instant::now() + LEAVE_GOSSIP_LIMIT;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
-            while let Some((dst, data)) = self.runtime.to_send() {
-                if self.injected_loss() {
-                    metrics::counter!("ringtail_gossip_packets_dropped_total").increment(1);
-                    continue;
-                }
-                metrics::counter!("ringtail_gossip_packets_sent_total").increment(1);
-                let _ = self.socket.send_to(&data, dst.gossip).await;
-            }
+            self.send_queued().await;
             tokio::select! {
                 _ = exit.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => break,

@@ -21,8 +21,10 @@ use thiserror::Error;
 use crate::model::TraceId;
 
 mod schema;
+mod segment;
 
 pub use schema::Invalid;
+pub use segment::{check_segment, SegmentError, SegmentFacts};
 
 const WIRE_VARINT: u8 = 0;
 const WIRE_FIXED64: u8 = 1;
@@ -421,8 +423,8 @@ pub fn split_by_trace(body: &[u8]) -> Result<SplitRequest, WireError> {
                     rejected.add(*reason, Some(why));
                     continue;
                 }
-                let (trace_id, span_id) = match schema::span_ids(body, sf.payload.clone()) {
-                    Ok(ids) => ids,
+                let (trace_id, span_id) = match schema::span_facts(body, sf.payload.clone()) {
+                    Ok(facts) => (facts.trace_id, facts.span_id),
                     Err(why) => {
                         rejected.add(RejectReason::MalformedSpan, Some(&why));
                         continue;
@@ -487,47 +489,6 @@ pub fn for_each_resource_spans(data: &[u8], mut f: impl FnMut(&[u8])) -> Result<
         }
     }
     Ok(())
-}
-
-/// Earliest span start and latest span end (ns since the epoch) in `TracesData` bytes
-/// (fields 7 and 8 of each span), read shallowly. `None` if no span has times or the
-/// bytes do not parse.
-pub fn time_range(data: &[u8]) -> Option<(u64, u64)> {
-    let mut range: Option<(u64, u64)> = None;
-    let mut top = Reader::new(data, 0..data.len());
-    while let Some(rs) = top.next_expect_len(&[1]).ok()? {
-        if rs.number != 1 {
-            continue;
-        }
-        let mut r = Reader::new(data, rs.payload);
-        while let Some(ss) = r.next_expect_len(&[1, 2]).ok()? {
-            if ss.number != 2 {
-                continue;
-            }
-            let mut s = Reader::new(data, ss.payload);
-            while let Some(span) = s.next_expect_len(&[1, 2]).ok()? {
-                if span.number != 2 {
-                    continue;
-                }
-                let mut f = Reader::new(data, span.payload);
-                let (mut start, mut end) = (None, None);
-                while let Some(field) = f.next().ok()? {
-                    if field.wire == WIRE_FIXED64 && (field.number == 7 || field.number == 8) {
-                        let v = u64::from_le_bytes(data[field.payload].try_into().ok()?);
-                        if field.number == 7 {
-                            start = Some(v);
-                        } else {
-                            end = Some(v);
-                        }
-                    }
-                }
-                if let (Some(st), Some(en)) = (start, end.or(start)) {
-                    range = Some(range.map_or((st, en), |(a, b)| (a.min(st), b.max(en))));
-                }
-            }
-        }
-    }
-    range
 }
 
 struct Layout<'a> {

@@ -269,21 +269,6 @@ fn empty_request_has_no_traces() {
 }
 
 #[test]
-fn time_range_covers_every_span() {
-    let mut late = span(1, 2, "late");
-    late.start_time_unix_nano = 50;
-    late.end_time_unix_nano = 90;
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![resource(
-            "svc",
-            vec![scope("s", vec![span(1, 1, "a"), late])],
-        )],
-    };
-    assert_eq!(time_range(&req.encode_to_vec()), Some((1, 90)));
-    assert_eq!(time_range(&[]), None);
-}
-
-#[test]
 fn varint_lengths() {
     for v in [0usize, 1, 127, 128, 16383, 16384, 1 << 21, usize::MAX >> 1] {
         let mut b = BytesMut::new();

@@ -1,5 +1,6 @@
 //! Internal RPC: generated messages and services, the raw-bytes codec, the client pool.
 
+pub mod auth;
 pub mod codec;
 pub mod pool;
 pub mod quorum;

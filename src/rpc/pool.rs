@@ -5,23 +5,43 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use super::auth::Credential;
 use super::ingester_service::ingester_client::IngesterClient;
 
-/// Largest internal message: a push carries at most one client request (bounded by
-/// `max_recv_msg_size`) plus framing, so allow generous headroom.
+/// Largest internal message a client accepts (a trace read back can be large).
 pub const MAX_INTERNAL_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// Largest push an ingester takes: a push holds part of one client request (at most
+/// `max_recv_msg_size`), re-framed so that each trace repeats its resource and scope,
+/// which can make it larger than the request. Distributors refuse, before sending, a
+/// request that would make a larger push.
+pub fn max_push_bytes(max_recv_msg_size: usize) -> usize {
+    max_recv_msg_size.saturating_mul(2).saturating_add(1 << 20)
+}
+
+/// A client of one ingester; every call carries this node's cluster token.
+pub type Client = IngesterClient<InterceptedService<Channel, Credential>>;
 
 #[derive(Clone, Default)]
 pub struct IngesterClients {
-    clients: Arc<RwLock<HashMap<SocketAddr, IngesterClient<Channel>>>>,
+    clients: Arc<RwLock<HashMap<SocketAddr, Client>>>,
+    credential: Credential,
 }
 
 impl IngesterClients {
+    pub fn new(credential: Credential) -> Self {
+        Self {
+            clients: Arc::default(),
+            credential,
+        }
+    }
+
     /// The client for `addr`, creating its channel on first use. Never blocks on the
     /// network: the channel connects on the first request and reconnects as needed.
-    pub fn get(&self, addr: SocketAddr) -> IngesterClient<Channel> {
+    pub fn get(&self, addr: SocketAddr) -> Client {
         if let Some(c) = self.clients.read().ok().and_then(|m| m.get(&addr).cloned()) {
             return c;
         }
@@ -37,9 +57,10 @@ impl IngesterClients {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
-        let client = IngesterClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
-            .max_encoding_message_size(MAX_INTERNAL_MESSAGE);
+        let client =
+            IngesterClient::with_interceptor(endpoint.connect_lazy(), self.credential.clone())
+                .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
+                .max_encoding_message_size(MAX_INTERNAL_MESSAGE);
         if let Ok(mut m) = self.clients.write() {
             m.entry(addr).or_insert_with(|| client.clone());
         }

@@ -104,6 +104,19 @@ impl Node {
         }
     }
 
+    /// Replaces (or adds) `--{flag}=...` for the next start.
+    pub fn set_flag(&mut self, flag: &str, value: &str) {
+        let prefix = format!("--{flag}=");
+        self.args.retain(|a| !a.starts_with(&prefix));
+        self.args.push(format!("{prefix}{value}"));
+    }
+
+    /// Drops `--{flag}=...` for the next start.
+    pub fn remove_flag(&mut self, flag: &str) {
+        let prefix = format!("--{flag}=");
+        self.args.retain(|a| !a.starts_with(&prefix));
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -177,6 +190,14 @@ impl Cluster {
             "--blocklist-poll-ms=500".to_owned(),
             "--complete-block-timeout-ms=3000".to_owned(),
         ];
+        // Every test cluster authenticates its gossip and internal calls, as a deployment
+        // must, unless the test says otherwise.
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--cluster-secret") || a.starts_with("--insecure-cluster"))
+        {
+            common_args.push(format!("--cluster-secret={}", cluster_secret(subnet)));
+        }
         common_args.extend(extra.iter().map(|s| s.to_string()));
         let mut ingester_nodes: Vec<Node> = (0..ingesters)
             .map(|i| {
@@ -244,6 +265,33 @@ impl Cluster {
         node
     }
 
+    /// Starts one more node with some of the cluster's flags replaced (`(flag, value)`;
+    /// value `None` drops the flag) and does not wait for it: it may never join.
+    pub fn spawn_extra_unready(
+        &self,
+        name: &str,
+        host: u8,
+        target: &str,
+        flags: &[(&str, Option<&str>)],
+    ) -> Node {
+        let mut node = node_spec(
+            &self.dir,
+            self.subnet,
+            &self.common_args,
+            name,
+            host,
+            target,
+        );
+        for (flag, value) in flags {
+            match value {
+                Some(v) => node.set_flag(flag, v),
+                None => node.remove_flag(flag),
+            }
+        }
+        node.spawn();
+        node
+    }
+
     pub async fn wait_ready(&self) {
         for n in self.ingesters.iter().chain([&self.front]) {
             let name = n.name.clone();
@@ -301,6 +349,11 @@ impl Drop for Cluster {
             self.dump_logs();
         }
     }
+}
+
+/// The cluster secret [`Cluster::start`] gives the cluster on `subnet`.
+pub fn cluster_secret(subnet: u8) -> String {
+    format!("test-cluster-secret-of-subnet-{subnet}")
 }
 
 fn node_spec(

@@ -25,6 +25,7 @@ Prints one line per check and closes with "N passed, N failed"; exits 1 on any f
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import io
 import json
@@ -60,7 +61,7 @@ CHART_MANAGED_FIELDS = {
     "gossip_listen", "gossip_join",
     "storage_backend", "storage_path",
     "s3_bucket", "s3_endpoint", "s3_region", "s3_access_key_id", "s3_secret_access_key",
-    "s3_path_style", "admin_token",
+    "s3_path_style", "admin_token", "cluster_secret",
 }
 # RawConfig fields deliberately not offered by the chart.
 NOT_EXPOSED_FIELDS = {"gossip_packet_loss"}  # fault injection for tests
@@ -502,6 +503,33 @@ def check_s3_storage(r: Rendered) -> None:
                f"{w['metadata']['name']} mounts a shared claim with s3")
 
 
+def check_cluster_secret(r: Rendered) -> None:
+    """Every pod gets the same cluster secret from a Secret, never from the ConfigMap.
+
+    With no existingSecret the chart renders that Secret itself: a non-empty random value,
+    kept on uninstall (so a reinstall over live ingesters still matches them).
+    """
+    cs = r.values["clusterSecret"]
+    refs = set()
+    for w in r.workloads():
+        ref = env_of(main_container(w)).get("RINGTAIL_CLUSTER_SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        ensure(ref.get("key") == cs["key"], f"{w['metadata']['name']}: RINGTAIL_CLUSTER_SECRET is not from a Secret: {ref}")
+        refs.add(ref.get("name"))
+    ensure(len(refs) == 1, f"the workloads use different cluster secrets: {sorted(refs)}")
+    ensure("cluster_secret" not in r.config(), "the cluster secret is in the ConfigMap")
+    name = refs.pop()
+    if cs["existingSecret"]:
+        ensure(name == cs["existingSecret"], f"RINGTAIL_CLUSTER_SECRET is from {name}, not {cs['existingSecret']}")
+        ensure(not any(s["metadata"]["name"] == name for s in r.of_kind("Secret")), "the chart renders the user's Secret")
+        return
+    secrets = [s for s in r.of_kind("Secret") if s["metadata"]["name"] == name]
+    ensure(len(secrets) == 1, f"no Secret {name} is rendered")
+    value = base64.b64decode(secrets[0].get("data", {}).get(cs["key"], ""))
+    ensure(len(value) >= 16, f"the generated cluster secret is {len(value)} bytes")
+    ensure(secrets[0]["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep",
+           "the generated cluster secret is not kept on uninstall")
+
+
 def check_zone_spread(r: Rendered) -> None:
     """Zone awareness: ingesters spread over topology.kubernetes.io/zone."""
     sts = r.one("StatefulSet", "ingester")
@@ -605,7 +633,7 @@ def default_checks(r: Rendered) -> list[Callable[[Rendered], None]]:
     return [check_kubernetes_schemas, check_config_fields, check_image_env_overridden, check_ingester_statefulset,
             check_ingester_prestop, check_grace_periods, check_ingester_pdb, check_no_ingester_autoscaling,
             check_gossip_service, check_readiness_probes, check_front_services, check_security,
-            check_ingester_soft_anti_affinity, check_filesystem_storage]
+            check_ingester_soft_anti_affinity, check_filesystem_storage, check_cluster_secret]
 
 
 def s3_zone_checks(r: Rendered) -> list[Callable[[Rendered], None]]:
@@ -614,7 +642,7 @@ def s3_zone_checks(r: Rendered) -> list[Callable[[Rendered], None]]:
             check_gossip_service,
             check_readiness_probes, check_front_services, check_security,
             check_ingester_hard_anti_affinity, check_s3_storage, check_zone_spread,
-            check_service_monitor]
+            check_service_monitor, check_cluster_secret]
 
 
 S3_ZONES = "ci/s3-zones-values.yaml"
@@ -659,6 +687,10 @@ MUTATIONS: list[tuple[str, str, str, str, str]] = [
     ("readiness on the wrong path", "values.yaml", "  path: /ready", "  path: /api/echo", "ready on GET /ready"),
     ("S3 secret not wired", "templates/_helpers.tpl", "      - name: RINGTAIL_S3_SECRET_ACCESS_KEY", "      - name: AWS_SECRET",
      "S3 values"),
+    ("cluster secret not wired", "templates/_helpers.tpl", "      - name: RINGTAIL_CLUSTER_SECRET", "      - name: CLUSTER_SECRET",
+     "same cluster secret"),
+    ("generated cluster secret dropped on uninstall", "templates/cluster-secret.yaml", "helm.sh/resource-policy: keep",
+     "helm.sh/resource-policy: delete", "same cluster secret"),
     ("config says filesystem with S3 values", "templates/configmap.yaml", "\"storage_backend\" $storage.backend",
      "\"storage_backend\" \"filesystem\"", "S3 values"),
     ("no zone spread", "templates/ingester-statefulset.yaml", "- topologyKey: {{ $values.zoneAwareness.topologyKey }}",

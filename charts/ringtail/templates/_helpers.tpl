@@ -64,6 +64,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* The Secret holding the cluster secret: the user's, or the one the chart creates. */}}
+{{- define "ringtail.clusterSecretName" -}}
+{{- .Values.clusterSecret.existingSecret | default (printf "%s-cluster" (include "ringtail.fullname" .)) }}
+{{- end }}
+
 {{/* data_dir: the WAL and local blocks (the ingesters' volume is mounted here). */}}
 {{- define "ringtail.dataDir" -}}
 /var/lib/ringtail/data
@@ -208,6 +213,13 @@ containers:
             name: {{ . }}
             key: {{ $root.Values.storage.s3.secretAccessKeyKey }}
       {{- end }}
+      {{- end }}
+      {{- if not $root.Values.config.insecure_cluster }}
+      - name: RINGTAIL_CLUSTER_SECRET
+        valueFrom:
+          secretKeyRef:
+            name: {{ include "ringtail.clusterSecretName" $root }}
+            key: {{ $root.Values.clusterSecret.key }}
       {{- end }}
       {{- with $root.Values.adminToken.existingSecret }}
       - name: RINGTAIL_ADMIN_TOKEN
