@@ -1,5 +1,6 @@
 //! The distributor's per-request CPU: shallow split by trace ID versus a full prost
-//! decode, regroup and re-encode (what a naive distributor does).
+//! decode, regroup and re-encode (what a naive distributor does); and the ingester's
+//! check of the segments it is pushed.
 //!
 //! `cargo bench --bench split`
 
@@ -113,5 +114,34 @@ fn split(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, split);
+/// The ingester's check of each pushed segment (the schema again, every span's trace ID,
+/// and the time range it keeps for the cut).
+fn ingester_check(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ingester_check");
+    for spans in [500usize, 2000] {
+        let body = request(spans);
+        let Ok(split) = ringtail::otlp::split_by_trace(&body) else {
+            continue;
+        };
+        group.throughput(Throughput::Elements(spans as u64));
+        group.bench_with_input(
+            BenchmarkId::new("check_segment", spans),
+            &split,
+            |b, split| {
+                b.iter(|| {
+                    split
+                        .traces
+                        .iter()
+                        .filter(|t| {
+                            ringtail::otlp::check_segment(&t.resource_spans, &t.trace_id).is_ok()
+                        })
+                        .count()
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, split, ingester_check);
 criterion_main!(benches);

@@ -245,21 +245,6 @@ async fn internal_calls_need_the_token_and_pushes_are_checked_like_the_distribut
             "segment 0",
         ),
         (
-            "a malformed span",
-            push_of("single-tenant", t, {
-                let mut s = span(t, 7).encode_to_vec();
-                s.extend([0x2a, 0x02, 0xff, 0xfe]);
-                let mut scope = Vec::new();
-                prost::encoding::bytes::encode(2, &s, &mut scope);
-                let mut rs = Vec::new();
-                prost::encoding::bytes::encode(2, &scope, &mut rs);
-                let mut out = Vec::new();
-                prost::encoding::bytes::encode(1, &rs, &mut out);
-                out
-            }),
-            "Span.name",
-        ),
-        (
             "an invalid tenant",
             push_of("bad tenant/..", t, records(vec![span(t, 8)])),
             "tenant",

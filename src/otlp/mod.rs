@@ -183,6 +183,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn new(buf: &'a [u8], range: Range<usize>) -> Self {
         Self {
             buf,
@@ -229,6 +230,7 @@ impl<'a> Reader<'a> {
         Err(self.err("varint longer than 10 bytes"))
     }
 
+    #[inline]
     fn skip(&mut self, n: usize) -> Result<(), WireError> {
         if self.end - self.pos < n {
             return Err(self.err("field runs past the end of its message"));
@@ -237,6 +239,7 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    #[inline]
     fn next(&mut self) -> Result<Option<Field>, WireError> {
         if self.pos >= self.end {
             return Ok(None);
@@ -279,6 +282,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Next field, requiring LEN wire type for `len_fields`.
+    #[inline]
     fn next_expect_len(&mut self, len_fields: &[u32]) -> Result<Option<Field>, WireError> {
         let f = self.next()?;
         if let Some(f) = &f {
@@ -423,8 +427,8 @@ pub fn split_by_trace(body: &[u8]) -> Result<SplitRequest, WireError> {
                     rejected.add(*reason, Some(why));
                     continue;
                 }
-                let (trace_id, span_id) = match schema::span_facts(body, sf.payload.clone()) {
-                    Ok(facts) => (facts.trace_id, facts.span_id),
+                let (trace_id, span_id) = match schema::span_ids(body, sf.payload.clone()) {
+                    Ok(ids) => ids,
                     Err(why) => {
                         rejected.add(RejectReason::MalformedSpan, Some(&why));
                         continue;

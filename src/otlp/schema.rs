@@ -331,46 +331,21 @@ fn any_value(body: &[u8], range: Range<usize>, depth: u32) -> Result<(), Invalid
     Ok(())
 }
 
-/// What the walk reads of a span besides checking it.
-pub(super) struct SpanFacts<'a> {
-    pub trace_id: &'a [u8],
-    pub span_id: &'a [u8],
-    /// `start_time_unix_nano` and `end_time_unix_nano` (0 when absent, as decoded).
-    pub start: u64,
-    pub end: u64,
-}
-
-/// Validates a span in `body[payload]` and returns its IDs and times (the last
-/// occurrence of each field, as a decoder keeps).
-pub(super) fn span_facts(body: &[u8], payload: Range<usize>) -> Result<SpanFacts<'_>, Invalid> {
-    let mut facts = SpanFacts {
-        trace_id: &[],
-        span_id: &[],
-        start: 0,
-        end: 0,
-    };
+/// Validates a span in `body[payload]` and returns its trace ID and span ID bytes (the
+/// last occurrence of each, as a decoder keeps): the distributor's per-span step.
+pub(super) fn span_ids(body: &[u8], payload: Range<usize>) -> Result<(&[u8], &[u8]), Invalid> {
+    let mut trace_id: &[u8] = &[];
+    let mut span_id: &[u8] = &[];
     let mut r = Reader::new(body, payload);
     while let Some(f) = r.next().map_err(|e| Invalid::framing(Message::Span, e))? {
         check_field(body, Message::Span, &f, SPAN_DEPTH)?;
         match f.number {
-            1 => facts.trace_id = &body[f.payload],
-            2 => facts.span_id = &body[f.payload],
-            7 | 8 => {
-                // check_field has made sure it is a fixed64.
-                let v = body[f.payload]
-                    .try_into()
-                    .map(u64::from_le_bytes)
-                    .unwrap_or_default();
-                if f.number == 7 {
-                    facts.start = v;
-                } else {
-                    facts.end = v;
-                }
-            }
+            1 => trace_id = &body[f.payload],
+            2 => span_id = &body[f.payload],
             _ => {}
         }
     }
-    Ok(facts)
+    Ok((trace_id, span_id))
 }
 
 #[cfg(test)]
@@ -436,20 +411,15 @@ mod tests {
     }
 
     fn check_span(bytes: &[u8]) -> Result<(), Invalid> {
-        span_facts(bytes, 0..bytes.len()).map(drop)
+        span_ids(bytes, 0..bytes.len()).map(drop)
     }
 
     #[test]
-    fn every_field_of_a_well_formed_span_passes_and_its_ids_and_times_are_read() {
-        let span = full_span();
-        let bytes = span.encode_to_vec();
-        let facts = span_facts(&bytes, 0..bytes.len()).expect("valid");
-        assert_eq!(facts.trace_id, [1; 16]);
-        assert_eq!(facts.span_id, [2; 8]);
-        assert_eq!(
-            (facts.start, facts.end),
-            (span.start_time_unix_nano, span.end_time_unix_nano)
-        );
+    fn every_field_of_a_well_formed_span_passes_and_its_ids_are_read() {
+        let bytes = full_span().encode_to_vec();
+        let (t, s) = span_ids(&bytes, 0..bytes.len()).expect("valid");
+        assert_eq!(t, [1; 16]);
+        assert_eq!(s, [2; 8]);
     }
 
     #[test]
