@@ -288,4 +288,6 @@ fn kvlist_value(value: &Value, path: &Path<'_>) -> Result<KeyValueList> {
 }
 
 #[cfg(test)]
+mod equivalence_tests;
+#[cfg(test)]
 mod tests;
