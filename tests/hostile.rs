@@ -550,3 +550,93 @@ async fn a_block_that_never_uploads_is_quarantined_and_holds_up_no_other_block()
         "a graceful shutdown finishes without waiting for the quarantined block"
     );
 }
+
+/// A `ResourceSpans` with attributes at every level, for the mutation test to damage.
+fn victim_resource_spans(seed: u64) -> Vec<u8> {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let trace = format!("77{seed:030x}");
+    let mut spans: Vec<Span> = (1..=3).map(|i| span(&trace, i, "victim")).collect();
+    for s in &mut spans {
+        s.attributes = vec![kv("http.route", "/items/{id}"), kv("peer", "10.0.0.1")];
+    }
+    ResourceSpans {
+        resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+            attributes: vec![kv("service.name", "victim")],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutated_requests_never_cost_a_valid_span_sent_alongside() {
+    use rand::{RngExt, SeedableRng};
+    let cluster = Cluster::start(53, 3, &[]).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(53);
+    let (mut accepted, mut with_rejections, mut refused) = (Vec::new(), 0, 0);
+    for i in 0..300u64 {
+        let valid = format!("53{:030x}", i + 1);
+        let good = ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span(&valid, 1, "kept")],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        // Damage the second record inside its own bytes: its length prefix stays right,
+        // so what breaks is a resource, a scope, a span or the record's inner framing.
+        let mut victim = victim_resource_spans(i);
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(0..victim.len());
+            match rng.random_range(0..3) {
+                0 => victim[at] = rng.random(),
+                1 => victim[at] ^= 1 << rng.random_range(0..8),
+                _ => victim[at] = 0xff,
+            }
+        }
+        let mut body = Vec::new();
+        prost::encoding::bytes::encode(1, &good, &mut body);
+        prost::encoding::bytes::encode(1, &victim, &mut body);
+        let (status, reply) = post_protobuf(&cluster, body).await;
+        match status {
+            200 => {
+                let reply = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(&reply[..])
+                    .expect("an OTLP response");
+                if reply.partial_success.is_some_and(|p| p.rejected_spans > 0) {
+                    with_rejections += 1;
+                }
+                accepted.push(valid);
+            }
+            400 => refused += 1,
+            other => panic!(
+                "request {i}: status {other}, {}",
+                String::from_utf8_lossy(&reply)
+            ),
+        }
+    }
+    // Both outcomes occur with this seed, so both paths were exercised.
+    assert!(with_rejections > 20, "{with_rejections} partial successes");
+    assert!(refused > 0, "no request was refused");
+    let query = cluster.front.http();
+    for trace in &accepted {
+        assert_eq!(
+            spans_via_query(&query, trace).await,
+            Ok(1),
+            "the valid span of {trace} was acked and must read back"
+        );
+    }
+    assert!(cluster.front.is_ready().await);
+}
