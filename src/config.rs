@@ -19,6 +19,7 @@ use crate::ingester::wal::{WalStoreKind, WalSync};
 use crate::membership::Roles;
 use crate::ring::ReplicationFactor;
 use crate::storage::retention::RetentionPolicy;
+use crate::tls::TlsFiles;
 
 /// Configuration as written by the user. All optional; see [`Config`] for defaults.
 #[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
@@ -101,6 +102,16 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_MAX_RECV_MSG_SIZE_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_recv_msg_size_bytes: Option<usize>,
+    /// PEM certificate chain for the OTLP receivers (gRPC and HTTP): with it and
+    /// `otlp_tls_key_file` they speak TLS only; reloaded when the file changes
+    /// [default: none, plaintext]
+    #[arg(long, env = "RINGTAIL_OTLP_TLS_CERT_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `otlp_tls_cert_file` [default: none]
+    #[arg(long, env = "RINGTAIL_OTLP_TLS_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_tls_key_file: Option<PathBuf>,
     /// WAL flush policy: always (flush before ack) or periodic (every 500 ms) [default: always]
     #[arg(long, env = "RINGTAIL_WAL_SYNC")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -256,6 +267,8 @@ pub struct Config {
     pub read_linger: Duration,
     pub multitenancy_enabled: bool,
     pub max_recv_msg_size: usize,
+    /// TLS for the OTLP receivers.
+    pub otlp_tls: Option<TlsFiles>,
     pub wal_sync: WalSync,
     pub wal_store: WalStoreKind,
     pub wal_cache_bytes: u64,
@@ -578,6 +591,16 @@ impl RawConfig {
             read_linger: Duration::from_millis(self.read_linger_ms.unwrap_or(50)),
             multitenancy_enabled: self.multitenancy_enabled.unwrap_or(false),
             max_recv_msg_size,
+            otlp_tls: match (self.otlp_tls_cert_file, self.otlp_tls_key_file) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(
+                        "otlp_tls_cert_file",
+                        "set together with otlp_tls_key_file (both or neither)",
+                    ))
+                }
+            },
             wal_sync,
             wal_store,
             storage,

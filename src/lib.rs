@@ -14,6 +14,7 @@
 //! - [`ingester`]: push service, WAL, live traces.
 //! - [`querier`]: trace by ID with read quorum, merge and de-duplication, Tempo formats.
 //! - [`admin`]: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`, `/api/echo`.
+//! - [`tls`]: TLS for the OTLP receivers, from PEM files reloaded when they change.
 //! - [`bench`]: the load tool (`ringtail bench`).
 //!
 //! # The flow of one span
@@ -47,3 +48,4 @@ pub mod ring;
 pub mod rpc;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;

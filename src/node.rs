@@ -52,6 +52,8 @@ pub enum NodeError {
     Replay(String),
     #[error("object store: {0}")]
     Storage(#[from] crate::storage::StoreError),
+    #[error("OTLP TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The addresses a running node actually listens on.
@@ -316,20 +318,41 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             membership.clone(),
             clients.clone(),
         );
+        // Loaded before any server starts: a bad certificate stops the node here.
+        let otlp_tls = match &config.otlp_tls {
+            Some(files) => {
+                let tls = crate::tls::ReloadingTls::load(files.clone(), &[b"h2", b"http/1.1"])?;
+                tls.spawn_watcher("otlp", stop_all.clone());
+                Some(tls)
+            }
+            None => None,
+        };
         if let Some(listener) = otlp_grpc_listener {
             let service = distributor::grpc::server(distributor.clone());
             let stop = stop_all.clone();
+            let tls = otlp_tls.clone();
             tasks.spawn(async move {
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                if let Err(e) = grpc_server()
+                let server = grpc_server()
                     .layer(tower::util::MapResponseLayer::new(
                         distributor::grpc::refuse_oversized_for_good::<tonic::body::Body>,
                     ))
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                    .await
-                {
+                    .add_service(service);
+                let served = match tls {
+                    Some(tls) => {
+                        let incoming = crate::tls::incoming(listener, tls, "otlp_grpc");
+                        server
+                            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                            .await
+                    }
+                    None => {
+                        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true));
+                        server
+                            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                            .await
+                    }
+                };
+                if let Err(e) = served {
                     tracing::error!(error = %e, "OTLP gRPC server failed");
                 }
             });

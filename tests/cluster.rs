@@ -154,7 +154,7 @@ async fn sigkill_one_ingester_under_load(subnet: u8, wal_store: &str) {
         .wait_active_ingesters(3, Duration::from_secs(15))
         .await;
     let addr = cluster.ingester("ingester-2").grpc_addr();
-    let mut client = ringtail::rpc::IngesterClients::default().get(addr);
+    let mut client = cluster.ingester_clients().get(addr);
     let mut missing = 0;
     for (id, expected) in &before {
         let resp = client

@@ -292,6 +292,13 @@ impl Cluster {
         node
     }
 
+    /// Internal gRPC clients that carry this cluster's token (as a distributor's do).
+    pub fn ingester_clients(&self) -> ringtail::rpc::IngesterClients {
+        let keys = ringtail::cluster_keys::ClusterKeys::new(&[cluster_secret(self.subnet)], "")
+            .expect("the test secret is valid");
+        ringtail::rpc::IngesterClients::new(ringtail::rpc::auth::Credential::new(Some(&keys)))
+    }
+
     pub async fn wait_ready(&self) {
         for n in self.ingesters.iter().chain([&self.front]) {
             let name = n.name.clone();

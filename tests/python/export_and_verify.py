@@ -347,6 +347,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--service-name", default="python-e2e",
                    help="resource service.name (default: %(default)s)")
     p.add_argument("--out", default=None, help="optional path for a JSON summary")
+    p.add_argument("--ca-file", default=None,
+                   help="export over TLS, trusting this PEM certificate (else plaintext)")
     p.add_argument("--verify-timeout", type=positive_float, default=60.0,
                    help="overall seconds allowed for verification (default: %(default)s)")
     p.add_argument("--export-timeout", type=positive_float, default=10.0,
@@ -385,9 +387,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ---- export
     # gRPC only accepts lowercase metadata keys. HTTP/2 header names are lowercase on the wire anyway.
     headers = {TENANT_HEADER.lower(): args.tenant} if args.tenant else None
-    otlp = OTLPSpanExporter(
-        endpoint=args.endpoint, insecure=True, headers=headers, timeout=args.export_timeout
-    )
+    if args.ca_file:
+        import grpc
+
+        with open(args.ca_file, "rb") as f:
+            credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+        otlp = OTLPSpanExporter(
+            endpoint=args.endpoint, insecure=False, credentials=credentials, headers=headers,
+            timeout=args.export_timeout,
+        )
+    else:
+        otlp = OTLPSpanExporter(
+            endpoint=args.endpoint, insecure=True, headers=headers, timeout=args.export_timeout
+        )
     exporter = CountingExporter(otlp)
     provider = TracerProvider(
         resource=Resource.create({"service.name": args.service_name}), sampler=ALWAYS_ON

@@ -1,0 +1,343 @@
+//! TLS for the servers clients talk to, from PEM files that are reloaded when they change
+//! (a renewed certificate is used for new connections without a restart).
+//!
+//! [`ReloadingTls`] holds the current `rustls::ServerConfig`; a watcher task looks at the
+//! files' modification time and size every few seconds and builds a new config when they
+//! change. A file that does not parse keeps the previous config (logged, counted in
+//! `ringtail_tls_reload_failures_total`): a half-written renewal never takes a receiver
+//! down. [`incoming`] turns a TCP listener into a stream of TLS connections for tonic,
+//! with the handshakes run concurrently and bounded in time.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// How long a client may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the files are looked at.
+const WATCH_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey { path: PathBuf },
+    #[error("the certificate and key do not make a TLS config: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// Where a server's certificate chain and key are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What the files looked like when they were loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    cert: (Option<SystemTime>, u64),
+    key: (Option<SystemTime>, u64),
+}
+
+fn stamp_of(path: &Path) -> (Option<SystemTime>, u64) {
+    std::fs::metadata(path).map_or((None, 0), |m| (m.modified().ok(), m.len()))
+}
+
+/// A server config that follows its files.
+pub struct ReloadingTls {
+    files: TlsFiles,
+    alpn: Vec<Vec<u8>>,
+    current: RwLock<Arc<ServerConfig>>,
+    stamp: Mutex<Stamp>,
+}
+
+impl std::fmt::Debug for ReloadingTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingTls")
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+/// The server config for `files`, offering the `alpn` protocols.
+fn build(files: &TlsFiles, alpn: &[Vec<u8>]) -> Result<ServerConfig, TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let cert_pem = read(&files.cert)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: files.cert.clone(),
+        });
+    }
+    let key_pem = read(&files.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
+        path: files.key.clone(),
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = alpn.to_vec();
+    Ok(config)
+}
+
+impl ReloadingTls {
+    /// Loads `files` now (an error here stops the node from starting).
+    pub fn load(files: TlsFiles, alpn: &[&[u8]]) -> Result<Arc<Self>, TlsError> {
+        let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+        let stamp = Stamp {
+            cert: stamp_of(&files.cert),
+            key: stamp_of(&files.key),
+        };
+        let config = build(&files, &alpn)?;
+        Ok(Arc::new(Self {
+            files,
+            alpn,
+            current: RwLock::new(Arc::new(config)),
+            stamp: Mutex::new(stamp),
+        }))
+    }
+
+    pub fn current(&self) -> Arc<ServerConfig> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Rebuilds the config if a file changed since the last load; `Ok(true)` if it did.
+    /// On an error the previous config stays.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let now = Stamp {
+            cert: stamp_of(&self.files.cert),
+            key: stamp_of(&self.files.key),
+        };
+        let Ok(mut stamp) = self.stamp.lock() else {
+            return Ok(false);
+        };
+        if *stamp == now {
+            return Ok(false);
+        }
+        // Looked at once per change: a file that does not parse is retried when it
+        // changes again, not every few seconds.
+        *stamp = now;
+        let config = build(&self.files, &self.alpn)?;
+        if let Ok(mut current) = self.current.write() {
+            *current = Arc::new(config);
+        }
+        Ok(true)
+    }
+
+    /// Watches the files until `stop`.
+    pub fn spawn_watcher(self: &Arc<Self>, what: &'static str, stop: CancellationToken) {
+        let tls = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WATCH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                match tls.reload_if_changed() {
+                    Ok(true) => {
+                        metrics::counter!("ringtail_tls_reloads_total", "server" => what)
+                            .increment(1);
+                        tracing::info!(server = what, cert = %tls.files.cert.display(), "reloaded the TLS certificate");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        metrics::counter!("ringtail_tls_reload_failures_total", "server" => what)
+                            .increment(1);
+                        tracing::error!(server = what, error = %e, "cannot reload the TLS certificate; keeping the previous one");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A TLS connection accepted by [`incoming`].
+pub struct TlsConn(tokio_rustls::server::TlsStream<TcpStream>);
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.get_ref().0.connect_info()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+/// Handshakes one accepted connection with the current config.
+pub async fn handshake(
+    tls: &ReloadingTls,
+    tcp: TcpStream,
+) -> io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let _ = tcp.set_nodelay(true);
+    let acceptor = TlsAcceptor::from(tls.current());
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
+}
+
+/// The TLS connections of `listener`, for `serve_with_incoming`. Each handshake runs on
+/// a task of its own, so a slow client never holds up the others; failed handshakes are
+/// logged at debug level, counted, and dropped.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<ReloadingTls>,
+    what: &'static str,
+) -> impl Stream<Item = io::Result<TlsConn>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<TlsConn>>(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = tx.closed() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+            };
+            let (tls, tx) = (tls.clone(), tx.clone());
+            tokio::spawn(async move {
+                match handshake(&tls, tcp).await {
+                    Ok(stream) => {
+                        let _ = tx.send(Ok(TlsConn(stream))).await;
+                    }
+                    Err(e) => {
+                        metrics::counter!("ringtail_tls_handshake_failures_total", "server" => what)
+                            .increment(1);
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
+                }
+            });
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, name: &str) -> TlsFiles {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("cert");
+        let files = TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&files.cert, cert.cert.pem()).expect("write cert");
+        std::fs::write(&files.key, cert.signing_key.serialize_pem()).expect("write key");
+        files
+    }
+
+    #[test]
+    fn a_changed_certificate_is_picked_up_and_a_broken_one_keeps_the_old() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = write_pair(dir.path(), "first.example");
+        let tls = ReloadingTls::load(files.clone(), &[b"h2"]).expect("load");
+        let first = tls.current();
+        assert_eq!(first.alpn_protocols, vec![b"h2".to_vec()]);
+        assert!(!tls.reload_if_changed().expect("unchanged"));
+        write_pair(dir.path(), "second.example.with.a.longer.name");
+        assert!(tls.reload_if_changed().expect("reloaded"));
+        assert!(!Arc::ptr_eq(&first, &tls.current()));
+        let second = tls.current();
+        std::fs::write(&files.key, b"not a key, a little longer than before").expect("write");
+        assert!(matches!(
+            tls.reload_if_changed(),
+            Err(TlsError::NoKey { .. })
+        ));
+        assert!(
+            Arc::ptr_eq(&second, &tls.current()),
+            "the previous config stays"
+        );
+    }
+
+    #[test]
+    fn missing_or_empty_files_are_clear_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = TlsFiles {
+            cert: dir.path().join("none.pem"),
+            key: dir.path().join("none.key"),
+        };
+        let err = ReloadingTls::load(files.clone(), &[]).expect_err("missing");
+        assert!(err.to_string().contains("none.pem"), "{err}");
+        std::fs::write(&files.cert, b"").expect("write");
+        assert!(matches!(
+            ReloadingTls::load(files, &[]),
+            Err(TlsError::NoCertificate { .. })
+        ));
+    }
+}
