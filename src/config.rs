@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cluster_keys::{ClusterKeys, KeyError};
+use crate::http_server::HttpLimits;
 use crate::ingester::pipeline::CutPolicy;
 use crate::ingester::wal::{WalStoreKind, WalSync};
 use crate::membership::Roles;
@@ -53,6 +54,25 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_OTLP_HTTP_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_http_listen: Option<SocketAddr>,
+    /// Both HTTP servers (3200, 4318): the whole request head must arrive within this, ms
+    /// [default: 10000]
+    #[arg(long, env = "RINGTAIL_HTTP_HEADER_READ_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_header_read_timeout_ms: Option<u64>,
+    /// Both HTTP servers: longest pause in a request body before it is cut off (408), ms
+    /// [default: 30000]
+    #[arg(long, env = "RINGTAIL_HTTP_BODY_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_body_timeout_ms: Option<u64>,
+    /// Both HTTP servers: a connection with no request in flight is closed after this, ms;
+    /// keep it above the idle timeout of load balancers in front [default: 120000]
+    #[arg(long, env = "RINGTAIL_HTTP_IDLE_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_idle_timeout_ms: Option<u64>,
+    /// Open connections per HTTP server; more wait in the listen backlog [default: 4096]
+    #[arg(long, env = "RINGTAIL_HTTP_MAX_CONNECTIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_max_connections: Option<usize>,
     /// Gossip UDP address [default: 0.0.0.0:7946]
     #[arg(long, env = "RINGTAIL_GOSSIP_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -257,6 +277,7 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     pub otlp_grpc_listen: SocketAddr,
     pub otlp_http_listen: SocketAddr,
+    pub http_limits: HttpLimits,
     pub gossip_listen: SocketAddr,
     pub gossip_join: Vec<String>,
     pub gossip_packet_loss: f64,
@@ -350,7 +371,29 @@ impl RawConfig {
         serde_json::from_value(merged).unwrap_or(self)
     }
 
+    /// The `http_*` fields: every one must be greater than 0.
+    fn http_limits(&self) -> Result<HttpLimits, ConfigError> {
+        let ms = |field: &'static str, v: Option<u64>, default: u64| match v.unwrap_or(default) {
+            0 => Err(invalid(field, "must be greater than 0")),
+            ms => Ok(Duration::from_millis(ms)),
+        };
+        Ok(HttpLimits {
+            header_read_timeout: ms(
+                "http_header_read_timeout_ms",
+                self.http_header_read_timeout_ms,
+                10_000,
+            )?,
+            body_timeout: ms("http_body_timeout_ms", self.http_body_timeout_ms, 30_000)?,
+            idle_timeout: ms("http_idle_timeout_ms", self.http_idle_timeout_ms, 120_000)?,
+            max_connections: match self.http_max_connections.unwrap_or(4096) {
+                0 => return Err(invalid("http_max_connections", "must be greater than 0")),
+                n => n,
+            },
+        })
+    }
+
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let http_limits = self.http_limits()?;
         let roles = match &self.target {
             None => Roles::ALL,
             Some(list) if list.is_empty() => return Err(invalid("target", "no role given")),
@@ -573,6 +616,7 @@ impl RawConfig {
             grpc_listen: self.grpc_listen.unwrap_or(([0, 0, 0, 0], 9095).into()),
             otlp_grpc_listen: self.otlp_grpc_listen.unwrap_or(([0, 0, 0, 0], 4317).into()),
             otlp_http_listen: self.otlp_http_listen.unwrap_or(([0, 0, 0, 0], 4318).into()),
+            http_limits,
             gossip_listen,
             gossip_join,
             gossip_packet_loss: match self.gossip_packet_loss.unwrap_or(0.0) {
@@ -732,6 +776,41 @@ mod tests {
         assert_eq!(c.replication, ReplicationFactor::default());
         assert_eq!(c.max_recv_msg_size, 16 << 20);
         assert_eq!(c.wal_sync, WalSync::Always);
+        assert_eq!(
+            c.http_limits,
+            HttpLimits {
+                header_read_timeout: Duration::from_secs(10),
+                body_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(120),
+                max_connections: 4096,
+            }
+        );
+    }
+
+    #[test]
+    fn http_limits_of_zero_are_refused() {
+        let zero = [
+            RawConfig {
+                http_header_read_timeout_ms: Some(0),
+                ..Default::default()
+            },
+            RawConfig {
+                http_body_timeout_ms: Some(0),
+                ..Default::default()
+            },
+            RawConfig {
+                http_idle_timeout_ms: Some(0),
+                ..Default::default()
+            },
+            RawConfig {
+                http_max_connections: Some(0),
+                ..Default::default()
+            },
+        ];
+        for raw in zero {
+            let err = raw.validate().expect_err("zero");
+            assert!(err.to_string().contains("must be greater than 0"), "{err}");
+        }
     }
 
     #[test]

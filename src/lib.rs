@@ -13,6 +13,8 @@
 //! - [`distributor`]: OTLP gRPC/HTTP receivers, validation, replication with write quorum.
 //! - [`ingester`]: push service, WAL, live traces.
 //! - [`querier`]: trace by ID with read quorum, merge and de-duplication, Tempo formats.
+//! - [`http_server`]: the accept loop of both HTTP servers: header, body and idle
+//!   timeouts, the connection cap, graceful shutdown.
 //! - [`admin`]: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`, `/api/echo`.
 //! - [`tls`]: TLS for the OTLP receivers, from PEM files reloaded when they change.
 //! - [`bench`]: the load tool (`ringtail bench`).
@@ -37,6 +39,7 @@ pub mod bench;
 pub mod cluster_keys;
 pub mod config;
 pub mod distributor;
+pub mod http_server;
 pub mod ingester;
 pub mod local;
 pub mod membership;

@@ -32,6 +32,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::admin::{self, AdminState};
 use crate::config::{Config, StorageConfig};
 use crate::distributor::{self, Distributor, DistributorSettings};
+use crate::http_server::{self, ServerSpec};
 use crate::ingester::{Ingester, IngesterSettings};
 use crate::membership::{Membership, NodeIdentity, NodeState, Roles};
 use crate::querier::{self, Querier, QuerierSettings};
@@ -232,16 +233,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown: shutdown.clone(),
     }));
     {
+        // Admin auth reads the peer's address (`ConnectInfo`).
+        let spec = ServerSpec {
+            name: "http",
+            connect_info: true,
+        };
         let stop = stop_all.clone();
-        tasks.spawn(async move {
-            let http = http.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(http_listener, http)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        tasks.spawn(http_server::serve(
+            http_listener,
+            http,
+            spec,
+            config.http_limits,
+            stop,
+        ));
     }
 
     let mut running_ingester = None;
@@ -359,15 +363,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
         if let Some(listener) = otlp_http_listener {
             let router = distributor::http::router(distributor);
+            let spec = ServerSpec {
+                name: "otlp_http",
+                connect_info: false,
+            };
             let stop = stop_all.clone();
-            tasks.spawn(async move {
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "OTLP HTTP server failed");
-                }
-            });
+            tasks.spawn(http_server::serve(
+                listener,
+                router,
+                spec,
+                config.http_limits,
+                stop,
+            ));
         }
     }
 

@@ -34,6 +34,8 @@ pub enum PushError {
     PushTooLarge { size: usize, limit: usize },
     #[error("request body could not be read: {0}")]
     UnreadableBody(String),
+    #[error("request body stalled: no data within http_body_timeout_ms")]
+    BodyTimeout,
     #[error("no valid spans in the request: {message}")]
     NoValidSpans { rejected: u64, message: String },
     #[error(
@@ -80,6 +82,7 @@ impl PushError {
             PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. } => {
                 Code::Unavailable
             }
+            PushError::BodyTimeout => Code::DeadlineExceeded,
         }
     }
 
@@ -90,6 +93,7 @@ impl PushError {
             | PushError::BodyTooLarge { .. }
             | PushError::PushTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PushError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PushError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -110,6 +114,7 @@ impl PushError {
             | PushError::BodyTooLarge { .. }
             | PushError::PushTooLarge { .. } => "too_large",
             PushError::NoValidSpans { .. } => "no_valid_spans",
+            PushError::BodyTimeout => "body_timeout",
             PushError::NotEnoughIngesters { .. } => "not_enough_ingesters",
             PushError::QuorumFailed { .. } => "quorum_failed",
         }
@@ -156,5 +161,14 @@ mod tests {
             PushError::Tenant(TenantError::Missing).http_status(),
             StatusCode::UNAUTHORIZED
         );
+    }
+
+    #[test]
+    fn a_stalled_body_is_408_and_not_retried() {
+        let e = PushError::BodyTimeout;
+        assert_eq!(e.http_status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(e.grpc_code(), Code::DeadlineExceeded);
+        assert_eq!(e.reason(), "body_timeout");
+        assert!(!e.retryable());
     }
 }

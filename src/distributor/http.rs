@@ -102,6 +102,12 @@ async fn export(
             let limit = d.settings().max_recv_msg_size;
             return error_response(format, &PushError::BodyTooLarge { limit });
         }
+        Err(rejection) if is_body_timeout(&rejection) => {
+            let e = PushError::BodyTimeout;
+            metrics::counter!("ringtail_distributor_push_errors_total", "reason" => e.reason())
+                .increment(1);
+            return error_response(format, &e);
+        }
         Err(rejection) => {
             let e = PushError::UnreadableBody(rejection.body_text());
             return error_response(format, &e);
@@ -111,6 +117,19 @@ async fn export(
         Ok(resp) => encode(format, StatusCode::OK, &resp),
         Err(e) => error_response(format, &e),
     }
+}
+
+/// Whether the body failed because it stalled past `http_body_timeout_ms` (the
+/// server's [`tower_http::timeout::TimeoutBody`], somewhere in the rejection's sources).
+fn is_body_timeout(rejection: &BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 async fn handle(
