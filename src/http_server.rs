@@ -49,13 +49,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
+
+use crate::tls::ReloadingTls;
 
 /// HTTP/2 keep-alive pings: how often, and how long an answer may take.
 pub const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
@@ -231,12 +233,12 @@ impl<F: Future> Future for Tracked<F> {
 }
 
 /// The TCP stream, telling [`Activity`] when bytes arrive.
-struct Watched {
-    stream: TcpStream,
+struct Watched<S> {
+    stream: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -251,7 +253,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -311,7 +313,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
     }
 }
 
-type Conn<'a> = auto::Connection<'a, TokioIo<Watched>, ConnService, TokioExecutor>;
+type Conn<'a, S> = auto::Connection<'a, TokioIo<Watched<S>>, ConnService, TokioExecutor>;
 
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -335,11 +337,15 @@ fn builder() -> auto::Builder<TokioExecutor> {
 /// overload), while waiting is backpressure the clients' and balancers' own connect and
 /// request timeouts already bound, and the idle and header timeouts keep slots turning
 /// over. Nothing already accepted is affected.
+///
+/// With `tls`, every connection speaks TLS (the handshake holds a slot, for at most the
+/// handshake timeout).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     spec: ServerSpec,
     limits: HttpLimits,
+    tls: Option<Arc<ReloadingTls>>,
     stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -371,9 +377,22 @@ pub async fn serve(
             peer: spec.connect_info.then_some(peer),
             body_timeout: limits.body_timeout,
         };
-        let (builder, stop) = (builder.clone(), stop.clone());
+        let (builder, stop, tls) = (builder.clone(), stop.clone(), tls.clone());
         connections.spawn(async move {
-            serve_connection(&builder, stream, service, spec, limits, stop).await;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => serve_connection(&builder, stream, service, spec, limits, stop).await,
+                Some(tls) => match crate::tls::handshake(&tls, stream).await {
+                    Ok(stream) => {
+                        serve_connection(&builder, stream, service, spec, limits, stop).await
+                    }
+                    Err(e) => {
+                        metrics::counter!("ringtail_tls_handshake_failures_total", "server" => spec.name)
+                            .increment(1);
+                        tracing::debug!(server = spec.name, %peer, error = %e, "TLS handshake failed");
+                    }
+                },
+            }
             drop(permit);
         });
     }
@@ -382,15 +401,16 @@ pub async fn serve(
     connections.wait().await;
 }
 
-async fn serve_connection(
+async fn serve_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
-    stream: TcpStream,
+    stream: S,
     service: ConnService,
     spec: ServerSpec,
     limits: HttpLimits,
     stop: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = service.activity.clone();
     let io = TokioIo::new(Watched {
         stream,
@@ -415,12 +435,15 @@ async fn serve_connection(
 }
 
 /// Runs a connection to its end, applying the header and idle deadlines and `stop`.
-async fn drive(
-    mut conn: Pin<&mut Conn<'_>>,
+async fn drive<S>(
+    mut conn: Pin<&mut Conn<'_, S>>,
     activity: &Activity,
     limits: &HttpLimits,
     stop: &CancellationToken,
-) -> CloseReason {
+) -> CloseReason
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut draining: Option<CloseReason> = None;
     loop {
         let next = match draining {

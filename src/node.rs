@@ -244,6 +244,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             http,
             spec,
             config.http_limits,
+            None,
             stop,
         ));
     }
@@ -373,6 +374,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 router,
                 spec,
                 config.http_limits,
+                otlp_tls.clone(),
                 stop,
             ));
         }

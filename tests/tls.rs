@@ -1,5 +1,6 @@
 //! TLS on the OTLP receivers with real processes and a real SDK client: the OpenTelemetry
-//! Python exporter sends over TLS and its traces read back; a plaintext client is refused;
+//! Python exporter sends over TLS (gRPC) and its traces read back, as does a request over
+//! OTLP/HTTP with TLS; plaintext clients are refused;
 //! a certificate replaced on disk is served to new connections without a restart.
 
 mod common;
@@ -24,26 +25,49 @@ fn write_certificate(dir: &Path) -> String {
 
 /// True when a TLS handshake with the OTLP gRPC port succeeds trusting only `ca_pem`.
 async fn handshake_trusting(ca_pem: &str) -> bool {
+    tls_connect(ca_pem, 4317).await.is_some()
+}
+
+/// A TLS connection to the front node's `port`, trusting only `ca_pem`.
+async fn tls_connect(
+    ca_pem: &str,
+    port: u16,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
         let _ = roots.add(cert);
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let Ok(builder) =
-        rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()
-    else {
-        return false;
-    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?;
     let config = builder.with_root_certificates(roots).with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let Ok(tcp) = tokio::net::TcpStream::connect(format!("{FRONT_IP}:4317")).await else {
-        return false;
-    };
-    let Ok(name) = rustls::pki_types::ServerName::try_from(FRONT_IP.to_owned()) else {
-        return false;
-    };
-    connector.connect(name, tcp).await.is_ok()
+    let tcp = tokio::net::TcpStream::connect(format!("{FRONT_IP}:{port}"))
+        .await
+        .ok()?;
+    let name = rustls::pki_types::ServerName::try_from(FRONT_IP.to_owned()).ok()?;
+    connector.connect(name, tcp).await.ok()
+}
+
+/// POSTs an OTLP/HTTP protobuf request over TLS (HTTP/1.1); returns the status line.
+async fn post_over_tls(ca_pem: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(ca_pem, 4318).await.expect("TLS to 4318");
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: {FRONT_IP}:4318\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.expect("write head");
+    tls.write_all(body).await.expect("write body");
+    let mut reply = Vec::new();
+    let _ = tls.read_to_end(&mut reply).await;
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn python_export(cluster: &Cluster, ca: &Path, traces: &str) -> (bool, String) {
@@ -84,6 +108,42 @@ async fn the_python_exporter_sends_over_tls_and_a_renewed_certificate_is_served_
     let (ok, text) = python_export(&cluster, &ca, "200");
     assert!(ok, "python exporter over TLS failed:\n{text}");
     assert!(text.contains("verified 200 complete"), "{text}");
+
+    // OTLP/HTTP speaks TLS too.
+    use prost::Message;
+    let trace = "54545454545454545454545454545454";
+    let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+            scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+                spans: vec![opentelemetry_proto::tonic::trace::v1::Span {
+                    trace_id: hex::decode(trace).expect("hex"),
+                    span_id: vec![5; 8],
+                    name: "over-tls".into(),
+                    start_time_unix_nano: 1,
+                    end_time_unix_nano: 2,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let status = post_over_tls(&first, &request.encode_to_vec()).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(
+        common::spans_via_query(&cluster.front.http(), trace).await,
+        Ok(1)
+    );
+    let plain = reqwest::Client::new()
+        .post(format!("{}/v1/traces", cluster.front.otlp_http()))
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await;
+    assert!(
+        plain.is_err(),
+        "plaintext OTLP/HTTP was answered: {plain:?}"
+    );
 
     // A plaintext client gets nowhere: the port speaks TLS only.
     let plaintext = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(

@@ -61,7 +61,7 @@ CHART_MANAGED_FIELDS = {
     "gossip_listen", "gossip_join",
     "storage_backend", "storage_path",
     "s3_bucket", "s3_endpoint", "s3_region", "s3_access_key_id", "s3_secret_access_key",
-    "s3_path_style", "admin_token", "cluster_secret",
+    "s3_path_style", "admin_token", "cluster_secret", "otlp_tls_cert_file", "otlp_tls_key_file",
 }
 # RawConfig fields deliberately not offered by the chart.
 NOT_EXPOSED_FIELDS = {"gossip_packet_loss"}  # fault injection for tests
@@ -530,6 +530,29 @@ def check_cluster_secret(r: Rendered) -> None:
            "the generated cluster secret is not kept on uninstall")
 
 
+def check_otlp_tls(r: Rendered) -> None:
+    """With otlpTls.secretName, distributors mount that Secret as a folder and point ringtail at it.
+
+    A folder mount (no subPath), so a renewed certificate reaches the pod; ingesters and queriers
+    serve no OTLP and get neither.
+    """
+    tls = r.values["otlpTls"]
+    for w in r.workloads():
+        c = main_container(w)
+        env = env_of(c)
+        is_distributor = labels(w).get("app.kubernetes.io/component") == "distributor"
+        mounts = [m for m in c.get("volumeMounts") or [] if m["name"] == "otlp-tls"]
+        volumes = [v for v in pod_spec(w).get("volumes") or [] if v["name"] == "otlp-tls"]
+        if not is_distributor:
+            ensure(not mounts and "RINGTAIL_OTLP_TLS_CERT_FILE" not in env, f"{w['metadata']['name']} gets the OTLP certificate")
+            continue
+        ensure(len(mounts) == 1 and "subPath" not in mounts[0], f"distributor mounts: {mounts}")
+        ensure(volumes and volumes[0].get("secret", {}).get("secretName") == tls["secretName"], f"distributor volumes: {volumes}")
+        folder = mounts[0]["mountPath"]
+        for var, key in (("RINGTAIL_OTLP_TLS_CERT_FILE", tls["certKey"]), ("RINGTAIL_OTLP_TLS_KEY_FILE", tls["keyKey"])):
+            ensure(env.get(var, {}).get("value") == f"{folder}/{key}", f"{var} is {env.get(var)}")
+
+
 def check_zone_spread(r: Rendered) -> None:
     """Zone awareness: ingesters spread over topology.kubernetes.io/zone."""
     sts = r.one("StatefulSet", "ingester")
@@ -642,7 +665,7 @@ def s3_zone_checks(r: Rendered) -> list[Callable[[Rendered], None]]:
             check_gossip_service,
             check_readiness_probes, check_front_services, check_security,
             check_ingester_hard_anti_affinity, check_s3_storage, check_zone_spread,
-            check_service_monitor, check_cluster_secret]
+            check_service_monitor, check_cluster_secret, check_otlp_tls]
 
 
 S3_ZONES = "ci/s3-zones-values.yaml"

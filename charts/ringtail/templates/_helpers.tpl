@@ -221,6 +221,12 @@ containers:
             name: {{ include "ringtail.clusterSecretName" $root }}
             key: {{ $root.Values.clusterSecret.key }}
       {{- end }}
+      {{- if and (eq .target "distributor") $root.Values.otlpTls.secretName }}
+      - name: RINGTAIL_OTLP_TLS_CERT_FILE
+        value: /etc/ringtail-tls/otlp/{{ $root.Values.otlpTls.certKey }}
+      - name: RINGTAIL_OTLP_TLS_KEY_FILE
+        value: /etc/ringtail-tls/otlp/{{ $root.Values.otlpTls.keyKey }}
+      {{- end }}
       {{- with $root.Values.adminToken.existingSecret }}
       - name: RINGTAIL_ADMIN_TOKEN
         valueFrom:
@@ -304,6 +310,13 @@ containers:
       - name: blocks
         mountPath: {{ $root.Values.storage.filesystem.path }}
       {{- end }}
+      {{- if and (eq .target "distributor") $root.Values.otlpTls.secretName }}
+      # The whole folder, not a subPath: the kubelet updates it when the Secret changes,
+      # and ringtail reloads the certificate.
+      - name: otlp-tls
+        mountPath: /etc/ringtail-tls/otlp
+        readOnly: true
+      {{- end }}
 volumes:
   - name: config
     configMap:
@@ -314,6 +327,11 @@ volumes:
   - name: blocks
     persistentVolumeClaim:
       claimName: {{ include "ringtail.blocksClaimName" $root }}
+  {{- end }}
+  {{- if and (eq .target "distributor") $root.Values.otlpTls.secretName }}
+  - name: otlp-tls
+    secret:
+      secretName: {{ $root.Values.otlpTls.secretName }}
   {{- end }}
 {{- end }}
 
