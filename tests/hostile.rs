@@ -426,6 +426,22 @@ async fn read_as(cluster: &Cluster, tenant: &str, trace: &str) -> u16 {
         .as_u16()
 }
 
+/// Pushes one span of `trace` as `tenant` over OTLP/HTTP; returns the status.
+async fn push_as(cluster: &Cluster, tenant: &str, trace: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/v1/traces", cluster.front.otlp_http()))
+        .header("content-type", "application/x-protobuf")
+        .header("x-scope-orgid", tenant)
+        .body(request_of_encoded_spans(&[
+            span(trace, 1, "op").encode_to_vec()
+        ]))
+        .send()
+        .await
+        .expect("post")
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_named_star_flushes_its_blocks_and_blocks_no_other_tenant() {
     let mut cluster = Cluster::start(48, 3, &["--multitenancy-enabled=true"]).await;
@@ -434,16 +450,7 @@ async fn a_tenant_named_star_flushes_its_blocks_and_blocks_no_other_tenant() {
         ("team-a", "2b000000000000000000000000000002"),
     ];
     for (tenant, trace) in traces {
-        let body = request_of_encoded_spans(&[span(trace, 1, "op").encode_to_vec()]);
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1/traces", cluster.front.otlp_http()))
-            .header("content-type", "application/x-protobuf")
-            .header("x-scope-orgid", tenant)
-            .body(body)
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(r.status(), 200, "{tenant}");
+        assert_eq!(push_as(&cluster, tenant, trace).await, 200, "{tenant}");
     }
     for ingester in &cluster.ingesters {
         let stats = common::flush(ingester).await;
@@ -488,16 +495,7 @@ async fn a_block_that_never_uploads_is_quarantined_and_holds_up_no_other_block()
         ("team-b", "2d000000000000000000000000000002"),
     ];
     for (tenant, trace) in traces {
-        let body = request_of_encoded_spans(&[span(trace, 1, "op").encode_to_vec()]);
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1/traces", cluster.front.otlp_http()))
-            .header("content-type", "application/x-protobuf")
-            .header("x-scope-orgid", tenant)
-            .body(body)
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(r.status(), 200, "{tenant}");
+        assert_eq!(push_as(&cluster, tenant, trace).await, 200, "{tenant}");
     }
     // Each ingester's flush (and its own background rounds) gets the other tenant's block
     // past the poisoned one, which stays pending until its strikes are counted.

@@ -247,14 +247,7 @@ impl Cluster {
         target: &str,
         flags: &[&str],
     ) -> Node {
-        let mut node = node_spec(
-            &self.dir,
-            self.subnet,
-            &self.common_args,
-            name,
-            host,
-            target,
-        );
+        let mut node = self.extra_node(name, host, target);
         node.args.extend(flags.iter().map(|f| f.to_string()));
         node.spawn();
         let n = &node;
@@ -263,6 +256,18 @@ impl Cluster {
         })
         .await;
         node
+    }
+
+    /// A node of this cluster (its flags), not started.
+    fn extra_node(&self, name: &str, host: u8, target: &str) -> Node {
+        node_spec(
+            &self.dir,
+            self.subnet,
+            &self.common_args,
+            name,
+            host,
+            target,
+        )
     }
 
     /// Starts one more node with some of the cluster's flags replaced (`(flag, value)`;
@@ -274,14 +279,7 @@ impl Cluster {
         target: &str,
         flags: &[(&str, Option<&str>)],
     ) -> Node {
-        let mut node = node_spec(
-            &self.dir,
-            self.subnet,
-            &self.common_args,
-            name,
-            host,
-            target,
-        );
+        let mut node = self.extra_node(name, host, target);
         for (flag, value) in flags {
             match value {
                 Some(v) => node.set_flag(flag, v),
