@@ -20,7 +20,7 @@ use crate::ingester::wal::{WalStoreKind, WalSync};
 use crate::membership::Roles;
 use crate::ring::ReplicationFactor;
 use crate::storage::retention::RetentionPolicy;
-use crate::tls::TlsFiles;
+use crate::tls::{InternalTls, TlsFiles};
 
 /// Configuration as written by the user. All optional; see [`Config`] for defaults.
 #[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
@@ -132,6 +132,24 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_OTLP_TLS_KEY_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_tls_key_file: Option<PathBuf>,
+    /// Mutual TLS on internal gRPC: this node's PEM certificate chain (as server and as
+    /// client); with `internal_tls_key_file` and `internal_tls_ca_file` [default: none]
+    #[arg(long, env = "RINGTAIL_INTERNAL_TLS_CERT_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `internal_tls_cert_file` [default: none]
+    #[arg(long, env = "RINGTAIL_INTERNAL_TLS_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_tls_key_file: Option<PathBuf>,
+    /// PEM CA that signs every node's internal certificate; nodes trust only it [default: none]
+    #[arg(long, env = "RINGTAIL_INTERNAL_TLS_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_tls_ca_file: Option<PathBuf>,
+    /// The name every node's internal certificate carries (checked by the client)
+    /// [default: ringtail-internal]
+    #[arg(long, env = "RINGTAIL_INTERNAL_TLS_SERVER_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_tls_server_name: Option<String>,
     /// WAL flush policy: always (flush before ack) or periodic (every 500 ms) [default: always]
     #[arg(long, env = "RINGTAIL_WAL_SYNC")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -290,6 +308,8 @@ pub struct Config {
     pub max_recv_msg_size: usize,
     /// TLS for the OTLP receivers.
     pub otlp_tls: Option<TlsFiles>,
+    /// Mutual TLS on internal gRPC.
+    pub internal_tls: Option<InternalTls>,
     pub wal_sync: WalSync,
     pub wal_store: WalStoreKind,
     pub wal_cache_bytes: u64,
@@ -635,8 +655,18 @@ impl RawConfig {
             read_linger: Duration::from_millis(self.read_linger_ms.unwrap_or(50)),
             multitenancy_enabled: self.multitenancy_enabled.unwrap_or(false),
             max_recv_msg_size,
+            internal_tls: internal_tls(
+                self.internal_tls_cert_file,
+                self.internal_tls_key_file,
+                self.internal_tls_ca_file,
+                self.internal_tls_server_name,
+            )?,
             otlp_tls: match (self.otlp_tls_cert_file, self.otlp_tls_key_file) {
-                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert,
+                    key,
+                    client_ca: None,
+                }),
                 (None, None) => None,
                 _ => {
                     return Err(invalid(
@@ -688,6 +718,35 @@ fn default_node_name() -> String {
 /// The listen IP if it is specific; else the local IP that routes to the first seed that
 /// resolves; else the IP of the default route's interface (a seed's name may not resolve
 /// yet when a container starts); else loopback.
+/// Mutual TLS on internal gRPC: all three files or none.
+fn internal_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    server_name: Option<String>,
+) -> Result<Option<InternalTls>, ConfigError> {
+    let server_name = server_name.unwrap_or_else(|| "ringtail-internal".to_owned());
+    if rustls::pki_types::ServerName::try_from(server_name.as_str()).is_err() {
+        return Err(invalid(
+            "internal_tls_server_name",
+            "is not a DNS name or IP address",
+        ));
+    }
+    match (cert, key, ca) {
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(InternalTls {
+            cert,
+            key,
+            ca,
+            server_name,
+        })),
+        (None, None, None) => Ok(None),
+        _ => Err(invalid(
+            "internal_tls_cert_file",
+            "set together with internal_tls_key_file and internal_tls_ca_file (all or none)",
+        )),
+    }
+}
+
 /// The keyring from `cluster_secret`. Without one, a node that joins others is refused
 /// unless `insecure_cluster` says so; a node with no seeds runs alone under a random
 /// secret (nobody can join it, and it needs none to talk to itself).
@@ -849,6 +908,37 @@ mod tests {
             .expect("alone")
             .cluster_keys
             .is_some());
+    }
+
+    #[test]
+    fn tls_files_come_all_together_or_not_at_all() {
+        let err = RawConfig {
+            otlp_tls_cert_file: Some("c.pem".into()),
+            ..Default::default()
+        }
+        .validate()
+        .expect_err("no key");
+        assert!(err.to_string().contains("otlp_tls_cert_file"), "{err}");
+        let err = RawConfig {
+            internal_tls_cert_file: Some("c.pem".into()),
+            internal_tls_key_file: Some("c.key".into()),
+            ..Default::default()
+        }
+        .validate()
+        .expect_err("no CA");
+        assert!(err.to_string().contains("internal_tls_ca_file"), "{err}");
+        let c = RawConfig {
+            internal_tls_cert_file: Some("c.pem".into()),
+            internal_tls_key_file: Some("c.key".into()),
+            internal_tls_ca_file: Some("ca.pem".into()),
+            ..Default::default()
+        }
+        .validate()
+        .expect("all three");
+        assert_eq!(
+            c.internal_tls.map(|t| t.server_name),
+            Some("ringtail-internal".to_owned())
+        );
     }
 
     #[test]

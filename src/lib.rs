@@ -16,7 +16,8 @@
 //! - [`http_server`]: the accept loop of both HTTP servers: header, body and idle
 //!   timeouts, the connection cap, graceful shutdown.
 //! - [`admin`]: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`, `/api/echo`.
-//! - [`tls`]: TLS for the OTLP receivers, from PEM files reloaded when they change.
+//! - [`tls`]: TLS for the OTLP receivers and mutual TLS for internal gRPC, from PEM files
+//!   reloaded when they change.
 //! - [`bench`]: the load tool (`ringtail bench`).
 //!
 //! # The flow of one span

@@ -53,7 +53,7 @@ pub enum NodeError {
     Replay(String),
     #[error("object store: {0}")]
     Storage(#[from] crate::storage::StoreError),
-    #[error("OTLP TLS: {0}")]
+    #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
 }
 
@@ -164,9 +164,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         source,
     })?;
 
-    let clients = IngesterClients::new(crate::rpc::auth::Credential::new(
-        config.cluster_keys.as_deref(),
-    ));
+    let clients = IngesterClients::new(
+        crate::rpc::auth::Credential::new(config.cluster_keys.as_deref()),
+        config.internal_tls.clone(),
+    );
     let store = match &config.storage {
         StorageConfig::Filesystem { path } => BlockStore::local(path)?,
         StorageConfig::S3(s3) => BlockStore::s3(s3)?,
@@ -270,14 +271,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         );
         let listener = grpc_listener.ok_or(NodeError::Replay("no grpc listener".into()))?;
         let stop = stop_all.clone();
+        let tls = match &config.internal_tls {
+            Some(internal) => {
+                let tls = crate::tls::ReloadingTls::load(internal.server_files(), &[b"h2"])?;
+                tls.spawn_watcher("internal", stop_all.clone());
+                Some(tls)
+            }
+            None => None,
+        };
         tasks.spawn(async move {
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            if let Err(e) = grpc_server()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await
-            {
+            let server = grpc_server().add_service(service);
+            let served = match tls {
+                Some(tls) => {
+                    let incoming = crate::tls::incoming(listener, tls, "internal_grpc");
+                    server
+                        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                        .await
+                }
+                None => {
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true));
+                    server
+                        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "ingester gRPC server failed");
             }
         });

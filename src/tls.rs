@@ -1,5 +1,6 @@
-//! TLS for the servers clients talk to, from PEM files that are reloaded when they change
-//! (a renewed certificate is used for new connections without a restart).
+//! TLS from PEM files that are reloaded when they change (a renewed certificate is used
+//! for new connections without a restart): for the OTLP receivers, and mutual TLS for
+//! internal gRPC ([`InternalTls`]).
 //!
 //! [`ReloadingTls`] holds the current `rustls::ServerConfig`; a watcher task looks at the
 //! files' modification time and size every few seconds and builds a new config when they
@@ -41,11 +42,49 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// Where a server's certificate chain and key are.
+/// Where a server's certificate chain and key are, and for mutual TLS the CA that signs
+/// the clients' certificates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// With it, a client must present a certificate this CA signed.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Mutual TLS between nodes (internal gRPC): every node presents `cert` and trusts only
+/// certificates `ca` signed, and servers must present `server_name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InternalTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub server_name: String,
+}
+
+impl InternalTls {
+    /// The server side: the node's own certificate, clients verified against the CA.
+    pub fn server_files(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: Some(self.ca.clone()),
+        }
+    }
+
+    /// The client side, read from the files at each new connection (so a renewal is
+    /// picked up by the next connection; connections are long-lived HTTP/2 channels).
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let (chain, key) = read_pair(&self.cert, &self.key)?;
+        let roots = read_roots(&self.ca)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
 }
 
 /// What the files looked like when they were loaded.
@@ -53,6 +92,17 @@ pub struct TlsFiles {
 struct Stamp {
     cert: (Option<SystemTime>, u64),
     key: (Option<SystemTime>, u64),
+    ca: (Option<SystemTime>, u64),
+}
+
+impl Stamp {
+    fn of(files: &TlsFiles) -> Self {
+        Self {
+            cert: stamp_of(&files.cert),
+            key: stamp_of(&files.key),
+            ca: files.client_ca.as_deref().map_or((None, 0), stamp_of),
+        }
+    }
 }
 
 fn stamp_of(path: &Path) -> (Option<SystemTime>, u64) {
@@ -75,32 +125,65 @@ impl std::fmt::Debug for ReloadingTls {
     }
 }
 
-/// The server config for `files`, offering the `alpn` protocols.
-fn build(files: &TlsFiles, alpn: &[Vec<u8>]) -> Result<ServerConfig, TlsError> {
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let cert_pem = read(&files.cert)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .filter_map(Result::ok)
         .collect();
-    if chain.is_empty() {
+    if certs.is_empty() {
         return Err(TlsError::NoCertificate {
-            path: files.cert.clone(),
+            path: path.to_path_buf(),
         });
     }
-    let key_pem = read(&files.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
-        path: files.key.clone(),
+    Ok(certs)
+}
+
+/// A certificate chain and its private key.
+fn read_pair(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = read_certificates(cert)?;
+    let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|_| TlsError::NoKey {
+        path: key.to_path_buf(),
     })?;
+    Ok((chain, key))
+}
+
+fn read_roots(ca: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certificates(ca)? {
+        roots.add(cert)?;
+    }
+    Ok(roots)
+}
+
+/// The server config for `files`, offering the `alpn` protocols.
+fn build(files: &TlsFiles, alpn: &[Vec<u8>]) -> Result<ServerConfig, TlsError> {
+    let (chain, key) = read_pair(&files.cert, &files.key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(read_roots(ca)?),
+                provider,
+            )
+            .build()
+            .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
     config.alpn_protocols = alpn.to_vec();
     Ok(config)
 }
@@ -109,10 +192,7 @@ impl ReloadingTls {
     /// Loads `files` now (an error here stops the node from starting).
     pub fn load(files: TlsFiles, alpn: &[&[u8]]) -> Result<Arc<Self>, TlsError> {
         let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
-        let stamp = Stamp {
-            cert: stamp_of(&files.cert),
-            key: stamp_of(&files.key),
-        };
+        let stamp = Stamp::of(&files);
         let config = build(&files, &alpn)?;
         Ok(Arc::new(Self {
             files,
@@ -132,10 +212,7 @@ impl ReloadingTls {
     /// Rebuilds the config if a file changed since the last load; `Ok(true)` if it did.
     /// On an error the previous config stays.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let now = Stamp {
-            cert: stamp_of(&self.files.cert),
-            key: stamp_of(&self.files.key),
-        };
+        let now = Stamp::of(&self.files);
         let Ok(mut stamp) = self.stamp.lock() else {
             return Ok(false);
         };
@@ -296,6 +373,7 @@ mod tests {
         let files = TlsFiles {
             cert: dir.join("cert.pem"),
             key: dir.join("key.pem"),
+            client_ca: None,
         };
         std::fs::write(&files.cert, cert.cert.pem()).expect("write cert");
         std::fs::write(&files.key, cert.signing_key.serialize_pem()).expect("write key");
@@ -331,6 +409,7 @@ mod tests {
         let files = TlsFiles {
             cert: dir.path().join("none.pem"),
             key: dir.path().join("none.key"),
+            client_ca: None,
         };
         let err = ReloadingTls::load(files.clone(), &[]).expect_err("missing");
         assert!(err.to_string().contains("none.pem"), "{err}");

@@ -181,3 +181,126 @@ async fn the_python_exporter_sends_over_tls_and_a_renewed_certificate_is_served_
         "{metrics}"
     );
 }
+
+/// A CA, and a node certificate it signed for `name`, written to `dir` as
+/// `<prefix>-ca.pem`, `<prefix>.pem` and `<prefix>.key`.
+fn write_ca_and_node(dir: &Path, prefix: &str, name: &str) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+    let node_key = rcgen::KeyPair::generate().expect("node key");
+    let node = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .expect("params")
+        .signed_by(&node_key, &ca)
+        .expect("node cert");
+    std::fs::write(dir.join(format!("{prefix}-ca.pem")), ca.pem()).expect("ca");
+    std::fs::write(dir.join(format!("{prefix}.pem")), node.pem()).expect("cert");
+    std::fs::write(dir.join(format!("{prefix}.key")), node_key.serialize_pem()).expect("key");
+}
+
+fn internal_tls(dir: &Path, prefix: &str, ca_prefix: &str) -> ringtail::tls::InternalTls {
+    ringtail::tls::InternalTls {
+        cert: dir.join(format!("{prefix}.pem")),
+        key: dir.join(format!("{prefix}.key")),
+        ca: dir.join(format!("{ca_prefix}-ca.pem")),
+        server_name: "ringtail-internal".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn internal_grpc_is_mutual_tls_and_refuses_clients_without_a_certificate_of_the_ca() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let dir = certs.path();
+    write_ca_and_node(dir, "node", "ringtail-internal");
+    write_ca_and_node(dir, "stranger", "ringtail-internal");
+    let flags = [
+        format!(
+            "--internal-tls-cert-file={}",
+            dir.join("node.pem").display()
+        ),
+        format!("--internal-tls-key-file={}", dir.join("node.key").display()),
+        format!(
+            "--internal-tls-ca-file={}",
+            dir.join("node-ca.pem").display()
+        ),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cluster = Cluster::start(55, 3, &flags).await;
+
+    // Distributor → ingesters and querier → ingesters run over mutual TLS.
+    let trace = "55555555555555555555555555555555";
+    let body = {
+        use prost::Message;
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+            resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+                scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+                    spans: (1..=2u8)
+                        .map(|i| opentelemetry_proto::tonic::trace::v1::Span {
+                            trace_id: hex::decode(trace).expect("hex"),
+                            span_id: vec![i; 8],
+                            name: "mtls".into(),
+                            start_time_unix_nano: 1,
+                            end_time_unix_nano: 2,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    };
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/traces", cluster.front.otlp_http()))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        common::spans_via_query(&cluster.front.http(), trace).await,
+        Ok(2)
+    );
+
+    let keys =
+        ringtail::cluster_keys::ClusterKeys::new(&[common::cluster_secret(55)], "").expect("keys");
+    let find = || ringtail::rpc::proto::FindTraceRequest {
+        tenant: "single-tenant".into(),
+        trace_id: hex::decode(trace).expect("hex").into(),
+    };
+    let addr = cluster.ingesters[0].grpc_addr();
+    let client = |tls: Option<ringtail::tls::InternalTls>| {
+        ringtail::rpc::IngesterClients::new(ringtail::rpc::auth::Credential::new(Some(&keys)), tls)
+            .get(addr)
+    };
+    // A node certificate of the cluster's CA, and the token: found.
+    let found = client(Some(internal_tls(dir, "node", "node")))
+        .find_trace_by_id(find())
+        .await
+        .expect("mutual TLS with the cluster's certificate")
+        .into_inner();
+    assert!(found.found);
+    // Plaintext, or a certificate another CA signed (trusting the server's CA): refused,
+    // whatever the token.
+    for (what, tls) in [
+        ("plaintext", None),
+        (
+            "another CA's certificate",
+            Some(internal_tls(dir, "stranger", "node")),
+        ),
+    ] {
+        let refused = client(tls).find_trace_by_id(find()).await;
+        assert!(refused.is_err(), "{what}: {refused:?}");
+    }
+    // A client that trusts another CA does not accept the ingester either.
+    let refused = client(Some(internal_tls(dir, "node", "stranger")))
+        .find_trace_by_id(find())
+        .await;
+    assert!(
+        refused.is_err(),
+        "a server outside the client's CA: {refused:?}"
+    );
+}

@@ -8,8 +8,13 @@ use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+
 use super::auth::Credential;
 use super::ingester_service::ingester_client::IngesterClient;
+use crate::tls::InternalTls;
 
 /// Largest internal message a client accepts (a trace read back can be large).
 pub const MAX_INTERNAL_MESSAGE: usize = 256 * 1024 * 1024;
@@ -29,13 +34,16 @@ pub type Client = IngesterClient<InterceptedService<Channel, Credential>>;
 pub struct IngesterClients {
     clients: Arc<RwLock<HashMap<SocketAddr, Client>>>,
     credential: Credential,
+    tls: Option<Arc<InternalTls>>,
 }
 
 impl IngesterClients {
-    pub fn new(credential: Credential) -> Self {
+    /// Clients that send `credential`, over mutual TLS when `tls` is set.
+    pub fn new(credential: Credential, tls: Option<InternalTls>) -> Self {
         Self {
             clients: Arc::default(),
             credential,
+            tls: tls.map(Arc::new),
         }
     }
 
@@ -57,10 +65,13 @@ impl IngesterClients {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
-        let client =
-            IngesterClient::with_interceptor(endpoint.connect_lazy(), self.credential.clone())
-                .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
-                .max_encoding_message_size(MAX_INTERNAL_MESSAGE);
+        let channel = match &self.tls {
+            None => endpoint.connect_lazy(),
+            Some(tls) => endpoint.connect_with_connector_lazy(tls_connector(tls.clone())),
+        };
+        let client = IngesterClient::with_interceptor(channel, self.credential.clone())
+            .max_decoding_message_size(MAX_INTERNAL_MESSAGE)
+            .max_encoding_message_size(MAX_INTERNAL_MESSAGE);
         if let Ok(mut m) = self.clients.write() {
             m.entry(addr).or_insert_with(|| client.clone());
         }
@@ -73,4 +84,37 @@ impl IngesterClients {
             m.retain(|a, _| keep(a));
         }
     }
+}
+
+/// Connects to an ingester over mutual TLS: TCP, then a handshake with the node's
+/// certificate (read again at each connection, so a renewal is picked up), checking the
+/// server's against the CA and `server_name`.
+fn tls_connector(
+    tls: Arc<InternalTls>,
+) -> impl tower::Service<
+    http::Uri,
+    Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(move |uri: http::Uri| {
+        let tls = tls.clone();
+        async move {
+            let addr = uri
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .ok_or_else(|| std::io::Error::other("an ingester address without a host"))?;
+            let config = tls.client_config().map_err(std::io::Error::other)?;
+            let name =
+                ServerName::try_from(tls.server_name.clone()).map_err(std::io::Error::other)?;
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await?;
+            Ok(TokioIo::new(stream))
+        }
+    })
 }

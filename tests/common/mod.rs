@@ -294,7 +294,7 @@ impl Cluster {
     pub fn ingester_clients(&self) -> ringtail::rpc::IngesterClients {
         let keys = ringtail::cluster_keys::ClusterKeys::new(&[cluster_secret(self.subnet)], "")
             .expect("the test secret is valid");
-        ringtail::rpc::IngesterClients::new(ringtail::rpc::auth::Credential::new(Some(&keys)))
+        ringtail::rpc::IngesterClients::new(ringtail::rpc::auth::Credential::new(Some(&keys)), None)
     }
 
     pub async fn wait_ready(&self) {

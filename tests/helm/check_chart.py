@@ -62,6 +62,7 @@ CHART_MANAGED_FIELDS = {
     "storage_backend", "storage_path",
     "s3_bucket", "s3_endpoint", "s3_region", "s3_access_key_id", "s3_secret_access_key",
     "s3_path_style", "admin_token", "cluster_secret", "otlp_tls_cert_file", "otlp_tls_key_file",
+    "internal_tls_cert_file", "internal_tls_key_file", "internal_tls_ca_file", "internal_tls_server_name",
 }
 # RawConfig fields deliberately not offered by the chart.
 NOT_EXPOSED_FIELDS = {"gossip_packet_loss"}  # fault injection for tests
@@ -553,6 +554,24 @@ def check_otlp_tls(r: Rendered) -> None:
             ensure(env.get(var, {}).get("value") == f"{folder}/{key}", f"{var} is {env.get(var)}")
 
 
+def check_internal_tls(r: Rendered) -> None:
+    """With internalTls.secretName, every pod mounts that Secret as a folder and points ringtail at it."""
+    tls = r.values["internalTls"]
+    for w in r.workloads():
+        c = main_container(w)
+        env = env_of(c)
+        mounts = [m for m in c.get("volumeMounts") or [] if m["name"] == "internal-tls"]
+        volumes = [v for v in pod_spec(w).get("volumes") or [] if v["name"] == "internal-tls"]
+        ensure(len(mounts) == 1 and "subPath" not in mounts[0], f"{w['metadata']['name']} mounts: {mounts}")
+        ensure(volumes and volumes[0].get("secret", {}).get("secretName") == tls["secretName"],
+               f"{w['metadata']['name']} volumes: {volumes}")
+        folder = mounts[0]["mountPath"]
+        for var, key in (("RINGTAIL_INTERNAL_TLS_CERT_FILE", tls["certKey"]), ("RINGTAIL_INTERNAL_TLS_KEY_FILE", tls["keyKey"]),
+                         ("RINGTAIL_INTERNAL_TLS_CA_FILE", tls["caKey"])):
+            ensure(env.get(var, {}).get("value") == f"{folder}/{key}", f"{w['metadata']['name']}: {var} is {env.get(var)}")
+        ensure(env.get("RINGTAIL_INTERNAL_TLS_SERVER_NAME", {}).get("value") == tls["serverName"], "server name not set")
+
+
 def check_zone_spread(r: Rendered) -> None:
     """Zone awareness: ingesters spread over topology.kubernetes.io/zone."""
     sts = r.one("StatefulSet", "ingester")
@@ -665,7 +684,7 @@ def s3_zone_checks(r: Rendered) -> list[Callable[[Rendered], None]]:
             check_gossip_service,
             check_readiness_probes, check_front_services, check_security,
             check_ingester_hard_anti_affinity, check_s3_storage, check_zone_spread,
-            check_service_monitor, check_cluster_secret, check_otlp_tls]
+            check_service_monitor, check_cluster_secret, check_otlp_tls, check_internal_tls]
 
 
 S3_ZONES = "ci/s3-zones-values.yaml"

@@ -227,6 +227,18 @@ containers:
       - name: RINGTAIL_OTLP_TLS_KEY_FILE
         value: /etc/ringtail-tls/otlp/{{ $root.Values.otlpTls.keyKey }}
       {{- end }}
+      {{- with $root.Values.internalTls }}
+      {{- if .secretName }}
+      - name: RINGTAIL_INTERNAL_TLS_CERT_FILE
+        value: /etc/ringtail-tls/internal/{{ .certKey }}
+      - name: RINGTAIL_INTERNAL_TLS_KEY_FILE
+        value: /etc/ringtail-tls/internal/{{ .keyKey }}
+      - name: RINGTAIL_INTERNAL_TLS_CA_FILE
+        value: /etc/ringtail-tls/internal/{{ .caKey }}
+      - name: RINGTAIL_INTERNAL_TLS_SERVER_NAME
+        value: {{ .serverName | quote }}
+      {{- end }}
+      {{- end }}
       {{- with $root.Values.adminToken.existingSecret }}
       - name: RINGTAIL_ADMIN_TOKEN
         valueFrom:
@@ -310,6 +322,11 @@ containers:
       - name: blocks
         mountPath: {{ $root.Values.storage.filesystem.path }}
       {{- end }}
+      {{- if $root.Values.internalTls.secretName }}
+      - name: internal-tls
+        mountPath: /etc/ringtail-tls/internal
+        readOnly: true
+      {{- end }}
       {{- if and (eq .target "distributor") $root.Values.otlpTls.secretName }}
       # The whole folder, not a subPath: the kubelet updates it when the Secret changes,
       # and ringtail reloads the certificate.
@@ -327,6 +344,11 @@ volumes:
   - name: blocks
     persistentVolumeClaim:
       claimName: {{ include "ringtail.blocksClaimName" $root }}
+  {{- end }}
+  {{- with $root.Values.internalTls.secretName }}
+  - name: internal-tls
+    secret:
+      secretName: {{ . }}
   {{- end }}
   {{- if and (eq .target "distributor") $root.Values.otlpTls.secretName }}
   - name: otlp-tls
