@@ -280,23 +280,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             None => None,
         };
         tasks.spawn(async move {
-            let server = grpc_server().add_service(service);
-            let served = match tls {
-                Some(tls) => {
-                    let incoming = crate::tls::incoming(listener, tls, "internal_grpc");
-                    server
-                        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                        .await
-                }
-                None => {
-                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                        .with_nodelay(Some(true));
-                    server
-                        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                        .await
-                }
-            };
-            if let Err(e) = served {
+            let incoming = crate::tls::incoming(listener, tls, "internal_grpc");
+            if let Err(e) = grpc_server()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await
+            {
                 tracing::error!(error = %e, "ingester gRPC server failed");
             }
         });
@@ -356,27 +345,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             let stop = stop_all.clone();
             let tls = otlp_tls.clone();
             tasks.spawn(async move {
-                let server = grpc_server()
+                let incoming = crate::tls::incoming(listener, tls, "otlp_grpc");
+                if let Err(e) = grpc_server()
                     .layer(tower::util::MapResponseLayer::new(
                         distributor::grpc::refuse_oversized_for_good::<tonic::body::Body>,
                     ))
-                    .add_service(service);
-                let served = match tls {
-                    Some(tls) => {
-                        let incoming = crate::tls::incoming(listener, tls, "otlp_grpc");
-                        server
-                            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                            .await
-                    }
-                    None => {
-                        let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                            .with_nodelay(Some(true));
-                        server
-                            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                            .await
-                    }
-                };
-                if let Err(e) = served {
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await
+                {
                     tracing::error!(error = %e, "OTLP gRPC server failed");
                 }
             });

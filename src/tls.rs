@@ -6,8 +6,8 @@
 //! files' modification time and size every few seconds and builds a new config when they
 //! change. A file that does not parse keeps the previous config (logged, counted in
 //! `ringtail_tls_reload_failures_total`): a half-written renewal never takes a receiver
-//! down. [`incoming`] turns a TCP listener into a stream of TLS connections for tonic,
-//! with the handshakes run concurrently and bounded in time.
+//! down. [`incoming`] turns a TCP listener into a stream of connections for tonic (TLS
+//! ones with the handshakes run concurrently and bounded in time, or plain ones).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -258,54 +258,78 @@ impl ReloadingTls {
     }
 }
 
-/// A TLS connection accepted by [`incoming`].
-pub struct TlsConn(tokio_rustls::server::TlsStream<TcpStream>);
+/// A connection accepted by [`incoming`]: TLS when the server has a certificate.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
 
-impl tonic::transport::server::Connected for TlsConn {
+impl tonic::transport::server::Connected for Conn {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.get_ref().0.connect_info()
+        match self {
+            Conn::Plain(tcp) => tcp.connect_info(),
+            Conn::Tls(tls) => tls.get_ref().0.connect_info(),
+        }
     }
 }
 
-impl AsyncRead for TlsConn {
+impl AsyncRead for Conn {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
     }
 }
 
-impl AsyncWrite for TlsConn {
+impl AsyncWrite for Conn {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
     }
 }
 
@@ -325,15 +349,16 @@ pub async fn handshake(
     }
 }
 
-/// The TLS connections of `listener`, for `serve_with_incoming`. Each handshake runs on
-/// a task of its own, so a slow client never holds up the others; failed handshakes are
-/// logged at debug level, counted, and dropped.
+/// The connections of `listener`, for tonic's `serve_with_incoming`: TLS ones when `tls`
+/// is set (each handshake on a task of its own, so a slow client never holds up the
+/// others; failed handshakes are logged at debug level, counted, and dropped), plain
+/// ones otherwise.
 pub fn incoming(
     listener: TcpListener,
-    tls: Arc<ReloadingTls>,
+    tls: Option<Arc<ReloadingTls>>,
     what: &'static str,
-) -> impl Stream<Item = io::Result<TlsConn>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<TlsConn>>(64);
+) -> impl Stream<Item = io::Result<Conn>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Conn>>(64);
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -346,11 +371,18 @@ pub fn incoming(
                     }
                 },
             };
-            let (tls, tx) = (tls.clone(), tx.clone());
+            let Some(tls) = tls.clone() else {
+                let _ = tcp.set_nodelay(true);
+                if tx.send(Ok(Conn::Plain(tcp))).await.is_err() {
+                    break;
+                }
+                continue;
+            };
+            let tx = tx.clone();
             tokio::spawn(async move {
                 match handshake(&tls, tcp).await {
                     Ok(stream) => {
-                        let _ = tx.send(Ok(TlsConn(stream))).await;
+                        let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;
                     }
                     Err(e) => {
                         metrics::counter!("ringtail_tls_handshake_failures_total", "server" => what)
