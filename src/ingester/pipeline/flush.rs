@@ -1,0 +1,222 @@
+//! Flush rounds: pending local blocks go to the object store in [`UploadHealth`]'s order,
+//! quarantined ones are retried on their slow schedule, and flushed ones are retired once
+//! every querier lists them. Part of [`Pipeline`]; its state lives there.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::{BlockState, Pipeline, RoundStats, FLUSHED_MARKER, QUARANTINED_MARKER};
+use crate::ingester::upload_health::{BlockKey, Next, Round, UploadHealth, QUARANTINE_RETRY};
+use crate::storage::{tenant_segment, StoreError};
+
+impl Pipeline {
+    /// Uploads pending local blocks in [`UploadHealth`]'s order (which also decides the
+    /// backoff while the store is down and the quarantine of a block that keeps failing
+    /// while it works), retries quarantined blocks every `QUARANTINE_RETRY`, and removes
+    /// flushed blocks older than `complete_block_timeout`. `force` ignores the backoff.
+    pub async fn flush(&self, force: bool) -> RoundStats {
+        let _round = self.flush_round.lock().await;
+        let mut stats = RoundStats::default();
+        let now = Instant::now();
+        let health = |f: &mut dyn FnMut(&mut UploadHealth)| {
+            if let Ok(mut h) = self.upload_health.lock() {
+                f(&mut h)
+            }
+        };
+        let mut backing_off = false;
+        health(&mut |h| backing_off = h.backing_off(now));
+        let (mut due, retries) = self.due(now);
+        if backing_off && !force {
+            due.clear();
+        }
+        health(&mut |h| h.order(&mut due));
+        let mut round = Round::default();
+        let mut errors: HashMap<BlockKey, String> = HashMap::new();
+        for (_, key) in due {
+            match self.upload(&key).await {
+                Ok(()) => {
+                    stats.blocks_flushed += 1;
+                    health(&mut |h| h.succeeded(&mut round, &key));
+                }
+                Err(e) => {
+                    stats.flush_failures += 1;
+                    metrics::counter!("ringtail_ingester_flush_failures_total").increment(1);
+                    tracing::warn!(tenant = key.0, block_id = key.1, error = %e, "flush failed; the WAL and the local block keep the data; retrying");
+                    errors.insert(key.clone(), e.to_string());
+                    let mut next = Next::TryNext;
+                    health(&mut |h| next = h.failed(&mut round, key.clone()));
+                    if next == Next::EndRound {
+                        break;
+                    }
+                }
+            }
+        }
+        let reachable = round.needs_probe() && self.remote.tenants().await.is_ok();
+        let mut poisoned = Vec::new();
+        health(&mut |h| {
+            poisoned = h.finish(std::mem::take(&mut round), reachable, Instant::now());
+            if h.store_failures() > 0 {
+                tracing::warn!(
+                    rounds = h.store_failures(),
+                    "the object store looks down; backing off"
+                );
+            }
+        });
+        for key in poisoned {
+            let why = errors.remove(&key).unwrap_or_default();
+            self.quarantine(&key, &why);
+        }
+        for key in retries {
+            match self.upload(&key).await {
+                Ok(()) => {
+                    stats.blocks_flushed += 1;
+                    tracing::info!(
+                        tenant = key.0,
+                        block_id = key.1,
+                        "a quarantined block flushed after all"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = key.0, block_id = key.1, error = %e, "a quarantined block still does not flush");
+                    self.set_state(
+                        &key,
+                        BlockState::Quarantined {
+                            retry_at: Instant::now() + QUARANTINE_RETRY,
+                        },
+                    );
+                }
+            }
+        }
+        self.retire_flushed();
+        stats.blocks_pending = self.count(BlockState::is_pending);
+        stats.blocks_quarantined = self.count(BlockState::is_quarantined);
+        self.update_gauges();
+        stats
+    }
+
+    /// Pending blocks `(created, key)`, and quarantined blocks due for a retry.
+    fn due(&self, now: Instant) -> (Vec<(u64, BlockKey)>, Vec<BlockKey>) {
+        let Ok(blocks) = self.blocks.lock() else {
+            return Default::default();
+        };
+        let mut pending = Vec::new();
+        let mut retries = Vec::new();
+        for (key, local) in blocks.iter() {
+            match local.state {
+                BlockState::Pending => pending.push((local.meta.created_unix_secs, key.clone())),
+                BlockState::Quarantined { retry_at } if retry_at <= now => {
+                    retries.push(key.clone())
+                }
+                _ => {}
+            }
+        }
+        (pending, retries)
+    }
+
+    /// Copies a local block to the object store and marks it flushed.
+    async fn upload(&self, key: &BlockKey) -> Result<(), StoreError> {
+        let (tenant, block_id) = key;
+        let started = Instant::now();
+        let block = match self.local.read_block(tenant, block_id).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(
+                    tenant,
+                    block_id,
+                    "a local block vanished from disk; forgetting it"
+                );
+                if let Ok(mut blocks) = self.blocks.lock() {
+                    blocks.remove(key);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.remote.upload(&block).await?;
+        let bytes = block.data.len() as u64;
+        let dir = self.local_dir.join(tenant_segment(tenant)).join(block_id);
+        if let Err(e) = std::fs::write(dir.join(FLUSHED_MARKER), b"") {
+            tracing::warn!(error = %e, "cannot mark a local block flushed; it will be uploaded again after a restart");
+        }
+        let _ = std::fs::remove_file(dir.join(QUARANTINED_MARKER));
+        self.set_state(key, BlockState::Flushed(Instant::now()));
+        metrics::counter!("ringtail_ingester_blocks_flushed_total").increment(1);
+        metrics::counter!("ringtail_ingester_flushed_bytes_total").increment(bytes);
+        metrics::histogram!("ringtail_ingester_flush_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        tracing::info!(
+            tenant,
+            block_id,
+            bytes,
+            "flushed a block to the object store"
+        );
+        Ok(())
+    }
+
+    /// Takes a block whose upload keeps failing while the store works out of the flush
+    /// queue, for good (a marker file with the error says so across restarts). It stays
+    /// on local disk and readable here; the other replicas' copies reach the store.
+    fn quarantine(&self, key: &BlockKey, why: &str) {
+        let (tenant, block_id) = key;
+        let dir = self.local_dir.join(tenant_segment(tenant)).join(block_id);
+        if let Err(e) = std::fs::write(dir.join(QUARANTINED_MARKER), why) {
+            tracing::warn!(path = %dir.display(), error = %e, "cannot write a quarantine marker; the block is quarantined until a restart");
+        }
+        self.set_state(
+            key,
+            BlockState::Quarantined {
+                retry_at: Instant::now() + QUARANTINE_RETRY,
+            },
+        );
+        metrics::counter!("ringtail_ingester_blocks_quarantined_total").increment(1);
+        tracing::error!(
+            tenant,
+            block_id,
+            path = %dir.display(),
+            error = why,
+            "quarantined a local block: its upload keeps failing while the object store works; it stays on local disk and is retried every {} s",
+            QUARANTINE_RETRY.as_secs()
+        );
+    }
+
+    fn set_state(&self, key: &BlockKey, state: BlockState) {
+        if let Ok(mut blocks) = self.blocks.lock() {
+            if let Some(local) = blocks.get_mut(key) {
+                local.state = state;
+            }
+        }
+    }
+
+    /// Removes flushed blocks once every querier surely lists them.
+    fn retire_flushed(&self) {
+        let expired: Vec<BlockKey> = self
+            .blocks
+            .lock()
+            .map(|b| {
+                b.iter()
+                    .filter(|(_, l)| {
+                        matches!(l.state, BlockState::Flushed(t) if t.elapsed() >= self.policy.complete_block_timeout)
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for key in expired {
+            let dir = self.local_dir.join(tenant_segment(&key.0)).join(&key.1);
+            if let Ok(mut blocks) = self.blocks.lock() {
+                blocks.remove(&key);
+            }
+            self.local.forget(&format!("{}/{}", key.0, key.1));
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot remove a retired local block");
+            }
+        }
+    }
+
+    fn count(&self, which: fn(BlockState) -> bool) -> usize {
+        self.blocks
+            .lock()
+            .map(|b| b.values().filter(|l| which(l.state)).count())
+            .unwrap_or(0)
+    }
+}
