@@ -20,10 +20,10 @@ use crate::ingester::wal::{WalStoreKind, WalSync};
 use crate::membership::Roles;
 use crate::ring::ReplicationFactor;
 use crate::storage::retention::RetentionPolicy;
-use crate::tls::{InternalTls, TlsFiles};
+use crate::tls::{HttpTls, InternalTls, TlsFiles};
 
 mod security;
-use security::{cluster_keys, internal_tls};
+use security::{cluster_keys, http_tls, internal_tls};
 
 /// Configuration as written by the user. All optional; see [`Config`] for defaults.
 #[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
@@ -135,6 +135,26 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_OTLP_TLS_KEY_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub otlp_tls_key_file: Option<PathBuf>,
+    /// PEM certificate chain for the HTTP API (`http_listen`: queries, `/ring`, admin):
+    /// with `http_tls_key_file` it speaks HTTPS only; reloaded when the file changes
+    /// [default: none, plaintext]
+    #[arg(long, env = "RINGTAIL_HTTP_TLS_CERT_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `http_tls_cert_file` [default: none]
+    #[arg(long, env = "RINGTAIL_HTTP_TLS_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tls_key_file: Option<PathBuf>,
+    /// PEM CA that nodes, `ringtail healthcheck` and `ringtail shutdown` trust when they
+    /// call a node's HTTPS API [default: Mozilla's root CAs]
+    #[arg(long, env = "RINGTAIL_HTTP_TLS_CA_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tls_ca_file: Option<PathBuf>,
+    /// The name those callers check in a node's HTTP certificate, whatever address they
+    /// dial (e.g. the Service name the certificate was issued for) [default: the address]
+    #[arg(long, env = "RINGTAIL_HTTP_TLS_SERVER_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tls_server_name: Option<String>,
     /// Mutual TLS on internal gRPC: this node's PEM certificate chain (as server and as
     /// client); with `internal_tls_key_file` and `internal_tls_ca_file` [default: none]
     #[arg(long, env = "RINGTAIL_INTERNAL_TLS_CERT_FILE")]
@@ -313,6 +333,8 @@ pub struct Config {
     pub otlp_tls: Option<TlsFiles>,
     /// Mutual TLS on internal gRPC.
     pub internal_tls: Option<InternalTls>,
+    /// TLS on the HTTP API.
+    pub http_tls: Option<HttpTls>,
     pub wal_sync: WalSync,
     pub wal_store: WalStoreKind,
     pub wal_cache_bytes: u64,
@@ -394,6 +416,17 @@ impl RawConfig {
         serde_json::from_value(merged).unwrap_or(self)
     }
 
+    /// TLS on the HTTP API (`http_tls_*`), also read by `ringtail healthcheck` and
+    /// `ringtail shutdown` to call the node the way its peers do.
+    pub fn http_tls(&self) -> Result<Option<HttpTls>, ConfigError> {
+        http_tls(
+            self.http_tls_cert_file.clone(),
+            self.http_tls_key_file.clone(),
+            self.http_tls_ca_file.clone(),
+            self.http_tls_server_name.clone(),
+        )
+    }
+
     /// The `http_*` fields: every one must be greater than 0.
     fn http_limits(&self) -> Result<HttpLimits, ConfigError> {
         let ms = |field: &'static str, v: Option<u64>, default: u64| match v.unwrap_or(default) {
@@ -417,6 +450,7 @@ impl RawConfig {
 
     pub fn validate(self) -> Result<Config, ConfigError> {
         let http_limits = self.http_limits()?;
+        let http_tls = self.http_tls()?;
         let roles = match &self.target {
             None => Roles::ALL,
             Some(list) if list.is_empty() => return Err(invalid("target", "no role given")),
@@ -658,6 +692,7 @@ impl RawConfig {
             read_linger: Duration::from_millis(self.read_linger_ms.unwrap_or(50)),
             multitenancy_enabled: self.multitenancy_enabled.unwrap_or(false),
             max_recv_msg_size,
+            http_tls,
             internal_tls: internal_tls(
                 self.internal_tls_cert_file,
                 self.internal_tls_key_file,

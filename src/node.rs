@@ -55,6 +55,8 @@ pub enum NodeError {
     Storage(#[from] crate::storage::StoreError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    PeerHttp(#[from] admin::peer_http::PeerHttpError),
 }
 
 /// The addresses a running node actually listens on.
@@ -79,6 +81,8 @@ pub struct RunningNode {
     ingester: Option<Arc<Ingester>>,
     shutdown_timeout: Duration,
     name: String,
+    /// For the peers' `/ring` at shutdown.
+    peers: admin::PeerHttp,
 }
 
 async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeError> {
@@ -217,8 +221,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
     }
 
+    // Loaded before any server starts: a bad certificate stops the node here.
+    let http_tls = match &config.http_tls {
+        Some(tls) => {
+            let server = crate::tls::ReloadingTls::load(tls.server.clone(), &[b"h2", b"http/1.1"])?;
+            server.spawn_watcher("http", stop_all.clone());
+            Some(server)
+        }
+        None => None,
+    };
+    let peers = admin::PeerHttp::new(config.http_tls.as_ref(), Duration::from_secs(2))?;
     tasks.spawn(admin::learn_absent_ingesters(
         membership.clone(),
+        peers.clone(),
         stop_all.clone(),
     ));
 
@@ -232,6 +247,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         store: store.clone(),
         auth: admin::auth::AdminAuth::from_config(config.admin_token.as_deref()),
         shutdown: shutdown.clone(),
+        peers: peers.clone(),
     }));
     {
         // Admin auth reads the peer's address (`ConnectInfo`).
@@ -245,7 +261,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             http,
             spec,
             config.http_limits,
-            None,
+            http_tls,
             stop,
         ));
     }
@@ -404,6 +420,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ingester: running_ingester,
         shutdown_timeout: config.shutdown_timeout,
         name: config.node_name,
+        peers,
     })
 }
 
@@ -430,18 +447,17 @@ fn grpc_server() -> tonic::transport::Server {
 /// answer count as confirmed: they are gone themselves.
 async fn confirm_departure(
     name: &str,
+    client: &admin::PeerHttp,
     peers: &[(String, std::net::SocketAddr)],
     until: tokio::time::Instant,
 ) -> bool {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap_or_default();
     loop {
         let mut pending = 0;
         for (_, http) in peers {
             let listed = match client
-                .get(format!("http://{http}/ring"))
+                .client()
+                .get(client.url(http, "/ring"))
+                .timeout(Duration::from_millis(500))
                 .header("accept", "application/json")
                 .send()
                 .await
@@ -568,7 +584,7 @@ impl RunningNode {
         self.gossip_stop.cancel();
         let confirm_until =
             (tokio::time::Instant::now() + crate::membership::LEAVE_GOSSIP_LIMIT).min(deadline);
-        let confirmed = confirm_departure(&name, &peers, confirm_until).await;
+        let confirmed = confirm_departure(&name, &self.peers, &peers, confirm_until).await;
         metrics::histogram!("ringtail_gossip_departure_confirm_seconds")
             .record(started.elapsed().as_secs_f64());
         if confirmed {

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use ringtail::admin::PeerHttp;
 use ringtail::config::RawConfig;
 
 #[derive(clap::Args, Debug)]
@@ -138,42 +139,47 @@ fn target(
     timeout_ms: u64,
 ) -> Result<Target, ExitCode> {
     let loaded = RawConfig::load(config, flags);
-    let (url, raw) = match url {
-        Some(url) => (url, loaded.ok()),
+    let (url, raw, http) = match url {
+        Some(url) => {
+            let raw = loaded.ok();
+            let http = peer_http(raw.as_ref(), timeout_ms)?;
+            (url, raw, http)
+        }
         None => {
             let raw = loaded.map_err(|e| {
                 eprintln!("ringtail: {e}");
                 ExitCode::from(2)
             })?;
-            (local_admin_url(&raw, path), Some(raw))
+            let http = peer_http(Some(&raw), timeout_ms)?;
+            (local_admin_url(&raw, &http, path), Some(raw), http)
         }
     };
     let admin_token = raw
-        .and_then(|raw| raw.admin_token)
+        .as_ref()
+        .and_then(|raw| raw.admin_token.as_deref())
         .map(|t| t.trim().to_owned())
         .filter(|t| !t.is_empty());
-    let client = client(timeout_ms).ok_or(ExitCode::FAILURE)?;
     Ok(Target {
         url,
-        client,
+        client: http.client().clone(),
         admin_token,
     })
 }
 
-fn client(timeout_ms: u64) -> Option<reqwest::Client> {
-    // No proxy: an `HTTP_PROXY` in the container's environment must not catch a request
-    // to the node itself.
-    match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_millis(timeout_ms))
-        .build()
-    {
-        Ok(c) => Some(c),
+/// The client for the node's HTTP API: HTTPS, checked the way its peers check it, when
+/// the config says the API speaks TLS.
+fn peer_http(raw: Option<&RawConfig>, timeout_ms: u64) -> Result<PeerHttp, ExitCode> {
+    let tls = match raw.map(RawConfig::http_tls).transpose() {
+        Ok(tls) => tls.flatten(),
         Err(e) => {
-            println!("cannot build an HTTP client: {e}");
-            None
+            eprintln!("ringtail: {e}");
+            return Err(ExitCode::from(2));
         }
-    }
+    };
+    PeerHttp::new(tls.as_ref(), Duration::from_millis(timeout_ms)).map_err(|e| {
+        println!("{e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// `e: its source: its source ...` (reqwest's own message omits the cause, e.g. "connection
@@ -189,8 +195,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// `http://<ip>:<port><path>` of the node's admin API, from its `http_listen`.
-fn local_admin_url(raw: &RawConfig, path: &str) -> String {
+/// `http(s)://<ip>:<port><path>` of the node's admin API, from its `http_listen`.
+fn local_admin_url(raw: &RawConfig, http: &PeerHttp, path: &str) -> String {
     let listen = raw
         .http_listen
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 3200)));
@@ -198,7 +204,7 @@ fn local_admin_url(raw: &RawConfig, path: &str) -> String {
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}{path}", SocketAddr::new(ip, listen.port()))
+    http.url(SocketAddr::new(ip, listen.port()), path)
 }
 
 #[cfg(test)]
@@ -214,17 +220,48 @@ mod tests {
 
     #[test]
     fn the_default_url_is_the_http_listen_port_on_loopback_or_its_specific_ip() {
+        let plain = peer_http(Some(&flags(None)), 1000).expect("client");
         assert_eq!(
-            local_admin_url(&flags(None), "/ready"),
+            local_admin_url(&flags(None), &plain, "/ready"),
             "http://127.0.0.1:3200/ready"
         );
         assert_eq!(
-            local_admin_url(&flags(Some("0.0.0.0:8080")), "/shutdown"),
+            local_admin_url(&flags(Some("0.0.0.0:8080")), &plain, "/shutdown"),
             "http://127.0.0.1:8080/shutdown"
         );
         assert_eq!(
-            local_admin_url(&flags(Some("10.1.2.3:3201")), "/ready"),
+            local_admin_url(&flags(Some("10.1.2.3:3201")), &plain, "/ready"),
             "http://10.1.2.3:3201/ready"
+        );
+    }
+
+    #[test]
+    fn a_node_whose_http_api_speaks_tls_is_called_over_https() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["ringtail.example".to_owned()]).expect("cert");
+        let (pem, key) = (dir.path().join("http.pem"), dir.path().join("http.key"));
+        std::fs::write(&pem, cert.cert.pem()).expect("cert");
+        std::fs::write(&key, cert.signing_key.serialize_pem()).expect("key");
+        let raw = RawConfig {
+            http_tls_cert_file: Some(pem.clone()),
+            http_tls_key_file: Some(key),
+            http_tls_ca_file: Some(pem),
+            ..flags(None)
+        };
+        let tls = peer_http(Some(&raw), 1000).expect("client");
+        assert_eq!(
+            local_admin_url(&raw, &tls, "/ready"),
+            "https://127.0.0.1:3200/ready"
+        );
+        // A CA file that is not there is an error of the config, as for the node itself.
+        let broken = RawConfig {
+            http_tls_ca_file: Some(dir.path().join("missing.pem")),
+            ..raw
+        };
+        assert_eq!(
+            peer_http(Some(&broken), 1000).err(),
+            Some(ExitCode::FAILURE)
         );
     }
 

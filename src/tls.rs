@@ -1,6 +1,7 @@
 //! TLS from PEM files that are reloaded when they change (a renewed certificate is used
 //! for new connections without a restart): for the OTLP receivers, and mutual TLS for
-//! internal gRPC ([`InternalTls`]).
+//! internal gRPC ([`InternalTls`]), and for the HTTP API with the client side nodes use to
+//! call one another's ([`HttpTls`]).
 //!
 //! [`ReloadingTls`] holds the current `rustls::ServerConfig`; a watcher task looks at the
 //! files' modification time and size every few seconds and builds a new config when they
@@ -18,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::Stream;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -84,6 +85,97 @@ impl InternalTls {
             .with_client_auth_cert(chain, key)?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
+    }
+}
+
+/// TLS on the HTTP API (`http_listen`: queries, `/ring`, admin): the server's files, and
+/// how nodes, `ringtail healthcheck` and `ringtail shutdown` check a node's certificate
+/// when they call it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpTls {
+    pub server: TlsFiles,
+    /// The CA callers trust; `None`: Mozilla's roots (a publicly issued certificate).
+    pub ca: Option<PathBuf>,
+    /// The name callers check in the certificate, whatever address they dial (a
+    /// certificate issued for a Service name, not for each pod's IP); `None`: the host
+    /// of the URL.
+    pub server_name: Option<String>,
+}
+
+impl HttpTls {
+    /// The client side, for calls to a node's HTTP API.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let roots = match &self.ca {
+            Some(ca) => read_roots(ca)?,
+            None => rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            },
+        };
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let config = match &self.server_name {
+            None => builder.with_root_certificates(roots).with_no_client_auth(),
+            Some(name) => {
+                let name = ServerName::try_from(name.clone())
+                    .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+                let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(FixedName { inner, name }))
+                    .with_no_client_auth()
+            }
+        };
+        Ok(config)
+    }
+}
+
+/// Verifies a server's certificate as the standard verifier does, but for one fixed name
+/// instead of the dialed address (chain, validity, signatures are all still checked).
+#[derive(Debug)]
+struct FixedName {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for FixedName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _dialed: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -304,3 +304,160 @@ async fn internal_grpc_is_mutual_tls_and_refuses_clients_without_a_certificate_o
         "a server outside the client's CA: {refused:?}"
     );
 }
+
+/// The name the test's HTTP certificate carries: a Service name, as a certificate issued
+/// in a deployment would, not the nodes' addresses.
+const HTTP_NAME: &str = "ringtail-http.test";
+
+/// `ringtail <command> <args>` for the node at `ip` with the HTTP TLS settings (or not),
+/// read from the environment as the chart's probes do; returns (exit code, output).
+fn probe(
+    command: &str,
+    ip: std::net::IpAddr,
+    tls: &[(&str, String)],
+    args: &[&str],
+) -> (i32, String) {
+    let out = Command::new(common::BIN)
+        .arg(command)
+        .args(args)
+        .env("RINGTAIL_HTTP_LISTEN", format!("{ip}:3200"))
+        .envs(tls.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run ringtail");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_api_speaks_tls_to_users_probes_and_peers_with_a_certificate_for_a_service_name() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let dir = certs.path();
+    write_ca_and_node(dir, "http", HTTP_NAME);
+    let tls = [
+        (
+            "RINGTAIL_HTTP_TLS_CERT_FILE",
+            dir.join("http.pem").display().to_string(),
+        ),
+        (
+            "RINGTAIL_HTTP_TLS_KEY_FILE",
+            dir.join("http.key").display().to_string(),
+        ),
+        (
+            "RINGTAIL_HTTP_TLS_CA_FILE",
+            dir.join("http-ca.pem").display().to_string(),
+        ),
+        ("RINGTAIL_HTTP_TLS_SERVER_NAME", HTTP_NAME.to_owned()),
+    ];
+    let flags: Vec<String> = tls
+        .iter()
+        .map(|(env, value)| {
+            let flag = env
+                .trim_start_matches("RINGTAIL_")
+                .to_lowercase()
+                .replace('_', "-");
+            format!("--{flag}={value}")
+        })
+        .collect();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    // Ready and with every ingester in its ring, as seen over HTTPS.
+    let mut cluster = Cluster::start(56, 3, &flags).await;
+    let front = cluster.front.client();
+
+    // A user reads a trace over HTTPS, trusting the CA and checking the name.
+    let trace = "56565656565656565656565656565656";
+    let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+            scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+                spans: vec![opentelemetry_proto::tonic::trace::v1::Span {
+                    trace_id: hex::decode(trace).expect("hex"),
+                    span_id: vec![5; 8],
+                    name: "over https".into(),
+                    start_time_unix_nano: 1,
+                    end_time_unix_nano: 2,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    common::otlp_grpc_client(&cluster.front)
+        .await
+        .export(ringtail::rpc::codec::RawBytes(
+            prost::Message::encode_to_vec(&request).into(),
+        ))
+        .await
+        .expect("export");
+    let read = front
+        .get(format!("{}/api/traces/{trace}", cluster.front.http()))
+        .send()
+        .await
+        .expect("query over TLS");
+    assert_eq!(read.status(), 200);
+    let body = read.text().await.expect("body");
+    assert!(body.contains("over https"), "{body}");
+    // Plain HTTP to the same port gets no answer.
+    let plain = reqwest::get(format!("http://{}:3200/ready", cluster.front.ip)).await;
+    assert!(plain.is_err(), "plaintext answered: {plain:?}");
+
+    // The probes call the node the way its peers do; without the TLS settings they cannot.
+    let ip = cluster.ingesters[0].ip;
+    let (code, out) = probe("healthcheck", ip, &tls, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("https://{ip}:3200/ready: 200")),
+        "{out}"
+    );
+    let (code, out) = probe("healthcheck", ip, &[], &[]);
+    assert_eq!(code, 1, "{out}");
+
+    // Nodes call each other's HTTPS API: a node that starts after a crash learns the
+    // absent ingester from its peers' `/ring`...
+    cluster.ingester("ingester-3").kill();
+    let absent = |client: reqwest::Client, url: String| async move {
+        let ring: serde_json::Value = match client
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        ring["absent_ingesters"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|m| m["name"] == "ingester-3"))
+    };
+    let front_ring = format!("{}/ring", cluster.front.http());
+    common::wait_until(
+        "the front to list ingester-3 as absent",
+        Duration::from_secs(15),
+        || absent(front.clone(), front_ring.clone()),
+    )
+    .await;
+    let late = cluster.spawn_extra("late-querier", 101, "querier").await;
+    let late_ring = format!("{}/ring", late.http());
+    common::wait_until(
+        "the late querier to learn ingester-3 is absent",
+        Duration::from_secs(15),
+        || absent(late.client(), late_ring.clone()),
+    )
+    .await;
+    // ...and a forget on one node reaches every other member.
+    let forgot = front
+        .post(format!("{}/ring/forget/ingester-3", cluster.front.http()))
+        .send()
+        .await
+        .expect("forget");
+    assert_eq!(forgot.status(), 200);
+    let text = forgot.text().await.expect("body");
+    assert!(text.contains("on 3 of 3 other members"), "{text}");
+    assert!(!absent(late.client(), late_ring).await);
+
+    // `ringtail shutdown` over HTTPS: the ingester drains and stops.
+    let ip = cluster.ingesters[1].ip;
+    let (code, out) = probe("shutdown", ip, &tls, &["--wait-ms", "30000"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("the node stopped answering"), "{out}");
+}

@@ -2,7 +2,10 @@
 //! `/api/echo`, and the state-changing calls that [`auth`] guards.
 
 pub mod auth;
+pub mod peer_http;
 mod ring_page;
+
+pub use peer_http::PeerHttp;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,6 +38,8 @@ pub struct AdminState {
     pub auth: auth::AdminAuth,
     /// Cancelling it starts the node's shutdown sequence (`POST /shutdown`).
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// For calls to the other nodes' HTTP API (a forwarded forget).
+    pub peers: PeerHttp,
 }
 
 impl AdminState {
@@ -148,11 +153,10 @@ async fn forget(
         .filter(|m| m.identity.gossip != me.gossip && m.identity.name != name)
         .map(|m| m.identity.http)
         .collect();
-    let client = peer_client();
-    let path = format!("ring/forget/{name}?scope=local");
+    let path = format!("/ring/forget/{name}?scope=local");
     let credentials = s.auth.header_value();
     let answers = futures::future::join_all(peers.iter().map(|addr| {
-        let mut request = client.post(format!("http://{addr}/{path}"));
+        let mut request = s.peers.client().post(s.peers.url(addr, &path));
         if let Some(value) = &credentials {
             request = request.header(header::AUTHORIZATION, value);
         }
@@ -176,22 +180,14 @@ async fn forget(
     }
 }
 
-fn peer_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(2))
-        .no_proxy()
-        .build()
-        .unwrap_or_default()
-}
-
 /// A node that starts while an ingester is absent has not seen it go down: once joined,
 /// it reads its peers' `/ring` and counts their absent ingesters too (see the membership
 /// module doc). Retries until some peer answered, or `stop`.
 pub async fn learn_absent_ingesters(
     membership: Membership,
+    http: PeerHttp,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let client = peer_client();
     loop {
         if membership.has_joined() {
             let me = membership.me();
@@ -206,7 +202,7 @@ pub async fn learn_absent_ingesters(
             peers.sort();
             let mut answered = false;
             for (_, addr) in peers.iter().take(3) {
-                let Some(ring) = fetch_ring(&client, *addr).await else {
+                let Some(ring) = fetch_ring(&http, *addr).await else {
                     continue;
                 };
                 answered = true;
@@ -223,12 +219,10 @@ pub async fn learn_absent_ingesters(
     }
 }
 
-async fn fetch_ring(
-    client: &reqwest::Client,
-    addr: std::net::SocketAddr,
-) -> Option<serde_json::Value> {
-    let resp = client
-        .get(format!("http://{addr}/ring"))
+async fn fetch_ring(http: &PeerHttp, addr: std::net::SocketAddr) -> Option<serde_json::Value> {
+    let resp = http
+        .client()
+        .get(http.url(addr, "/ring"))
         .header(header::ACCEPT, "application/json")
         .send()
         .await

@@ -1,12 +1,12 @@
 //! The security settings' rules: the cluster secret (or running alone, or insecure on
-//! purpose) and mutual TLS for internal gRPC.
+//! purpose), mutual TLS for internal gRPC and TLS on the HTTP API.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{invalid, ConfigError};
 use crate::cluster_keys::{ClusterKeys, KeyError};
-use crate::tls::InternalTls;
+use crate::tls::{HttpTls, InternalTls, TlsFiles};
 
 /// Mutual TLS on internal gRPC: all three files or none.
 pub(super) fn internal_tls(
@@ -33,6 +33,44 @@ pub(super) fn internal_tls(
         _ => Err(invalid(
             "internal_tls_cert_file",
             "set together with internal_tls_key_file and internal_tls_ca_file (all or none)",
+        )),
+    }
+}
+
+/// TLS on the HTTP API: the certificate and key together; the CA and the server name
+/// only say how callers check it, so they need the certificate.
+pub(super) fn http_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    server_name: Option<String>,
+) -> Result<Option<HttpTls>, ConfigError> {
+    if let Some(name) = &server_name {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            return Err(invalid(
+                "http_tls_server_name",
+                "is not a DNS name or IP address",
+            ));
+        }
+    }
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(HttpTls {
+            server: TlsFiles {
+                cert,
+                key,
+                client_ca: None,
+            },
+            ca,
+            server_name,
+        })),
+        (None, None) if ca.is_none() && server_name.is_none() => Ok(None),
+        (None, None) => Err(invalid(
+            "http_tls_ca_file",
+            "and http_tls_server_name need http_tls_cert_file and http_tls_key_file",
+        )),
+        _ => Err(invalid(
+            "http_tls_cert_file",
+            "set together with http_tls_key_file (both or neither)",
         )),
     }
 }
@@ -146,5 +184,40 @@ mod tests {
             c.internal_tls.map(|t| t.server_name),
             Some("ringtail-internal".to_owned())
         );
+    }
+
+    #[test]
+    fn the_http_api_needs_its_certificate_and_key_before_anything_else_about_tls() {
+        let raw = |cert: bool, key: bool, ca: bool, name: Option<&str>| RawConfig {
+            http_tls_cert_file: cert.then(|| "c.pem".into()),
+            http_tls_key_file: key.then(|| "c.key".into()),
+            http_tls_ca_file: ca.then(|| "ca.pem".into()),
+            http_tls_server_name: name.map(str::to_owned),
+            ..Default::default()
+        };
+        assert_eq!(
+            raw(false, false, false, None).http_tls().expect("off"),
+            None
+        );
+        let err = raw(true, false, false, None)
+            .http_tls()
+            .expect_err("no key");
+        assert!(err.to_string().contains("http_tls_cert_file"), "{err}");
+        let err = raw(false, false, true, None)
+            .http_tls()
+            .expect_err("CA alone");
+        assert!(err.to_string().contains("http_tls_ca_file"), "{err}");
+        let err = raw(true, true, false, Some("not a name!"))
+            .http_tls()
+            .expect_err("bad name");
+        assert!(err.to_string().contains("http_tls_server_name"), "{err}");
+        let on = raw(true, true, true, Some("ringtail.example"))
+            .validate()
+            .expect("all four")
+            .http_tls
+            .expect("on");
+        assert_eq!(on.server.cert, std::path::PathBuf::from("c.pem"));
+        assert_eq!(on.ca, Some("ca.pem".into()));
+        assert_eq!(on.server_name.as_deref(), Some("ringtail.example"));
     }
 }

@@ -38,11 +38,27 @@ pub struct Node {
     pub args: Vec<String>,
     pub log: PathBuf,
     child: Option<Child>,
+    /// When the node's HTTP API speaks TLS (`--http-tls-server-name` and
+    /// `--http-tls-ca-file` among its flags): the certificate's name and a client that
+    /// trusts the CA and resolves that name to this node.
+    https: Option<(String, reqwest::Client)>,
 }
 
 impl Node {
+    /// The base URL of the node's HTTP API (for [`Node::client`]).
     pub fn http(&self) -> String {
-        format!("http://{}:3200", self.ip)
+        match &self.https {
+            Some((name, _)) => format!("https://{name}:3200"),
+            None => format!("http://{}:3200", self.ip),
+        }
+    }
+
+    /// A client for [`Node::http`] URLs.
+    pub fn client(&self) -> reqwest::Client {
+        match &self.https {
+            Some((_, client)) => client.clone(),
+            None => reqwest::Client::new(),
+        }
     }
 
     pub fn otlp_grpc(&self) -> String {
@@ -137,7 +153,7 @@ impl Node {
 
     pub async fn is_ready(&self) -> bool {
         matches!(
-            reqwest::get(format!("{}/ready", self.http())).await,
+            self.client().get(format!("{}/ready", self.http())).send().await,
             Ok(r) if r.status().is_success()
         )
     }
@@ -314,10 +330,11 @@ impl Cluster {
     /// fails with the front's view of the ring (and every node's log tail, see `Drop`).
     pub async fn wait_active_ingesters(&self, n: usize, timeout: Duration) {
         let url = format!("{}/ring", self.front.http());
+        let client = self.front.client();
         let deadline = Instant::now() + timeout;
-        while ring_writers(&url).await != Some(n) {
+        while ring_writers(&client, &url).await != Some(n) {
             if Instant::now() >= deadline {
-                let view = reqwest::Client::new()
+                let view = client
                     .get(&url)
                     .header("accept", "application/json")
                     .send()
@@ -381,17 +398,35 @@ fn node_spec(
         format!("--gossip-listen={ip}:7946"),
     ];
     args.extend(common.iter().cloned());
+    let https = https_client(&args, SocketAddr::new(ip, 3200));
     Node {
         name: name.to_owned(),
         ip,
         args,
         log: dir.path().join(format!("{name}.log")),
         child: None,
+        https,
     }
 }
 
-async fn ring_writers(url: &str) -> Option<usize> {
-    let resp = reqwest::Client::new()
+/// See [`Node::client`].
+fn https_client(args: &[String], addr: SocketAddr) -> Option<(String, reqwest::Client)> {
+    let flag = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
+    };
+    let server_name = flag("--http-tls-server-name")?;
+    let ca = std::fs::read(flag("--http-tls-ca-file")?).expect("read the HTTP CA");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA PEM"))
+        .resolve(&server_name, addr)
+        .build()
+        .expect("client");
+    Some((server_name, client))
+}
+
+async fn ring_writers(client: &reqwest::Client, url: &str) -> Option<usize> {
+    let resp = client
         .get(url)
         .header("accept", "application/json")
         .send()

@@ -63,6 +63,7 @@ CHART_MANAGED_FIELDS = {
     "s3_bucket", "s3_endpoint", "s3_region", "s3_access_key_id", "s3_secret_access_key",
     "s3_path_style", "admin_token", "cluster_secret", "otlp_tls_cert_file", "otlp_tls_key_file",
     "internal_tls_cert_file", "internal_tls_key_file", "internal_tls_ca_file", "internal_tls_server_name",
+    "http_tls_cert_file", "http_tls_key_file", "http_tls_ca_file", "http_tls_server_name",
 }
 # RawConfig fields deliberately not offered by the chart.
 NOT_EXPOSED_FIELDS = {"gossip_packet_loss"}  # fault injection for tests
@@ -401,12 +402,16 @@ def check_gossip_service(r: Rendered) -> None:
 
 
 def check_readiness_probes(r: Rendered) -> None:
-    """Every workload is ready on GET /ready at the HTTP port."""
+    """Every workload is ready on GET /ready at the HTTP port, in the scheme the port speaks."""
     http_port = port_of(r.config()["http_listen"])
+    scheme = "HTTPS" if r.values["httpTls"]["secretName"] else "HTTP"
     for w in r.workloads():
         c = main_container(w)
         probe = c.get("readinessProbe", {}).get("httpGet")
         ensure(probe, f"{w['metadata']['name']} has no httpGet readiness probe")
+        for kind in ("readinessProbe", "livenessProbe"):
+            got = c.get(kind, {}).get("httpGet", {}).get("scheme", "HTTP")
+            ensure(got == scheme, f"{w['metadata']['name']} {kind} uses {got}, the port speaks {scheme}")
         ensure(probe.get("path") == "/ready", f"{w['metadata']['name']} readiness path is {probe.get('path')}, not /ready")
         port = probe.get("port")
         named = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
@@ -572,6 +577,35 @@ def check_internal_tls(r: Rendered) -> None:
         ensure(env.get("RINGTAIL_INTERNAL_TLS_SERVER_NAME", {}).get("value") == tls["serverName"], "server name not set")
 
 
+def check_http_tls(r: Rendered) -> None:
+    """With httpTls.secretName, every pod serves HTTPS, checks peers by name, and is probed and scraped over HTTPS."""
+    tls = r.values["httpTls"]
+    name = tls["serverName"] or f"{r.one('Service', 'querier')['metadata']['name']}.{NAMESPACE}.svc"
+    for w in r.workloads():
+        c = main_container(w)
+        env = env_of(c)
+        mounts = [m for m in c.get("volumeMounts") or [] if m["name"] == "http-tls"]
+        volumes = [v for v in pod_spec(w).get("volumes") or [] if v["name"] == "http-tls"]
+        ensure(len(mounts) == 1 and "subPath" not in mounts[0], f"{w['metadata']['name']} mounts: {mounts}")
+        ensure(volumes and volumes[0].get("secret", {}).get("secretName") == tls["secretName"],
+               f"{w['metadata']['name']} volumes: {volumes}")
+        folder = mounts[0]["mountPath"]
+        for var, key in (("RINGTAIL_HTTP_TLS_CERT_FILE", tls["certKey"]), ("RINGTAIL_HTTP_TLS_KEY_FILE", tls["keyKey"]),
+                         ("RINGTAIL_HTTP_TLS_CA_FILE", tls["caKey"])):
+            ensure(env.get(var, {}).get("value") == f"{folder}/{key}", f"{w['metadata']['name']}: {var} is {env.get(var)}")
+        ensure(env.get("RINGTAIL_HTTP_TLS_SERVER_NAME", {}).get("value") == name,
+               f"{w['metadata']['name']}: server name is {env.get('RINGTAIL_HTTP_TLS_SERVER_NAME')}, want {name}")
+        command = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+        ensure(not any(a.startswith("--url=http://") for a in command), f"{w['metadata']['name']} preStop calls plain HTTP: {command}")
+    for monitor in r.of_kind("ServiceMonitor"):
+        for e in monitor["spec"]["endpoints"]:
+            ensure(e.get("scheme") == "https", f"the ServiceMonitor scrapes with {e.get('scheme', 'http')}")
+            tls_config = e.get("tlsConfig", {})
+            ensure(tls_config.get("serverName") == name, f"the ServiceMonitor checks {tls_config.get('serverName')}")
+            ensure(tls_config.get("ca", {}).get("secret") == {"name": tls["secretName"], "key": tls["caKey"]},
+                   f"the ServiceMonitor trusts {tls_config.get('ca')}")
+
+
 def check_zone_spread(r: Rendered) -> None:
     """Zone awareness: ingesters spread over topology.kubernetes.io/zone."""
     sts = r.one("StatefulSet", "ingester")
@@ -684,7 +718,7 @@ def s3_zone_checks(r: Rendered) -> list[Callable[[Rendered], None]]:
             check_gossip_service,
             check_readiness_probes, check_front_services, check_security,
             check_ingester_hard_anti_affinity, check_s3_storage, check_zone_spread,
-            check_service_monitor, check_cluster_secret, check_otlp_tls, check_internal_tls]
+            check_service_monitor, check_cluster_secret, check_otlp_tls, check_internal_tls, check_http_tls]
 
 
 S3_ZONES = "ci/s3-zones-values.yaml"
@@ -761,6 +795,12 @@ MUTATIONS: list[tuple[str, str, str, str, str]] = [
      "      - name: RINGTAIL_STORAGE_PATH", "      - name: STORAGE_PATH", "Dockerfiles is overridden"),
     ("a misspelt RINGTAIL_ variable", "templates/_helpers.tpl", "- name: RINGTAIL_ADVERTISE_ADDR",
      "- name: RINGTAIL_ADVERTISE_ADDRESS", "only RawConfig fields"),
+    ("probes over plain HTTP while the port speaks TLS", "templates/_helpers.tpl",
+     "        scheme: {{ include \"ringtail.httpScheme\" $root | upper }}", "        scheme: HTTP", "in the scheme the port speaks"),
+    ("preStop over plain HTTP while the port speaks TLS", "templates/_helpers.tpl",
+     "--url={{ include \"ringtail.httpScheme\" $root }}://", "--url=http://", "serves HTTPS"),
+    ("ServiceMonitor scrapes HTTPS without the CA", "templates/servicemonitor.yaml",
+     "            key: {{ .caKey }}", "            key: tls.crt", "serves HTTPS"),
     ("ServiceMonitor misses the ingesters", "templates/servicemonitor.yaml", "values: [distributor, ingester, querier]",
      "values: [distributor, querier]", "ServiceMonitor"),
 ]

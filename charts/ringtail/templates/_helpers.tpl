@@ -70,6 +70,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/* data_dir: the WAL and local blocks (the ingesters' volume is mounted here). */}}
+{{/* The scheme of every pod's HTTP API (3200): https with httpTls.secretName. */}}
+{{- define "ringtail.httpScheme" -}}
+{{- if .Values.httpTls.secretName }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/* The name callers check in the HTTP certificate: httpTls.serverName, else the querier
+Service's in-cluster name (what Grafana calls). */}}
+{{- define "ringtail.httpTlsServerName" -}}
+{{- .Values.httpTls.serverName | default (printf "%s-querier.%s.svc" (include "ringtail.fullname" .) .Release.Namespace) }}
+{{- end }}
+
 {{- define "ringtail.dataDir" -}}
 /var/lib/ringtail/data
 {{- end }}
@@ -239,6 +250,18 @@ containers:
         value: {{ .serverName | quote }}
       {{- end }}
       {{- end }}
+      {{- with $root.Values.httpTls }}
+      {{- if .secretName }}
+      - name: RINGTAIL_HTTP_TLS_CERT_FILE
+        value: /etc/ringtail-tls/http/{{ .certKey }}
+      - name: RINGTAIL_HTTP_TLS_KEY_FILE
+        value: /etc/ringtail-tls/http/{{ .keyKey }}
+      - name: RINGTAIL_HTTP_TLS_CA_FILE
+        value: /etc/ringtail-tls/http/{{ .caKey }}
+      - name: RINGTAIL_HTTP_TLS_SERVER_NAME
+        value: {{ include "ringtail.httpTlsServerName" $root | quote }}
+      {{- end }}
+      {{- end }}
       {{- with $root.Values.adminToken.existingSecret }}
       - name: RINGTAIL_ADMIN_TOKEN
         valueFrom:
@@ -273,6 +296,7 @@ containers:
       httpGet:
         path: {{ $root.Values.readinessProbe.path }}
         port: http
+        scheme: {{ include "ringtail.httpScheme" $root | upper }}
       periodSeconds: {{ $root.Values.readinessProbe.periodSeconds }}
       timeoutSeconds: {{ $root.Values.readinessProbe.timeoutSeconds }}
       failureThreshold: {{ $root.Values.readinessProbe.failureThreshold }}
@@ -280,6 +304,7 @@ containers:
       httpGet:
         path: {{ $root.Values.livenessProbe.path }}
         port: http
+        scheme: {{ include "ringtail.httpScheme" $root | upper }}
       initialDelaySeconds: {{ $root.Values.livenessProbe.initialDelaySeconds }}
       periodSeconds: {{ $root.Values.livenessProbe.periodSeconds }}
       timeoutSeconds: {{ $root.Values.livenessProbe.timeoutSeconds }}
@@ -294,7 +319,7 @@ containers:
           command:
             - {{ $root.Values.image.binary | quote }}
             - shutdown
-            - --url=http://127.0.0.1:{{ $root.Values.ports.http }}/shutdown
+            - --url={{ include "ringtail.httpScheme" $root }}://127.0.0.1:{{ $root.Values.ports.http }}/shutdown
     {{- end }}
     {{- else if gt (int64 (default 0 $values.preStopSleepSeconds)) 0 }}
     lifecycle:
@@ -327,6 +352,11 @@ containers:
         mountPath: /etc/ringtail-tls/internal
         readOnly: true
       {{- end }}
+      {{- if $root.Values.httpTls.secretName }}
+      - name: http-tls
+        mountPath: /etc/ringtail-tls/http
+        readOnly: true
+      {{- end }}
       {{- if and (eq .target "distributor") $root.Values.otlpTls.secretName }}
       # The whole folder, not a subPath: the kubelet updates it when the Secret changes,
       # and ringtail reloads the certificate.
@@ -347,6 +377,11 @@ volumes:
   {{- end }}
   {{- with $root.Values.internalTls.secretName }}
   - name: internal-tls
+    secret:
+      secretName: {{ . }}
+  {{- end }}
+  {{- with $root.Values.httpTls.secretName }}
+  - name: http-tls
     secret:
       secretName: {{ . }}
   {{- end }}
