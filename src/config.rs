@@ -20,10 +20,12 @@ use crate::ingester::wal::{WalStoreKind, WalSync};
 use crate::membership::Roles;
 use crate::ring::ReplicationFactor;
 use crate::storage::retention::RetentionPolicy;
+pub use crate::storage::settings::{S3Config, StorageConfig};
 use crate::tls::{HttpTls, InternalTls, TlsFiles};
 
+mod sections;
 mod security;
-use security::{cluster_keys, http_tls, internal_tls};
+use security::http_tls;
 
 /// Configuration as written by the user. All optional; see [`Config`] for defaults.
 #[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
@@ -349,36 +351,6 @@ pub struct Config {
     pub shutdown_timeout: Duration,
 }
 
-/// Where blocks live.
-#[derive(Clone)]
-pub enum StorageConfig {
-    Filesystem { path: PathBuf },
-    S3(S3Config),
-}
-
-/// S3 settings; unset credentials come from the standard AWS environment variables.
-#[derive(Clone)]
-pub struct S3Config {
-    pub bucket: String,
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    pub path_style: bool,
-}
-
-impl std::fmt::Debug for StorageConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StorageConfig::Filesystem { path } => write!(f, "filesystem({})", path.display()),
-            // Never print credentials.
-            StorageConfig::S3(s3) => {
-                write!(f, "s3(bucket={}, endpoint={:?})", s3.bucket, s3.endpoint)
-            }
-        }
-    }
-}
-
 impl RawConfig {
     /// Loads `file` (if any) and lays `overrides` (flags and environment) over it.
     pub fn load(
@@ -427,316 +399,73 @@ impl RawConfig {
         )
     }
 
-    /// The `http_*` fields: every one must be greater than 0.
-    fn http_limits(&self) -> Result<HttpLimits, ConfigError> {
-        let ms = |field: &'static str, v: Option<u64>, default: u64| match v.unwrap_or(default) {
-            0 => Err(invalid(field, "must be greater than 0")),
-            ms => Ok(Duration::from_millis(ms)),
-        };
-        Ok(HttpLimits {
-            header_read_timeout: ms(
-                "http_header_read_timeout_ms",
-                self.http_header_read_timeout_ms,
-                10_000,
-            )?,
-            body_timeout: ms("http_body_timeout_ms", self.http_body_timeout_ms, 30_000)?,
-            idle_timeout: ms("http_idle_timeout_ms", self.http_idle_timeout_ms, 120_000)?,
-            max_connections: match self.http_max_connections.unwrap_or(4096) {
-                0 => return Err(invalid("http_max_connections", "must be greater than 0")),
-                n => n,
-            },
-        })
-    }
-
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let http_limits = self.http_limits()?;
-        let http_tls = self.http_tls()?;
-        let roles = match &self.target {
-            None => Roles::ALL,
-            Some(list) if list.is_empty() => return Err(invalid("target", "no role given")),
-            Some(list) => {
-                let mut roles = Roles::default();
-                for t in list {
-                    roles = roles.union(match t.trim() {
-                        "all" => Roles::ALL,
-                        "distributor" => Roles::DISTRIBUTOR,
-                        "ingester" => Roles::INGESTER,
-                        "querier" => Roles::QUERIER,
-                        other => {
-                            return Err(invalid(
-                                "target",
-                                format!("unknown role {other:?}; expected distributor, ingester, querier or all"),
-                            ))
-                        }
-                    });
-                }
-                roles
-            }
-        };
-        let replication = ReplicationFactor::new(
-            self.replication_factor.unwrap_or(3),
-            self.write_quorum.unwrap_or(2),
-            self.read_quorum.unwrap_or(2),
-        )
-        .map_err(|reason| invalid("replication_factor", reason))?;
-        let node_name = match self.node_name {
+        let (blocklist_poll, complete_block_timeout) = self.block_timing()?;
+        let (cut, retention) = self.limits(complete_block_timeout)?;
+        let (wal_sync, wal_store) = self.wal()?;
+        let gossip = self.gossip()?;
+        let node_name = match &self.node_name {
             Some(n) if n.trim().is_empty() => return Err(invalid("node_name", "is empty")),
-            Some(n) => n,
+            Some(n) => n.clone(),
             None => default_node_name(),
         };
-        let positive_ms =
-            |field: &'static str, v: Option<u64>, default: u64| match v.unwrap_or(default) {
-                0 => Err(invalid(field, "must be greater than 0")),
-                ms => Ok(Duration::from_millis(ms)),
-            };
         let max_recv_msg_size = self.max_recv_msg_size_bytes.unwrap_or(16 << 20);
         if max_recv_msg_size < 1024 {
             return Err(invalid("max_recv_msg_size_bytes", "must be at least 1024"));
         }
-        let wal_sync = match self.wal_sync.as_deref().unwrap_or("always") {
-            "always" => WalSync::Always,
-            "periodic" => WalSync::Periodic,
-            other => {
-                return Err(invalid(
-                    "wal_sync",
-                    format!("{other:?} is not one of: always, periodic"),
-                ))
-            }
-        };
-        let wal_store = match self.wal_store.as_deref().unwrap_or("sled") {
-            "sled" => WalStoreKind::Sled,
-            "file" => WalStoreKind::File,
-            other => {
-                return Err(invalid(
-                    "wal_store",
-                    format!("{other:?} is not one of: sled, file"),
-                ))
-            }
-        };
-        let storage = match self.storage_backend.as_deref().unwrap_or("filesystem") {
-            "filesystem" => StorageConfig::Filesystem {
-                path: self
-                    .storage_path
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from("./data/blocks")),
-            },
-            "s3" => StorageConfig::S3(S3Config {
-                bucket: match self.s3_bucket.clone() {
-                    Some(b) if !b.trim().is_empty() => b,
-                    _ => return Err(invalid("s3_bucket", "is required with storage_backend: s3")),
-                },
-                endpoint: self.s3_endpoint.clone(),
-                region: self.s3_region.clone(),
-                access_key_id: self.s3_access_key_id.clone(),
-                secret_access_key: self.s3_secret_access_key.clone(),
-                path_style: self.s3_path_style.unwrap_or(false),
-            }),
-            other => {
-                return Err(invalid(
-                    "storage_backend",
-                    format!("{other:?} is not one of: filesystem, s3"),
-                ))
-            }
-        };
-        let blocklist_poll = positive_ms("blocklist_poll_ms", self.blocklist_poll_ms, 30_000)?;
-        let complete_block_timeout = positive_ms(
-            "complete_block_timeout_ms",
-            self.complete_block_timeout_ms,
-            120_000,
-        )?;
-        if complete_block_timeout <= blocklist_poll * 2 {
-            return Err(invalid(
-                "complete_block_timeout_ms",
-                format!(
-                    "must exceed twice blocklist_poll_ms ({} ms) so queriers list a block before its ingester drops it",
-                    blocklist_poll.as_millis()
-                ),
-            ));
-        }
-        let mut cut = CutPolicy {
-            trace_idle_period: positive_ms(
-                "trace_idle_period_ms",
-                self.trace_idle_period_ms,
-                10_000,
-            )?,
-            max_block_duration: positive_ms(
-                "max_block_duration_ms",
-                self.max_block_duration_ms,
-                120_000,
-            )?,
-            max_block_bytes: match self.max_block_bytes.unwrap_or(64 << 20) {
-                n if n < 1024 => return Err(invalid("max_block_bytes", "must be at least 1024")),
-                n => n,
-            },
-            max_live_bytes: match self.max_live_bytes.unwrap_or(96 << 20) {
-                n if n < 1 << 20 => {
-                    return Err(invalid("max_live_bytes", "must be at least 1048576"))
-                }
-                n => n,
-            },
-            complete_block_timeout,
-            per_tenant: Default::default(),
-        };
-        let mut per_tenant = std::collections::HashMap::new();
-        for entry in self.tenant_overrides.iter().flatten() {
-            let bad = || {
-                invalid(
-                    "tenant_overrides",
-                    format!("{entry:?} is not tenant:key=value with a known key and a value > 0"),
-                )
-            };
-            let (tenant, setting) = entry.split_once(':').ok_or_else(bad)?;
-            let (key, value) = setting.split_once('=').ok_or_else(bad)?;
-            let tenant = crate::model::TenantId::parse(tenant.trim()).map_err(|_| bad())?;
-            let value = match value.trim().parse::<u64>() {
-                Ok(v) if v > 0 => v,
-                _ => return Err(bad()),
-            };
-            match key.trim() {
-                "trace_idle_period_ms" => {
-                    cut.per_tenant
-                        .entry(tenant.as_str().to_owned())
-                        .or_default()
-                        .trace_idle_period = Some(Duration::from_millis(value))
-                }
-                "max_block_duration_ms" => {
-                    cut.per_tenant
-                        .entry(tenant.as_str().to_owned())
-                        .or_default()
-                        .max_block_duration = Some(Duration::from_millis(value))
-                }
-                "max_block_bytes" => {
-                    cut.per_tenant
-                        .entry(tenant.as_str().to_owned())
-                        .or_default()
-                        .max_block_bytes = Some(value as usize)
-                }
-                "block_retention_hours" => {
-                    per_tenant.insert(
-                        tenant.as_str().to_owned(),
-                        Duration::from_secs(value * 3600),
-                    );
-                }
-                _ => return Err(bad()),
-            }
-        }
-        let retention = RetentionPolicy {
-            default_retention: Duration::from_secs(
-                match self.block_retention_hours.unwrap_or(336) {
-                    0 => return Err(invalid("block_retention_hours", "must be greater than 0")),
-                    h => h * 3600,
-                },
-            ),
-            per_tenant,
-            orphan_grace: positive_ms("orphan_grace_ms", self.orphan_grace_ms, 3_600_000)?,
-        };
-        let retention_interval =
-            positive_ms("retention_interval_ms", self.retention_interval_ms, 600_000)?;
-        let admin_token = match self.admin_token {
+        let admin_token = match &self.admin_token {
             Some(t) if t.trim().is_empty() => return Err(invalid("admin_token", "is empty")),
-            other => other,
-        };
-        let gossip_listen = self.gossip_listen.unwrap_or(([0, 0, 0, 0], 7946).into());
-        let gossip_join: Vec<String> = self
-            .gossip_join
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
-        for seed in &gossip_join {
-            if !seed.contains(':') {
-                return Err(invalid("gossip_join", format!("{seed:?} is not host:port")));
-            }
-        }
-        let cluster_keys = cluster_keys(
-            self.cluster_secret.as_deref(),
-            self.cluster_label.as_deref(),
-            self.insecure_cluster.unwrap_or(false),
-            &gossip_join,
-        )?;
-        let advertise_addr = match self.advertise_addr {
-            Some(ip) if ip.is_unspecified() => {
-                return Err(invalid(
-                    "advertise_addr",
-                    "must be a routable address, not 0.0.0.0",
-                ))
-            }
-            Some(ip) => ip,
-            None => default_advertise(gossip_listen, &gossip_join),
+            other => other.clone(),
         };
         Ok(Config {
-            roles,
+            roles: self.roles()?,
             node_name,
-            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./data")),
             http_listen: self.http_listen.unwrap_or(([0, 0, 0, 0], 3200).into()),
             grpc_listen: self.grpc_listen.unwrap_or(([0, 0, 0, 0], 9095).into()),
             otlp_grpc_listen: self.otlp_grpc_listen.unwrap_or(([0, 0, 0, 0], 4317).into()),
             otlp_http_listen: self.otlp_http_listen.unwrap_or(([0, 0, 0, 0], 4318).into()),
-            http_limits,
-            gossip_listen,
-            gossip_join,
-            gossip_packet_loss: match self.gossip_packet_loss.unwrap_or(0.0) {
-                p if (0.0..1.0).contains(&p) => p,
-                _ => {
-                    return Err(invalid(
-                        "gossip_packet_loss",
-                        "must be at least 0 and below 1",
-                    ))
-                }
-            },
-            advertise_addr,
-            replication,
+            http_limits: self.http_limits()?,
+            gossip_listen: gossip.listen,
+            gossip_join: gossip.join,
+            gossip_packet_loss: gossip.packet_loss,
+            advertise_addr: gossip.advertise,
+            replication: self.replication()?,
             push_timeout: positive_ms("push_timeout_ms", self.push_timeout_ms, 2000)?,
             read_timeout: positive_ms("read_timeout_ms", self.read_timeout_ms, 2000)?,
             read_linger: Duration::from_millis(self.read_linger_ms.unwrap_or(50)),
             multitenancy_enabled: self.multitenancy_enabled.unwrap_or(false),
             max_recv_msg_size,
-            http_tls,
-            internal_tls: internal_tls(
-                self.internal_tls_cert_file,
-                self.internal_tls_key_file,
-                self.internal_tls_ca_file,
-                self.internal_tls_server_name,
-            )?,
-            otlp_tls: match (self.otlp_tls_cert_file, self.otlp_tls_key_file) {
-                (Some(cert), Some(key)) => Some(TlsFiles {
-                    cert,
-                    key,
-                    client_ca: None,
-                }),
-                (None, None) => None,
-                _ => {
-                    return Err(invalid(
-                        "otlp_tls_cert_file",
-                        "set together with otlp_tls_key_file (both or neither)",
-                    ))
-                }
-            },
+            http_tls: self.http_tls()?,
+            internal_tls: self.internal_tls()?,
+            otlp_tls: self.otlp_tls()?,
             wal_sync,
             wal_store,
-            storage,
+            storage: self.storage()?,
             cut,
             blocklist_poll,
             retention,
-            retention_interval,
+            retention_interval: positive_ms(
+                "retention_interval_ms",
+                self.retention_interval_ms,
+                600_000,
+            )?,
             admin_token,
-            cluster_keys,
-            shutdown_timeout: match positive_ms(
-                "shutdown_timeout_ms",
-                self.shutdown_timeout_ms,
-                60_000,
-            )? {
-                t if t < Duration::from_secs(5) => {
-                    return Err(invalid(
-                        "shutdown_timeout_ms",
-                        "must be at least 5000 (drain, flush and leave need time)",
-                    ))
-                }
-                t => t,
-            },
+            cluster_keys: gossip.keys,
+            shutdown_timeout: self.shutdown_timeout()?,
             wal_cache_bytes: self.wal_cache_bytes.unwrap_or(64 << 20),
         })
+    }
+}
+
+/// `v` ms (or `default`), which must be greater than 0.
+fn positive_ms(field: &'static str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match v.unwrap_or(default) {
+        0 => Err(invalid(field, "must be greater than 0")),
+        ms => Ok(Duration::from_millis(ms)),
     }
 }
 
@@ -790,153 +519,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn file(text: &str) -> tempfile::NamedTempFile {
-        let f = tempfile::NamedTempFile::new().expect("tempfile");
-        std::fs::write(f.path(), text).expect("write");
-        f
-    }
-
-    #[test]
-    fn defaults_are_valid() {
-        let c = RawConfig::default().validate().expect("valid");
-        assert_eq!(c.roles, Roles::ALL);
-        assert_eq!(c.replication, ReplicationFactor::default());
-        assert_eq!(c.max_recv_msg_size, 16 << 20);
-        assert_eq!(c.wal_sync, WalSync::Always);
-        assert_eq!(
-            c.http_limits,
-            HttpLimits {
-                header_read_timeout: Duration::from_secs(10),
-                body_timeout: Duration::from_secs(30),
-                idle_timeout: Duration::from_secs(120),
-                max_connections: 4096,
-            }
-        );
-    }
-
-    #[test]
-    fn http_limits_of_zero_are_refused() {
-        let zero = [
-            RawConfig {
-                http_header_read_timeout_ms: Some(0),
-                ..Default::default()
-            },
-            RawConfig {
-                http_body_timeout_ms: Some(0),
-                ..Default::default()
-            },
-            RawConfig {
-                http_idle_timeout_ms: Some(0),
-                ..Default::default()
-            },
-            RawConfig {
-                http_max_connections: Some(0),
-                ..Default::default()
-            },
-        ];
-        for raw in zero {
-            let err = raw.validate().expect_err("zero");
-            assert!(err.to_string().contains("must be greater than 0"), "{err}");
-        }
-    }
-
-    #[test]
-    fn unknown_fields_are_rejected_with_their_name() {
-        let f = file("replication_factr: 3\n");
-        let err = RawConfig::load(Some(f.path()), &RawConfig::default()).expect_err("unknown");
-        assert!(err.to_string().contains("replication_factr"), "{err}");
-    }
-
-    #[test]
-    fn quorums_that_do_not_overlap_name_the_field() {
-        let f = file("replication_factor: 3\nread_quorum: 1\n");
-        let err = RawConfig::load(Some(f.path()), &RawConfig::default())
-            .expect("parses")
-            .validate()
-            .expect_err("invalid");
-        assert!(err.to_string().contains("replication_factor"), "{err}");
-        assert!(err.to_string().contains("must exceed"), "{err}");
-    }
-
-    #[test]
-    fn flags_override_the_file() {
-        let f = file("target: [ingester]\nnode_name: from-file\npush_timeout_ms: 100\n");
-        let flags = RawConfig {
-            node_name: Some("from-flag".into()),
-            ..Default::default()
-        };
-        let c = RawConfig::load(Some(f.path()), &flags)
-            .expect("parses")
-            .validate()
-            .expect("valid");
-        assert_eq!(c.node_name, "from-flag");
-        assert_eq!(c.roles, Roles::INGESTER);
-        assert_eq!(c.push_timeout, Duration::from_millis(100));
-    }
-
-    #[test]
-    fn tenant_overrides_apply_to_their_tenant_only() {
-        let c = RawConfig {
-            tenant_overrides: Some(vec![
-                "fast:trace_idle_period_ms=500".into(),
-                "fast:max_block_bytes=2048".into(),
-                "brief:block_retention_hours=2".into(),
-            ]),
-            ..Default::default()
-        }
-        .validate()
-        .expect("valid");
-        assert_eq!(c.cut.idle_for("fast"), Duration::from_millis(500));
-        assert_eq!(c.cut.idle_for("other"), Duration::from_secs(10));
-        assert_eq!(c.cut.max_bytes_for("fast"), 2048);
-        assert_eq!(c.cut.max_duration_for("fast"), Duration::from_secs(120));
-        assert_eq!(
-            c.retention.retention_for("brief"),
-            Duration::from_secs(7200)
-        );
-        assert_eq!(
-            c.retention.retention_for("other"),
-            Duration::from_secs(336 * 3600)
-        );
-    }
-
-    #[test]
-    fn bad_values_name_the_field() {
-        for (raw, field) in [
-            (
-                RawConfig {
-                    target: Some(vec!["router".into()]),
-                    ..Default::default()
-                },
-                "target",
-            ),
-            (
-                RawConfig {
-                    wal_sync: Some("sometimes".into()),
-                    ..Default::default()
-                },
-                "wal_sync",
-            ),
-            (
-                RawConfig {
-                    push_timeout_ms: Some(0),
-                    ..Default::default()
-                },
-                "push_timeout_ms",
-            ),
-            (
-                RawConfig {
-                    gossip_join: Some(vec!["nohost".into()]),
-                    ..Default::default()
-                },
-                "gossip_join",
-            ),
-        ] {
-            let err = raw.validate().expect_err("invalid");
-            assert!(err.to_string().contains(field), "{err}");
-        }
-    }
-}
+mod tests;

@@ -47,6 +47,7 @@ pub mod membership;
 pub mod model;
 pub mod node;
 pub mod otlp;
+pub mod overrides;
 pub mod querier;
 pub mod ring;
 pub mod rpc;

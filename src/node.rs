@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, StorageConfig};
+use crate::config::Config;
 use crate::distributor::{self, Distributor, DistributorSettings};
 use crate::http_server::{self, ServerSpec};
 use crate::ingester::{Ingester, IngesterSettings};
@@ -172,10 +172,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         crate::rpc::auth::Credential::new(config.cluster_keys.as_deref()),
         config.internal_tls.clone(),
     );
-    let store = match &config.storage {
-        StorageConfig::Filesystem { path } => BlockStore::local(path)?,
-        StorageConfig::S3(s3) => BlockStore::s3(s3)?,
-    };
+    let store = BlockStore::open(&config.storage)?;
     let mut http = Router::new();
     if roles.contains(Roles::QUERIER) {
         let querier = Querier::new(

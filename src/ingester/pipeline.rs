@@ -39,6 +39,7 @@ use super::live::{LiveTrace, LiveTraces};
 use super::upload_health::UploadHealth;
 use super::wal::Wal;
 use crate::model::{TenantId, TraceId};
+use crate::overrides::Overrides;
 use crate::storage::block::{self, BlockInfo, BlockMeta, BlockTrace, EncodedBlock};
 
 mod flush;
@@ -51,47 +52,28 @@ const FLUSHED_MARKER: &str = "flushed";
 /// acts or a slow retry succeeds.
 const QUARANTINED_MARKER: &str = "quarantined";
 
-/// When traces and blocks move on (defaults, and per-tenant overrides).
+/// When traces and blocks move on (per tenant, from the overrides).
 #[derive(Clone, Debug)]
 pub struct CutPolicy {
-    pub trace_idle_period: Duration,
-    pub max_block_duration: Duration,
-    pub max_block_bytes: usize,
     /// The live traces' budget (one per ingester, for every tenant).
     pub max_live_bytes: usize,
     /// How long a flushed block stays on local disk (and queryable here).
     pub complete_block_timeout: Duration,
-    pub per_tenant: HashMap<String, TenantCut>,
-}
-
-/// A tenant's overrides of the cut policy.
-#[derive(Clone, Debug, Default)]
-pub struct TenantCut {
-    pub trace_idle_period: Option<Duration>,
-    pub max_block_duration: Option<Duration>,
-    pub max_block_bytes: Option<usize>,
+    /// Each tenant's idle period and block bounds.
+    pub overrides: Arc<Overrides>,
 }
 
 impl CutPolicy {
     pub fn idle_for(&self, tenant: &str) -> Duration {
-        self.per_tenant
-            .get(tenant)
-            .and_then(|t| t.trace_idle_period)
-            .unwrap_or(self.trace_idle_period)
+        self.overrides.get(tenant).trace_idle_period
     }
 
     pub fn max_duration_for(&self, tenant: &str) -> Duration {
-        self.per_tenant
-            .get(tenant)
-            .and_then(|t| t.max_block_duration)
-            .unwrap_or(self.max_block_duration)
+        self.overrides.get(tenant).max_block_duration
     }
 
     pub fn max_bytes_for(&self, tenant: &str) -> usize {
-        self.per_tenant
-            .get(tenant)
-            .and_then(|t| t.max_block_bytes)
-            .unwrap_or(self.max_block_bytes)
+        self.overrides.get(tenant).max_block_bytes
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod retention;
+pub mod settings;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use thiserror::Error;
 
 use crate::model::TraceId;
 use block::{BlockError, BlockMeta, EncodedBlock, PageIndex, TraceFilter};
+pub use settings::{S3Config, StorageConfig};
 
 pub const DATA: &str = "data";
 pub const INDEX: &str = "index";
@@ -92,6 +94,14 @@ impl BlockStore {
     }
 
     /// A store in a local folder (created if needed).
+    /// The store `settings` name.
+    pub fn open(settings: &StorageConfig) -> Result<Self, StoreError> {
+        match settings {
+            StorageConfig::Filesystem { path } => Self::local(path),
+            StorageConfig::S3(s3) => Self::s3(s3),
+        }
+    }
+
     pub fn local(dir: &std::path::Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| object_store::Error::Generic {
             store: "LocalFileSystem",
@@ -104,7 +114,7 @@ impl BlockStore {
 
     /// An S3 (or S3-compatible) bucket. Requests time out after 10 s and are retried a
     /// few times here; the flusher retries uploads on its own schedule after that.
-    pub fn s3(cfg: &crate::config::S3Config) -> Result<Self, StoreError> {
+    pub fn s3(cfg: &S3Config) -> Result<Self, StoreError> {
         use object_store::aws::AmazonS3Builder;
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&cfg.bucket)

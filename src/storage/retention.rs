@@ -2,21 +2,21 @@
 //! lists, never by what a node happens to know, and safe when several nodes run them at
 //! once (deleting an object that is already gone is success).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
 use super::{BlockStore, StoreError, META};
+use crate::overrides::Overrides;
 
 /// Retention settings.
 #[derive(Clone, Debug)]
 pub struct RetentionPolicy {
-    /// Blocks whose newest span ended longer ago than this are deleted.
-    pub default_retention: Duration,
-    /// Per-tenant overrides.
-    pub per_tenant: HashMap<String, Duration>,
+    /// Each tenant's retention: blocks whose newest span ended longer ago are deleted.
+    pub overrides: Arc<Overrides>,
     /// Objects of a block without `meta.json` (an upload in progress or abandoned), or a
     /// block whose data is gone, are deleted once their newest object is this old.
     pub orphan_grace: Duration,
@@ -24,10 +24,7 @@ pub struct RetentionPolicy {
 
 impl RetentionPolicy {
     pub fn retention_for(&self, tenant: &str) -> Duration {
-        self.per_tenant
-            .get(tenant)
-            .copied()
-            .unwrap_or(self.default_retention)
+        self.overrides.get(tenant).block_retention
     }
 }
 
@@ -185,9 +182,16 @@ mod tests {
     }
 
     fn policy(grace: Duration) -> RetentionPolicy {
+        let defaults = crate::overrides::Limits {
+            trace_idle_period: Duration::from_secs(10),
+            max_block_duration: Duration::from_secs(120),
+            max_block_bytes: 1 << 20,
+            block_retention: Duration::from_secs(14 * 86400),
+        };
+        let overrides = Overrides::parse(defaults, &["short:block_retention_hours=1".to_owned()])
+            .expect("overrides");
         RetentionPolicy {
-            default_retention: Duration::from_secs(14 * 86400),
-            per_tenant: HashMap::from([("short".to_owned(), Duration::from_secs(3600))]),
+            overrides: Arc::new(overrides),
             orphan_grace: grace,
         }
     }

@@ -1,0 +1,170 @@
+//! Per-tenant limits: one default for every tenant, overridden per tenant by
+//! `tenant_overrides` (`tenant:key=value`). One parser, one lookup ([`Overrides::get`]);
+//! the cut policy (ingesters) and retention (queriers) read the same table.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::model::TenantId;
+
+/// The limits of one tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// A live trace with no new span for this long moves into the head block.
+    pub trace_idle_period: Duration,
+    /// A head block this old is completed.
+    pub max_block_duration: Duration,
+    /// A head block this large is completed.
+    pub max_block_bytes: usize,
+    /// Blocks whose newest span ended longer ago are deleted.
+    pub block_retention: Duration,
+}
+
+/// What one tenant overrides; unset fields take the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TenantLimits {
+    trace_idle_period: Option<Duration>,
+    max_block_duration: Option<Duration>,
+    max_block_bytes: Option<usize>,
+    block_retention: Option<Duration>,
+}
+
+/// The limits of every tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overrides {
+    defaults: Limits,
+    per_tenant: HashMap<String, TenantLimits>,
+}
+
+/// An entry of `tenant_overrides` that is not `tenant:key=value` with a known key and a
+/// value above 0.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{entry:?} is not tenant:key=value with a known key and a value > 0")]
+pub struct OverrideError {
+    pub entry: String,
+}
+
+impl Overrides {
+    /// The same limits for every tenant.
+    pub fn new(defaults: Limits) -> Self {
+        Self {
+            defaults,
+            per_tenant: HashMap::new(),
+        }
+    }
+
+    /// `defaults`, overridden by `entries` (`tenant:key=value`; keys
+    /// `trace_idle_period_ms`, `max_block_duration_ms`, `max_block_bytes`,
+    /// `block_retention_hours`). A later entry for the same tenant and key wins.
+    pub fn parse(defaults: Limits, entries: &[String]) -> Result<Self, OverrideError> {
+        let mut overrides = Self::new(defaults);
+        for entry in entries {
+            let bad = || OverrideError {
+                entry: entry.clone(),
+            };
+            let (tenant, setting) = entry.split_once(':').ok_or_else(bad)?;
+            let (key, value) = setting.split_once('=').ok_or_else(bad)?;
+            let tenant = TenantId::parse(tenant.trim()).map_err(|_| bad())?;
+            let value = match value.trim().parse::<u64>() {
+                Ok(v) if v > 0 => v,
+                _ => return Err(bad()),
+            };
+            let limits = overrides
+                .per_tenant
+                .entry(tenant.as_str().to_owned())
+                .or_default();
+            match key.trim() {
+                "trace_idle_period_ms" => {
+                    limits.trace_idle_period = Some(Duration::from_millis(value))
+                }
+                "max_block_duration_ms" => {
+                    limits.max_block_duration = Some(Duration::from_millis(value))
+                }
+                "max_block_bytes" => {
+                    limits.max_block_bytes = Some(usize::try_from(value).map_err(|_| bad())?)
+                }
+                "block_retention_hours" => {
+                    let secs = value.checked_mul(3600).ok_or_else(bad)?;
+                    limits.block_retention = Some(Duration::from_secs(secs))
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(overrides)
+    }
+
+    /// The limits of `tenant`.
+    pub fn get(&self, tenant: &str) -> Limits {
+        let d = self.defaults;
+        match self.per_tenant.get(tenant) {
+            None => d,
+            Some(t) => Limits {
+                trace_idle_period: t.trace_idle_period.unwrap_or(d.trace_idle_period),
+                max_block_duration: t.max_block_duration.unwrap_or(d.max_block_duration),
+                max_block_bytes: t.max_block_bytes.unwrap_or(d.max_block_bytes),
+                block_retention: t.block_retention.unwrap_or(d.block_retention),
+            },
+        }
+    }
+
+    pub fn defaults(&self) -> Limits {
+        self.defaults
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Limits {
+        Limits {
+            trace_idle_period: Duration::from_secs(10),
+            max_block_duration: Duration::from_secs(120),
+            max_block_bytes: 1 << 20,
+            block_retention: Duration::from_secs(336 * 3600),
+        }
+    }
+
+    fn parse(entries: &[&str]) -> Result<Overrides, OverrideError> {
+        let entries: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+        Overrides::parse(defaults(), &entries)
+    }
+
+    #[test]
+    fn a_tenant_overrides_only_what_it_names_and_others_keep_the_defaults() {
+        let o = parse(&[
+            "fast:trace_idle_period_ms=500",
+            "fast:max_block_bytes=2048",
+            "brief:block_retention_hours=2",
+            "fast:trace_idle_period_ms=700",
+        ])
+        .expect("valid");
+        let fast = o.get("fast");
+        assert_eq!(fast.trace_idle_period, Duration::from_millis(700));
+        assert_eq!(fast.max_block_bytes, 2048);
+        assert_eq!(fast.max_block_duration, defaults().max_block_duration);
+        assert_eq!(fast.block_retention, defaults().block_retention);
+        assert_eq!(
+            o.get("brief").block_retention,
+            Duration::from_secs(2 * 3600)
+        );
+        assert_eq!(o.get("anyone else"), defaults());
+    }
+
+    #[test]
+    fn malformed_entries_are_refused_with_the_entry() {
+        for entry in [
+            "no-colon",
+            "t:no-equals",
+            "t:unknown_key=1",
+            "t:trace_idle_period_ms=0",
+            "t:max_block_bytes=-1",
+            "t:block_retention_hours=many",
+            "t:block_retention_hours=18446744073709551615",
+            ":trace_idle_period_ms=5",
+        ] {
+            let err = parse(&[entry]).expect_err(entry);
+            assert_eq!(err.entry, entry);
+        }
+    }
+}
