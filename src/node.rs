@@ -460,11 +460,9 @@ async fn confirm_departure(
                 .await
             {
                 Ok(resp) => resp
-                    .json::<serde_json::Value>()
+                    .json::<crate::membership::RingDoc>()
                     .await
-                    .ok()
-                    .and_then(|j| j["members"].as_array().cloned())
-                    .is_some_and(|members| members.iter().any(|m| m["name"] == name)),
+                    .is_ok_and(|ring| ring.lists(name)),
                 Err(_) => false,
             };
             pending += usize::from(listed);

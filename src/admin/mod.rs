@@ -8,7 +8,6 @@ mod ring_page;
 pub use peer_http::PeerHttp;
 
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::net::SocketAddr;
 
@@ -21,7 +20,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::ingester::Ingester;
-use crate::membership::{AbsentIngester, Membership, NodeIdentity, NodeState, Roles};
+use crate::membership::{Membership, RingDoc};
 use crate::model::TenantId;
 use crate::storage::BlockStore;
 
@@ -206,7 +205,7 @@ pub async fn learn_absent_ingesters(
                     continue;
                 };
                 answered = true;
-                membership.adopt_absent(absent_from_ring(&ring)).await;
+                membership.adopt_absent(ring.absent()).await;
             }
             if answered || peers.is_empty() {
                 return;
@@ -219,7 +218,7 @@ pub async fn learn_absent_ingesters(
     }
 }
 
-async fn fetch_ring(http: &PeerHttp, addr: std::net::SocketAddr) -> Option<serde_json::Value> {
+async fn fetch_ring(http: &PeerHttp, addr: std::net::SocketAddr) -> Option<RingDoc> {
     let resp = http
         .client()
         .get(http.url(addr, "/ring"))
@@ -228,29 +227,6 @@ async fn fetch_ring(http: &PeerHttp, addr: std::net::SocketAddr) -> Option<serde
         .await
         .ok()?;
     resp.json().await.ok()
-}
-
-/// The `absent_ingesters` of a `/ring` JSON document (see [`ring`]).
-fn absent_from_ring(ring: &serde_json::Value) -> Vec<AbsentIngester> {
-    let Some(list) = ring["absent_ingesters"].as_array() else {
-        return Vec::new();
-    };
-    list.iter()
-        .filter_map(|a| {
-            let name = a["name"].as_str()?.to_owned();
-            let gossip = a["gossip_addr"].as_str()?.parse().ok()?;
-            let since = UNIX_EPOCH + std::time::Duration::from_secs(a["down_since_unix"].as_u64()?);
-            Some(AbsentIngester {
-                identity: NodeIdentity {
-                    name,
-                    roles: Roles::INGESTER,
-                    state: NodeState::Active,
-                    ..NodeIdentity::seed(gossip)
-                },
-                since,
-            })
-        })
-        .collect()
 }
 
 /// `POST /shutdown`: starts the same shutdown sequence as SIGTERM (node.rs documents the
@@ -329,12 +305,6 @@ async fn buildinfo() -> Response {
     .into_response()
 }
 
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     let view = s.membership.view();
     let me = s.membership.me();
@@ -342,46 +312,8 @@ async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/json"));
-    let members: Vec<serde_json::Value> = view
-        .members
-        .iter()
-        .map(|m| {
-            json!({
-                "name": m.identity.name,
-                "roles": m.identity.roles.names(),
-                "state": m.identity.state.as_str(),
-                "liveness": m.liveness,
-                "gossip_addr": m.identity.gossip.to_string(),
-                // Only ingesters serve the internal gRPC API.
-                "grpc_addr": m.identity.is_ingester().then(|| m.identity.grpc.to_string()),
-                "http_addr": m.identity.http.to_string(),
-                "generation": m.identity.generation,
-                "last_change_unix": unix_secs(m.changed_at),
-                "self": m.identity.gossip == me.gossip,
-            })
-        })
-        .collect();
-    let absent: Vec<serde_json::Value> = view
-        .absent
-        .iter()
-        .map(|a| {
-            json!({
-                "name": a.identity.name,
-                "state": "ABSENT",
-                "last_state": a.identity.state.as_str(),
-                "gossip_addr": a.identity.gossip.to_string(),
-                "down_since_unix": unix_secs(a.since),
-            })
-        })
-        .collect();
     if wants_json {
-        return axum::Json(json!({
-            "self": me.name,
-            "members": members,
-            "absent_ingesters": absent,
-            "write_ring_ingesters": view.writers.iter().map(|w| w.name.clone()).collect::<Vec<_>>(),
-        }))
-        .into_response();
+        return axum::Json(RingDoc::of(&view, &me)).into_response();
     }
     axum::response::Html(ring_page::render(&me, &view).into_string()).into_response()
 }

@@ -6,7 +6,7 @@
 
 use maud::{html, Markup, DOCTYPE};
 
-use super::unix_secs;
+use crate::membership::unix_secs;
 use crate::membership::{ClusterView, Liveness, NodeIdentity};
 
 const SCRIPT: &str = r#"

@@ -21,8 +21,12 @@
 //! random member every 5 s, so a member that missed an identity change learns it.
 
 mod identity;
+mod lifecycle;
+mod ring_doc;
 
 pub use identity::{NodeIdentity, NodeState, Roles};
+pub(crate) use ring_doc::unix_secs;
+pub use ring_doc::{RingAbsent, RingDoc, RingMember};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -41,9 +45,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster_keys::ClusterKeys;
 use crate::ring::Ring;
+use lifecycle::{Down, Lifecycle};
 
 /// Liveness as SWIM sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum Liveness {
     Alive,
     Suspect,
@@ -268,10 +273,8 @@ struct Driver {
     settings: GossipSettings,
     timers: BinaryHeap<Reverse<(Instant, Timer<NodeIdentity>)>>,
     known: HashMap<SocketAddr, MemberStatus>,
-    /// Crashed ingesters by name.
-    absent: HashMap<String, AbsentIngester>,
-    /// Names an operator is forgetting: their coming down notice does not make them absent.
-    forgetting: Vec<String>,
+    /// Absent ingesters and names being forgotten.
+    lifecycle: Lifecycle,
     view_tx: watch::Sender<Arc<ClusterView>>,
     joined_tx: watch::Sender<bool>,
     me_tx: watch::Sender<NodeIdentity>,
@@ -316,8 +319,7 @@ impl Driver {
             settings,
             timers: BinaryHeap::new(),
             known: HashMap::new(),
-            absent: HashMap::new(),
-            forgetting: Vec::new(),
+            lifecycle: Lifecycle::default(),
             view_tx,
             joined_tx,
             me_tx,
@@ -441,13 +443,13 @@ impl Driver {
     }
 
     fn forget(&mut self, name: &str) -> bool {
-        let was_absent = self.absent.remove(name).is_some();
-        let Some(id) = self
+        let member = self
             .foca
             .iter_members()
             .map(|m| m.id().clone())
-            .find(|id| id.name == name)
-        else {
+            .find(|id| id.name == name);
+        let was_absent = self.lifecycle.forget(name, member.is_some());
+        let Some(id) = member else {
             if was_absent {
                 tracing::warn!(
                     member = name,
@@ -457,7 +459,6 @@ impl Driver {
             }
             return was_absent;
         };
-        self.forgetting.push(name.to_owned());
         tracing::warn!(member = ?id, "forgetting a member on an operator's request");
         let down = foca::Member::new(id, u16::MAX, foca::State::Down);
         if let Err(e) = self
@@ -540,61 +541,40 @@ impl Driver {
     }
 
     fn adopt_absent(&mut self, absent: Vec<AbsentIngester>) {
-        let mut adopted = 0;
-        for a in absent {
-            let name = &a.identity.name;
-            let back = self
-                .known
-                .values()
-                .any(|m| m.identity.name == *name && m.identity.state != NodeState::Joining);
-            if back || *name == self.foca.identity().name || self.absent.contains_key(name) {
-                continue;
-            }
-            tracing::warn!(member = ?a.identity, "a peer counts this ingester as absent: so does this node");
-            self.absent.insert(name.clone(), a);
-            adopted += 1;
+        let up: Vec<&NodeIdentity> = self.known.values().map(|m| &m.identity).collect();
+        let me = self.foca.identity().name.clone();
+        let adopted = self.lifecycle.adopt(absent, &me, &up);
+        for id in &adopted {
+            tracing::warn!(member = ?id, "a peer counts this ingester as absent: so does this node");
         }
-        if adopted > 0 {
+        if !adopted.is_empty() {
             self.publish();
         }
     }
 
-    /// A member went down: departed if it had announced LEAVING, absent (see the module
-    /// doc) if it was ACTIVE. One that was JOINING stays absent if it was, and is
-    /// otherwise not counted: it never held a share of the writes.
+    /// A member went down: see [`Lifecycle::member_down`].
     fn member_down(&mut self, id: NodeIdentity) {
-        if let Some(i) = self.forgetting.iter().position(|n| *n == id.name) {
-            self.forgetting.swap_remove(i);
-            tracing::info!(member = ?id, "member forgotten");
-            return;
-        }
-        if !id.is_ingester() || id.state != NodeState::Active {
-            if id.state == NodeState::Leaving {
+        let members: Vec<NodeIdentity> = self.foca.iter_members().map(|m| m.id().clone()).collect();
+        let up: Vec<&NodeIdentity> = members.iter().collect();
+        let member = format!("{id:?}");
+        match self.lifecycle.member_down(id, &up, SystemTime::now()) {
+            Down::Forgotten => tracing::info!(member, "member forgotten"),
+            Down::Departed => {
                 metrics::counter!("ringtail_membership_members_down_total", "how" => "departed")
                     .increment(1);
+                tracing::info!(member, "member down");
             }
-            tracing::info!(member = ?id, "member down");
-            return;
+            Down::NotCounted => tracing::info!(member, "member down"),
+            Down::Renamed => {}
+            Down::Absent => {
+                metrics::counter!("ringtail_membership_members_down_total", "how" => "crashed")
+                    .increment(1);
+                tracing::warn!(
+                    member,
+                    "ingester down without a departure: absent until it is back"
+                );
+            }
         }
-        // A rename can report the old identity down after the new one (ACTIVE or LEAVING)
-        // is up.
-        if self
-            .foca
-            .iter_members()
-            .any(|m| m.id().name == id.name && m.id().state != NodeState::Joining)
-        {
-            return;
-        }
-        metrics::counter!("ringtail_membership_members_down_total", "how" => "crashed")
-            .increment(1);
-        tracing::warn!(member = ?id, "ingester down without a departure: absent until it is back");
-        self.absent.insert(
-            id.name.clone(),
-            AbsentIngester {
-                identity: id,
-                since: SystemTime::now(),
-            },
-        );
     }
 
     fn liveness_changed(&self) -> bool {
@@ -640,19 +620,11 @@ impl Driver {
             );
         }
         self.known = next;
-        // An absent ingester is back once it is ACTIVE again (while it replays its WAL as
-        // JOINING it still counts as absent, so its return does not pause writes).
-        let known = &self.known;
-        self.absent.retain(|name, _| {
-            !known
-                .values()
-                .any(|m| m.identity.name == *name && m.identity.state != NodeState::Joining)
-        });
+        let up: Vec<&NodeIdentity> = self.known.values().map(|m| &m.identity).collect();
+        self.lifecycle.members_up(&up);
         let mut members: Vec<MemberStatus> = self.known.values().cloned().collect();
         members.sort_by(|a, b| a.identity.name.cmp(&b.identity.name));
-        let mut absent: Vec<AbsentIngester> = self.absent.values().cloned().collect();
-        absent.sort_by(|a, b| a.identity.name.cmp(&b.identity.name));
-        let view = ClusterView::build(members, absent);
+        let view = ClusterView::build(members, self.lifecycle.absent());
         let counts = view.count_by_state();
         // Every state, so that one nobody is in any more reads 0 rather than its last count.
         for state in ["JOINING", "ACTIVE", "LEAVING", "ABSENT"] {
