@@ -114,14 +114,23 @@ impl TenantId {
         Ok(Self(s.to_owned()))
     }
 
-    /// The tenant of a request from its `X-Scope-OrgID` value.
-    pub fn from_header(value: Option<&str>, multitenancy: bool) -> Result<Self, TenantError> {
+    /// The tenant of a request from its `X-Scope-OrgID` header, as raw bytes (HTTP and
+    /// gRPC alike): the one place a request's tenant is read. Without multitenancy every
+    /// request is the single tenant; with it, a missing header is
+    /// [`TenantError::Missing`] and a malformed one (including bytes that are not UTF-8)
+    /// [`TenantError::Invalid`].
+    pub fn from_header(value: Option<&[u8]>, multitenancy: bool) -> Result<Self, TenantError> {
         if !multitenancy {
             return Ok(Self::single());
         }
-        match value {
-            None => Err(TenantError::Missing),
-            Some(v) => Self::parse(v.trim()).map_err(TenantError::Invalid),
+        let Some(value) = value else {
+            return Err(TenantError::Missing);
+        };
+        match std::str::from_utf8(value) {
+            Ok(v) => Self::parse(v.trim()).map_err(TenantError::Invalid),
+            Err(_) => Err(TenantError::Invalid(TenantIdError::BadChar(
+                char::REPLACEMENT_CHARACTER,
+            ))),
         }
     }
 
@@ -178,5 +187,25 @@ mod tests {
             TenantId::parse(&"x".repeat(151)),
             Err(TenantIdError::TooLong)
         );
+    }
+
+    #[test]
+    fn a_requests_tenant_is_read_the_same_way_from_any_header_bytes() {
+        let single = TenantId::from_header(Some(b"\xff"), false).expect("single tenant");
+        assert_eq!(single, TenantId::single());
+        assert_eq!(
+            TenantId::from_header(Some(b" team-a "), true).map(|t| t.as_str().to_owned()),
+            Ok("team-a".to_owned())
+        );
+        assert_eq!(TenantId::from_header(None, true), Err(TenantError::Missing));
+        // Not UTF-8: malformed (400), not missing (401), on writes and reads alike.
+        assert!(matches!(
+            TenantId::from_header(Some(b"t\xff"), true),
+            Err(TenantError::Invalid(TenantIdError::BadChar(_)))
+        ));
+        assert!(matches!(
+            TenantId::from_header(Some(b"a/b"), true),
+            Err(TenantError::Invalid(TenantIdError::BadChar('/')))
+        ));
     }
 }

@@ -10,7 +10,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::{Distributor, PushError, PushOutcome};
-use crate::model::{TenantError, TenantId, TenantIdError, TENANT_HEADER};
+use crate::model::{TenantError, TenantId, TENANT_HEADER};
 use crate::rpc::codec::RawBytes;
 use crate::rpc::otlp_service::trace_service_server::{TraceService, TraceServiceServer};
 
@@ -49,11 +49,7 @@ pub(crate) fn tenant_from_metadata(
     meta: &MetadataMap,
     multitenancy: bool,
 ) -> Result<TenantId, TenantError> {
-    match meta.get(TENANT_HEADER).map(|v| v.to_str()) {
-        Some(Err(_)) if multitenancy => Err(TenantError::Invalid(TenantIdError::BadChar('?'))),
-        Some(Ok(v)) => TenantId::from_header(Some(v), multitenancy),
-        _ => TenantId::from_header(None, multitenancy),
-    }
+    TenantId::from_header(meta.get(TENANT_HEADER).map(|v| v.as_bytes()), multitenancy)
 }
 
 pub(crate) fn export_response(outcome: &PushOutcome) -> ExportTraceServiceResponse {

@@ -15,7 +15,7 @@ use prost::Message;
 
 use super::grpc::export_response;
 use super::{json, Distributor, PushError};
-use crate::model::{TenantError, TenantId, TenantIdError, TENANT_HEADER};
+use crate::model::{TenantError, TenantId, TENANT_HEADER};
 use crate::rpc::proto::RpcStatus;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -81,11 +81,10 @@ fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, P
 }
 
 fn tenant_of(headers: &HeaderMap, multitenancy: bool) -> Result<TenantId, TenantError> {
-    match headers.get(TENANT_HEADER).map(|v| v.to_str()) {
-        Some(Err(_)) if multitenancy => Err(TenantError::Invalid(TenantIdError::BadChar('?'))),
-        Some(Ok(v)) => TenantId::from_header(Some(v), multitenancy),
-        _ => TenantId::from_header(None, multitenancy),
-    }
+    TenantId::from_header(
+        headers.get(TENANT_HEADER).map(|v| v.as_bytes()),
+        multitenancy,
+    )
 }
 
 async fn export(

@@ -58,7 +58,7 @@ async fn trace(q: Arc<Querier>, id: String, headers: HeaderMap, version: Version
         Ok(id) => id,
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid trace ID: {e}")),
     };
-    let header = headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok());
+    let header = headers.get(TENANT_HEADER).map(|v| v.as_bytes());
     let tenant = match TenantId::from_header(header, q.settings().multitenancy_enabled) {
         Ok(t) => t,
         Err(e @ TenantError::Missing) => return text(StatusCode::UNAUTHORIZED, e.to_string()),
