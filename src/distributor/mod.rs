@@ -25,7 +25,7 @@ use crate::otlp::{split_by_trace, SplitRequest};
 use crate::ring::{QuorumTracker, ReplicationFactor, TenantSeed, Token};
 use crate::rpc::codec::RawBytes;
 use crate::rpc::proto::{PushRequest, TraceSegment};
-use crate::rpc::quorum::call_with_quorum;
+use crate::rpc::quorum::{call_with_quorum, CallPolicy};
 use crate::rpc::IngesterClients;
 
 #[derive(Clone, Debug)]
@@ -160,7 +160,6 @@ impl Distributor {
                 per_instance[i as usize].push(segment.clone());
             }
         }
-        let timeout = self.settings.push_timeout;
         let bodies: Vec<(usize, Vec<u8>)> = per_instance
             .into_iter()
             .enumerate()
@@ -187,19 +186,18 @@ impl Distributor {
             .map(|(i, body)| {
                 let mut client = self.clients.get(view.writers[i].grpc);
                 let call = async move {
-                    match tokio::time::timeout(timeout, client.push(RawBytes(body.into()))).await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(status)) => {
-                            Err(format!("{:?}: {}", status.code(), status.message()))
-                        }
-                        Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
-                    }
+                    client.push(RawBytes(body.into())).await?;
+                    Ok(())
                 };
                 (i as u16, call.boxed())
             })
             .collect();
         let tracker = QuorumTracker::new(groups, rf.write_quorum());
-        let outcome = call_with_quorum(calls, tracker, Duration::ZERO).await;
+        let policy = CallPolicy {
+            timeout: self.settings.push_timeout,
+            linger: Duration::ZERO,
+        };
+        let outcome = call_with_quorum(calls, tracker, policy).await;
         if outcome.reached {
             Ok(())
         } else {

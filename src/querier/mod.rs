@@ -34,7 +34,7 @@ use crate::membership::Membership;
 use crate::model::{TenantId, TraceId};
 use crate::ring::{QuorumTracker, ReplicaSet, ReplicationFactor, TenantSeed, Token};
 use crate::rpc::proto::FindTraceRequest;
-use crate::rpc::quorum::call_with_quorum;
+use crate::rpc::quorum::{call_with_quorum, CallPolicy};
 use crate::rpc::IngesterClients;
 use crate::storage::block::BlockMeta;
 use crate::storage::BlockStore;
@@ -244,7 +244,6 @@ impl Querier {
             tenant: tenant.as_str().to_owned(),
             trace_id: Bytes::copy_from_slice(&id.0),
         };
-        let timeout = self.settings.read_timeout;
         let calls = readers
             .iter()
             .enumerate()
@@ -252,22 +251,18 @@ impl Querier {
                 let mut client = self.clients.get(reader.grpc);
                 let request = request.clone();
                 let call = async move {
-                    match tokio::time::timeout(timeout, client.find_trace_by_id(request)).await {
-                        Ok(Ok(resp)) => {
-                            let resp = resp.into_inner();
-                            Ok(resp.found.then_some(resp.resource_spans))
-                        }
-                        Ok(Err(status)) => {
-                            Err(format!("{:?}: {}", status.code(), status.message()))
-                        }
-                        Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
-                    }
+                    let resp = client.find_trace_by_id(request).await?.into_inner();
+                    Ok(resp.found.then_some(resp.resource_spans))
                 };
                 (i as u16, call.boxed())
             })
             .collect();
         let tracker = QuorumTracker::new([group], needed);
-        let outcome = call_with_quorum(calls, tracker, self.settings.read_linger).await;
+        let policy = CallPolicy {
+            timeout: self.settings.read_timeout,
+            linger: self.settings.read_linger,
+        };
+        let outcome = call_with_quorum(calls, tracker, policy).await;
         if !outcome.reached {
             metrics::counter!("ringtail_querier_quorum_failures_total").increment(1);
             return Err(QueryError::QuorumFailed {
