@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt;
 use prost::Message;
 
 pub use error::PushError;
@@ -26,7 +25,7 @@ use crate::ring::{QuorumTracker, ReplicationFactor, TenantSeed, Token};
 use crate::rpc::codec::RawBytes;
 use crate::rpc::proto::{PushRequest, TraceSegment};
 use crate::rpc::quorum::{call_with_quorum, CallPolicy};
-use crate::rpc::IngesterClients;
+use crate::rpc::IngesterPool;
 
 #[derive(Clone, Debug)]
 pub struct DistributorSettings {
@@ -47,19 +46,19 @@ pub struct PushOutcome {
 pub struct Distributor {
     settings: DistributorSettings,
     membership: Membership,
-    clients: IngesterClients,
+    clients: Arc<dyn IngesterPool>,
 }
 
 impl Distributor {
     pub fn new(
         settings: DistributorSettings,
         membership: Membership,
-        clients: IngesterClients,
+        clients: impl IngesterPool + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
             settings,
             membership,
-            clients,
+            clients: Arc::new(clients),
         })
     }
 
@@ -184,12 +183,8 @@ impl Distributor {
         let calls = bodies
             .into_iter()
             .map(|(i, body)| {
-                let mut client = self.clients.get(view.writers[i].grpc);
-                let call = async move {
-                    client.push(RawBytes(body.into())).await?;
-                    Ok(())
-                };
-                (i as u16, call.boxed())
+                let client = self.clients.client(view.writers[i].grpc);
+                (i as u16, client.push(RawBytes(body.into())))
             })
             .collect();
         let tracker = QuorumTracker::new(groups, rf.write_quorum());

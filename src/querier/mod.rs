@@ -23,7 +23,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt;
 use thiserror::Error;
 
 pub use merge::{
@@ -35,7 +34,7 @@ use crate::model::{TenantId, TraceId};
 use crate::ring::{QuorumTracker, ReplicaSet, ReplicationFactor, TenantSeed, Token};
 use crate::rpc::proto::FindTraceRequest;
 use crate::rpc::quorum::{call_with_quorum, CallPolicy};
-use crate::rpc::IngesterClients;
+use crate::rpc::IngesterPool;
 use crate::storage::block::BlockMeta;
 use crate::storage::BlockStore;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +61,7 @@ pub enum QueryError {
 pub struct Querier {
     settings: QuerierSettings,
     membership: Membership,
-    clients: IngesterClients,
+    clients: Arc<dyn IngesterPool>,
     store: BlockStore,
     blocklists: RwLock<HashMap<String, Vec<BlockMeta>>>,
 }
@@ -71,13 +70,13 @@ impl Querier {
     pub fn new(
         settings: QuerierSettings,
         membership: Membership,
-        clients: IngesterClients,
+        clients: impl IngesterPool + 'static,
         store: BlockStore,
     ) -> Arc<Self> {
         Arc::new(Self {
             settings,
             membership,
-            clients,
+            clients: Arc::new(clients),
             store,
             blocklists: RwLock::default(),
         })
@@ -248,13 +247,8 @@ impl Querier {
             .iter()
             .enumerate()
             .map(|(i, reader)| {
-                let mut client = self.clients.get(reader.grpc);
-                let request = request.clone();
-                let call = async move {
-                    let resp = client.find_trace_by_id(request).await?.into_inner();
-                    Ok(resp.found.then_some(resp.resource_spans))
-                };
-                (i as u16, call.boxed())
+                let client = self.clients.client(reader.grpc);
+                (i as u16, client.find_trace_by_id(request.clone()))
             })
             .collect();
         let tracker = QuorumTracker::new([group], needed);
