@@ -203,3 +203,6 @@ impl Distributor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,6 +20,9 @@ use super::pool::{Client, IngesterClients};
 use super::proto::FindTraceRequest;
 use super::quorum::CallError;
 
+#[cfg(test)]
+pub(crate) mod fake;
+
 /// One ingester, as the distributor and the querier call it.
 pub trait IngesterApi: Send + Sync {
     /// Sends one encoded `PushRequest` as it is: the body is not decoded or encoded again.
