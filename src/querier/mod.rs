@@ -271,3 +271,6 @@ impl Querier {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,7 +20,7 @@ use crate::rpc::quorum::CallError;
 /// How one fake ingester answers.
 #[derive(Clone, Debug, Default)]
 pub(crate) enum Script {
-    /// Acks pushes, and answers finds (holding no trace), at once.
+    /// Acks pushes, and answers finds with the trace it holds, at once.
     #[default]
     Answer,
     /// Refuses every call with this status.
@@ -84,6 +84,7 @@ pub(crate) struct FakeIngesters {
 #[derive(Default)]
 struct Inner {
     scripts: Mutex<HashMap<SocketAddr, Script>>,
+    traces: Mutex<HashMap<SocketAddr, Bytes>>,
     acked: watch::Sender<Vec<(SocketAddr, PushRequest)>>,
 }
 
@@ -91,6 +92,14 @@ impl FakeIngesters {
     pub(crate) fn script(&self, addr: SocketAddr, script: Script) {
         if let Ok(mut scripts) = self.inner.scripts.lock() {
             scripts.insert(addr, script);
+        }
+    }
+
+    /// What the ingester at `addr` answers to every find, whatever trace is asked for:
+    /// encoded `resource_spans`.
+    pub(crate) fn hold(&self, addr: SocketAddr, resource_spans: Bytes) {
+        if let Ok(mut traces) = self.inner.traces.lock() {
+            traces.insert(addr, resource_spans);
         }
     }
 
@@ -160,10 +169,10 @@ impl IngesterApi for FakeIngester {
         &self,
         _request: FindTraceRequest,
     ) -> BoxFuture<'static, Result<Option<Bytes>, CallError>> {
-        let script = self.script();
+        let (script, addr, inner) = (self.script(), self.addr, self.inner.clone());
         async move {
             script.play().await?;
-            Ok(None)
+            Ok(inner.traces.lock().ok().and_then(|t| t.get(&addr).cloned()))
         }
         .boxed()
     }
