@@ -18,7 +18,7 @@ use prost::Message;
 
 pub use error::PushError;
 
-use crate::membership::Membership;
+use crate::membership::{ClusterView, Membership};
 use crate::model::TenantId;
 use crate::otlp::{split_by_trace, SplitRequest};
 use crate::ring::{QuorumTracker, ReplicationFactor, TenantSeed, Token};
@@ -124,25 +124,7 @@ impl Distributor {
     async fn replicate(&self, tenant: &TenantId, split: SplitRequest) -> Result<(), PushError> {
         let view = self.membership.view();
         let rf = self.settings.replication;
-        // Every trace needs `factor` replicas. A crashed (absent) ingester counts as a
-        // replica that fails; a departed one does not: after a scale-down below the
-        // replication factor, writes are refused rather than kept with fewer copies.
-        let needed = if view.placeable_ingesters() < rf.factor() {
-            Some(rf.factor())
-        } else if view.writers.len() < rf.write_quorum() {
-            Some(rf.write_quorum())
-        } else {
-            None
-        };
-        if let Some(needed) = needed {
-            return Err(PushError::NotEnoughIngesters {
-                active: view.writers.len(),
-                absent: view.absent.len(),
-                needed,
-                factor: rf.factor(),
-                quorum: rf.write_quorum(),
-            });
-        }
+        enough_ingesters(&view, rf)?;
         let seed = TenantSeed::new(tenant);
         let mut per_instance: Vec<Vec<TraceSegment>> = vec![Vec::new(); view.writers.len()];
         let mut groups = HashSet::new();
@@ -202,6 +184,26 @@ impl Distributor {
             })
         }
     }
+}
+
+/// Every trace needs `factor` replicas. A crashed (absent) ingester counts as a replica
+/// that fails; a departed one does not: after a scale-down below the replication factor,
+/// writes are refused rather than kept with fewer copies.
+fn enough_ingesters(view: &ClusterView, rf: ReplicationFactor) -> Result<(), PushError> {
+    let needed = if view.placeable_ingesters() < rf.factor() {
+        rf.factor()
+    } else if view.writers.len() < rf.write_quorum() {
+        rf.write_quorum()
+    } else {
+        return Ok(());
+    };
+    Err(PushError::NotEnoughIngesters {
+        active: view.writers.len(),
+        absent: view.absent.len(),
+        needed,
+        factor: rf.factor(),
+        quorum: rf.write_quorum(),
+    })
 }
 
 #[cfg(test)]
