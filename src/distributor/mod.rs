@@ -14,19 +14,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt;
 use prost::Message;
 
 pub use error::PushError;
 
-use crate::membership::Membership;
+use crate::membership::{ClusterView, Membership};
 use crate::model::TenantId;
 use crate::otlp::{split_by_trace, SplitRequest};
 use crate::ring::{QuorumTracker, ReplicationFactor, TenantSeed, Token};
 use crate::rpc::codec::RawBytes;
 use crate::rpc::proto::{PushRequest, TraceSegment};
-use crate::rpc::quorum::call_with_quorum;
-use crate::rpc::IngesterClients;
+use crate::rpc::quorum::{call_with_quorum, CallPolicy};
+use crate::rpc::IngesterPool;
 
 #[derive(Clone, Debug)]
 pub struct DistributorSettings {
@@ -47,19 +46,19 @@ pub struct PushOutcome {
 pub struct Distributor {
     settings: DistributorSettings,
     membership: Membership,
-    clients: IngesterClients,
+    clients: Arc<dyn IngesterPool>,
 }
 
 impl Distributor {
     pub fn new(
         settings: DistributorSettings,
         membership: Membership,
-        clients: IngesterClients,
+        clients: impl IngesterPool + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
             settings,
             membership,
-            clients,
+            clients: Arc::new(clients),
         })
     }
 
@@ -125,25 +124,7 @@ impl Distributor {
     async fn replicate(&self, tenant: &TenantId, split: SplitRequest) -> Result<(), PushError> {
         let view = self.membership.view();
         let rf = self.settings.replication;
-        // Every trace needs `factor` replicas. A crashed (absent) ingester counts as a
-        // replica that fails; a departed one does not: after a scale-down below the
-        // replication factor, writes are refused rather than kept with fewer copies.
-        let needed = if view.placeable_ingesters() < rf.factor() {
-            Some(rf.factor())
-        } else if view.writers.len() < rf.write_quorum() {
-            Some(rf.write_quorum())
-        } else {
-            None
-        };
-        if let Some(needed) = needed {
-            return Err(PushError::NotEnoughIngesters {
-                active: view.writers.len(),
-                absent: view.absent.len(),
-                needed,
-                factor: rf.factor(),
-                quorum: rf.write_quorum(),
-            });
-        }
+        enough_ingesters(&view, rf)?;
         let seed = TenantSeed::new(tenant);
         let mut per_instance: Vec<Vec<TraceSegment>> = vec![Vec::new(); view.writers.len()];
         let mut groups = HashSet::new();
@@ -160,7 +141,6 @@ impl Distributor {
                 per_instance[i as usize].push(segment.clone());
             }
         }
-        let timeout = self.settings.push_timeout;
         let bodies: Vec<(usize, Vec<u8>)> = per_instance
             .into_iter()
             .enumerate()
@@ -185,21 +165,16 @@ impl Distributor {
         let calls = bodies
             .into_iter()
             .map(|(i, body)| {
-                let mut client = self.clients.get(view.writers[i].grpc);
-                let call = async move {
-                    match tokio::time::timeout(timeout, client.push(RawBytes(body.into()))).await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(status)) => {
-                            Err(format!("{:?}: {}", status.code(), status.message()))
-                        }
-                        Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
-                    }
-                };
-                (i as u16, call.boxed())
+                let client = self.clients.client(view.writers[i].grpc);
+                (i as u16, client.push(RawBytes(body.into())))
             })
             .collect();
         let tracker = QuorumTracker::new(groups, rf.write_quorum());
-        let outcome = call_with_quorum(calls, tracker, Duration::ZERO).await;
+        let policy = CallPolicy {
+            timeout: self.settings.push_timeout,
+            linger: Duration::ZERO,
+        };
+        let outcome = call_with_quorum(calls, tracker, policy).await;
         if outcome.reached {
             Ok(())
         } else {
@@ -210,3 +185,26 @@ impl Distributor {
         }
     }
 }
+
+/// Every trace needs `factor` replicas. A crashed (absent) ingester counts as a replica
+/// that fails; a departed one does not: after a scale-down below the replication factor,
+/// writes are refused rather than kept with fewer copies.
+fn enough_ingesters(view: &ClusterView, rf: ReplicationFactor) -> Result<(), PushError> {
+    let needed = if view.placeable_ingesters() < rf.factor() {
+        rf.factor()
+    } else if view.writers.len() < rf.write_quorum() {
+        rf.write_quorum()
+    } else {
+        return Ok(());
+    };
+    Err(PushError::NotEnoughIngesters {
+        active: view.writers.len(),
+        absent: view.absent.len(),
+        needed,
+        factor: rf.factor(),
+        quorum: rf.write_quorum(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

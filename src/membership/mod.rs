@@ -20,6 +20,8 @@
 //! founding member and counts as joined at once. After that, every member announces to a
 //! random member every 5 s, so a member that missed an identity change learns it.
 
+#[cfg(test)]
+pub(crate) mod fixed;
 mod identity;
 mod lifecycle;
 mod ring_doc;

@@ -23,7 +23,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt;
 use thiserror::Error;
 
 pub use merge::{
@@ -34,8 +33,8 @@ use crate::membership::Membership;
 use crate::model::{TenantId, TraceId};
 use crate::ring::{QuorumTracker, ReplicaSet, ReplicationFactor, TenantSeed, Token};
 use crate::rpc::proto::FindTraceRequest;
-use crate::rpc::quorum::call_with_quorum;
-use crate::rpc::IngesterClients;
+use crate::rpc::quorum::{call_with_quorum, CallPolicy};
+use crate::rpc::IngesterPool;
 use crate::storage::block::BlockMeta;
 use crate::storage::BlockStore;
 use tokio_util::sync::CancellationToken;
@@ -62,7 +61,7 @@ pub enum QueryError {
 pub struct Querier {
     settings: QuerierSettings,
     membership: Membership,
-    clients: IngesterClients,
+    clients: Arc<dyn IngesterPool>,
     store: BlockStore,
     blocklists: RwLock<HashMap<String, Vec<BlockMeta>>>,
 }
@@ -71,13 +70,13 @@ impl Querier {
     pub fn new(
         settings: QuerierSettings,
         membership: Membership,
-        clients: IngesterClients,
+        clients: impl IngesterPool + 'static,
         store: BlockStore,
     ) -> Arc<Self> {
         Arc::new(Self {
             settings,
             membership,
-            clients,
+            clients: Arc::new(clients),
             store,
             blocklists: RwLock::default(),
         })
@@ -244,30 +243,20 @@ impl Querier {
             tenant: tenant.as_str().to_owned(),
             trace_id: Bytes::copy_from_slice(&id.0),
         };
-        let timeout = self.settings.read_timeout;
         let calls = readers
             .iter()
             .enumerate()
             .map(|(i, reader)| {
-                let mut client = self.clients.get(reader.grpc);
-                let request = request.clone();
-                let call = async move {
-                    match tokio::time::timeout(timeout, client.find_trace_by_id(request)).await {
-                        Ok(Ok(resp)) => {
-                            let resp = resp.into_inner();
-                            Ok(resp.found.then_some(resp.resource_spans))
-                        }
-                        Ok(Err(status)) => {
-                            Err(format!("{:?}: {}", status.code(), status.message()))
-                        }
-                        Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
-                    }
-                };
-                (i as u16, call.boxed())
+                let client = self.clients.client(reader.grpc);
+                (i as u16, client.find_trace_by_id(request.clone()))
             })
             .collect();
         let tracker = QuorumTracker::new([group], needed);
-        let outcome = call_with_quorum(calls, tracker, self.settings.read_linger).await;
+        let policy = CallPolicy {
+            timeout: self.settings.read_timeout,
+            linger: self.settings.read_linger,
+        };
+        let outcome = call_with_quorum(calls, tracker, policy).await;
         if !outcome.reached {
             metrics::counter!("ringtail_querier_quorum_failures_total").increment(1);
             return Err(QueryError::QuorumFailed {
@@ -282,3 +271,6 @@ impl Querier {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests;

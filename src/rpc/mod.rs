@@ -1,10 +1,13 @@
-//! Internal RPC: generated messages and services, the raw-bytes codec, the client pool.
+//! Internal RPC: generated messages and services, the raw-bytes codec, the client pool,
+//! the ingester client trait the distributor and querier call through.
 
 pub mod auth;
 pub mod codec;
+pub mod ingester_client;
 pub mod pool;
 pub mod quorum;
 
+pub use ingester_client::{IngesterApi, IngesterPool};
 pub use pool::IngesterClients;
 
 #[allow(clippy::all, unreachable_pub)]

@@ -1,0 +1,124 @@
+//! The write path's replication against in-memory ingesters: no sockets.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+use super::*;
+use crate::membership::fixed::active_ingesters;
+use crate::membership::ClusterView;
+use crate::otlp::test_bytes::request_of;
+use crate::rpc::ingester_client::fake::{FakeIngesters, Gate, Script};
+
+/// A distributor in front of three ACTIVE fake ingesters, and their gRPC addresses.
+fn distributor_over_fakes(
+    push_timeout: Duration,
+) -> (Arc<Distributor>, FakeIngesters, Vec<SocketAddr>) {
+    let ingesters = active_ingesters(3);
+    let addrs = ingesters.iter().map(|i| i.grpc).collect();
+    let fake = FakeIngesters::default();
+    let settings = DistributorSettings {
+        replication: ReplicationFactor::default(),
+        push_timeout,
+        multitenancy_enabled: false,
+        max_recv_msg_size: 4 << 20,
+    };
+    let membership = Membership::fixed(ClusterView::of(ingesters));
+    (
+        Distributor::new(settings, membership, fake.clone()),
+        fake,
+        addrs,
+    )
+}
+
+/// An OTLP request with one span in each of the traces `[t; 16]`.
+fn request(traces: &[u8]) -> Vec<u8> {
+    let spans: Vec<Vec<u8>> = traces
+        .iter()
+        .map(|&t| {
+            Span {
+                trace_id: vec![t; 16],
+                span_id: vec![t; 8],
+                name: format!("span of trace {t}"),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        })
+        .collect();
+    request_of(&spans)
+}
+
+fn trace_ids(push: &PushRequest) -> BTreeSet<Vec<u8>> {
+    push.traces.iter().map(|t| t.trace_id.to_vec()).collect()
+}
+
+fn every_trace(traces: &[u8]) -> BTreeSet<Vec<u8>> {
+    traces.iter().map(|&t| vec![t; 16]).collect()
+}
+
+#[tokio::test]
+async fn three_healthy_replicas_reach_quorum_and_each_gets_every_trace() {
+    let (distributor, fake, addrs) = distributor_over_fakes(Duration::from_secs(30));
+    let outcome = distributor
+        .push(&TenantId::single(), &request(&[1, 2, 3]))
+        .await
+        .expect("quorum reached");
+    assert_eq!(outcome.accepted_spans, 3);
+    let acked = fake.wait_for_acked_pushes(3).await;
+    let receivers: BTreeSet<SocketAddr> = acked.iter().map(|(addr, _)| *addr).collect();
+    assert_eq!(receivers, addrs.into_iter().collect());
+    for (addr, push) in &acked {
+        assert_eq!(push.tenant, TenantId::single().as_str(), "tenant at {addr}");
+        assert_eq!(trace_ids(push), every_trace(&[1, 2, 3]), "traces at {addr}");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_replica_does_not_delay_the_ack_and_its_push_still_lands_after_it() {
+    let (distributor, fake, addrs) = distributor_over_fakes(Duration::from_secs(30));
+    let gate = Gate::default();
+    fake.script(addrs[2], Script::Held(gate.clone()));
+    distributor
+        .push(&TenantId::single(), &request(&[4, 5]))
+        .await
+        .expect("acked by the two others");
+    let at_ack = fake.acked_pushes();
+    assert_eq!(at_ack.len(), 2);
+    assert!(at_ack.iter().all(|(addr, _)| *addr != addrs[2]));
+    gate.open();
+    let acked = fake.wait_for_acked_pushes(3).await;
+    let (addr, push) = &acked[2];
+    assert_eq!(*addr, addrs[2], "the slow replica's push was cancelled");
+    assert_eq!(trace_ids(push), every_trace(&[4, 5]));
+}
+
+#[tokio::test]
+async fn two_failed_replicas_fail_the_push_as_unavailable_naming_both_and_why() {
+    let (distributor, fake, addrs) = distributor_over_fakes(Duration::from_millis(50));
+    fake.script(
+        addrs[0],
+        Script::fail(tonic::Code::Unavailable, "ingester is leaving"),
+    );
+    fake.script(addrs[1], Script::Hang);
+    let error = distributor
+        .push(&TenantId::single(), &request(&[6]))
+        .await
+        .expect_err("only one replica acked");
+    let PushError::QuorumFailed { needed, failures } = &error else {
+        panic!("not a quorum failure: {error:?}");
+    };
+    assert_eq!(*needed, 2);
+    let mut failures = failures.clone();
+    failures.sort();
+    assert_eq!(
+        failures,
+        [
+            "ingester-0: Unavailable: ingester is leaving",
+            "ingester-1: timed out after 50 ms",
+        ]
+    );
+    assert_eq!(error.grpc_code(), tonic::Code::Unavailable);
+    assert!(error.retryable());
+}

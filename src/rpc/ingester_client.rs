@@ -1,0 +1,76 @@
+//! The two ingester calls the distributor and the querier make, behind a trait, so their
+//! quorum logic is unit tested against in-memory ingesters (`fake`) instead of sockets.
+//!
+//! [`IngesterPool`] hands out the [`IngesterApi`] of an ingester address. The real pool
+//! is [`IngesterClients`]: the tonic clients as they are (one lazily connected channel
+//! per ingester, TLS, the cluster token). Calls return `'static` futures because
+//! [`call_with_quorum`](super::quorum::call_with_quorum) runs each in its own task,
+//! which outlives the caller (a slow replica's push is not cancelled); it also applies
+//! the timeouts, so nothing here does.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::codec::RawBytes;
+use super::ingester_service::ingester_client::IngesterClient;
+use super::pool::{Client, IngesterClients};
+use super::proto::FindTraceRequest;
+use super::quorum::CallError;
+
+#[cfg(test)]
+pub(crate) mod fake;
+
+/// One ingester, as the distributor and the querier call it.
+pub trait IngesterApi: Send + Sync {
+    /// Sends one encoded `PushRequest` as it is: the body is not decoded or encoded again.
+    fn push(&self, body: RawBytes) -> BoxFuture<'static, Result<(), CallError>>;
+
+    /// The ingester's copy of a trace: its `resource_spans`, or `None` if it holds none.
+    fn find_trace_by_id(
+        &self,
+        request: FindTraceRequest,
+    ) -> BoxFuture<'static, Result<Option<Bytes>, CallError>>;
+}
+
+/// The ingesters by address.
+pub trait IngesterPool: Send + Sync {
+    /// The client of the ingester whose internal gRPC address is `addr`. Never blocks on
+    /// the network.
+    fn client(&self, addr: SocketAddr) -> Box<dyn IngesterApi>;
+}
+
+// The generated methods are called by path: they take `&mut self`, so method syntax
+// would pick this trait's `&self` methods first and recurse.
+impl IngesterApi for Client {
+    fn push(&self, body: RawBytes) -> BoxFuture<'static, Result<(), CallError>> {
+        let mut client = self.clone();
+        async move {
+            IngesterClient::push(&mut client, body).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn find_trace_by_id(
+        &self,
+        request: FindTraceRequest,
+    ) -> BoxFuture<'static, Result<Option<Bytes>, CallError>> {
+        let mut client = self.clone();
+        async move {
+            let found = IngesterClient::find_trace_by_id(&mut client, request)
+                .await?
+                .into_inner();
+            Ok(found.found.then_some(found.resource_spans))
+        }
+        .boxed()
+    }
+}
+
+impl IngesterPool for IngesterClients {
+    fn client(&self, addr: SocketAddr) -> Box<dyn IngesterApi> {
+        Box::new(self.get(addr))
+    }
+}
