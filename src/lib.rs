@@ -2,22 +2,34 @@
 //!
 //! # Map
 //!
-//! - [`config`]: raw serde/clap config → validated [`config::Config`].
+//! - [`config`]: raw serde/clap config → validated [`config::Config`], one section parser
+//!   per part (`config/sections.rs`), the security rules (`config/security.rs`).
+//! - [`overrides`]: per-tenant limits (defaults + `tenant_overrides`), one parser, one
+//!   lookup, read by the cut policy and retention.
+//! - [`model`]: trace and tenant IDs (the one `X-Scope-OrgID` extractor).
+//! - [`storage`]: the block format, the object store (its settings in
+//!   `storage/settings.rs`), retention and tenant deletion.
 //! - [`node`]: starts the components of the chosen roles; the shutdown sequence.
 //! - [`ring`]: tokens, replica placement, quorum counting (pure, no I/O).
-//! - [`membership`]: the foca driver task, node identity and state, the cluster view.
+//! - [`membership`]: the foca driver task, node identity and state, the cluster view; the
+//!   absent/departed/forgotten rules (`membership/lifecycle.rs`, pure) and the typed
+//!   `/ring` document ([`membership::RingDoc`]).
 //! - [`cluster_keys`]: the cluster secret's keyring: sealed gossip packets, the internal
 //!   RPC token.
-//! - [`rpc`]: generated internal RPC, the raw-bytes codec, the ingester client pool.
+//! - [`rpc`]: generated internal RPC, the raw-bytes codec, the ingester client pool behind
+//!   the `IngesterPool` / `IngesterApi` traits (with an in-memory fake for unit tests),
+//!   the quorum helper with typed call errors.
 //! - [`otlp`]: shallow OTLP decoding: split a request by trace ID without decoding spans.
 //! - [`distributor`]: OTLP gRPC/HTTP receivers, validation, replication with write quorum.
 //! - [`ingester`]: push service, WAL, live traces.
 //! - [`querier`]: trace by ID with read quorum, merge and de-duplication, Tempo formats.
 //! - [`http_server`]: the accept loop of both HTTP servers: header, body and idle
 //!   timeouts, the connection cap, graceful shutdown.
-//! - [`admin`]: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`, `/api/echo`.
-//! - [`tls`]: TLS for the OTLP receivers and mutual TLS for internal gRPC, from PEM files
-//!   reloaded when they change.
+//! - [`admin`]: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`, `/api/echo`, the
+//!   client nodes use to call each other's HTTP API ([`admin::PeerHttp`]).
+//! - [`tls`]: TLS for the OTLP receivers and the HTTP API, mutual TLS for internal gRPC,
+//!   from PEM files reloaded when they change.
+//! - [`local`]: `ringtail local`. [`telemetry`]: logs and the Prometheus recorder.
 //! - [`bench`]: the load tool (`ringtail bench`).
 //!
 //! # The flow of one span
