@@ -70,6 +70,31 @@ async fn post_over_tls(ca_pem: &str, body: &[u8]) -> String {
         .to_owned()
 }
 
+/// An encoded OTLP request of `spans` spans (span IDs 1, 2, ...) of `trace`, named `name`.
+fn spans_request(trace: &str, name: &str, spans: u8) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: (1..=spans)
+                    .map(|i| Span {
+                        trace_id: hex::decode(trace).expect("hex"),
+                        span_id: vec![i; 8],
+                        name: name.into(),
+                        start_time_unix_nano: 1,
+                        end_time_unix_nano: 2,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    prost::Message::encode_to_vec(&request)
+}
+
 fn python_export(cluster: &Cluster, ca: &Path, traces: &str) -> (bool, String) {
     let out = Command::new(python())
         .arg(concat!(
@@ -110,25 +135,9 @@ async fn the_python_exporter_sends_over_tls_and_a_renewed_certificate_is_served_
     assert!(text.contains("verified 200 complete"), "{text}");
 
     // OTLP/HTTP speaks TLS too.
-    use prost::Message;
     let trace = "54545454545454545454545454545454";
-    let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-        resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
-            scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
-                spans: vec![opentelemetry_proto::tonic::trace::v1::Span {
-                    trace_id: hex::decode(trace).expect("hex"),
-                    span_id: vec![5; 8],
-                    name: "over-tls".into(),
-                    start_time_unix_nano: 1,
-                    end_time_unix_nano: 2,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    let status = post_over_tls(&first, &request.encode_to_vec()).await;
+    let request = spans_request(trace, "over-tls", 1);
+    let status = post_over_tls(&first, &request).await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert_eq!(
         common::spans_via_query(&cluster.front.http(), trace).await,
@@ -137,7 +146,7 @@ async fn the_python_exporter_sends_over_tls_and_a_renewed_certificate_is_served_
     let plain = reqwest::Client::new()
         .post(format!("{}/v1/traces", cluster.front.otlp_http()))
         .header("content-type", "application/x-protobuf")
-        .body(request.encode_to_vec())
+        .body(request.clone())
         .send()
         .await;
     assert!(
@@ -230,28 +239,7 @@ async fn internal_grpc_is_mutual_tls_and_refuses_clients_without_a_certificate_o
 
     // Distributor → ingesters and querier → ingesters run over mutual TLS.
     let trace = "55555555555555555555555555555555";
-    let body = {
-        use prost::Message;
-        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-            resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
-                scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
-                    spans: (1..=2u8)
-                        .map(|i| opentelemetry_proto::tonic::trace::v1::Span {
-                            trace_id: hex::decode(trace).expect("hex"),
-                            span_id: vec![i; 8],
-                            name: "mtls".into(),
-                            start_time_unix_nano: 1,
-                            end_time_unix_nano: 2,
-                            ..Default::default()
-                        })
-                        .collect(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
-        .encode_to_vec()
-    };
+    let body = spans_request(trace, "mtls", 2);
     let r = reqwest::Client::new()
         .post(format!("{}/v1/traces", cluster.front.otlp_http()))
         .header("content-type", "application/x-protobuf")
@@ -366,27 +354,10 @@ async fn the_http_api_speaks_tls_to_users_probes_and_peers_with_a_certificate_fo
 
     // A user reads a trace over HTTPS, trusting the CA and checking the name.
     let trace = "56565656565656565656565656565656";
-    let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-        resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
-            scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
-                spans: vec![opentelemetry_proto::tonic::trace::v1::Span {
-                    trace_id: hex::decode(trace).expect("hex"),
-                    span_id: vec![5; 8],
-                    name: "over https".into(),
-                    start_time_unix_nano: 1,
-                    end_time_unix_nano: 2,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let request = spans_request(trace, "over https", 1);
     common::otlp_grpc_client(&cluster.front)
         .await
-        .export(ringtail::rpc::codec::RawBytes(
-            prost::Message::encode_to_vec(&request).into(),
-        ))
+        .export(ringtail::rpc::codec::RawBytes(request.into()))
         .await
         .expect("export");
     let read = front
