@@ -106,10 +106,6 @@ impl Overrides {
             },
         }
     }
-
-    pub fn defaults(&self) -> Limits {
-        self.defaults
-    }
 }
 
 #[cfg(test)]

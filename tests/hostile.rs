@@ -48,17 +48,6 @@ fn malformed_span(trace: &str, span_id: u8) -> Vec<u8> {
     bytes
 }
 
-async fn post_protobuf(cluster: &Cluster, body: Vec<u8>) -> (u16, Vec<u8>) {
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/traces", cluster.front.otlp_http()))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .expect("post");
-    (r.status().as_u16(), r.bytes().await.expect("body").to_vec())
-}
-
 async fn get_v2(cluster: &Cluster, trace: &str) -> serde_json::Value {
     reqwest::get(format!("{}/api/v2/traces/{trace}", cluster.front.http()))
         .await
@@ -85,13 +74,13 @@ async fn a_malformed_span_is_rejected_alone_and_the_trace_it_claims_stays_readab
             ..Default::default()
         }],
     };
-    let (status, _) = post_protobuf(&cluster, good.encode_to_vec()).await;
+    let (status, _) = common::post_protobuf(&cluster.front, good.encode_to_vec()).await;
     assert_eq!(status, 200);
 
     // Then a request with a malformed span of T next to a good span of another trace.
     let body =
         request_of_encoded_spans(&[malformed_span(t, 2), span(other, 3, "fine").encode_to_vec()]);
-    let (status, resp) = post_protobuf(&cluster, body).await;
+    let (status, resp) = common::post_protobuf(&cluster.front, body).await;
     assert_eq!(status, 200, "the valid span is accepted");
     let resp =
         opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(
@@ -107,8 +96,11 @@ async fn a_malformed_span_is_rejected_alone_and_the_trace_it_claims_stays_readab
     );
 
     // Only malformed spans: 400 with the reason, nothing stored.
-    let (status, resp) =
-        post_protobuf(&cluster, request_of_encoded_spans(&[malformed_span(t, 4)])).await;
+    let (status, resp) = common::post_protobuf(
+        &cluster.front,
+        request_of_encoded_spans(&[malformed_span(t, 4)]),
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&resp).contains("not valid OTLP"));
 
@@ -141,7 +133,7 @@ async fn a_stored_record_that_does_not_decode_costs_only_itself_and_the_answer_s
             ..Default::default()
         }],
     };
-    let (status, _) = post_protobuf(&cluster, good.encode_to_vec()).await;
+    let (status, _) = common::post_protobuf(&cluster.front, good.encode_to_vec()).await;
     assert_eq!(status, 200);
 
     // A record that does not decode, in a block of the object store (as an older version
@@ -613,7 +605,7 @@ async fn mutated_requests_never_cost_a_valid_span_sent_alongside() {
         let mut body = Vec::new();
         prost::encoding::bytes::encode(1, &good, &mut body);
         prost::encoding::bytes::encode(1, &victim, &mut body);
-        let (status, reply) = post_protobuf(&cluster, body).await;
+        let (status, reply) = common::post_protobuf(&cluster.front, body).await;
         match status {
             200 => {
                 let reply = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(&reply[..])

@@ -239,15 +239,8 @@ async fn internal_grpc_is_mutual_tls_and_refuses_clients_without_a_certificate_o
 
     // Distributor → ingesters and querier → ingesters run over mutual TLS.
     let trace = "55555555555555555555555555555555";
-    let body = spans_request(trace, "mtls", 2);
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/traces", cluster.front.otlp_http()))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
+    let (status, _) = common::post_protobuf(&cluster.front, spans_request(trace, "mtls", 2)).await;
+    assert_eq!(status, 200);
     assert_eq!(
         common::spans_via_query(&cluster.front.http(), trace).await,
         Ok(2)

@@ -800,3 +800,15 @@ impl PythonLoad {
         }
     }
 }
+
+/// POSTs an OTLP/HTTP protobuf body to `node`; returns (status, body).
+pub async fn post_protobuf(node: &Node, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/traces", node.otlp_http()))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    (r.status().as_u16(), r.bytes().await.expect("body").to_vec())
+}
