@@ -15,8 +15,8 @@ use thiserror::Error;
 
 use crate::cluster_keys::ClusterKeys;
 use crate::http_server::HttpLimits;
-use crate::ingester::pipeline::CutPolicy;
 use crate::ingester::wal::{WalStoreKind, WalSync};
+use crate::ingester::CutPolicy;
 use crate::membership::Roles;
 use crate::ring::ReplicationFactor;
 use crate::storage::retention::RetentionPolicy;

@@ -52,6 +52,7 @@ pub mod bench;
 pub mod cluster_keys;
 pub mod config;
 pub mod distributor;
+pub mod error;
 pub mod http_server;
 pub mod ingester;
 pub mod local;

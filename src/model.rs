@@ -149,6 +149,13 @@ impl fmt::Display for TenantId {
     }
 }
 
+/// Maps keyed by tenant can be looked up by the tenant's name (hashes and orders as its `String`).
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,10 @@
 
 use std::net::IpAddr;
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use subtle::ConstantTimeEq;
+
+use crate::error::{ErrorCode, HasErrorCode};
 
 /// The admin API's credentials, from `admin_token`.
 #[derive(Clone, Debug)]
@@ -35,11 +37,11 @@ pub enum Denied {
     CrossOrigin { origin: String },
 }
 
-impl Denied {
-    pub fn status(&self) -> StatusCode {
+impl HasErrorCode for Denied {
+    fn error_code(&self) -> ErrorCode {
         match self {
-            Denied::MissingToken | Denied::WrongToken => StatusCode::UNAUTHORIZED,
-            Denied::NotLoopback | Denied::CrossOrigin { .. } => StatusCode::FORBIDDEN,
+            Denied::MissingToken | Denied::WrongToken => ErrorCode::Unauthenticated,
+            Denied::NotLoopback | Denied::CrossOrigin { .. } => ErrorCode::Forbidden,
         }
     }
 }
@@ -165,7 +167,10 @@ mod tests {
             auth.check(REMOTE, &HeaderMap::new()),
             Err(Denied::NotLoopback)
         );
-        assert_eq!(Denied::NotLoopback.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            Denied::NotLoopback.error_code().http(),
+            axum::http::StatusCode::FORBIDDEN
+        );
     }
 
     #[test]

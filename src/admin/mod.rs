@@ -19,10 +19,44 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::ingester::Ingester;
+use crate::error::{text_response, ErrorCode, HasErrorCode};
+use crate::ingester::{Ingester, LocalBlockError};
 use crate::membership::{Membership, RingDoc};
-use crate::model::TenantId;
-use crate::storage::BlockStore;
+use crate::model::{TenantId, TenantIdError};
+use crate::storage::{BlockStore, StoreError};
+
+/// Why an admin call did not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("the ingester is still replaying its WAL")]
+    Replaying,
+    #[error("this node runs no ingester")]
+    NoIngester,
+    #[error("flush failed: {0}")]
+    FlushFailed(LocalBlockError),
+    #[error("tenant deletion is disabled: set admin_token")]
+    DeletionDisabled,
+    #[error("invalid tenant: {0}")]
+    InvalidTenant(TenantIdError),
+    #[error("deleting failed (retry): {0}")]
+    DeleteFailed(StoreError),
+    #[error("no member called {0:?}")]
+    NoSuchMember(String),
+}
+
+impl HasErrorCode for AdminError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            AdminError::Replaying
+            | AdminError::NoIngester
+            | AdminError::FlushFailed(_)
+            | AdminError::DeleteFailed(_) => ErrorCode::Unavailable,
+            AdminError::DeletionDisabled => ErrorCode::Forbidden,
+            AdminError::InvalidTenant(_) => ErrorCode::BadRequest,
+            AdminError::NoSuchMember(_) => ErrorCode::NotFound,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -85,7 +119,7 @@ async fn require_admin(
         Ok(()) => next.run(request).await,
         Err(denied) => {
             metrics::counter!("ringtail_admin_refused_total").increment(1);
-            (denied.status(), format!("{denied}\n")).into_response()
+            crate::error::text_response(&denied)
         }
     }
 }
@@ -104,7 +138,7 @@ async fn ready(State(s): State<AdminState>) -> Response {
 async fn metrics_text(State(s): State<AdminState>) -> Response {
     s.metrics.run_upkeep();
     if let Some(i) = s.ingester.get() {
-        metrics::gauge!("ringtail_ingester_live_traces").set(i.live().trace_count() as f64);
+        metrics::gauge!("ringtail_ingester_live_traces").set(i.live_trace_count() as f64);
     }
     (
         [(
@@ -136,11 +170,7 @@ async fn forget(
         return if here {
             (StatusCode::OK, format!("{name} forgotten\n")).into_response()
         } else {
-            (
-                StatusCode::NOT_FOUND,
-                format!("no member called {name:?}\n"),
-            )
-                .into_response()
+            text_response(&AdminError::NoSuchMember(name))
         };
     }
     let me = s.membership.me();
@@ -171,11 +201,7 @@ async fn forget(
         );
         (StatusCode::OK, text).into_response()
     } else {
-        (
-            StatusCode::NOT_FOUND,
-            format!("no member called {name:?}\n"),
-        )
-            .into_response()
+        text_response(&AdminError::NoSuchMember(name))
     }
 }
 
@@ -245,20 +271,15 @@ async fn shutdown(State(s): State<AdminState>) -> Response {
 /// uploads failed and are being retried).
 async fn flush(State(s): State<AdminState>) -> Response {
     let Some(ingester) = s.ingester.get() else {
-        let reason = if s.expects_ingester {
-            "the ingester is still replaying its WAL"
+        return text_response(&if s.expects_ingester {
+            AdminError::Replaying
         } else {
-            "this node runs no ingester"
-        };
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response();
+            AdminError::NoIngester
+        });
     };
     match ingester.cut_and_flush(true).await {
         Ok(stats) => axum::Json(stats).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("flush failed: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => text_response(&AdminError::FlushFailed(e)),
     }
 }
 
@@ -269,26 +290,16 @@ async fn flush(State(s): State<AdminState>) -> Response {
 async fn delete_tenant(State(s): State<AdminState>, Path(tenant): Path<String>) -> Response {
     // Deleting data is off unless a token is configured, even from loopback.
     if matches!(s.auth, auth::AdminAuth::LoopbackOnly) {
-        return (
-            StatusCode::FORBIDDEN,
-            "tenant deletion is disabled: set admin_token\n",
-        )
-            .into_response();
+        return text_response(&AdminError::DeletionDisabled);
     }
     let tenant = match TenantId::parse(&tenant) {
         Ok(t) => t,
-        Err(e) => {
-            return (StatusCode::BAD_REQUEST, format!("invalid tenant: {e}\n")).into_response()
-        }
+        Err(e) => return text_response(&AdminError::InvalidTenant(e)),
     };
     match crate::storage::retention::delete_tenant(&s.store, tenant.as_str()).await {
         Ok(deleted) => axum::Json(json!({ "tenant": tenant.as_str(), "objects_deleted": deleted }))
             .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("deleting failed (retry): {e}\n"),
-        )
-            .into_response(),
+        Err(e) => text_response(&AdminError::DeleteFailed(e)),
     }
 }
 

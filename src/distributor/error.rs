@@ -1,11 +1,10 @@
-//! Errors of the write path, mapped to gRPC and HTTP codes in one place.
-//!
-//! Retryable conditions (quorum not reached, not enough ingesters) are UNAVAILABLE / 503,
-//! never UNKNOWN or INTERNAL, which the OpenTelemetry Collector drops for good.
+//! Errors of the write path, each with its [`ErrorCode`] (which `crate::error` maps to
+//! gRPC and HTTP codes). Retryable conditions (quorum not reached, not enough ingesters)
+//! are UNAVAILABLE / 503.
 
-use axum::http::StatusCode;
 use thiserror::Error;
-use tonic::Code;
+
+use crate::error::{ErrorCode, HasErrorCode};
 
 use crate::model::TenantError;
 use crate::otlp::WireError;
@@ -56,51 +55,30 @@ pub enum PushError {
     },
 }
 
-impl PushError {
-    /// Whether a client should retry the same request later.
-    pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. }
-        )
-    }
-
-    pub fn grpc_code(&self) -> Code {
+impl HasErrorCode for PushError {
+    fn error_code(&self) -> ErrorCode {
         match self {
-            PushError::Tenant(TenantError::Missing) => Code::Unauthenticated,
-            PushError::Tenant(TenantError::Invalid(_)) => Code::InvalidArgument,
-            PushError::Malformed(_)
+            PushError::Tenant(TenantError::Missing) => ErrorCode::Unauthenticated,
+            PushError::Tenant(TenantError::Invalid(_))
+            | PushError::Malformed(_)
             | PushError::MalformedJson(_)
             | PushError::MalformedGzip(_)
-            | PushError::UnsupportedMediaType(_)
             | PushError::UnsupportedEncoding(_)
             | PushError::UnreadableBody(_)
-            | PushError::NoValidSpans { .. } => Code::InvalidArgument,
+            | PushError::NoValidSpans { .. } => ErrorCode::BadRequest,
+            PushError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             PushError::TooLarge { .. }
             | PushError::BodyTooLarge { .. }
-            | PushError::PushTooLarge { .. } => Code::ResourceExhausted,
+            | PushError::PushTooLarge { .. } => ErrorCode::TooLarge,
             PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. } => {
-                Code::Unavailable
+                ErrorCode::Unavailable
             }
-            PushError::BodyTimeout => Code::DeadlineExceeded,
+            PushError::BodyTimeout => ErrorCode::ClientTimeout,
         }
     }
+}
 
-    pub fn http_status(&self) -> StatusCode {
-        match self {
-            PushError::Tenant(TenantError::Missing) => StatusCode::UNAUTHORIZED,
-            PushError::TooLarge { .. }
-            | PushError::BodyTooLarge { .. }
-            | PushError::PushTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            PushError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            PushError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
-
+impl PushError {
     /// Label for `ringtail_distributor_push_errors_total`.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -123,13 +101,15 @@ impl PushError {
 
 impl From<PushError> for tonic::Status {
     fn from(e: PushError) -> Self {
-        tonic::Status::new(e.grpc_code(), e.to_string())
+        crate::error::grpc_status(&e)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
+    use tonic::Code;
 
     #[test]
     fn transient_failures_are_unavailable_and_retryable() {
@@ -137,9 +117,9 @@ mod tests {
             needed: 2,
             failures: vec!["ingester-2: connection refused".into()],
         };
-        assert_eq!(e.grpc_code(), Code::Unavailable);
-        assert_eq!(e.http_status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(e.retryable());
+        assert_eq!(e.error_code().grpc(), Code::Unavailable);
+        assert_eq!(e.error_code().http(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.error_code().retryable());
         assert!(e.to_string().contains("ingester-2"));
     }
 
@@ -149,16 +129,16 @@ mod tests {
             rejected: 3,
             message: "3 spans rejected".into(),
         };
-        assert_eq!(e.grpc_code(), Code::InvalidArgument);
-        assert!(!e.retryable());
+        assert_eq!(e.error_code().grpc(), Code::InvalidArgument);
+        assert!(!e.error_code().retryable());
         let e = PushError::TooLarge {
             size: 20,
             limit: 10,
         };
-        assert_eq!(e.grpc_code(), Code::ResourceExhausted);
-        assert_eq!(e.http_status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.error_code().grpc(), Code::ResourceExhausted);
+        assert_eq!(e.error_code().http(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(
-            PushError::Tenant(TenantError::Missing).http_status(),
+            PushError::Tenant(TenantError::Missing).error_code().http(),
             StatusCode::UNAUTHORIZED
         );
     }
@@ -166,9 +146,9 @@ mod tests {
     #[test]
     fn a_stalled_body_is_408_and_not_retried() {
         let e = PushError::BodyTimeout;
-        assert_eq!(e.http_status(), StatusCode::REQUEST_TIMEOUT);
-        assert_eq!(e.grpc_code(), Code::DeadlineExceeded);
+        assert_eq!(e.error_code().http(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(e.error_code().grpc(), Code::DeadlineExceeded);
         assert_eq!(e.reason(), "body_timeout");
-        assert!(!e.retryable());
+        assert!(!e.error_code().retryable());
     }
 }

@@ -15,6 +15,7 @@ use prost::Message;
 
 use super::grpc::export_response;
 use super::{json, Distributor, PushError};
+use crate::error::HasErrorCode;
 use crate::model::{TenantError, TenantId, TENANT_HEADER};
 use crate::rpc::proto::RpcStatus;
 
@@ -172,12 +173,12 @@ fn encode<T: Message + serde::Serialize>(format: Format, status: StatusCode, msg
 
 fn error_response(format: Format, e: &PushError) -> Response {
     let status = RpcStatus {
-        code: e.grpc_code() as i32,
+        code: e.error_code().grpc() as i32,
         message: e.to_string(),
     };
-    let mut resp = match format {
+    let resp = match format {
         Format::Protobuf => (
-            e.http_status(),
+            e.error_code().http(),
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/x-protobuf"),
@@ -186,7 +187,7 @@ fn error_response(format: Format, e: &PushError) -> Response {
         )
             .into_response(),
         Format::Json => (
-            e.http_status(),
+            e.error_code().http(),
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -195,11 +196,7 @@ fn error_response(format: Format, e: &PushError) -> Response {
         )
             .into_response(),
     };
-    if e.retryable() {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
+    crate::error::with_retry_after(e.error_code(), resp)
 }
 
 #[cfg(test)]
@@ -231,6 +228,6 @@ mod tests {
         let body = [gzip(b"data"), b"trailing garbage".to_vec()].concat();
         let err = decompress(&gzip_headers(), body.into(), 1 << 20).expect_err("garbage");
         assert!(matches!(err, PushError::MalformedGzip(_)), "{err}");
-        assert_eq!(err.http_status(), StatusCode::BAD_REQUEST);
+        assert_eq!(err.error_code().http(), StatusCode::BAD_REQUEST);
     }
 }

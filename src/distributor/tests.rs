@@ -1,5 +1,6 @@
 //! The write path's replication against in-memory ingesters: no sockets.
 
+use crate::error::HasErrorCode;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
@@ -119,6 +120,6 @@ async fn two_failed_replicas_fail_the_push_as_unavailable_naming_both_and_why() 
             "ingester-1: timed out after 50 ms",
         ]
     );
-    assert_eq!(error.grpc_code(), tonic::Code::Unavailable);
-    assert!(error.retryable());
+    assert_eq!(error.error_code().grpc(), tonic::Code::Unavailable);
+    assert!(error.error_code().retryable());
 }

@@ -1,27 +1,29 @@
 //! Flush rounds: pending local blocks go to the object store in [`UploadHealth`]'s order,
 //! quarantined ones are retried on their slow schedule, and flushed ones are retired once
-//! every querier lists them. Part of [`Pipeline`]; its state lives there.
+//! every querier lists them. The blocks live in each tenant's [`Instance`]; the order,
+//! backoff and quarantine rules in [`UploadHealth`].
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::{BlockState, Pipeline, RoundStats, FLUSHED_MARKER, QUARANTINED_MARKER};
-use crate::ingester::upload_health::{BlockKey, Next, Round, UploadHealth, QUARANTINE_RETRY};
+use super::instance::Instance;
+use super::live::lock;
+use super::local_blocks::{BlockState, FLUSHED_MARKER, QUARANTINED_MARKER};
+use super::upload_health::{BlockKey, Next, Round, UploadHealth, QUARANTINE_RETRY};
+use super::{Ingester, RoundStats};
 use crate::storage::{tenant_segment, StoreError};
 
-impl Pipeline {
+impl Ingester {
     /// Uploads pending local blocks in [`UploadHealth`]'s order (which also decides the
     /// backoff while the store is down and the quarantine of a block that keeps failing
     /// while it works), retries quarantined blocks every `QUARANTINE_RETRY`, and removes
     /// flushed blocks older than `complete_block_timeout`. `force` ignores the backoff.
-    pub async fn flush(&self, force: bool) -> RoundStats {
+    pub(super) async fn run_flush(&self, force: bool) -> RoundStats {
         let _round = self.flush_round.lock().await;
         let mut stats = RoundStats::default();
         let now = Instant::now();
         let health = |f: &mut dyn FnMut(&mut UploadHealth)| {
-            if let Ok(mut h) = self.upload_health.lock() {
-                f(&mut h)
-            }
+            f(&mut lock(&self.upload_health));
         };
         let mut backing_off = false;
         health(&mut |h| backing_off = h.backing_off(now));
@@ -96,19 +98,13 @@ impl Pipeline {
 
     /// Pending blocks `(created, key)`, and quarantined blocks due for a retry.
     fn due(&self, now: Instant) -> (Vec<(u64, BlockKey)>, Vec<BlockKey>) {
-        let Ok(blocks) = self.blocks.lock() else {
-            return Default::default();
-        };
         let mut pending = Vec::new();
         let mut retries = Vec::new();
-        for (key, local) in blocks.iter() {
-            match local.state {
-                BlockState::Pending => pending.push((local.meta.created_unix_secs, key.clone())),
-                BlockState::Quarantined { retry_at } if retry_at <= now => {
-                    retries.push(key.clone())
-                }
-                _ => {}
-            }
+        for i in self.instances() {
+            let due = i.flush_due(now);
+            let key = |id| (i.tenant.to_string(), id);
+            pending.extend(due.pending.into_iter().map(|(at, id)| (at, key(id))));
+            retries.extend(due.retries.into_iter().map(key));
         }
         (pending, retries)
     }
@@ -125,9 +121,7 @@ impl Pipeline {
                     block_id,
                     "a local block vanished from disk; forgetting it"
                 );
-                if let Ok(mut blocks) = self.blocks.lock() {
-                    blocks.remove(key);
-                }
+                self.with_instance(tenant, |i| i.forget_block(block_id));
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -179,44 +173,35 @@ impl Pipeline {
         );
     }
 
-    fn set_state(&self, key: &BlockKey, state: BlockState) {
-        if let Ok(mut blocks) = self.blocks.lock() {
-            if let Some(local) = blocks.get_mut(key) {
-                local.state = state;
-            }
+    fn set_state(&self, (tenant, block_id): &BlockKey, state: BlockState) {
+        self.with_instance(tenant, |i| i.set_state(block_id, state));
+    }
+
+    fn with_instance(&self, tenant: &str, f: impl FnOnce(&Instance)) {
+        if let Some(i) = self.existing_instance(tenant) {
+            f(&i)
         }
     }
 
     /// Removes flushed blocks once every querier surely lists them.
     fn retire_flushed(&self) {
-        let expired: Vec<BlockKey> = self
-            .blocks
-            .lock()
-            .map(|b| {
-                b.iter()
-                    .filter(|(_, l)| {
-                        matches!(l.state, BlockState::Flushed(t) if t.elapsed() >= self.policy.complete_block_timeout)
-                    })
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for key in expired {
-            let dir = self.local_dir.join(tenant_segment(&key.0)).join(&key.1);
-            if let Ok(mut blocks) = self.blocks.lock() {
-                blocks.remove(&key);
-            }
-            self.local.forget(&format!("{}/{}", key.0, key.1));
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(path = %dir.display(), error = %e, "cannot remove a retired local block");
+        for i in self.instances() {
+            for block_id in i.flushed_before(self.policy.complete_block_timeout) {
+                let tenant = i.tenant.as_str();
+                let dir = self.local_dir.join(tenant_segment(tenant)).join(&block_id);
+                i.forget_block(&block_id);
+                self.local.forget(&format!("{tenant}/{block_id}"));
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(path = %dir.display(), error = %e, "cannot remove a retired local block");
+                }
             }
         }
     }
 
     fn count(&self, which: fn(BlockState) -> bool) -> usize {
-        self.blocks
-            .lock()
-            .map(|b| b.values().filter(|l| which(l.state)).count())
-            .unwrap_or(0)
+        self.instances()
+            .iter()
+            .map(|i| i.count_blocks(which).0)
+            .sum()
     }
 }

@@ -1,18 +1,17 @@
-//! Live traces: the segments of every trace this ingester holds, per tenant, in memory.
+//! Live traces: the segments of every trace one tenant has on this ingester, in memory.
 //!
 //! Segments are slices of the push buffers they arrived in (no copy). Lookups copy a
-//! trace's segments into one buffer for the response. The total size of the segments is
-//! kept, so that the pipeline can cut the least recently appended traces when it exceeds
-//! the ingester's memory budget.
+//! trace's segments into one buffer for the response. The ingester keeps the total size
+//! of every tenant's segments, so that a cut can take the least recently appended traces
+//! ([`choose_oldest`], across tenants) when it exceeds the memory budget.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::model::{TenantId, TraceId};
+use crate::model::TraceId;
 
 const SHARDS: usize = 32;
 
@@ -27,7 +26,7 @@ pub struct Segment {
 
 impl Segment {
     #[cfg(test)]
-    fn untimed(trace: TraceId, data: Bytes) -> Self {
+    pub(super) fn untimed(trace: TraceId, data: Bytes) -> Self {
         Self {
             trace,
             data,
@@ -49,61 +48,44 @@ pub struct LiveTrace {
     last_append: Instant,
 }
 
+/// What an append added.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Traces that were not live before.
+    pub new_traces: usize,
+    pub bytes: usize,
+}
+
+/// Traces taken out of the live map.
+pub type Taken = Vec<(TraceId, LiveTrace)>;
+
+/// One tenant's live traces, in shards by trace ID (pushes of different traces rarely wait
+/// for each other).
 #[derive(Default)]
-struct Tenant {
+pub struct TenantLive {
     shards: [Mutex<HashMap<TraceId, LiveTrace>>; SHARDS],
 }
-
-/// Every live trace, per tenant.
-#[derive(Default)]
-pub struct LiveTraces {
-    tenants: RwLock<HashMap<TenantId, Arc<Tenant>>>,
-    /// Sum of every live trace's `bytes`.
-    bytes: AtomicUsize,
-}
-
-/// Traces taken out of the live map, per tenant.
-pub type Taken = Vec<(TenantId, Vec<(TraceId, LiveTrace)>)>;
 
 fn shard(id: &TraceId) -> usize {
     id.0[15] as usize % SHARDS
 }
 
-impl LiveTraces {
-    fn tenant(&self, tenant: &TenantId) -> Arc<Tenant> {
-        if let Some(t) = self
-            .tenants
-            .read()
-            .ok()
-            .and_then(|m| m.get(tenant).cloned())
-        {
-            return t;
-        }
-        let mut map = match self.tenants.write() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.entry(tenant.clone()).or_default().clone()
-    }
+/// A lock whose holder panicked is taken anyway: every critical section here leaves the
+/// map whole (one insert, append or removal at a time), and refusing it would lose acked
+/// traces.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
-    /// Appends segments that arrived in WAL record `seq`; returns how many traces were new.
-    pub fn append(
-        &self,
-        tenant: &TenantId,
-        segments: impl IntoIterator<Item = Segment>,
-        seq: u64,
-    ) -> usize {
-        let t = self.tenant(tenant);
+impl TenantLive {
+    /// Appends segments that arrived in WAL record `seq`.
+    pub fn append(&self, segments: impl IntoIterator<Item = Segment>, seq: u64) -> Appended {
         let now = Instant::now();
-        let mut new = 0;
-        let mut added = 0;
+        let mut added = Appended::default();
         for segment in segments {
-            let mut shard = match t.shards[shard(&segment.trace)].lock() {
-                Ok(s) => s,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut shard = lock(&self.shards[shard(&segment.trace)]);
             let trace = shard.entry(segment.trace).or_insert_with(|| {
-                new += 1;
+                added.new_traces += 1;
                 LiveTrace {
                     segments: Vec::new(),
                     bytes: 0,
@@ -113,7 +95,7 @@ impl LiveTraces {
                     last_append: now,
                 }
             });
-            added += segment.data.len();
+            added.bytes += segment.data.len();
             trace.bytes += segment.data.len();
             trace.start = trace.start.min(segment.start);
             trace.end = trace.end.max(segment.end);
@@ -121,90 +103,12 @@ impl LiveTraces {
             trace.first_seq = trace.first_seq.min(seq);
             trace.last_append = now;
         }
-        self.bytes.fetch_add(added, Ordering::Relaxed);
-        new
+        added
     }
 
-    /// The size of every live trace's segments.
-    pub fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    fn snapshot_tenants(&self) -> Vec<(TenantId, Arc<Tenant>)> {
-        match self.tenants.read() {
-            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// Removes the least recently appended traces, of every tenant, until at least
-    /// `at_least` bytes are taken (or nothing is left).
-    pub fn take_oldest(&self, at_least: usize) -> Taken {
-        if at_least == 0 {
-            return Vec::new();
-        }
-        let tenants = self.snapshot_tenants();
-        // (last append, tenant index, shard, id, bytes) of every trace.
-        let mut all: Vec<(Instant, usize, usize, TraceId, usize)> = Vec::new();
-        for (ti, (_, t)) in tenants.iter().enumerate() {
-            for (si, shard) in t.shards.iter().enumerate() {
-                let Ok(shard) = shard.lock() else {
-                    continue;
-                };
-                all.extend(
-                    shard
-                        .iter()
-                        .map(|(id, tr)| (tr.last_append, ti, si, *id, tr.bytes)),
-                );
-            }
-        }
-        all.sort_unstable_by_key(|c| c.0);
-        let mut chosen = 0;
-        let mut sum = 0;
-        while chosen < all.len() && sum < at_least {
-            sum += all[chosen].4;
-            chosen += 1;
-        }
-        let mut chosen = all[..chosen].to_vec();
-        chosen.sort_unstable_by_key(|c| (c.1, c.2));
-        let mut out: Taken = Vec::new();
-        for (ti, (tenant, t)) in tenants.iter().enumerate() {
-            let mut taken = Vec::new();
-            for (si, shard) in t.shards.iter().enumerate() {
-                let start = chosen.partition_point(|c| (c.1, c.2) < (ti, si));
-                let end = chosen.partition_point(|c| (c.1, c.2) <= (ti, si));
-                if start == end {
-                    continue;
-                }
-                let Ok(mut shard) = shard.lock() else {
-                    continue;
-                };
-                taken.extend(
-                    chosen[start..end]
-                        .iter()
-                        .filter_map(|c| shard.remove(&c.3).map(|tr| (c.3, tr))),
-                );
-            }
-            if !taken.is_empty() {
-                out.push((tenant.clone(), taken));
-            }
-        }
-        self.forget_bytes(&out);
-        out
-    }
-
-    fn forget_bytes(&self, taken: &Taken) {
-        let bytes: usize = taken
-            .iter()
-            .flat_map(|(_, traces)| traces.iter().map(|(_, t)| t.bytes))
-            .sum();
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-    }
-
-    /// The trace's segments concatenated, if this ingester holds it.
-    pub fn get(&self, tenant: &TenantId, id: &TraceId) -> Option<Bytes> {
-        let t = self.tenants.read().ok()?.get(tenant)?.clone();
-        let shard = t.shards[shard(id)].lock().ok()?;
+    /// The trace's segments concatenated, if it is live.
+    pub fn get(&self, id: &TraceId) -> Option<Bytes> {
+        let shard = lock(&self.shards[shard(id)]);
         let trace = shard.get(id)?;
         let mut out = BytesMut::with_capacity(trace.bytes);
         for s in &trace.segments {
@@ -213,130 +117,162 @@ impl LiveTraces {
         Some(out.freeze())
     }
 
-    /// Removes and returns the traces idle for at least their tenant's `idle` period
-    /// (every trace of a tenant for which it is `None`).
-    pub fn take_idle(&self, idle_for: impl Fn(&TenantId) -> Option<Duration>) -> Taken {
+    /// Removes and returns the traces idle for at least `idle` (every trace when `None`).
+    pub fn take_idle(&self, idle: Option<Duration>) -> Taken {
         let now = Instant::now();
-        let tenants = self.snapshot_tenants();
-        let mut out = Vec::new();
-        for (tenant, t) in tenants {
-            let idle = idle_for(&tenant);
-            let mut taken = Vec::new();
-            for shard in &t.shards {
-                let Ok(mut shard) = shard.lock() else {
-                    continue;
-                };
-                let ids: Vec<TraceId> = shard
-                    .iter()
-                    .filter(|(_, tr)| idle.is_none_or(|d| now.duration_since(tr.last_append) >= d))
-                    .map(|(id, _)| *id)
-                    .collect();
-                taken.extend(
-                    ids.into_iter()
-                        .filter_map(|id| shard.remove(&id).map(|t| (id, t))),
-                );
-            }
-            if !taken.is_empty() {
-                out.push((tenant, taken));
-            }
+        let mut taken = Vec::new();
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            let ids: Vec<TraceId> = shard
+                .iter()
+                .filter(|(_, tr)| idle.is_none_or(|d| now.duration_since(tr.last_append) >= d))
+                .map(|(id, _)| *id)
+                .collect();
+            taken.extend(
+                ids.into_iter()
+                    .filter_map(|id| shard.remove(&id).map(|t| (id, t))),
+            );
         }
-        self.forget_bytes(&out);
-        out
+        taken
+    }
+
+    /// Removes and returns the traces `ids` (those still live).
+    pub fn take(&self, ids: &[TraceId]) -> Taken {
+        ids.iter()
+            .filter_map(|id| lock(&self.shards[shard(id)]).remove(id).map(|t| (*id, t)))
+            .collect()
+    }
+
+    /// `(last append, id, bytes)` of every live trace.
+    fn ages(&self) -> Vec<(Instant, TraceId, usize)> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                lock(s)
+                    .iter()
+                    .map(|(id, tr)| (tr.last_append, *id, tr.bytes))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// The oldest WAL record a live trace still needs.
     pub fn min_first_seq(&self) -> Option<u64> {
-        let tenants = self.tenants.read().ok()?;
-        tenants
-            .values()
-            .flat_map(|t| t.shards.iter())
-            .filter_map(|s| s.lock().ok()?.values().map(|t| t.first_seq).min())
+        self.shards
+            .iter()
+            .filter_map(|s| lock(s).values().map(|t| t.first_seq).min())
             .min()
     }
 
     pub fn trace_count(&self) -> usize {
-        let Ok(tenants) = self.tenants.read() else {
-            return 0;
-        };
-        tenants
-            .values()
-            .flat_map(|t| t.shards.iter())
-            .map(|s| s.lock().map(|s| s.len()).unwrap_or(0))
-            .sum()
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
+}
+
+/// The least recently appended traces of all `tenants` that add up to at least `at_least`
+/// bytes (or all of them): for each tenant, in the order given, the IDs to take.
+pub fn choose_oldest(tenants: &[&TenantLive], at_least: usize) -> Vec<Vec<TraceId>> {
+    let mut chosen = vec![Vec::new(); tenants.len()];
+    if at_least == 0 {
+        return chosen;
+    }
+    let mut all: Vec<(Instant, usize, TraceId, usize)> = tenants
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| t.ages().into_iter().map(move |(at, id, b)| (at, i, id, b)))
+        .collect();
+    all.sort_unstable_by_key(|c| c.0);
+    let mut sum = 0;
+    for (_, tenant, id, bytes) in all {
+        if sum >= at_least {
+            break;
+        }
+        sum += bytes;
+        chosen[tenant].push(id);
+    }
+    chosen
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn segments_of_a_trace_are_concatenated_per_tenant() {
-        let live = LiveTraces::default();
-        let a = TenantId::parse("a").expect("tenant");
-        let b = TenantId::parse("b").expect("tenant");
-        let id = TraceId([9; 16]);
-        assert_eq!(
-            live.append(&a, [Segment::untimed(id, Bytes::from_static(b"one"))], 7),
-            1
-        );
-        assert_eq!(
-            live.append(&a, [Segment::untimed(id, Bytes::from_static(b"two"))], 9),
-            0
-        );
-        assert_eq!(live.get(&a, &id).as_deref(), Some(&b"onetwo"[..]));
-        assert_eq!(live.get(&b, &id), None);
-        assert_eq!(live.trace_count(), 1);
-        assert_eq!(live.min_first_seq(), Some(7));
-        assert!(live.take_idle(|_| Some(Duration::from_secs(60))).is_empty());
-        let taken = live.take_idle(|_| None);
-        assert_eq!(taken.len(), 1);
-        assert_eq!(taken[0].1[0].1.segments.len(), 2);
-        assert_eq!(live.trace_count(), 0);
-        assert_eq!(live.min_first_seq(), None);
-        assert_eq!(live.bytes(), 0);
+    fn bytes_of(taken: &Taken) -> usize {
+        taken.iter().map(|(_, t)| t.bytes).sum()
     }
 
     #[test]
-    fn the_least_recently_appended_traces_are_taken_first_until_enough_bytes() {
-        let live = LiveTraces::default();
-        let a = TenantId::parse("a").expect("tenant");
-        let b = TenantId::parse("b").expect("tenant");
+    fn segments_of_a_trace_are_concatenated() {
+        let live = TenantLive::default();
+        let id = TraceId([9; 16]);
+        let first = live.append([Segment::untimed(id, Bytes::from_static(b"one"))], 7);
+        assert_eq!(
+            first,
+            Appended {
+                new_traces: 1,
+                bytes: 3
+            }
+        );
+        let second = live.append([Segment::untimed(id, Bytes::from_static(b"two"))], 9);
+        assert_eq!(second.new_traces, 0);
+        assert_eq!(live.get(&id).as_deref(), Some(&b"onetwo"[..]));
+        assert_eq!(live.get(&TraceId([8; 16])), None);
+        assert_eq!(live.trace_count(), 1);
+        assert_eq!(live.min_first_seq(), Some(7));
+        assert!(live.take_idle(Some(Duration::from_secs(60))).is_empty());
+        let taken = live.take_idle(None);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].1.segments.len(), 2);
+        assert_eq!(bytes_of(&taken), 6);
+        assert_eq!(live.trace_count(), 0);
+        assert_eq!(live.min_first_seq(), None);
+    }
+
+    #[test]
+    fn the_least_recently_appended_traces_are_chosen_first_across_tenants_until_enough_bytes() {
+        let a = TenantLive::default();
+        let b = TenantLive::default();
         // Appended in this order, 100 bytes each; trace 1 gets a second segment last.
         let ids: Vec<TraceId> = (1..=4u8).map(|i| TraceId([i; 16])).collect();
         for (i, id) in ids.iter().enumerate() {
             let tenant = if i % 2 == 0 { &a } else { &b };
-            live.append(
-                tenant,
+            tenant.append(
                 [Segment::untimed(*id, Bytes::from(vec![i as u8; 100]))],
                 i as u64,
             );
             std::thread::sleep(Duration::from_millis(2));
         }
-        live.append(&a, [Segment::untimed(ids[0], Bytes::from(vec![0; 50]))], 9);
-        assert_eq!(live.bytes(), 450);
+        a.append([Segment::untimed(ids[0], Bytes::from(vec![0; 50]))], 9);
         // 150 bytes: traces 2 (tenant b) and 3 (tenant a), not 1 (appended to last).
-        let taken = live.take_oldest(150);
-        let mut got: Vec<(String, u8)> = taken
+        let chosen = choose_oldest(&[&a, &b], 150);
+        assert_eq!(chosen, vec![vec![ids[2]], vec![ids[1]]]);
+        let taken: usize = [a.take(&chosen[0]), b.take(&chosen[1])]
             .iter()
-            .flat_map(|(t, traces)| {
-                traces
-                    .iter()
-                    .map(|(id, _)| (t.as_str().to_owned(), id.0[0]))
-            })
-            .collect();
-        got.sort();
-        assert_eq!(got, vec![("a".to_owned(), 3), ("b".to_owned(), 2)]);
-        assert_eq!(live.bytes(), 250);
-        assert_eq!(live.trace_count(), 2);
-        assert!(live.take_oldest(0).is_empty());
-        assert_eq!(
-            live.take_oldest(10_000)
-                .iter()
-                .map(|(_, t)| t.len())
-                .sum::<usize>(),
-            2
-        );
-        assert_eq!(live.bytes(), 0);
+            .map(bytes_of)
+            .sum();
+        assert_eq!(taken, 200);
+        assert_eq!(a.trace_count() + b.trace_count(), 2);
+        assert_eq!(choose_oldest(&[&a, &b], 0), vec![vec![], vec![]]);
+        let rest = choose_oldest(&[&a, &b], 10_000);
+        assert_eq!(rest.iter().map(Vec::len).sum::<usize>(), 2);
+        // A trace chosen but no longer live is skipped.
+        assert!(b.take(&[ids[1]]).is_empty());
+    }
+
+    #[test]
+    fn a_shard_whose_holder_panicked_still_takes_appends_and_reads() {
+        let live = std::sync::Arc::new(TenantLive::default());
+        let id = TraceId([3; 16]);
+        live.append([Segment::untimed(id, Bytes::from_static(b"kept"))], 1);
+        let poisoner = live.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poisoner.shards[shard(&id)].lock();
+            panic!("poisoning the shard on purpose");
+        })
+        .join();
+        assert!(live.shards[shard(&id)].is_poisoned());
+        live.append([Segment::untimed(id, Bytes::from_static(b"+more"))], 2);
+        assert_eq!(live.get(&id).as_deref(), Some(&b"kept+more"[..]));
+        assert_eq!(live.take_idle(None).len(), 1);
     }
 }

@@ -8,33 +8,41 @@
 //! 4. add the segments to the live traces;
 //! 5. ack.
 
+mod cut;
+mod flush;
+mod instance;
 mod live;
-pub mod pipeline;
+mod local_blocks;
+mod push;
+mod service;
 mod upload_health;
 pub mod wal;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prost::Message;
-use tonic::{Request, Response, Status};
 
-pub use live::LiveTraces;
-use live::Segment;
-use pipeline::{CutPolicy, Pipeline, PipelineError, RoundStats};
+use instance::Instance;
+pub use local_blocks::LocalBlockError;
+pub use push::PushDecodeError;
+use push::{decode_push, Check};
+pub use service::IngesterService;
+use upload_health::UploadHealth;
 use wal::{FileStore, ReplayStats, SledStore, Wal, WalError, WalStoreKind, WalSync};
 
 use tonic::service::interceptor::InterceptedService;
 
 use crate::cluster_keys::ClusterKeys;
+use crate::error::{ErrorCode, HasErrorCode};
 use crate::model::{TenantId, TraceId};
+use crate::overrides::Overrides;
 use crate::rpc::auth::RequireCredential;
-use crate::rpc::codec::RawBytes;
-use crate::rpc::ingester_service::ingester_server::{self, IngesterServer};
-use crate::rpc::proto::{FindTraceRequest, FindTraceResponse, PushRequest, PushResponse};
+use crate::rpc::ingester_service::ingester_server::IngesterServer;
+use crate::storage::BlockStore;
 
 /// Ingester settings from the validated config.
 #[derive(Clone, Debug)]
@@ -48,15 +56,58 @@ pub struct IngesterSettings {
     pub name: String,
 }
 
+/// When traces and blocks move on (per tenant, from the overrides).
+#[derive(Clone, Debug)]
+pub struct CutPolicy {
+    /// The live traces' budget (one per ingester, for every tenant).
+    pub max_live_bytes: usize,
+    /// How long a flushed block stays on local disk (and queryable here).
+    pub complete_block_timeout: Duration,
+    /// Each tenant's idle period and block bounds.
+    pub overrides: Arc<Overrides>,
+}
+
+impl CutPolicy {
+    pub fn idle_for(&self, tenant: &str) -> Duration {
+        self.overrides.get(tenant).trace_idle_period
+    }
+
+    pub fn max_duration_for(&self, tenant: &str) -> Duration {
+        self.overrides.get(tenant).max_block_duration
+    }
+
+    pub fn max_bytes_for(&self, tenant: &str) -> usize {
+        self.overrides.get(tenant).max_block_bytes
+    }
+}
+
+/// What one cut or flush round did (for logs, `/flush` and tests).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RoundStats {
+    pub traces_cut: usize,
+    pub blocks_completed: usize,
+    pub blocks_flushed: usize,
+    pub flush_failures: usize,
+    pub blocks_pending: usize,
+    /// Local blocks out of the flush queue because their upload keeps failing while the
+    /// store works (see `local_blocks::QUARANTINED_MARKER`).
+    pub blocks_quarantined: usize,
+}
+
+/// The ingester: the WAL, one [`Instance`] per tenant (its live traces, head block, sealed
+/// heads and local blocks), and the rounds that move traces on (`cut.rs`, `flush.rs`).
 pub struct Ingester {
+    name: String,
+    policy: CutPolicy,
     wal: Wal,
-    live: LiveTraces,
-    pipeline: Pipeline,
+    tenants: RwLock<HashMap<TenantId, Arc<Instance>>>,
+    /// Sum of every instance's live trace bytes (the budget `max_live_bytes` bounds).
+    live_bytes: AtomicUsize,
     serving: AtomicBool,
     /// Set by the drain sequence: pushes are refused with UNAVAILABLE from then on.
     leaving: AtomicBool,
     /// When the last push arrived (ms since `started`), for the drain's quiet wait.
-    last_push_ms: std::sync::atomic::AtomicU64,
+    last_push_ms: AtomicU64,
     started: Instant,
     /// Held (shared) by a push from its WAL append until its traces are in `live`, and
     /// (exclusively) by the WAL truncation watermark computation: a record is never
@@ -64,6 +115,15 @@ pub struct Ingester {
     append_gate: tokio::sync::RwLock<()>,
     /// Notified when the live traces outgrow their budget: the cut worker runs at once.
     over_budget: tokio::sync::Notify,
+    local_dir: PathBuf,
+    local: BlockStore,
+    remote: BlockStore,
+    next_head_seq: AtomicU64,
+    /// One cut round at a time, and one flush round at a time; a slow upload never
+    /// holds up cutting (which keeps memory bounded).
+    cut_round: tokio::sync::Mutex<()>,
+    flush_round: tokio::sync::Mutex<()>,
+    upload_health: Mutex<UploadHealth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,100 +138,111 @@ pub enum OpenError {
     #[error("cannot open the WAL in {path}: {source}")]
     Wal { path: PathBuf, source: WalError },
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    LocalBlocks(#[from] LocalBlockError),
+}
+
+/// Why the ingester refuses a call. Pushes that meet `Starting`, `Leaving` or `Wal` are
+/// retried by the distributor elsewhere; the others are the caller's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum IngesterError {
+    #[error("ingester is starting (replaying its WAL)")]
+    Starting,
+    #[error("ingester is leaving the cluster (draining for shutdown)")]
+    Leaving,
+    #[error("ingester WAL unavailable: {0}")]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    BadPush(#[from] PushDecodeError),
+    #[error(transparent)]
+    Tenant(#[from] crate::model::TenantIdError),
+    #[error(transparent)]
+    TraceId(#[from] crate::model::TraceIdError),
+}
+
+impl HasErrorCode for IngesterError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            IngesterError::Starting | IngesterError::Leaving | IngesterError::Wal(_) => {
+                ErrorCode::Unavailable
+            }
+            IngesterError::BadPush(_) | IngesterError::Tenant(_) | IngesterError::TraceId(_) => {
+                ErrorCode::BadRequest
+            }
+        }
+    }
 }
 
 impl Ingester {
-    /// Opens the WAL and replays it into memory. The ingester accepts pushes once
-    /// [`Ingester::start_serving`] is called.
+    /// Opens the local blocks and the WAL, and replays the WAL into memory. The ingester
+    /// accepts pushes once [`Ingester::start_serving`] is called.
     pub fn open(
         settings: &IngesterSettings,
-        store: crate::storage::BlockStore,
+        remote: BlockStore,
     ) -> Result<(Arc<Self>, ReplayStats), OpenError> {
         // Local blocks first: they hold what the WAL no longer does.
-        let pipeline = Pipeline::open(
-            &settings.name,
-            &settings.data_dir,
-            store,
-            settings.cut.clone(),
-        )?;
-        // Each store has its own folder; refuse to start on the other one's data rather than
-        // ignore acked writes.
-        let sled_dir = settings.data_dir.join("wal");
-        let file_dir = settings.data_dir.join("wal-segments");
-        let (wal_dir, other) = match settings.wal_store {
-            WalStoreKind::Sled => (&sled_dir, &file_dir),
-            WalStoreKind::File => (&file_dir, &sled_dir),
-        };
-        if std::fs::read_dir(other).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(OpenError::OtherStore {
-                path: other.clone(),
-            });
-        }
-        std::fs::create_dir_all(wal_dir).map_err(|source| OpenError::DataDir {
-            path: wal_dir.clone(),
-            source,
-        })?;
-        let wal_error = |source| OpenError::Wal {
-            path: wal_dir.clone(),
-            source,
-        };
-        let store: Box<dyn wal::WalStore> = match settings.wal_store {
-            WalStoreKind::Sled => {
-                Box::new(SledStore::open(wal_dir, settings.wal_cache_bytes).map_err(wal_error)?)
-            }
-            WalStoreKind::File => Box::new(FileStore::open(wal_dir).map_err(wal_error)?),
-        };
-        Self::with_store(store, settings.wal_sync, wal_dir, pipeline)
-    }
-
-    fn with_store(
-        store: Box<dyn wal::WalStore>,
-        sync: WalSync,
-        wal_dir: &Path,
-        pipeline: Pipeline,
-    ) -> Result<(Arc<Self>, ReplayStats), OpenError> {
-        let started = Instant::now();
-        let live = LiveTraces::default();
-        let mut undecodable = 0u64;
-        let (wal, stats) = Wal::start(store, sync, &mut |seq, record| match decode_push(
-            record,
-            Check::Replay,
-        ) {
-            Ok((tenant, segments)) => {
-                live.append(&tenant, segments, seq);
-            }
-            Err(e) => {
-                undecodable += 1;
-                tracing::warn!(seq, error = %e, "skipping an undecodable WAL record");
-            }
-        })
-        .map_err(|source| OpenError::Wal {
-            path: wal_dir.to_path_buf(),
-            source,
-        })?;
+        let local_dir = settings.data_dir.join("complete");
+        std::fs::create_dir_all(&local_dir).map_err(local_blocks::io_err(&local_dir))?;
+        let local = BlockStore::local(&local_dir).map_err(LocalBlockError::from)?;
+        let blocks = local_blocks::open(&local_dir)?;
         tracing::info!(
-            records = stats.records,
-            bytes = stats.bytes,
-            corrupt = stats.corrupt,
-            undecodable,
-            traces = live.trace_count(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "WAL replayed"
+            local_blocks = blocks.values().map(Vec::len).sum::<usize>(),
+            "opened local blocks"
         );
+        let mut tenants: HashMap<TenantId, Arc<Instance>> = blocks
+            .into_iter()
+            .map(|(t, b)| (t.clone(), Arc::new(Instance::new(t, b))))
+            .collect();
+        let (wal_dir, store) = open_wal_store(settings)?;
+        let (wal, stats, live_bytes) =
+            replay(store, settings.wal_sync, &mut tenants).map_err(|source| OpenError::Wal {
+                path: wal_dir,
+                source,
+            })?;
         let ingester = Arc::new(Self {
+            name: settings.name.clone(),
+            policy: settings.cut.clone(),
             wal,
-            live,
-            pipeline,
+            tenants: RwLock::new(tenants),
+            live_bytes: AtomicUsize::new(live_bytes),
             serving: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
-            last_push_ms: std::sync::atomic::AtomicU64::new(0),
+            last_push_ms: AtomicU64::new(0),
             started: Instant::now(),
             append_gate: tokio::sync::RwLock::new(()),
             over_budget: tokio::sync::Notify::new(),
+            local_dir,
+            local,
+            remote,
+            next_head_seq: AtomicU64::new(cut::now_unix().as_micros() as u64),
+            cut_round: tokio::sync::Mutex::new(()),
+            flush_round: tokio::sync::Mutex::new(()),
+            upload_health: Mutex::default(),
         });
         ingester.update_gauges();
         Ok((ingester, stats))
+    }
+
+    /// This tenant's instance, created on its first push.
+    fn instance(&self, tenant: &TenantId) -> Arc<Instance> {
+        if let Some(i) = self.existing_instance(tenant.as_str()) {
+            return i;
+        }
+        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        tenants
+            .entry(tenant.clone())
+            .or_insert_with(|| Arc::new(Instance::new(tenant.clone(), Vec::new())))
+            .clone()
+    }
+
+    fn existing_instance(&self, tenant: &str) -> Option<Arc<Instance>> {
+        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+        tenants.get(tenant).cloned()
+    }
+
+    /// Every tenant's instance, for the rounds that sweep them.
+    fn instances(&self) -> Vec<Arc<Instance>> {
+        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+        tenants.values().cloned().collect()
     }
 
     pub fn start_serving(&self) {
@@ -187,8 +258,8 @@ impl Ingester {
     }
 
     /// How long ago the last push arrived.
-    pub fn since_last_push(&self) -> std::time::Duration {
-        let last = std::time::Duration::from_millis(self.last_push_ms.load(Ordering::Relaxed));
+    pub fn since_last_push(&self) -> Duration {
+        let last = Duration::from_millis(self.last_push_ms.load(Ordering::Relaxed));
         self.started.elapsed().saturating_sub(last)
     }
 
@@ -209,8 +280,12 @@ impl Ingester {
         InterceptedService::new(server, RequireCredential(keys))
     }
 
-    pub fn live(&self) -> &LiveTraces {
-        &self.live
+    /// How many traces are live, over every tenant.
+    pub fn live_trace_count(&self) -> usize {
+        self.instances()
+            .iter()
+            .map(|i| i.live().trace_count())
+            .sum()
     }
 
     /// Returns when the live traces have outgrown `max_live_bytes` since the last call.
@@ -219,24 +294,19 @@ impl Ingester {
     }
 
     /// A cut round (background worker).
-    pub async fn cut(&self) -> Result<RoundStats, PipelineError> {
-        self.pipeline
-            .cut(&self.live, &self.wal, &self.append_gate, false)
-            .await
+    pub async fn cut(&self) -> Result<RoundStats, LocalBlockError> {
+        self.run_cut(false).await
     }
 
     /// A flush round (background worker).
     pub async fn flush(&self) -> RoundStats {
-        self.pipeline.flush(false).await
+        self.run_flush(false).await
     }
 
     /// One cut round then one flush round (`force`: cut and flush everything now).
-    pub async fn cut_and_flush(&self, force: bool) -> Result<RoundStats, PipelineError> {
-        let cut = self
-            .pipeline
-            .cut(&self.live, &self.wal, &self.append_gate, force)
-            .await?;
-        let flush = self.pipeline.flush(force).await;
+    pub async fn cut_and_flush(&self, force: bool) -> Result<RoundStats, LocalBlockError> {
+        let cut = self.run_cut(force).await?;
+        let flush = self.run_flush(force).await;
         Ok(RoundStats {
             traces_cut: cut.traces_cut,
             blocks_completed: cut.blocks_completed,
@@ -244,9 +314,37 @@ impl Ingester {
         })
     }
 
-    /// Everything this ingester holds of a trace: live, head and local blocks.
+    /// [`Ingester::find`] for a query off the wire: refused while starting, and the tenant
+    /// and trace ID checked.
+    pub async fn find_raw(
+        &self,
+        tenant: &str,
+        trace_id: &[u8],
+    ) -> Result<Option<Bytes>, IngesterError> {
+        if !self.is_serving() {
+            return Err(IngesterError::Starting);
+        }
+        let tenant = TenantId::parse(tenant)?;
+        let id = TraceId::from_bytes(trace_id)?;
+        Ok(self.find(&tenant, &id).await)
+    }
+
+    /// Everything this ingester holds of a trace: live, head, sealed heads and local blocks.
     pub async fn find(&self, tenant: &TenantId, id: &TraceId) -> Option<Bytes> {
-        let mut parts = self.pipeline.find(&self.live, tenant, id).await;
+        let instance = self.existing_instance(tenant.as_str())?;
+        let found = instance.find(id);
+        let mut parts = found.in_memory;
+        for meta in found.blocks {
+            match self.local.find_trace(&meta, id).await {
+                Ok(Some(bytes)) => parts.push(bytes),
+                Ok(None) => {}
+                // Retired between listing and reading: the object store has it.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(block_id = meta.block_id, error = %e, "reading a local block failed")
+                }
+            }
+        }
         match parts.len() {
             0 => None,
             1 => parts.pop(),
@@ -255,220 +353,127 @@ impl Ingester {
     }
 
     fn update_gauges(&self) {
-        metrics::gauge!("ringtail_ingester_live_traces").set(self.live.trace_count() as f64);
+        let instances = self.instances();
+        let sum = |f: &dyn Fn(&Instance) -> usize| instances.iter().map(|i| f(i)).sum::<usize>();
+        let blocks = |which: fn(local_blocks::BlockState) -> bool| {
+            instances
+                .iter()
+                .map(|i| i.count_blocks(which))
+                .fold((0, 0), |(n, b), (n2, b2)| (n + n2, b + b2))
+        };
+        let (pending, pending_bytes) = blocks(local_blocks::BlockState::is_pending);
+        metrics::gauge!("ringtail_ingester_quarantined_blocks")
+            .set(blocks(local_blocks::BlockState::is_quarantined).0 as f64);
+        metrics::gauge!("ringtail_ingester_flush_backlog_blocks").set(pending as f64);
+        metrics::gauge!("ringtail_ingester_flush_backlog_bytes").set(pending_bytes as f64);
+        metrics::gauge!("ringtail_ingester_local_blocks").set(blocks(|_| true).0 as f64);
+        metrics::gauge!("ringtail_ingester_head_bytes").set(sum(&|i| i.head_bytes()) as f64);
+        metrics::gauge!("ringtail_ingester_live_traces")
+            .set(sum(&|i| i.live().trace_count()) as f64);
+        metrics::gauge!("ringtail_ingester_live_bytes")
+            .set(self.live_bytes.load(Ordering::Relaxed) as f64);
         metrics::gauge!("ringtail_ingester_wal_disk_bytes").set(self.wal.size_on_disk() as f64);
     }
 
-    pub async fn push(&self, body: Bytes) -> Result<(), Status> {
+    pub async fn push(&self, body: Bytes) -> Result<(), IngesterError> {
         if !self.is_serving() {
-            return Err(Status::unavailable(
-                "ingester is starting (replaying its WAL)",
-            ));
+            return Err(IngesterError::Starting);
         }
         self.last_push_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let (tenant, segments) = decode_push(body.clone(), Check::Strict).map_err(|e| {
+        let (tenant, segments) = decode_push(body.clone(), Check::Strict).inspect_err(|_| {
             metrics::counter!("ringtail_ingester_pushes_refused_total").increment(1);
-            Status::invalid_argument(e.to_string())
         })?;
+        let instance = self.instance(&tenant);
         let gate = self.append_gate.read().await;
         if self.leaving.load(Ordering::SeqCst) {
-            return Err(Status::unavailable(
-                "ingester is leaving the cluster (draining for shutdown)",
-            ));
+            return Err(IngesterError::Leaving);
         }
-        let seq = self
-            .wal
-            .append(body)
-            .await
-            .map_err(|e| Status::unavailable(format!("ingester WAL unavailable: {e}")))?;
-        let new = self.live.append(&tenant, segments, seq);
+        let seq = self.wal.append(body).await?;
+        let added = instance.append(segments, seq);
         drop(gate);
-        if self.live.bytes() > self.pipeline.max_live_bytes() {
+        let live = self.live_bytes.fetch_add(added.bytes, Ordering::Relaxed) + added.bytes;
+        if live > self.policy.max_live_bytes {
             self.over_budget.notify_one();
         }
-        metrics::gauge!("ringtail_ingester_live_traces").increment(new as f64);
+        metrics::gauge!("ringtail_ingester_live_traces").increment(added.new_traces as f64);
         Ok(())
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PushDecodeError {
-    #[error("malformed push: {0}")]
-    Protobuf(#[from] prost::DecodeError),
-    #[error("push has an invalid tenant: {0}")]
-    Tenant(#[from] crate::model::TenantIdError),
-    #[error("push has an invalid trace ID: {0}")]
-    TraceId(#[from] crate::model::TraceIdError),
-    #[error("push segment {index} (trace {trace}): {source}")]
-    Segment {
-        index: usize,
-        trace: TraceId,
-        source: crate::otlp::SegmentError,
-    },
-}
-
-/// How strictly [`decode_push`] reads segments.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Check {
-    /// A push: every segment must pass what the distributor checks (the schema, every
-    /// span of the segment's trace), or the push is refused.
-    Strict,
-    /// WAL replay: records were acked, so a segment that does not pass is kept as it is
-    /// (reads decode records one by one and report what does not decode).
-    Replay,
-}
-
-fn decode_push(body: Bytes, check: Check) -> Result<(TenantId, Vec<Segment>), PushDecodeError> {
-    let push = PushRequest::decode(body)?;
-    let tenant = TenantId::parse(&push.tenant)?;
-    let mut segments = Vec::with_capacity(push.traces.len());
-    for (index, t) in push.traces.into_iter().enumerate() {
-        let trace = TraceId::from_bytes(&t.trace_id)?;
-        let (start, end) = match crate::otlp::check_segment(&t.resource_spans, &trace) {
-            Ok(facts) => (facts.start, facts.end),
-            Err(_) if check == Check::Replay => (u64::MAX, 0),
-            Err(source) => {
-                return Err(PushDecodeError::Segment {
-                    index,
-                    trace,
-                    source,
-                })
-            }
-        };
-        segments.push(Segment {
-            trace,
-            data: t.resource_spans,
-            start,
-            end,
-        });
+/// The WAL store of the configured kind, in its own folder. Refuses to start on the
+/// other kind's data rather than ignore acked writes.
+fn open_wal_store(
+    settings: &IngesterSettings,
+) -> Result<(PathBuf, Box<dyn wal::WalStore>), OpenError> {
+    let sled_dir = settings.data_dir.join("wal");
+    let file_dir = settings.data_dir.join("wal-segments");
+    let (wal_dir, other) = match settings.wal_store {
+        WalStoreKind::Sled => (sled_dir, file_dir),
+        WalStoreKind::File => (file_dir, sled_dir),
+    };
+    if std::fs::read_dir(&other).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(OpenError::OtherStore { path: other });
     }
-    Ok((tenant, segments))
-}
-
-pub struct IngesterService(Arc<Ingester>);
-
-#[tonic::async_trait]
-impl ingester_server::Ingester for IngesterService {
-    async fn push(&self, request: Request<RawBytes>) -> Result<Response<PushResponse>, Status> {
-        let started = Instant::now();
-        let result = self.0.push(request.into_inner().0).await;
-        metrics::histogram!("ringtail_ingester_push_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
-        result.map(|()| Response::new(PushResponse {}))
-    }
-
-    async fn find_trace_by_id(
-        &self,
-        request: Request<FindTraceRequest>,
-    ) -> Result<Response<FindTraceResponse>, Status> {
-        if !self.0.is_serving() {
-            return Err(Status::unavailable(
-                "ingester is starting (replaying its WAL)",
-            ));
+    std::fs::create_dir_all(&wal_dir).map_err(|source| OpenError::DataDir {
+        path: wal_dir.clone(),
+        source,
+    })?;
+    let opened = match settings.wal_store {
+        WalStoreKind::Sled => SledStore::open(&wal_dir, settings.wal_cache_bytes)
+            .map(|s| Box::new(s) as Box<dyn wal::WalStore>),
+        WalStoreKind::File => {
+            FileStore::open(&wal_dir).map(|s| Box::new(s) as Box<dyn wal::WalStore>)
         }
-        let req = request.into_inner();
-        let tenant =
-            TenantId::parse(&req.tenant).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let id = TraceId::from_bytes(&req.trace_id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let found = self.0.find(&tenant, &id).await;
-        Ok(Response::new(FindTraceResponse {
-            found: found.is_some(),
-            resource_spans: found.unwrap_or_default(),
-        }))
+    };
+    match opened {
+        Ok(store) => Ok((wal_dir, store)),
+        Err(source) => Err(OpenError::Wal {
+            path: wal_dir,
+            source,
+        }),
     }
+}
+
+/// Replays the WAL into the tenants' live traces and starts its writer; returns it with
+/// what the replay read and the live bytes it added.
+fn replay(
+    store: Box<dyn wal::WalStore>,
+    sync: WalSync,
+    tenants: &mut HashMap<TenantId, Arc<Instance>>,
+) -> Result<(Wal, ReplayStats, usize), WalError> {
+    let started = Instant::now();
+    let mut undecodable = 0u64;
+    let mut live_bytes = 0;
+    let (wal, stats) = Wal::start(store, sync, &mut |seq, record| match decode_push(
+        record,
+        Check::Replay,
+    ) {
+        Ok((tenant, segments)) => {
+            let instance = tenants
+                .entry(tenant.clone())
+                .or_insert_with(|| Arc::new(Instance::new(tenant, Vec::new())));
+            live_bytes += instance.append(segments, seq).bytes;
+        }
+        Err(e) => {
+            undecodable += 1;
+            tracing::warn!(seq, error = %e, "skipping an undecodable WAL record");
+        }
+    })?;
+    tracing::info!(
+        records = stats.records,
+        bytes = stats.bytes,
+        corrupt = stats.corrupt,
+        undecodable,
+        traces = tenants
+            .values()
+            .map(|i| i.live().trace_count())
+            .sum::<usize>(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "WAL replayed"
+    );
+    Ok((wal, stats, live_bytes))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::otlp::split_by_trace;
-    use crate::rpc::proto::TraceSegment;
-    use opentelemetry_proto::tonic::trace::v1::Span;
-    use rand::{RngExt, SeedableRng};
-
-    /// A push as a distributor builds it: `traces` traces of 3 spans each.
-    fn push(traces: u8) -> Vec<u8> {
-        let spans: Vec<Vec<u8>> = (1..=traces)
-            .flat_map(|t| {
-                (1..=3u8).map(move |s| {
-                    Span {
-                        trace_id: vec![t; 16],
-                        span_id: vec![s; 8],
-                        name: format!("op-{s}"),
-                        start_time_unix_nano: u64::from(t) * 10,
-                        end_time_unix_nano: u64::from(t) * 10 + 5,
-                        ..Default::default()
-                    }
-                    .encode_to_vec()
-                })
-            })
-            .collect();
-        let body = crate::otlp::test_bytes::request_of(&spans);
-        let split = split_by_trace(&body).expect("valid");
-        PushRequest {
-            tenant: "t".into(),
-            traces: split
-                .traces
-                .into_iter()
-                .map(|t| TraceSegment {
-                    trace_id: Bytes::copy_from_slice(&t.trace_id.0),
-                    resource_spans: t.resource_spans,
-                })
-                .collect(),
-        }
-        .encode_to_vec()
-    }
-
-    #[test]
-    fn a_distributors_push_decodes_with_each_traces_time_range() {
-        let (tenant, segments) = decode_push(push(4).into(), Check::Strict).expect("valid");
-        assert_eq!(tenant.as_str(), "t");
-        assert_eq!(segments.len(), 4);
-        for s in &segments {
-            let t = u64::from(s.trace.0[0]);
-            assert_eq!((s.start, s.end), (t * 10, t * 10 + 5));
-        }
-    }
-
-    /// 20,000 mutated pushes: never a panic; what a strict decode accepts has only spans
-    /// of each segment's trace; replay never drops a record for a failed segment check
-    /// (acked records are kept), only for a push that does not decode at all.
-    #[test]
-    fn mutated_pushes_never_panic_and_accepted_segments_hold_only_their_trace() {
-        let original = push(5);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
-        let (mut accepted, mut refused) = (0, 0);
-        for _ in 0..20_000 {
-            let mut m = original.clone();
-            for _ in 0..rng.random_range(1..4) {
-                let at = rng.random_range(0..m.len());
-                match rng.random_range(0..3) {
-                    0 => m[at] = rng.random(),
-                    1 => m[at] ^= 1 << rng.random_range(0..8),
-                    _ => m.truncate(at),
-                }
-                if m.is_empty() {
-                    break;
-                }
-            }
-            let body = Bytes::from(m);
-            match decode_push(body.clone(), Check::Strict) {
-                Ok((_, segments)) => {
-                    accepted += 1;
-                    for s in segments {
-                        assert!(crate::otlp::check_segment(&s.data, &s.trace).is_ok());
-                    }
-                }
-                Err(PushDecodeError::Segment { .. }) => {
-                    refused += 1;
-                    let replayed = decode_push(body, Check::Replay);
-                    assert!(!matches!(replayed, Err(PushDecodeError::Segment { .. })));
-                }
-                Err(_) => refused += 1,
-            }
-        }
-        assert!(accepted > 1000 && refused > 1000, "{accepted} / {refused}");
-    }
-}
+mod tests;

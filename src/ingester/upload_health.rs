@@ -12,7 +12,7 @@
 //!   stays on local disk and readable, and is retried only every
 //!   [`QUARANTINE_RETRY`].
 //!
-//! Pure bookkeeping: the pipeline does the uploads and tells this type what happened.
+//! Pure bookkeeping: the flush round does the uploads and tells this type what happened.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ pub const QUARANTINE_RETRY: Duration = Duration::from_secs(600);
 /// A local block: (tenant, block id).
 pub type BlockKey = (String, String);
 
-/// What the pipeline does after a failed upload.
+/// What the flush round does after a failed upload.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     TryNext,

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prost::Message;
 
-use super::{partial_message, tempo_v1_json, tempo_v2_json, Querier, QueryError};
-use crate::model::{TenantError, TenantId, TraceId, TENANT_HEADER};
+use super::{partial_message, tempo_v1_json, tempo_v2_json, MergedTrace, Querier, QueryError};
+use crate::model::{TenantId, TraceId, TENANT_HEADER};
 
 pub fn router(querier: Arc<Querier>) -> Router {
     Router::new()
@@ -42,10 +42,6 @@ async fn trace_v2(
     trace(q, id, headers, Version::V2).await
 }
 
-fn text(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, message.into()).into_response()
-}
-
 fn wants_protobuf(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -54,25 +50,22 @@ fn wants_protobuf(headers: &HeaderMap) -> bool {
 }
 
 async fn trace(q: Arc<Querier>, id: String, headers: HeaderMap, version: Version) -> Response {
-    let id = match TraceId::from_hex(&id) {
-        Ok(id) => id,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("invalid trace ID: {e}")),
-    };
+    match find(&q, &id, &headers).await {
+        Ok(trace) => trace_response(trace, &headers, version),
+        Err(e) => crate::error::text_response(&e),
+    }
+}
+
+async fn find(q: &Querier, id: &str, headers: &HeaderMap) -> Result<MergedTrace, QueryError> {
+    let id = TraceId::from_hex(id)?;
     let header = headers.get(TENANT_HEADER).map(|v| v.as_bytes());
-    let tenant = match TenantId::from_header(header, q.settings().multitenancy_enabled) {
-        Ok(t) => t,
-        Err(e @ TenantError::Missing) => return text(StatusCode::UNAUTHORIZED, e.to_string()),
-        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    let trace = match q.find_trace(&tenant, id).await {
-        Ok(Some(trace)) => trace,
-        Ok(None) => return text(StatusCode::NOT_FOUND, "trace not found"),
-        Err(e @ (QueryError::QuorumFailed { .. } | QueryError::NotEnoughIngesters { .. })) => {
-            return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
-    };
+    let tenant = TenantId::from_header(header, q.settings().multitenancy_enabled)?;
+    q.find_trace(&tenant, id).await?.ok_or(QueryError::NotFound)
+}
+
+fn trace_response(trace: MergedTrace, headers: &HeaderMap, version: Version) -> Response {
     let partial = partial_message(&trace);
-    let mut response = if wants_protobuf(&headers) {
+    let mut response = if wants_protobuf(headers) {
         // Tempo's `Trace` is `repeated ResourceSpans batches = 1`: the same bytes as
         // `TracesData`. v2 wraps it in `TraceByIDResponse { Trace trace = 1; ...;
         // PartialStatus status = 3; string message = 4; }` (PARTIAL = 1).

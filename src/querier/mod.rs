@@ -29,8 +29,9 @@ pub use merge::{
     merge_answers, partial_message, span_count, tempo_v1_json, tempo_v2_json, MergedTrace,
 };
 
+use crate::error::{ErrorCode, HasErrorCode};
 use crate::membership::Membership;
-use crate::model::{TenantId, TraceId};
+use crate::model::{TenantError, TenantId, TraceId};
 use crate::ring::{QuorumTracker, ReplicaSet, ReplicationFactor, TenantSeed, Token};
 use crate::rpc::proto::FindTraceRequest;
 use crate::rpc::quorum::{call_with_quorum, CallPolicy};
@@ -56,6 +57,27 @@ pub enum QueryError {
     },
     #[error("not enough ingesters to read from: {available} available, {needed} needed")]
     NotEnoughIngesters { available: usize, needed: usize },
+    #[error("invalid trace ID: {0}")]
+    BadTraceId(#[from] crate::model::TraceIdError),
+    #[error(transparent)]
+    Tenant(#[from] crate::model::TenantError),
+    #[error("trace not found")]
+    NotFound,
+}
+
+impl HasErrorCode for QueryError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            QueryError::QuorumFailed { .. } | QueryError::NotEnoughIngesters { .. } => {
+                ErrorCode::Unavailable
+            }
+            QueryError::BadTraceId(_) | QueryError::Tenant(TenantError::Invalid(_)) => {
+                ErrorCode::BadRequest
+            }
+            QueryError::Tenant(TenantError::Missing) => ErrorCode::Unauthenticated,
+            QueryError::NotFound => ErrorCode::NotFound,
+        }
+    }
 }
 
 pub struct Querier {

@@ -1,0 +1,212 @@
+//! Cut → complete → flush: how traces leave the WAL and memory for the object store.
+//!
+//! 1. **Cut** (every second, and at once when the live traces outgrow `max_live_bytes`):
+//!    traces idle for `trace_idle_period` leave each tenant's live traces for its *head
+//!    block* (in memory, bytes compacted into one buffer per trace so push buffers are
+//!    released). Above `max_live_bytes`, the least recently appended traces of every tenant
+//!    go too, down to three quarters of it: memory stays bounded whatever the load (a trace
+//!    cut early and appended to again is in two places, which reads merge).
+//! 2. **Complete**: a head block older than `max_block_duration` or larger than
+//!    `max_block_bytes` is sealed, encoded and written to `<data_dir>/complete/<tenant>/<block>/`
+//!    (see `local_blocks`). From then on its traces no longer need the WAL: the WAL is
+//!    truncated below the oldest record a live trace or head block still needs.
+//! 3. **Flush** (`flush.rs`): complete local blocks are uploaded to the object store (meta
+//!    last) with retries and backoff while the store is down; the WAL and the local copy
+//!    keep the data meanwhile. The block ID is fixed when the block completes (it is the
+//!    local folder's name), so a retried upload, also after a restart, overwrites. A block
+//!    whose upload keeps failing while the store works is quarantined (see
+//!    `upload_health`): it never holds up the others, and stays here, readable.
+//! 4. A flushed block stays on local disk, and queryable here, for
+//!    `complete_block_timeout`, longer than a querier needs to list it.
+//!
+//! A crash at any step loses nothing: until step 2 the WAL holds the data; after it the
+//! local block does. A crash between writing a local block and truncating the WAL
+//! replays those traces once more into a later block: the same spans in two blocks,
+//! which reads de-duplicate; never a half-visible or twice-listed block.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::instance::{Head, Instance};
+use super::live::choose_oldest;
+use super::local_blocks::{self, LocalBlockError};
+use super::{Ingester, RoundStats};
+use crate::storage::block::{self, BlockInfo, BlockMeta, BlockTrace, EncodedBlock};
+use crate::storage::tenant_segment;
+
+impl Ingester {
+    /// Moves idle traces (all of them when `force`) into head blocks, completes the head
+    /// blocks that are due (all when `force`) and truncates the WAL.
+    pub(super) async fn run_cut(&self, force: bool) -> Result<RoundStats, LocalBlockError> {
+        let _round = self.cut_round.lock().await;
+        let mut stats = RoundStats::default();
+        let instances = self.instances();
+        let mut idle_cut = 0;
+        for i in &instances {
+            let idle = (!force).then(|| self.policy.idle_for(i.tenant.as_str()));
+            let cut = i.cut_idle(idle, &self.next_head_seq);
+            self.live_bytes.fetch_sub(cut.bytes, Ordering::Relaxed);
+            idle_cut += cut.traces;
+        }
+        let memory_cut = self.cut_to_budget(&instances);
+        for (count, reason) in [
+            (idle_cut, if force { "force" } else { "idle" }),
+            (memory_cut, "memory"),
+        ] {
+            if count > 0 {
+                metrics::counter!("ringtail_ingester_traces_cut_total", "reason" => reason)
+                    .increment(count as u64);
+            }
+        }
+        stats.traces_cut = idle_cut + memory_cut;
+        for i in &instances {
+            let tenant = i.tenant.as_str();
+            i.seal_if(|h| {
+                force
+                    || h.created.elapsed() >= self.policy.max_duration_for(tenant)
+                    || h.bytes >= self.policy.max_bytes_for(tenant)
+            });
+        }
+        for i in &instances {
+            for head in i.sealed() {
+                // Completions that fall behind run at normal priority, so memory stays bounded.
+                let behind = instances.iter().map(|i| i.sealed_count()).sum::<usize>() > 1;
+                match self.complete(i, &head, behind).await {
+                    Ok(meta) => {
+                        stats.blocks_completed += 1;
+                        i.register(head.seq, meta);
+                    }
+                    // Stays sealed (readable, and holding the WAL back); retried next round.
+                    Err(e) => {
+                        tracing::error!(tenant = %i.tenant, error = %e, "completing a block failed")
+                    }
+                }
+            }
+        }
+        // No push may sit between its WAL append and its live insert while the watermark
+        // is computed (see `Ingester::append_gate`).
+        let watermark = {
+            let _exclusive = self.append_gate.write().await;
+            instances
+                .iter()
+                .filter_map(|i| i.min_seq())
+                .min()
+                .unwrap_or_else(|| self.wal.next_seq())
+        };
+        let _ = self.wal.truncate_before(watermark).await;
+        self.update_gauges();
+        Ok(stats)
+    }
+
+    /// Above `max_live_bytes`, cuts the least recently appended traces of every tenant down
+    /// to three quarters of it. Returns how many traces it cut.
+    fn cut_to_budget(&self, instances: &[Arc<Instance>]) -> usize {
+        let live = self.live_bytes.load(Ordering::Relaxed);
+        if live <= self.policy.max_live_bytes {
+            return 0;
+        }
+        let at_least = live.saturating_sub(self.policy.max_live_bytes / 4 * 3);
+        let lives: Vec<_> = instances.iter().map(|i| i.live()).collect();
+        let chosen = choose_oldest(&lives, at_least);
+        let mut traces = 0;
+        for (i, ids) in instances.iter().zip(chosen) {
+            let cut = i.cut_these(&ids, &self.next_head_seq);
+            self.live_bytes.fetch_sub(cut.bytes, Ordering::Relaxed);
+            traces += cut.traces;
+        }
+        traces
+    }
+
+    /// Encodes a sealed head and writes it to local disk, `meta.json` last, fsynced.
+    async fn complete(
+        &self,
+        instance: &Instance,
+        head: &Head,
+        behind: bool,
+    ) -> Result<BlockMeta, LocalBlockError> {
+        let tenant = &instance.tenant;
+        let block_id = local_blocks::block_id(&self.name, tenant, head.seq);
+        let traces: Vec<BlockTrace> = head
+            .traces
+            .iter()
+            .flat_map(|(id, parts)| {
+                parts.iter().map(|d| BlockTrace {
+                    id: *id,
+                    data: d.clone(),
+                })
+            })
+            .collect();
+        let info = BlockInfo {
+            tenant: tenant.to_string(),
+            block_id: block_id.clone(),
+            ingester: self.name.clone(),
+            start_unix_nano: if head.start == u64::MAX {
+                0
+            } else {
+                head.start
+            },
+            end_unix_nano: head.end,
+            created_unix_secs: now_unix().as_secs(),
+        };
+        let dir = self
+            .local_dir
+            .join(tenant_segment(tenant.as_str()))
+            .join(&block_id);
+        let written =
+            off_the_push_path(!behind, move || -> Result<EncodedBlock, LocalBlockError> {
+                let block = block::encode(traces, info)?;
+                local_blocks::write(&dir, &block)?;
+                Ok(block)
+            })
+            .await
+            .map_err(|source| LocalBlockError::Io {
+                path: self.local_dir.clone(),
+                source,
+            })?;
+        let block = written?;
+        tracing::info!(tenant = %tenant, block_id, traces = block.meta.total_traces, bytes = block.meta.data_bytes, "completed a block");
+        metrics::counter!("ringtail_ingester_blocks_completed_total").increment(1);
+        Ok(block.meta)
+    }
+}
+
+pub(super) fn now_unix() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Runs `work` (a block's zstd encoding and fsynced local writes: up to a few hundred ms of
+/// CPU per block) on a thread of its own, at a lower CPU priority (nice 10) when `low`: on a
+/// saturated machine the pushes, whose latency clients see, go first.
+async fn off_the_push_path<T: Send + 'static>(
+    low: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("block-encoder".to_owned())
+        .spawn(move || {
+            if low {
+                lower_this_threads_priority();
+            }
+            let _ = tx.send(work());
+        })?;
+    rx.await
+        .map_err(|_| std::io::Error::other("the block encoder thread panicked"))
+}
+
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority() {
+    // SAFETY: setpriority only reads its integer arguments. On Linux the nice value is a
+    // per-thread attribute and `who == 0` means the calling thread, which exits after this
+    // one job, so no other work inherits the priority.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the block encoder's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {}

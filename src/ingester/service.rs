@@ -1,0 +1,43 @@
+//! The internal gRPC service distributors push to and queriers read from.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+use super::Ingester;
+use crate::error::grpc_status;
+use crate::rpc::codec::RawBytes;
+use crate::rpc::ingester_service::ingester_server;
+use crate::rpc::proto::{FindTraceRequest, FindTraceResponse, PushResponse};
+
+pub struct IngesterService(pub(super) Arc<Ingester>);
+
+#[tonic::async_trait]
+impl ingester_server::Ingester for IngesterService {
+    async fn push(&self, request: Request<RawBytes>) -> Result<Response<PushResponse>, Status> {
+        let started = Instant::now();
+        let result = self.0.push(request.into_inner().0).await;
+        metrics::histogram!("ringtail_ingester_push_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result
+            .map(|()| Response::new(PushResponse {}))
+            .map_err(|e| grpc_status(&e))
+    }
+
+    async fn find_trace_by_id(
+        &self,
+        request: Request<FindTraceRequest>,
+    ) -> Result<Response<FindTraceResponse>, Status> {
+        let req = request.into_inner();
+        let found = self
+            .0
+            .find_raw(&req.tenant, &req.trace_id)
+            .await
+            .map_err(|e| grpc_status(&e))?;
+        Ok(Response::new(FindTraceResponse {
+            found: found.is_some(),
+            resource_spans: found.unwrap_or_default(),
+        }))
+    }
+}

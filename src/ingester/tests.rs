@@ -1,0 +1,86 @@
+//! The ingester end to end on real folders: push, find, cut, flush, restart.
+
+use super::push::test_push as push;
+use super::*;
+
+fn open_in(dir: &std::path::Path, store: &std::path::Path) -> Arc<Ingester> {
+    let settings = IngesterSettings {
+        data_dir: dir.to_path_buf(),
+        wal_sync: WalSync::Always,
+        wal_store: WalStoreKind::File,
+        wal_cache_bytes: 1 << 20,
+        cut: CutPolicy {
+            max_live_bytes: 1 << 20,
+            complete_block_timeout: Duration::from_secs(3600),
+            overrides: Arc::new(Overrides::new(crate::overrides::Limits {
+                trace_idle_period: Duration::from_secs(3600),
+                max_block_duration: Duration::from_secs(3600),
+                max_block_bytes: 1 << 20,
+                block_retention: Duration::from_secs(3600),
+            })),
+        },
+        name: "ingester-a".into(),
+    };
+    let remote = BlockStore::local(store).expect("a store folder");
+    let (ingester, _) = Ingester::open(&settings, remote).expect("opens");
+    ingester.start_serving();
+    ingester
+}
+
+/// A push is found live, then (after a forced cut and flush) in its local block with
+/// the object store holding the block, and again after a restart from the local block
+/// alone (the WAL is truncated by then).
+#[tokio::test]
+async fn a_pushed_trace_is_found_live_then_in_its_local_block_and_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = tempfile::tempdir().expect("tempdir");
+    let tenant = TenantId::parse("t").expect("tenant");
+    let id = TraceId([2; 16]);
+    let ingester = open_in(dir.path(), store.path());
+    ingester.push(push(3).into()).await.expect("accepted");
+    let live = ingester.find(&tenant, &id).await.expect("live");
+    assert_eq!(ingester.live_trace_count(), 3);
+    assert!(ingester
+        .find(&TenantId::parse("u").expect("tenant"), &id)
+        .await
+        .is_none());
+
+    let stats = ingester.cut_and_flush(true).await.expect("a round");
+    assert_eq!(
+        (
+            stats.traces_cut,
+            stats.blocks_completed,
+            stats.blocks_flushed
+        ),
+        (3, 1, 1)
+    );
+    assert_eq!(stats.blocks_pending, 0);
+    assert_eq!(ingester.live_trace_count(), 0);
+    assert_eq!(ingester.find(&tenant, &id).await, Some(live.clone()));
+    let remote = BlockStore::local(store.path()).expect("a store folder");
+    let blocks = remote.list_blocks("t").await.expect("listed");
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].total_traces, 3);
+    assert_eq!(blocks[0].ingester, "ingester-a");
+
+    drop(ingester);
+    let reopened = open_in(dir.path(), store.path());
+    assert_eq!(reopened.live_trace_count(), 0, "nothing left to replay");
+    assert_eq!(reopened.find(&tenant, &id).await, Some(live));
+}
+
+#[tokio::test]
+async fn a_push_is_refused_until_serving_and_after_the_drain_begins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = tempfile::tempdir().expect("tempdir");
+    let ingester = open_in(dir.path(), store.path());
+    ingester.refuse_pushes().await;
+    let refused = ingester.push(push(1).into()).await.expect_err("leaving");
+    assert_eq!(refused.error_code(), ErrorCode::Unavailable);
+    assert!(matches!(refused, IngesterError::Leaving));
+    let malformed = ingester
+        .push(Bytes::from_static(b"\xff\xff"))
+        .await
+        .expect_err("malformed");
+    assert_eq!(malformed.error_code(), ErrorCode::BadRequest);
+}
