@@ -13,11 +13,11 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::cluster::Roles;
 use crate::cluster_keys::ClusterKeys;
 use crate::http_server::HttpLimits;
 use crate::ingester::wal::{WalStoreKind, WalSync};
 use crate::ingester::CutPolicy;
-use crate::membership::Roles;
 use crate::ring::ReplicationFactor;
 use crate::storage::retention::RetentionPolicy;
 pub use crate::storage::settings::{S3Config, StorageConfig};

@@ -49,6 +49,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod cluster;
 pub mod cluster_keys;
 pub mod config;
 pub mod distributor;
@@ -56,7 +57,6 @@ pub mod error;
 pub mod http_server;
 pub mod ingester;
 pub mod local;
-pub mod membership;
 pub mod model;
 pub mod node;
 pub mod otlp;

@@ -30,11 +30,11 @@ use tokio_util::task::TaskTracker;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::admin::{self, AdminState};
+use crate::cluster::{Membership, NodeIdentity, NodeState, Roles};
 use crate::config::Config;
 use crate::distributor::{self, Distributor, DistributorSettings};
 use crate::http_server::{self, ServerSpec};
 use crate::ingester::{Ingester, IngesterSettings};
-use crate::membership::{Membership, NodeIdentity, NodeState, Roles};
 use crate::querier::{self, Querier, QuerierSettings};
 use crate::rpc::IngesterClients;
 use crate::storage::BlockStore;
@@ -460,7 +460,7 @@ async fn confirm_departure(
                 .await
             {
                 Ok(resp) => resp
-                    .json::<crate::membership::RingDoc>()
+                    .json::<crate::cluster::RingDoc>()
                     .await
                     .is_ok_and(|ring| ring.lists(name)),
                 Err(_) => false,
@@ -566,7 +566,7 @@ impl RunningNode {
         // Leave step 6 its time even when a connection does not close.
         let drain_until = (tokio::time::Instant::now() + SERVER_DRAIN_LIMIT).min(
             deadline
-                .checked_sub(crate::membership::LEAVE_GOSSIP_LIMIT)
+                .checked_sub(crate::cluster::LEAVE_GOSSIP_LIMIT)
                 .unwrap_or(deadline),
         );
         if tokio::time::timeout_at(drain_until, self.tasks.wait())
@@ -578,7 +578,7 @@ impl RunningNode {
         tracing::info!(node = %name, peers = peers.len(), "shutdown 6/6: announcing the departure and waiting for peers to confirm");
         self.gossip_stop.cancel();
         let confirm_until =
-            (tokio::time::Instant::now() + crate::membership::LEAVE_GOSSIP_LIMIT).min(deadline);
+            (tokio::time::Instant::now() + crate::cluster::LEAVE_GOSSIP_LIMIT).min(deadline);
         let confirmed = confirm_departure(&name, &self.peers, &peers, confirm_until).await;
         metrics::histogram!("ringtail_gossip_departure_confirm_seconds")
             .record(started.elapsed().as_secs_f64());

@@ -19,9 +19,9 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
+use crate::cluster::{Membership, RingDoc};
 use crate::error::{text_response, ErrorCode, HasErrorCode};
 use crate::ingester::{Ingester, LocalBlockError};
-use crate::membership::{Membership, RingDoc};
 use crate::model::{TenantId, TenantIdError};
 use crate::storage::{BlockStore, StoreError};
 

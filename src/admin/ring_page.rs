@@ -6,8 +6,8 @@
 
 use maud::{html, Markup, DOCTYPE};
 
-use crate::membership::unix_secs;
-use crate::membership::{ClusterView, Liveness, NodeIdentity};
+use crate::cluster::unix_secs;
+use crate::cluster::{ClusterView, Liveness, NodeIdentity};
 
 const SCRIPT: &str = r#"
 const tokenInput = document.getElementById("admin-token");

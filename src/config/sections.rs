@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use super::security::{cluster_keys, internal_tls};
 use super::{default_advertise, invalid, positive_ms, ConfigError, RawConfig};
+use crate::cluster::Roles;
 use crate::cluster_keys::ClusterKeys;
 use crate::http_server::HttpLimits;
 use crate::ingester::wal::{WalStoreKind, WalSync};
 use crate::ingester::CutPolicy;
-use crate::membership::Roles;
 use crate::overrides::{Limits, Overrides};
 use crate::ring::ReplicationFactor;
 use crate::storage::retention::RetentionPolicy;

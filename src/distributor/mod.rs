@@ -18,7 +18,7 @@ use prost::Message;
 
 pub use error::PushError;
 
-use crate::membership::{ClusterView, Membership};
+use crate::cluster::{ClusterView, Membership};
 use crate::model::TenantId;
 use crate::otlp::{split_by_trace, SplitRequest};
 use crate::ring::{QuorumTracker, ReplicationFactor, TenantSeed, Token};

@@ -8,8 +8,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use super::*;
-use crate::membership::fixed::active_ingesters;
-use crate::membership::ClusterView;
+use crate::cluster::fixed::active_ingesters;
+use crate::cluster::ClusterView;
 use crate::otlp::test_bytes::request_of;
 use crate::rpc::ingester_client::fake::{FakeIngesters, Gate, Script};
 

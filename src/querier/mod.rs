@@ -29,8 +29,8 @@ pub use merge::{
     merge_answers, partial_message, span_count, tempo_v1_json, tempo_v2_json, MergedTrace,
 };
 
+use crate::cluster::Membership;
 use crate::error::{ErrorCode, HasErrorCode};
-use crate::membership::Membership;
 use crate::model::{TenantError, TenantId, TraceId};
 use crate::ring::{QuorumTracker, ReplicaSet, ReplicationFactor, TenantSeed, Token};
 use crate::rpc::proto::FindTraceRequest;

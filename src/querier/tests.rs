@@ -6,8 +6,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Tra
 use prost::Message;
 
 use super::*;
-use crate::membership::fixed::active_ingesters;
-use crate::membership::ClusterView;
+use crate::cluster::fixed::active_ingesters;
+use crate::cluster::ClusterView;
 use crate::rpc::ingester_client::fake::{FakeIngesters, Script};
 
 const TRACE: TraceId = TraceId([9; 16]);

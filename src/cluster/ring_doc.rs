@@ -142,7 +142,7 @@ impl RingDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::MemberStatus;
+    use crate::cluster::MemberStatus;
 
     fn identity(name: &str, roles: Roles, port: u16) -> NodeIdentity {
         NodeIdentity {

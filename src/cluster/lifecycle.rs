@@ -119,7 +119,7 @@ impl Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::Roles;
+    use crate::cluster::Roles;
     use std::time::Duration;
 
     fn node(name: &str, roles: Roles, state: NodeState, generation: u64) -> NodeIdentity {
