@@ -9,7 +9,9 @@
 //! - [`model`]: trace and tenant IDs (the one `X-Scope-OrgID` extractor).
 //! - [`storage`]: the block format, the object store (its settings in
 //!   `storage/settings.rs`), retention and tenant deletion.
-//! - [`node`]: starts the components of the chosen roles; the shutdown sequence.
+//! - [`node`]: starts the components of the chosen roles (`node/roles.rs`), their servers
+//!   (`node/servers.rs`) and background workers (`node/workers.rs`); the shutdown sequence
+//!   (`node/shutdown.rs`).
 //! - [`ring`]: tokens, replica placement, quorum counting (pure, no I/O).
 //! - [`membership`]: the foca driver task, node identity and state, the cluster view; the
 //!   absent/departed/forgotten rules (`membership/lifecycle.rs`, pure) and the typed

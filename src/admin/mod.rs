@@ -229,8 +229,8 @@ async fn fetch_ring(http: &PeerHttp, addr: std::net::SocketAddr) -> Option<RingD
     resp.json().await.ok()
 }
 
-/// `POST /shutdown`: starts the same shutdown sequence as SIGTERM (node.rs documents the
-/// steps) and answers at once; the process exits 0 when the sequence is done.
+/// `POST /shutdown`: starts the same shutdown sequence as SIGTERM (`node/mod.rs` documents
+/// the steps) and answers at once; the process exits 0 when the sequence is done.
 async fn shutdown(State(s): State<AdminState>) -> Response {
     s.shutdown.cancel();
     (
