@@ -23,7 +23,8 @@
 //!   the quorum helper with typed call errors.
 //! - [`otlp`]: shallow OTLP decoding: split a request by trace ID without decoding spans.
 //! - [`distributor`]: OTLP gRPC/HTTP receivers, validation, replication with write quorum.
-//! - [`ingester`]: push service, WAL, live traces.
+//! - [`ingester`]: push service, WAL, live traces; its drain (`ingester/drain.rs`, shutdown
+//!   steps 2–4).
 //! - [`querier`]: trace by ID with read quorum, merge and de-duplication, Tempo formats.
 //! - [`http_server`]: the accept loop of both HTTP servers: header, body and idle
 //!   timeouts, the connection cap, graceful shutdown.

@@ -8,6 +8,7 @@
 //! 4. add the segments to the live traces;
 //! 5. ack.
 
+mod drain;
 mod live;
 pub mod pipeline;
 mod upload_health;

@@ -9,13 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RunningNode;
 use crate::admin;
-use crate::ingester::Ingester;
 use crate::membership::{NodeState, LEAVE_GOSSIP_LIMIT};
-
-/// Step 2 of the drain: the ingester waits for this long without a push...
-const QUIET_PERIOD: Duration = Duration::from_millis(500);
-/// ...but no longer than this (distributors hear LEAVING within about a gossip round).
-const QUIET_WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 /// Longest wait for the servers' connections to close (step 5). A connection whose peer
 /// vanished (its close lost in a network partition) would otherwise hold the drain until
@@ -33,19 +27,26 @@ impl RunningNode {
         self.shutdown.cancelled().await;
         let started = Instant::now();
         let deadline = started + self.shutdown_timeout;
-        let name = self.name.clone();
         if let Some(ingester) = &self.ingester {
-            tracing::info!(node = %name, "shutdown 1/6: announcing LEAVING (out of every write ring)");
+            tracing::info!(node = %self.name, "shutdown 1/6: announcing LEAVING (out of every write ring)");
             self.membership.set_state(NodeState::Leaving).await;
-            drain(ingester, &name, deadline).await;
+            ingester.drain(&self.name, deadline).await;
         }
+        let peers = self.stop_servers(deadline).await;
+        self.depart(&peers, started, deadline).await;
+    }
+
+    /// Step 5: stops the servers and workers and waits for them (not past the time step 6
+    /// needs). Returns the peers, as the view had them before, for step 6.
+    async fn stop_servers(&self, deadline: Instant) -> Vec<(String, SocketAddr)> {
+        let name = &self.name;
         tracing::info!(node = %name, "shutdown 5/6: stopping servers (in-flight requests finish)");
-        let peers: Vec<(String, SocketAddr)> = self
+        let peers = self
             .membership
             .view()
             .members
             .iter()
-            .filter(|m| m.identity.name != name)
+            .filter(|m| m.identity.name != *name)
             .map(|m| (m.identity.name.clone(), m.identity.http))
             .collect();
         self.bg.stop.cancel();
@@ -59,10 +60,17 @@ impl RunningNode {
         {
             tracing::warn!(node = %name, "servers' connections did not all close in time; going on (nothing is lost: everything was flushed in step 4)");
         }
+        peers
+    }
+
+    /// Step 6: foca's leave, until every peer confirmed it or the deadline; then the
+    /// gossip task ends.
+    async fn depart(self, peers: &[(String, SocketAddr)], started: Instant, deadline: Instant) {
+        let name = &self.name;
         tracing::info!(node = %name, peers = peers.len(), "shutdown 6/6: announcing the departure and waiting for peers to confirm");
         self.gossip.leave.cancel();
         let confirm_until = (Instant::now() + LEAVE_GOSSIP_LIMIT).min(deadline);
-        let confirmed = confirm_departure(&name, &self.peers, &peers, confirm_until).await;
+        let confirmed = confirm_departure(name, &self.peers, peers, confirm_until).await;
         metrics::histogram!("ringtail_gossip_departure_confirm_seconds")
             .record(started.elapsed().as_secs_f64());
         if confirmed {
@@ -76,47 +84,6 @@ impl RunningNode {
         metrics::histogram!("ringtail_node_shutdown_seconds")
             .record(started.elapsed().as_secs_f64());
         tracing::info!(node = %name, elapsed_ms = started.elapsed().as_millis() as u64, "shutdown: done");
-    }
-}
-
-/// Steps 2–4: quiet wait, refuse pushes, cut and flush until nothing is pending.
-async fn drain(ingester: &Ingester, name: &str, deadline: Instant) {
-    tracing::info!(node = %name, "shutdown 2/6: waiting until distributors stop sending");
-    let quiet_until = (Instant::now() + QUIET_WAIT_LIMIT).min(deadline);
-    while ingester.since_last_push() < QUIET_PERIOD && Instant::now() < quiet_until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tracing::info!(node = %name, "shutdown 3/6: answering pushes with UNAVAILABLE");
-    // Waits for pushes in their WAL append: a stalled disk must not hold the drain
-    // past its deadline (the WAL keeps whatever was acked).
-    if tokio::time::timeout_at(deadline, ingester.refuse_pushes())
-        .await
-        .is_err()
-    {
-        tracing::error!(node = %name, "shutdown deadline: pushes still in their WAL append");
-    }
-    tracing::info!(node = %name, "shutdown 4/6: cutting and flushing everything to the object store");
-    loop {
-        match tokio::time::timeout_at(deadline, ingester.cut_and_flush(true)).await {
-            Ok(Ok(stats)) if stats.blocks_pending == 0 => {
-                if stats.blocks_quarantined > 0 {
-                    tracing::error!(node = %name, quarantined = stats.blocks_quarantined, "leaving quarantined blocks in the local folder (the other replicas' copies are in the store)");
-                }
-                break;
-            }
-            Ok(Ok(stats)) => {
-                tracing::warn!(node = %name, pending = stats.blocks_pending, "blocks still pending; retrying")
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(node = %name, error = %e, "flush failed; retrying")
-            }
-            Err(_) => {}
-        }
-        if Instant::now() + Duration::from_secs(1) >= deadline {
-            tracing::error!(node = %name, "shutdown deadline: blocks left unflushed stay in the local folder and WAL for the next start");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
