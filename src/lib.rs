@@ -28,11 +28,12 @@
 //! - [`querier`]: trace by ID with read quorum, merge and de-duplication, Tempo formats.
 //! - [`http_server`]: the accept loop of both HTTP servers: header, body and idle
 //!   timeouts, the connection cap, graceful shutdown.
-//! - [`admin`]: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`, `/api/echo`, the
-//!   client nodes use to call each other's HTTP API ([`admin::PeerHttp`]).
+//! - [`admin`]: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`, `/status/workers`,
+//!   `/api/echo`, the client nodes use to call each other's HTTP API ([`admin::PeerHttp`]).
 //! - [`tls`]: TLS for the OTLP receivers and the HTTP API, mutual TLS for internal gRPC,
 //!   from PEM files reloaded when they change.
-//! - [`local`]: `ringtail local`. [`telemetry`]: logs and the Prometheus recorder.
+//! - [`local`]: `ringtail local`. [`telemetry`]: logs, the Prometheus recorder, and the
+//!   status records of the named workers.
 //! - [`bench`]: the load tool (`ringtail bench`).
 //!
 //! # The flow of one span

@@ -1,5 +1,5 @@
 //! Admin API served by every process: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`,
-//! `/api/echo`, and the state-changing calls that [`auth`] guards.
+//! `/status/workers`, `/api/echo`, and the state-changing calls that [`auth`] guards.
 
 pub mod auth;
 pub mod peer_http;
@@ -23,6 +23,7 @@ use crate::ingester::Ingester;
 use crate::membership::{Membership, RingDoc};
 use crate::model::TenantId;
 use crate::storage::BlockStore;
+use crate::telemetry::Workers;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -39,6 +40,8 @@ pub struct AdminState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// For calls to the other nodes' HTTP API (a forwarded forget).
     pub peers: PeerHttp,
+    /// The node's named background workers, for `/status/workers`.
+    pub workers: Workers,
 }
 
 impl AdminState {
@@ -63,6 +66,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ring", get(ring))
         .route("/status/buildinfo", get(buildinfo))
+        .route("/status/workers", get(workers))
         .route("/api/echo", get(|| async { "echo" }))
         .route("/flush", post(flush).route_layer(guard()))
         .route("/shutdown", post(shutdown).route_layer(guard()))
@@ -302,6 +306,20 @@ async fn buildinfo() -> Response {
         "goVersion": "",
         "rustVersion": option_env!("RINGTAIL_RUSTC_VERSION").unwrap_or("unknown"),
     }))
+    .into_response()
+}
+
+/// `GET /status/workers`: what each background worker last did, in the order they
+/// started: `{"workers": [{"name", "rounds", "last_run_unix", "last_error"}, ...]}`.
+async fn workers(State(s): State<AdminState>) -> Response {
+    // A struct, not `json!`, so each worker's fields keep their order (name first).
+    #[derive(serde::Serialize)]
+    struct Doc {
+        workers: Vec<crate::telemetry::WorkerReport>,
+    }
+    axum::Json(Doc {
+        workers: s.workers.reports(),
+    })
     .into_response()
 }
 

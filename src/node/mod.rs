@@ -45,6 +45,7 @@ use crate::ingester::Ingester;
 use crate::membership::{Membership, NodeIdentity, NodeState, Roles};
 use crate::rpc::IngesterClients;
 use crate::storage::BlockStore;
+use crate::telemetry::Workers;
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -96,6 +97,8 @@ pub struct RunningNode {
 struct Background {
     tasks: TaskTracker,
     stop: CancellationToken,
+    /// The status records of the named workers (`GET /status/workers`).
+    workers: Workers,
 }
 
 /// The gossip task, which outlives the servers: the shutdown sequence cancels `leave`
@@ -154,6 +157,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         auth: admin::auth::AdminAuth::from_config(config.admin_token.as_deref()),
         shutdown: shutdown.clone(),
         peers: peers.clone(),
+        workers: bg.workers.clone(),
     }));
     servers::spawn_http(&bg, listeners.http, http, &config, http_tls);
 

@@ -1,13 +1,17 @@
 //! The node's background workers, started by [`super::start`], each looping until the
-//! node's `stop`:
-//! - the querier's blocklist poller (its loop is [`Querier::poll_blocklists`]);
-//! - the retention worker (queriers): a pass over the store's listings every
+//! node's `stop`. The named ones record every round in their
+//! [`WorkerStatus`](crate::telemetry::WorkerStatus) (`GET /status/workers`):
+//! - `retention` (queriers): a pass over the store's listings every
 //!   `retention_interval`, removing expired blocks and orphans;
-//! - the ingester's cut worker: a cut round every second, and at once when the live
-//!   traces outgrow their memory budget;
-//! - the ingester's flush worker: a flush round every second, in a task of its own so a
-//!   hanging upload never delays cutting;
-//! - the channel sweeper: forgets the client channels of ingesters that left.
+//! - `ingester-cut`: a cut round every second, and at once when the live traces outgrow
+//!   their memory budget;
+//! - `ingester-flush`: a flush round every second, in a task of its own so a hanging
+//!   upload never delays cutting;
+//! - `channel-sweeper`: forgets the client channels of ingesters that left, at each
+//!   change of the cluster view.
+//!
+//! The querier's blocklist poller runs too, as a loop of the querier's own
+//! ([`Querier::poll_blocklists`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,16 +49,19 @@ pub(super) fn spawn_querier(
 
 /// Expired blocks and orphans, from store listings, every `every`.
 fn spawn_retention(bg: &Background, store: BlockStore, policy: RetentionPolicy, every: Duration) {
-    let stop = bg.stop.clone();
+    let (status, stop) = (bg.workers.register("retention"), bg.stop.clone());
     bg.tasks.spawn(async move {
         loop {
             match retention::run_pass(&store, &policy, SystemTime::now()).await {
-                Ok(stats) if stats != Default::default() => {
-                    tracing::info!(?stats, "retention pass")
+                Ok(stats) => {
+                    if stats != Default::default() {
+                        tracing::info!(?stats, "retention pass");
+                    }
+                    status.round_ok();
                 }
-                Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "retention pass failed; retrying next interval")
+                    tracing::warn!(error = %e, "retention pass failed; retrying next interval");
+                    status.round_failed(&e);
                 }
             }
             metrics::counter!("ringtail_retention_passes_total").increment(1);
@@ -69,22 +76,34 @@ fn spawn_retention(bg: &Background, store: BlockStore, policy: RetentionPolicy, 
 /// The cut worker and the flush worker of a serving ingester.
 pub(super) fn spawn_ingester(bg: &Background, ingester: &Arc<Ingester>) {
     let (cutter, stop) = (ingester.clone(), bg.stop.clone());
+    let status = bg.workers.register("ingester-cut");
     bg.tasks.spawn(async move {
         every_second(
             stop,
             || cutter.over_budget(),
             || async {
-                if let Err(e) = cutter.cut().await {
-                    tracing::error!(error = %e, "cut round failed");
+                match cutter.cut().await {
+                    Ok(_) => status.round_ok(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cut round failed");
+                        status.round_failed(&e);
+                    }
                 }
             },
         )
         .await
     });
     let (flusher, stop) = (ingester.clone(), bg.stop.clone());
+    let status = bg.workers.register("ingester-flush");
     bg.tasks.spawn(async move {
         every_second(stop, std::future::pending, || async {
-            flusher.flush().await;
+            // Failed uploads are retried by the next rounds (the pipeline logs them).
+            match flusher.flush().await.flush_failures {
+                0 => status.round_ok(),
+                failed => status.round_failed(&format_args!(
+                    "{failed} block uploads failed; retried next round"
+                )),
+            }
         })
         .await
     });
@@ -97,7 +116,7 @@ pub(super) fn spawn_channel_sweeper(
     clients: IngesterClients,
 ) {
     let mut view = membership.watch_view();
-    let stop = bg.stop.clone();
+    let (status, stop) = (bg.workers.register("channel-sweeper"), bg.stop.clone());
     bg.tasks.spawn(async move {
         loop {
             tokio::select! {
@@ -106,6 +125,7 @@ pub(super) fn spawn_channel_sweeper(
             }
             let live: Vec<SocketAddr> = view.borrow().readers.iter().map(|r| r.grpc).collect();
             clients.retain(|a| live.contains(a));
+            status.round_ok();
         }
     });
 }
