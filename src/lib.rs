@@ -9,7 +9,9 @@
 //! - [`model`]: trace and tenant IDs (the one `X-Scope-OrgID` extractor).
 //! - [`storage`]: the block format, the object store (its settings in
 //!   `storage/settings.rs`), retention and tenant deletion.
-//! - [`node`]: starts the components of the chosen roles; the shutdown sequence.
+//! - [`node`]: starts the components of the chosen roles (`node/roles.rs`), their servers
+//!   (`node/servers.rs`) and background workers (`node/workers.rs`); the shutdown sequence
+//!   (`node/shutdown.rs`).
 //! - [`ring`]: tokens, replica placement, quorum counting (pure, no I/O).
 //! - [`membership`]: the foca driver task, node identity and state, the cluster view; the
 //!   absent/departed/forgotten rules (`membership/lifecycle.rs`, pure) and the typed
@@ -21,15 +23,17 @@
 //!   the quorum helper with typed call errors.
 //! - [`otlp`]: shallow OTLP decoding: split a request by trace ID without decoding spans.
 //! - [`distributor`]: OTLP gRPC/HTTP receivers, validation, replication with write quorum.
-//! - [`ingester`]: push service, WAL, live traces.
+//! - [`ingester`]: push service, WAL, live traces; its drain (`ingester/drain.rs`, shutdown
+//!   steps 2–4).
 //! - [`querier`]: trace by ID with read quorum, merge and de-duplication, Tempo formats.
 //! - [`http_server`]: the accept loop of both HTTP servers: header, body and idle
 //!   timeouts, the connection cap, graceful shutdown.
-//! - [`admin`]: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`, `/api/echo`, the
-//!   client nodes use to call each other's HTTP API ([`admin::PeerHttp`]).
+//! - [`admin`]: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`, `/status/workers`,
+//!   `/api/echo`, the client nodes use to call each other's HTTP API ([`admin::PeerHttp`]).
 //! - [`tls`]: TLS for the OTLP receivers and the HTTP API, mutual TLS for internal gRPC,
 //!   from PEM files reloaded when they change.
-//! - [`local`]: `ringtail local`. [`telemetry`]: logs and the Prometheus recorder.
+//! - [`local`]: `ringtail local`. [`telemetry`]: logs, the Prometheus recorder, and the
+//!   status records of the named workers.
 //! - [`bench`]: the load tool (`ringtail bench`).
 //!
 //! # The flow of one span

@@ -1,6 +1,8 @@
-//! Logging (tracing) and the Prometheus recorder for the `metrics` crate.
+//! Logging (tracing), the Prometheus recorder for the `metrics` crate, and the status
+//! records of the named background workers (`GET /status/workers`).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -36,4 +38,101 @@ pub fn prometheus() -> PrometheusHandle {
             }
         })
         .clone()
+}
+
+/// What a named background worker has done, as `GET /status/workers` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerReport {
+    pub name: &'static str,
+    /// Rounds finished since the process started.
+    pub rounds: u64,
+    /// When the last round finished (Unix seconds); `None` before the first.
+    pub last_run_unix: Option<u64>,
+    /// Why the last round failed; `None` when it succeeded (or none ran yet).
+    pub last_error: Option<String>,
+}
+
+/// The status record one worker updates at the end of each round: one short lock per
+/// round (rounds run every second at most, never per span).
+#[derive(Debug)]
+pub struct WorkerStatus(Mutex<WorkerReport>);
+
+impl WorkerStatus {
+    pub fn round_ok(&self) {
+        self.finish_round(None);
+    }
+
+    pub fn round_failed(&self, error: &dyn std::fmt::Display) {
+        self.finish_round(Some(error.to_string()));
+    }
+
+    fn finish_round(&self, error: Option<String>) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut report = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        report.rounds += 1;
+        report.last_run_unix = Some(now);
+        report.last_error = error;
+    }
+
+    fn report(&self) -> WorkerReport {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The named workers of one node, in the order they started. Cloning shares the list.
+#[derive(Clone, Debug, Default)]
+pub struct Workers(Arc<Mutex<Vec<Arc<WorkerStatus>>>>);
+
+impl Workers {
+    /// Adds a worker called `name`; it records its rounds in the returned status.
+    pub fn register(&self, name: &'static str) -> Arc<WorkerStatus> {
+        let status = Arc::new(WorkerStatus(Mutex::new(WorkerReport {
+            name,
+            rounds: 0,
+            last_run_unix: None,
+            last_error: None,
+        })));
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(status.clone());
+        status
+    }
+
+    pub fn reports(&self) -> Vec<WorkerReport> {
+        let workers = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        workers.iter().map(|w| w.report()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_report_counts_rounds_and_keeps_only_the_last_outcome() {
+        let workers = Workers::default();
+        let cut = workers.register("ingester-cut");
+        workers.register("ingester-flush");
+        cut.round_failed(&"disk full");
+        assert_eq!(
+            workers.reports()[0].last_error.as_deref(),
+            Some("disk full")
+        );
+        cut.round_ok();
+        let reports = workers.reports();
+        assert_eq!(reports[0].rounds, 2);
+        assert_eq!(reports[0].last_error, None);
+        assert!(reports[0].last_run_unix.is_some());
+        assert_eq!(
+            (reports[1].name, reports[1].rounds, reports[1].last_run_unix),
+            ("ingester-flush", 0, None)
+        );
+    }
 }

@@ -157,6 +157,44 @@ async fn post_shutdown_runs_the_same_drain_and_exits_0() {
     );
 }
 
+/// `name`'s entry in a node's `GET /status/workers` (`Null` while not listed).
+async fn worker_status(node: &Node, name: &str) -> serde_json::Value {
+    let status: serde_json::Value = match node
+        .client()
+        .get(format!("{}/status/workers", node.http()))
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => return serde_json::Value::Null,
+    };
+    status["workers"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["name"] == name).cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_ingester_lists_its_cut_and_flush_workers_on_status_workers_with_rounds_run() {
+    let cluster = Cluster::start(38, 1, &[]).await;
+    let (ingester, front) = (&cluster.ingesters[0], &cluster.front);
+    for (node, worker) in [
+        (ingester, "ingester-cut"),
+        (ingester, "ingester-flush"),
+        (front, "retention"),
+    ] {
+        wait_until(
+            &format!("{} to list {worker} with a round run", node.name),
+            Duration::from_secs(15),
+            || async { worker_status(node, worker).await["rounds"].as_u64() > Some(0) },
+        )
+        .await;
+        let status = worker_status(node, worker).await;
+        assert!(status["last_run_unix"].as_u64() > Some(0), "{status}");
+        assert!(status["last_error"].is_null(), "{status}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scaling_up_under_load_spreads_writes_and_keeps_older_traces_complete() {
     let cluster = Cluster::start(34, 3, &[]).await;

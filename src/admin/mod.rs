@@ -1,5 +1,5 @@
 //! Admin API served by every process: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`,
-//! `/api/echo`, and the state-changing calls that [`auth`] guards.
+//! `/status/workers`, `/api/echo`, and the state-changing calls that [`auth`] guards.
 
 pub mod auth;
 pub mod peer_http;
@@ -24,6 +24,7 @@ use crate::error::{text_response, ErrorCode, HasErrorCode};
 use crate::ingester::{Ingester, LocalBlockError};
 use crate::model::{TenantId, TenantIdError};
 use crate::storage::{BlockStore, StoreError};
+use crate::telemetry::Workers;
 
 /// Why an admin call did not do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,8 @@ pub struct AdminState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// For calls to the other nodes' HTTP API (a forwarded forget).
     pub peers: PeerHttp,
+    /// The node's named background workers, for `/status/workers`.
+    pub workers: Workers,
 }
 
 impl AdminState {
@@ -97,6 +100,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ring", get(ring))
         .route("/status/buildinfo", get(buildinfo))
+        .route("/status/workers", get(workers))
         .route("/api/echo", get(|| async { "echo" }))
         .route("/flush", post(flush).route_layer(guard()))
         .route("/shutdown", post(shutdown).route_layer(guard()))
@@ -255,8 +259,8 @@ async fn fetch_ring(http: &PeerHttp, addr: std::net::SocketAddr) -> Option<RingD
     resp.json().await.ok()
 }
 
-/// `POST /shutdown`: starts the same shutdown sequence as SIGTERM (node.rs documents the
-/// steps) and answers at once; the process exits 0 when the sequence is done.
+/// `POST /shutdown`: starts the same shutdown sequence as SIGTERM (`node/mod.rs` documents
+/// the steps) and answers at once; the process exits 0 when the sequence is done.
 async fn shutdown(State(s): State<AdminState>) -> Response {
     s.shutdown.cancel();
     (
@@ -313,6 +317,20 @@ async fn buildinfo() -> Response {
         "goVersion": "",
         "rustVersion": option_env!("RINGTAIL_RUSTC_VERSION").unwrap_or("unknown"),
     }))
+    .into_response()
+}
+
+/// `GET /status/workers`: what each background worker last did, in the order they
+/// started: `{"workers": [{"name", "rounds", "last_run_unix", "last_error"}, ...]}`.
+async fn workers(State(s): State<AdminState>) -> Response {
+    // A struct, not `json!`, so each worker's fields keep their order (name first).
+    #[derive(serde::Serialize)]
+    struct Doc {
+        workers: Vec<crate::telemetry::WorkerReport>,
+    }
+    axum::Json(Doc {
+        workers: s.workers.reports(),
+    })
     .into_response()
 }
 

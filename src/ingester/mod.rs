@@ -9,6 +9,7 @@
 //! 5. ack.
 
 mod cut;
+mod drain;
 mod flush;
 mod instance;
 mod live;

@@ -1,0 +1,150 @@
+//! The node's background workers, started by [`super::start`], each looping until the
+//! node's `stop`. The named ones record every round in their
+//! [`WorkerStatus`](crate::telemetry::WorkerStatus) (`GET /status/workers`):
+//! - `retention` (queriers): a pass over the store's listings every
+//!   `retention_interval`, removing expired blocks and orphans;
+//! - `ingester-cut`: a cut round every second, and at once when the live traces outgrow
+//!   their memory budget;
+//! - `ingester-flush`: a flush round every second, in a task of its own so a hanging
+//!   upload never delays cutting;
+//! - `channel-sweeper`: forgets the client channels of ingesters that left, at each
+//!   change of the cluster view.
+//!
+//! The querier's blocklist poller runs too, as a loop of the querier's own
+//! ([`Querier::poll_blocklists`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::Background;
+use crate::cluster::Membership;
+use crate::config::Config;
+use crate::ingester::Ingester;
+use crate::querier::Querier;
+use crate::rpc::IngesterClients;
+use crate::storage::retention::{self, RetentionPolicy};
+use crate::storage::BlockStore;
+
+/// The querier's blocklist poller (its own loop, see [`Querier::poll_blocklists`]) and the
+/// retention worker.
+pub(super) fn spawn_querier(
+    bg: &Background,
+    querier: &Arc<Querier>,
+    store: &BlockStore,
+    config: &Config,
+) {
+    let (poller, poll, stop) = (querier.clone(), config.blocklist_poll, bg.stop.clone());
+    bg.tasks
+        .spawn(async move { poller.poll_blocklists(poll, stop).await });
+    spawn_retention(
+        bg,
+        store.clone(),
+        config.retention.clone(),
+        config.retention_interval,
+    );
+}
+
+/// Expired blocks and orphans, from store listings, every `every`.
+fn spawn_retention(bg: &Background, store: BlockStore, policy: RetentionPolicy, every: Duration) {
+    let (status, stop) = (bg.workers.register("retention"), bg.stop.clone());
+    bg.tasks.spawn(async move {
+        loop {
+            match retention::run_pass(&store, &policy, SystemTime::now()).await {
+                Ok(stats) => {
+                    if stats != Default::default() {
+                        tracing::info!(?stats, "retention pass");
+                    }
+                    status.round_ok();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention pass failed; retrying next interval");
+                    status.round_failed(&e);
+                }
+            }
+            metrics::counter!("ringtail_retention_passes_total").increment(1);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    });
+}
+
+/// The cut worker and the flush worker of a serving ingester.
+pub(super) fn spawn_ingester(bg: &Background, ingester: &Arc<Ingester>) {
+    let (cutter, stop) = (ingester.clone(), bg.stop.clone());
+    let status = bg.workers.register("ingester-cut");
+    bg.tasks.spawn(async move {
+        every_second(
+            stop,
+            || cutter.over_budget(),
+            || async {
+                match cutter.cut().await {
+                    Ok(_) => status.round_ok(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cut round failed");
+                        status.round_failed(&e);
+                    }
+                }
+            },
+        )
+        .await
+    });
+    let (flusher, stop) = (ingester.clone(), bg.stop.clone());
+    let status = bg.workers.register("ingester-flush");
+    bg.tasks.spawn(async move {
+        every_second(stop, std::future::pending, || async {
+            // Failed uploads are retried by the next rounds (the pipeline logs them).
+            match flusher.flush().await.flush_failures {
+                0 => status.round_ok(),
+                failed => status.round_failed(&format_args!(
+                    "{failed} block uploads failed; retried next round"
+                )),
+            }
+        })
+        .await
+    });
+}
+
+/// Forgets the channels of ingesters that left, whenever the cluster view changes.
+pub(super) fn spawn_channel_sweeper(
+    bg: &Background,
+    membership: &Membership,
+    clients: IngesterClients,
+) {
+    let mut view = membership.watch_view();
+    let (status, stop) = (bg.workers.register("channel-sweeper"), bg.stop.clone());
+    bg.tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                changed = view.changed() => if changed.is_err() { break },
+            }
+            let live: Vec<SocketAddr> = view.borrow().readers.iter().map(|r| r.grpc).collect();
+            clients.retain(|a| live.contains(a));
+            status.round_ok();
+        }
+    });
+}
+
+/// Runs `round` every second, and also whenever a `wake()` future completes, until `stop`.
+async fn every_second<W, WFut, F, Fut>(stop: CancellationToken, mut wake: W, mut round: F)
+where
+    W: FnMut() -> WFut,
+    WFut: std::future::Future<Output = ()>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => round().await,
+            _ = wake() => round().await,
+        }
+    }
+}
