@@ -51,7 +51,7 @@ pub struct BenchArgs {
     /// X-Scope-OrgID to send (none when absent)
     #[arg(long)]
     pub tenant: Option<String>,
-    /// Write the acked trace IDs ("<hex> <spans>" per line) to this file
+    /// Write the acked trace IDs (`<hex> <spans>` per line) to this file
     #[arg(long)]
     pub record: Option<PathBuf>,
     /// After the run, read every acked trace back and check its span count

@@ -17,7 +17,7 @@ use tonic::Code;
 
 /// What kind of failure an error is, as far as a client is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     /// Malformed or invalid input: fix the request; retrying it fails the same way.
     BadRequest,
     /// No credential (or no tenant where multitenancy needs one).
@@ -36,16 +36,16 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Whether a client should retry the same request later.
-    pub fn retryable(self) -> bool {
+    pub(crate) fn retryable(self) -> bool {
         self == ErrorCode::Unavailable
     }
 
     /// How long a client should wait before retrying (`None`: do not retry).
-    pub fn retry_after(self) -> Option<Duration> {
+    pub(crate) fn retry_after(self) -> Option<Duration> {
         self.retryable().then_some(Duration::from_secs(1))
     }
 
-    pub fn grpc(self) -> Code {
+    pub(crate) fn grpc(self) -> Code {
         match self {
             ErrorCode::BadRequest | ErrorCode::UnsupportedMediaType => Code::InvalidArgument,
             ErrorCode::Unauthenticated => Code::Unauthenticated,
@@ -57,7 +57,7 @@ impl ErrorCode {
         }
     }
 
-    pub fn http(self) -> StatusCode {
+    pub(crate) fn http(self) -> StatusCode {
         match self {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -72,17 +72,17 @@ impl ErrorCode {
 }
 
 /// A typed error that knows its [`ErrorCode`].
-pub trait HasErrorCode: std::fmt::Display {
+pub(crate) trait HasErrorCode: std::fmt::Display {
     fn error_code(&self) -> ErrorCode;
 }
 
 /// The gRPC status for `e`: its code and its message.
-pub fn grpc_status(e: &impl HasErrorCode) -> tonic::Status {
+pub(crate) fn grpc_status(e: &impl HasErrorCode) -> tonic::Status {
     tonic::Status::new(e.error_code().grpc(), e.to_string())
 }
 
 /// Sets `Retry-After` on `response` when `code` is retryable.
-pub fn with_retry_after(code: ErrorCode, mut response: Response) -> Response {
+pub(crate) fn with_retry_after(code: ErrorCode, mut response: Response) -> Response {
     if let Some(after) = code.retry_after() {
         if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, v);
@@ -93,7 +93,7 @@ pub fn with_retry_after(code: ErrorCode, mut response: Response) -> Response {
 
 /// A plain-text HTTP answer for `e`: its status, its message (one line), and
 /// `Retry-After` when retryable.
-pub fn text_response(e: &impl HasErrorCode) -> Response {
+pub(crate) fn text_response(e: &impl HasErrorCode) -> Response {
     let code = e.error_code();
     with_retry_after(code, (code.http(), format!("{e}\n")).into_response())
 }

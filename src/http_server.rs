@@ -60,8 +60,8 @@ use tower_http::timeout::TimeoutBody;
 use crate::tls::ReloadingTls;
 
 /// HTTP/2 keep-alive pings: how often, and how long an answer may take.
-pub const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
-pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+pub(crate) const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The limits every HTTP server applies (from `http_*` config fields).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,14 +78,14 @@ pub struct HttpLimits {
 
 /// One server: its metric label and whether handlers get the peer's `ConnectInfo`.
 #[derive(Clone, Copy, Debug)]
-pub struct ServerSpec {
+pub(crate) struct ServerSpec {
     pub name: &'static str,
     pub connect_info: bool,
 }
 
 /// Why a connection ended: the `reason` label of `ringtail_http_connections_closed_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// The request head did not arrive within `header_read_timeout`.
     HeaderTimeout,
     /// No request in flight for `idle_timeout`.
@@ -101,7 +101,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CloseReason::HeaderTimeout => "header_timeout",
             CloseReason::Idle => "idle",
@@ -340,7 +340,7 @@ fn builder() -> auto::Builder<TokioExecutor> {
 ///
 /// With `tls`, every connection speaks TLS (the handshake holds a slot, for at most the
 /// handshake timeout).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     spec: ServerSpec,

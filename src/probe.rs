@@ -16,8 +16,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use ringtail::admin::PeerHttp;
 use ringtail::config::RawConfig;
+use ringtail::PeerHttp;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct HealthcheckArgs {

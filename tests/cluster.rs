@@ -168,7 +168,7 @@ async fn sigkill_one_ingester_under_load(subnet: u8, wal_store: &str) {
         use prost::Message;
         let data = opentelemetry_proto::tonic::trace::v1::TracesData::decode(resp.resource_spans)
             .expect("decodes");
-        if ringtail::querier::span_count(&data) != *expected {
+        if ringtail::span_count(&data) != *expected {
             missing += 1;
         }
     }

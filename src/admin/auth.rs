@@ -19,14 +19,14 @@ use crate::error::{ErrorCode, HasErrorCode};
 
 /// The admin API's credentials, from `admin_token`.
 #[derive(Clone, Debug)]
-pub enum AdminAuth {
+pub(crate) enum AdminAuth {
     Token(String),
     LoopbackOnly,
 }
 
 /// Why a state-changing call was refused (each is answered with its status).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Denied {
+pub(crate) enum Denied {
     #[error("admin token required (Authorization: Bearer <admin_token>)")]
     MissingToken,
     #[error("wrong admin token")]
@@ -68,7 +68,7 @@ fn cross_origin(headers: &HeaderMap) -> Option<String> {
 }
 
 impl AdminAuth {
-    pub fn from_config(token: Option<&str>) -> Self {
+    pub(crate) fn from_config(token: Option<&str>) -> Self {
         match token {
             Some(t) => AdminAuth::Token(t.to_owned()),
             None => AdminAuth::LoopbackOnly,
@@ -76,7 +76,7 @@ impl AdminAuth {
     }
 
     /// Decides a state-changing call from `peer` with these headers.
-    pub fn check(&self, peer: IpAddr, headers: &HeaderMap) -> Result<(), Denied> {
+    pub(crate) fn check(&self, peer: IpAddr, headers: &HeaderMap) -> Result<(), Denied> {
         if let Some(origin) = cross_origin(headers) {
             return Err(Denied::CrossOrigin { origin });
         }
@@ -110,7 +110,7 @@ impl AdminAuth {
     }
 
     /// The `Authorization` value to forward to peers (forget fans out), if any.
-    pub fn header_value(&self) -> Option<String> {
+    pub(crate) fn header_value(&self) -> Option<String> {
         match self {
             AdminAuth::Token(t) => Some(format!("Bearer {t}")),
             AdminAuth::LoopbackOnly => None,

@@ -1,8 +1,8 @@
 //! Admin API served by every process: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`,
 //! `/status/workers`, `/api/echo`, and the state-changing calls that [`auth`] guards.
 
-pub mod auth;
-pub mod peer_http;
+pub(crate) mod auth;
+pub(crate) mod peer_http;
 mod ring_page;
 
 pub use peer_http::PeerHttp;
@@ -28,7 +28,7 @@ use crate::telemetry::Workers;
 
 /// Why an admin call did not do what it was asked.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub(crate) enum AdminError {
     #[error("the ingester is still replaying its WAL")]
     Replaying,
     #[error("this node runs no ingester")]
@@ -60,7 +60,7 @@ impl HasErrorCode for AdminError {
 }
 
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub membership: Membership,
     /// Set once the ingester has replayed its WAL.
     pub ingester: Arc<OnceLock<Arc<Ingester>>>,
@@ -80,7 +80,7 @@ pub struct AdminState {
 
 impl AdminState {
     /// `None` when ready, else why not.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
+    pub(crate) fn not_ready_reason(&self) -> Option<&'static str> {
         if self.expects_ingester && !self.ingester.get().is_some_and(|i| i.is_serving()) {
             return Some("ingester is replaying its WAL");
         }
@@ -91,7 +91,7 @@ impl AdminState {
     }
 }
 
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     // Every state-changing call passes [`auth`] first, in one layer. It wraps the
     // methods only, so a wrong method is still 405.
     let guard = || axum::middleware::from_fn_with_state(state.clone(), require_admin);
@@ -212,7 +212,7 @@ async fn forget(
 /// A node that starts while an ingester is absent has not seen it go down: once joined,
 /// it reads its peers' `/ring` and counts their absent ingesters too (see the membership
 /// module doc). Retries until some peer answered, or `stop`.
-pub async fn learn_absent_ingesters(
+pub(crate) async fn learn_absent_ingesters(
     membership: Membership,
     http: PeerHttp,
     stop: tokio_util::sync::CancellationToken,

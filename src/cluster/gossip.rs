@@ -428,7 +428,7 @@ impl Driver {
 }
 
 /// Longest time a departing node keeps gossiping its departure.
-pub const LEAVE_GOSSIP_LIMIT: Duration = Duration::from_secs(5);
+pub(crate) const LEAVE_GOSSIP_LIMIT: Duration = Duration::from_secs(5);
 
 fn to_liveness(state: foca::State) -> Liveness {
     match state {

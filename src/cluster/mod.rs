@@ -28,11 +28,11 @@ mod lifecycle;
 mod ring_doc;
 mod view;
 
-pub use gossip::LEAVE_GOSSIP_LIMIT;
-pub use identity::{NodeIdentity, NodeState, Roles};
+pub(crate) use gossip::LEAVE_GOSSIP_LIMIT;
+pub(crate) use identity::{NodeIdentity, NodeState, Roles};
 pub(crate) use ring_doc::unix_secs;
-pub use ring_doc::{RingAbsent, RingDoc, RingMember};
-pub use view::{AbsentIngester, ClusterView, Liveness, MemberStatus};
+pub(crate) use ring_doc::RingDoc;
+pub(crate) use view::{AbsentIngester, ClusterView, Liveness, MemberStatus};
 
 use gossip::{is_self, Driver};
 
@@ -48,7 +48,7 @@ use crate::cluster_keys::ClusterKeys;
 
 /// Whom to join.
 #[derive(Clone, Debug)]
-pub struct GossipSettings {
+pub(crate) struct GossipSettings {
     /// The address the socket is bound to (may differ from the advertised one).
     pub bind: SocketAddr,
     /// `host:port` of members to announce to; resolved on every attempt.

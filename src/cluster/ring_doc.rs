@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{AbsentIngester, ClusterView, Liveness, NodeIdentity, NodeState, Roles};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RingDoc {
+pub(crate) struct RingDoc {
     /// The name of the node that wrote it.
     #[serde(rename = "self", default)]
     pub self_name: String,
@@ -28,7 +28,7 @@ pub struct RingDoc {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RingMember {
+pub(crate) struct RingMember {
     pub name: String,
     #[serde(default)]
     pub roles: Vec<String>,
@@ -50,7 +50,7 @@ pub struct RingMember {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RingAbsent {
+pub(crate) struct RingAbsent {
     pub name: String,
     /// Always ABSENT.
     #[serde(default = "absent")]
@@ -75,7 +75,7 @@ pub(crate) fn unix_secs(t: SystemTime) -> u64 {
 
 impl RingDoc {
     /// What `me` knows, from its `view`.
-    pub fn of(view: &ClusterView, me: &NodeIdentity) -> Self {
+    pub(crate) fn of(view: &ClusterView, me: &NodeIdentity) -> Self {
         let members = view
             .members
             .iter()
@@ -118,7 +118,7 @@ impl RingDoc {
     }
 
     /// The absent ingesters as this node's membership takes them on.
-    pub fn absent(&self) -> Vec<AbsentIngester> {
+    pub(crate) fn absent(&self) -> Vec<AbsentIngester> {
         self.absent_ingesters
             .iter()
             .map(|a| AbsentIngester {
@@ -134,7 +134,7 @@ impl RingDoc {
     }
 
     /// Whether `name` is a live member.
-    pub fn lists(&self, name: &str) -> bool {
+    pub(crate) fn lists(&self, name: &str) -> bool {
         self.members.iter().any(|m| m.name == name)
     }
 }

@@ -14,9 +14,9 @@ use crate::model::{TenantError, TenantId, TENANT_HEADER};
 use crate::rpc::codec::RawBytes;
 use crate::rpc::otlp_service::trace_service_server::{TraceService, TraceServiceServer};
 
-pub struct OtlpGrpc(Arc<Distributor>);
+pub(crate) struct OtlpGrpc(Arc<Distributor>);
 
-pub fn server(distributor: Arc<Distributor>) -> TraceServiceServer<OtlpGrpc> {
+pub(crate) fn server(distributor: Arc<Distributor>) -> TraceServiceServer<OtlpGrpc> {
     // tonic refuses messages above its own limit with OUT_OF_RANGE before we see them;
     // keep its limit above ours so oversized requests get RESOURCE_EXHAUSTED from us.
     let limit = distributor.settings().max_recv_msg_size.saturating_mul(4);
@@ -31,7 +31,7 @@ pub fn server(distributor: Arc<Distributor>) -> TraceServiceServer<OtlpGrpc> {
 /// OUT_OF_RANGE, which OTLP exporters retry forever. Such a request can never succeed:
 /// answer RESOURCE_EXHAUSTED without RetryInfo (not retryable), as our own limit does.
 /// tonic puts the status of a refused request in the response headers (trailers-only).
-pub fn refuse_oversized_for_good<B>(mut response: http::Response<B>) -> http::Response<B> {
+pub(crate) fn refuse_oversized_for_good<B>(mut response: http::Response<B>) -> http::Response<B> {
     const OUT_OF_RANGE: &str = "11";
     if response
         .headers()

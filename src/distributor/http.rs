@@ -25,7 +25,7 @@ enum Format {
     Json,
 }
 
-pub fn router(distributor: Arc<Distributor>) -> Router {
+pub(crate) fn router(distributor: Arc<Distributor>) -> Router {
     let limit = distributor.settings().max_recv_msg_size;
     Router::new()
         .route("/v1/traces", post(export))

@@ -5,8 +5,8 @@
 //! the remaining replica is not cancelled when the client is answered.
 
 mod error;
-pub mod grpc;
-pub mod http;
+pub(crate) mod grpc;
+pub(crate) mod http;
 mod json;
 
 use std::collections::HashSet;
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use prost::Message;
 
-pub use error::PushError;
+pub(crate) use error::PushError;
 
 use crate::cluster::{ClusterView, Membership};
 use crate::model::TenantId;
@@ -28,7 +28,7 @@ use crate::rpc::quorum::{call_with_quorum, CallPolicy};
 use crate::rpc::IngesterPool;
 
 #[derive(Clone, Debug)]
-pub struct DistributorSettings {
+pub(crate) struct DistributorSettings {
     pub replication: ReplicationFactor,
     pub push_timeout: Duration,
     pub multitenancy_enabled: bool,
@@ -37,20 +37,20 @@ pub struct DistributorSettings {
 
 /// What a successful push accepted.
 #[derive(Debug, Default)]
-pub struct PushOutcome {
+pub(crate) struct PushOutcome {
     pub accepted_spans: u64,
     pub rejected_spans: u64,
     pub rejection_message: Option<String>,
 }
 
-pub struct Distributor {
+pub(crate) struct Distributor {
     settings: DistributorSettings,
     membership: Membership,
     clients: Arc<dyn IngesterPool>,
 }
 
 impl Distributor {
-    pub fn new(
+    pub(crate) fn new(
         settings: DistributorSettings,
         membership: Membership,
         clients: impl IngesterPool + 'static,
@@ -62,12 +62,16 @@ impl Distributor {
         })
     }
 
-    pub fn settings(&self) -> &DistributorSettings {
+    pub(crate) fn settings(&self) -> &DistributorSettings {
         &self.settings
     }
 
     /// Validates, splits and replicates one encoded `ExportTraceServiceRequest`.
-    pub async fn push(&self, tenant: &TenantId, body: &[u8]) -> Result<PushOutcome, PushError> {
+    pub(crate) async fn push(
+        &self,
+        tenant: &TenantId,
+        body: &[u8],
+    ) -> Result<PushOutcome, PushError> {
         let started = Instant::now();
         let result = self.push_inner(tenant, body).await;
         metrics::histogram!("ringtail_distributor_push_duration_seconds")

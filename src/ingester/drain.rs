@@ -22,7 +22,7 @@ impl Ingester {
     /// 4. cuts and flushes everything to the object store, retried every 0.5 s until no
     ///    block is pending. What the deadline leaves unflushed stays in the local folder
     ///    and the WAL for the next start.
-    pub async fn drain(&self, deadline: Instant) {
+    pub(crate) async fn drain(&self, deadline: Instant) {
         let node = &self.name;
         tracing::info!(node = %node, "shutdown 2/6: waiting until distributors stop sending");
         let quiet_until = (Instant::now() + QUIET_WAIT_LIMIT).min(deadline);

@@ -22,13 +22,13 @@ use crate::storage::block::BlockMeta;
 
 /// Traces cut from live into a head block, with their share of every instance's live bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Cut {
+pub(super) struct Cut {
     pub traces: usize,
     pub bytes: usize,
 }
 
 /// A head block: traces in memory, one buffer per trace and cut.
-pub struct Head {
+pub(super) struct Head {
     pub seq: u64,
     pub created: Instant,
     pub traces: HashMap<TraceId, Vec<Bytes>>,
@@ -48,21 +48,21 @@ struct Blocks {
 }
 
 /// What a lookup found: bytes in memory, and the local blocks to read.
-pub struct Found {
+pub(super) struct Found {
     pub in_memory: Vec<Bytes>,
     pub blocks: Vec<BlockMeta>,
 }
 
 /// Flush work a round takes from this tenant.
 #[derive(Default)]
-pub struct FlushDue {
+pub(super) struct FlushDue {
     /// Pending blocks: `(created unix secs, block ID)`.
     pub pending: Vec<(u64, String)>,
     /// Quarantined blocks due for their slow retry.
     pub retries: Vec<String>,
 }
 
-pub struct Instance {
+pub(super) struct Instance {
     pub tenant: TenantId,
     moving: RwLock<()>,
     live: TenantLive,
@@ -70,7 +70,7 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub fn new(tenant: TenantId, local: Vec<LocalBlock>) -> Self {
+    pub(super) fn new(tenant: TenantId, local: Vec<LocalBlock>) -> Self {
         let local = local
             .into_iter()
             .map(|b| (b.meta.block_id.clone(), b))
@@ -86,23 +86,23 @@ impl Instance {
         }
     }
 
-    pub fn live(&self) -> &TenantLive {
+    pub(super) fn live(&self) -> &TenantLive {
         &self.live
     }
 
-    pub fn append(&self, segments: impl IntoIterator<Item = Segment>, seq: u64) -> Appended {
+    pub(super) fn append(&self, segments: impl IntoIterator<Item = Segment>, seq: u64) -> Appended {
         self.live.append(segments, seq)
     }
 
     /// Moves the live traces idle for `idle` (all when `None`) into the head block.
-    pub fn cut_idle(&self, idle: Option<Duration>, head_seq: &AtomicU64) -> Cut {
+    pub(super) fn cut_idle(&self, idle: Option<Duration>, head_seq: &AtomicU64) -> Cut {
         let _moving = self.moving.write().unwrap_or_else(PoisonError::into_inner);
         let taken = self.live.take_idle(idle);
         self.add_to_head(taken, head_seq)
     }
 
     /// Moves the live traces `ids` (those still live) into the head block.
-    pub fn cut_these(&self, ids: &[TraceId], head_seq: &AtomicU64) -> Cut {
+    pub(super) fn cut_these(&self, ids: &[TraceId], head_seq: &AtomicU64) -> Cut {
         if ids.is_empty() {
             return Cut::default();
         }
@@ -145,7 +145,7 @@ impl Instance {
     }
 
     /// Seals the head block if `due` says so; returns whether it did.
-    pub fn seal_if(&self, due: impl FnOnce(&Head) -> bool) -> bool {
+    pub(super) fn seal_if(&self, due: impl FnOnce(&Head) -> bool) -> bool {
         let mut blocks = lock(&self.blocks);
         let Some(head) = blocks.head.take_if(|h| due(h)) else {
             return false;
@@ -155,13 +155,13 @@ impl Instance {
     }
 
     /// The sealed heads, oldest first (a failed completion stays here for the next round).
-    pub fn sealed(&self) -> Vec<Arc<Head>> {
+    pub(super) fn sealed(&self) -> Vec<Arc<Head>> {
         lock(&self.blocks).sealed.clone()
     }
 
     /// Registers the local block written from sealed head `head_seq` and drops that head,
     /// in one step.
-    pub fn register(&self, head_seq: u64, meta: BlockMeta) {
+    pub(super) fn register(&self, head_seq: u64, meta: BlockMeta) {
         let mut blocks = lock(&self.blocks);
         blocks.local.insert(
             meta.block_id.clone(),
@@ -174,7 +174,7 @@ impl Instance {
     }
 
     /// Everything this tenant holds of trace `id` in memory, and the local blocks to read.
-    pub fn find(&self, id: &TraceId) -> Found {
+    pub(super) fn find(&self, id: &TraceId) -> Found {
         let _reading = self.moving.read().unwrap_or_else(PoisonError::into_inner);
         let mut in_memory: Vec<Bytes> = self.live.get(id).into_iter().collect();
         let blocks = lock(&self.blocks);
@@ -189,7 +189,7 @@ impl Instance {
 
     /// The oldest WAL record this tenant still needs (in live traces, the head or a sealed
     /// head). Called with no cut running: nothing moves meanwhile.
-    pub fn min_seq(&self) -> Option<u64> {
+    pub(super) fn min_seq(&self) -> Option<u64> {
         let live = self.live.min_first_seq();
         let blocks = lock(&self.blocks);
         let heads = blocks
@@ -200,15 +200,15 @@ impl Instance {
         live.into_iter().chain(heads).min()
     }
 
-    pub fn head_bytes(&self) -> usize {
+    pub(super) fn head_bytes(&self) -> usize {
         lock(&self.blocks).head.as_ref().map_or(0, |h| h.bytes)
     }
 
-    pub fn sealed_count(&self) -> usize {
+    pub(super) fn sealed_count(&self) -> usize {
         lock(&self.blocks).sealed.len()
     }
 
-    pub fn flush_due(&self, now: Instant) -> FlushDue {
+    pub(super) fn flush_due(&self, now: Instant) -> FlushDue {
         let blocks = lock(&self.blocks);
         let mut due = FlushDue::default();
         for (id, local) in &blocks.local {
@@ -223,18 +223,18 @@ impl Instance {
         due
     }
 
-    pub fn set_state(&self, block_id: &str, state: BlockState) {
+    pub(super) fn set_state(&self, block_id: &str, state: BlockState) {
         if let Some(local) = lock(&self.blocks).local.get_mut(block_id) {
             local.state = state;
         }
     }
 
-    pub fn forget_block(&self, block_id: &str) {
+    pub(super) fn forget_block(&self, block_id: &str) {
         lock(&self.blocks).local.remove(block_id);
     }
 
     /// Blocks flushed at least `after` ago.
-    pub fn flushed_before(&self, after: Duration) -> Vec<String> {
+    pub(super) fn flushed_before(&self, after: Duration) -> Vec<String> {
         lock(&self.blocks)
             .local
             .iter()
@@ -244,7 +244,7 @@ impl Instance {
     }
 
     /// Local blocks in states `which`: how many, and their data bytes.
-    pub fn count_blocks(&self, which: impl Fn(BlockState) -> bool) -> (usize, u64) {
+    pub(super) fn count_blocks(&self, which: impl Fn(BlockState) -> bool) -> (usize, u64) {
         lock(&self.blocks)
             .local
             .values()

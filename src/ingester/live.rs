@@ -17,7 +17,7 @@ const SHARDS: usize = 32;
 
 /// One trace's bytes from one push, with its spans' time range (read when the push was
 /// checked: `u64::MAX..0` when no span has times).
-pub struct Segment {
+pub(super) struct Segment {
     pub trace: TraceId,
     pub data: Bytes,
     pub start: u64,
@@ -37,7 +37,7 @@ impl Segment {
 }
 
 /// A live trace: its segments as they arrived, and where it stands in the WAL.
-pub struct LiveTrace {
+pub(super) struct LiveTrace {
     pub segments: Vec<Bytes>,
     pub bytes: usize,
     /// Earliest span start and latest span end of its segments.
@@ -50,19 +50,19 @@ pub struct LiveTrace {
 
 /// What an append added.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
+pub(super) struct Appended {
     /// Traces that were not live before.
     pub new_traces: usize,
     pub bytes: usize,
 }
 
 /// Traces taken out of the live map.
-pub type Taken = Vec<(TraceId, LiveTrace)>;
+pub(super) type Taken = Vec<(TraceId, LiveTrace)>;
 
 /// One tenant's live traces, in shards by trace ID (pushes of different traces rarely wait
 /// for each other).
 #[derive(Default)]
-pub struct TenantLive {
+pub(super) struct TenantLive {
     shards: [Mutex<HashMap<TraceId, LiveTrace>>; SHARDS],
 }
 
@@ -79,7 +79,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl TenantLive {
     /// Appends segments that arrived in WAL record `seq`.
-    pub fn append(&self, segments: impl IntoIterator<Item = Segment>, seq: u64) -> Appended {
+    pub(super) fn append(&self, segments: impl IntoIterator<Item = Segment>, seq: u64) -> Appended {
         let now = Instant::now();
         let mut added = Appended::default();
         for segment in segments {
@@ -107,7 +107,7 @@ impl TenantLive {
     }
 
     /// The trace's segments concatenated, if it is live.
-    pub fn get(&self, id: &TraceId) -> Option<Bytes> {
+    pub(super) fn get(&self, id: &TraceId) -> Option<Bytes> {
         let shard = lock(&self.shards[shard(id)]);
         let trace = shard.get(id)?;
         let mut out = BytesMut::with_capacity(trace.bytes);
@@ -118,7 +118,7 @@ impl TenantLive {
     }
 
     /// Removes and returns the traces idle for at least `idle` (every trace when `None`).
-    pub fn take_idle(&self, idle: Option<Duration>) -> Taken {
+    pub(super) fn take_idle(&self, idle: Option<Duration>) -> Taken {
         let now = Instant::now();
         let mut taken = Vec::new();
         for shard in &self.shards {
@@ -137,7 +137,7 @@ impl TenantLive {
     }
 
     /// Removes and returns the traces `ids` (those still live).
-    pub fn take(&self, ids: &[TraceId]) -> Taken {
+    pub(super) fn take(&self, ids: &[TraceId]) -> Taken {
         ids.iter()
             .filter_map(|id| lock(&self.shards[shard(id)]).remove(id).map(|t| (*id, t)))
             .collect()
@@ -157,21 +157,21 @@ impl TenantLive {
     }
 
     /// The oldest WAL record a live trace still needs.
-    pub fn min_first_seq(&self) -> Option<u64> {
+    pub(super) fn min_first_seq(&self) -> Option<u64> {
         self.shards
             .iter()
             .filter_map(|s| lock(s).values().map(|t| t.first_seq).min())
             .min()
     }
 
-    pub fn trace_count(&self) -> usize {
+    pub(super) fn trace_count(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 }
 
 /// The least recently appended traces of all `tenants` that add up to at least `at_least`
 /// bytes (or all of them): for each tenant, in the order given, the IDs to take.
-pub fn choose_oldest(tenants: &[&TenantLive], at_least: usize) -> Vec<Vec<TraceId>> {
+pub(super) fn choose_oldest(tenants: &[&TenantLive], at_least: usize) -> Vec<Vec<TraceId>> {
     let mut chosen = vec![Vec::new(); tenants.len()];
     if at_least == 0 {
         return chosen;

@@ -14,19 +14,19 @@ use crate::storage::block::{self, BlockMeta, EncodedBlock};
 use crate::storage::{StoreError, DATA, FILTER, INDEX, META};
 
 /// Marker file written next to a local block once the object store holds it.
-pub const FLUSHED_MARKER: &str = "flushed";
+pub(super) const FLUSHED_MARKER: &str = "flushed";
 /// Marker file (holding the last error) of a block whose upload keeps failing while the
 /// store works: it leaves the flush queue and stays here, readable, until an operator
 /// acts or a slow retry succeeds.
-pub const QUARANTINED_MARKER: &str = "quarantined";
+pub(super) const QUARANTINED_MARKER: &str = "quarantined";
 
-pub struct LocalBlock {
+pub(super) struct LocalBlock {
     pub meta: BlockMeta,
     pub state: BlockState,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlockState {
+pub(super) enum BlockState {
     Pending,
     Flushed(Instant),
     /// Out of the flush queue; tried again at `retry_at`.
@@ -36,10 +36,10 @@ pub enum BlockState {
 }
 
 impl BlockState {
-    pub fn is_pending(self) -> bool {
+    pub(super) fn is_pending(self) -> bool {
         self == BlockState::Pending
     }
-    pub fn is_quarantined(self) -> bool {
+    pub(super) fn is_quarantined(self) -> bool {
         matches!(self, BlockState::Quarantined { .. })
     }
 }
@@ -57,7 +57,7 @@ pub enum LocalBlockError {
     Block(#[from] block::BlockError),
 }
 
-pub fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LocalBlockError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LocalBlockError + '_ {
     move |source| LocalBlockError::Io {
         path: path.to_path_buf(),
         source,
@@ -66,7 +66,7 @@ pub fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LocalBlockError + '
 
 /// A block's ID: fixed by who cut it, for which tenant, from which head, so a retried
 /// upload (also after a restart) overwrites rather than duplicates.
-pub fn block_id(ingester: &str, tenant: &TenantId, head_seq: u64) -> String {
+pub(super) fn block_id(ingester: &str, tenant: &TenantId, head_seq: u64) -> String {
     format!(
         "{:032x}",
         xxh3_128(format!("{ingester}/{tenant}/{head_seq}").as_bytes())
@@ -75,7 +75,7 @@ pub fn block_id(ingester: &str, tenant: &TenantId, head_seq: u64) -> String {
 
 /// The complete blocks under `dir`, per tenant; removes incomplete ones (no `meta.json`:
 /// the WAL still holds their traces).
-pub fn open(dir: &Path) -> Result<BTreeMap<TenantId, Vec<LocalBlock>>, LocalBlockError> {
+pub(super) fn open(dir: &Path) -> Result<BTreeMap<TenantId, Vec<LocalBlock>>, LocalBlockError> {
     let mut blocks: BTreeMap<TenantId, Vec<LocalBlock>> = BTreeMap::new();
     let now = Instant::now();
     for tenant in std::fs::read_dir(dir).map_err(io_err(dir))? {
@@ -118,7 +118,7 @@ pub fn open(dir: &Path) -> Result<BTreeMap<TenantId, Vec<LocalBlock>>, LocalBloc
 }
 
 /// Writes a block's objects into `dir`, `meta.json` last, each fsynced, then the folder.
-pub fn write(dir: &Path, block: &EncodedBlock) -> Result<(), LocalBlockError> {
+pub(super) fn write(dir: &Path, block: &EncodedBlock) -> Result<(), LocalBlockError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let meta = serde_json::to_vec_pretty(&block.meta).map_err(|e| LocalBlockError::Io {
         path: dir.to_path_buf(),

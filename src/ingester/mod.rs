@@ -17,7 +17,7 @@ mod local_blocks;
 mod push;
 mod service;
 mod upload_health;
-pub mod wal;
+pub(crate) mod wal;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use instance::Instance;
-pub use local_blocks::LocalBlockError;
-pub use push::PushDecodeError;
+pub(crate) use local_blocks::LocalBlockError;
+pub(crate) use push::PushDecodeError;
 use push::{decode_push, Check};
-pub use service::IngesterService;
+pub(crate) use service::IngesterService;
 use upload_health::UploadHealth;
 use wal::{FileStore, ReplayStats, SledStore, Wal, WalError, WalStoreKind, WalSync};
 
@@ -47,7 +47,7 @@ use crate::storage::BlockStore;
 
 /// Ingester settings from the validated config.
 #[derive(Clone, Debug)]
-pub struct IngesterSettings {
+pub(crate) struct IngesterSettings {
     pub data_dir: PathBuf,
     pub wal_sync: WalSync,
     pub wal_store: WalStoreKind,
@@ -84,7 +84,7 @@ impl CutPolicy {
 
 /// What one cut or flush round did (for logs, `/flush` and tests).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct RoundStats {
+pub(crate) struct RoundStats {
     pub traces_cut: usize,
     pub blocks_completed: usize,
     pub blocks_flushed: usize,
@@ -97,7 +97,7 @@ pub struct RoundStats {
 
 /// The ingester: the WAL, one [`Instance`] per tenant (its live traces, head block, sealed
 /// heads and local blocks), and the rounds that move traces on (`cut.rs`, `flush.rs`).
-pub struct Ingester {
+pub(crate) struct Ingester {
     name: String,
     policy: CutPolicy,
     wal: Wal,
@@ -145,7 +145,7 @@ pub enum OpenError {
 /// Why the ingester refuses a call. Pushes that meet `Starting`, `Leaving` or `Wal` are
 /// retried by the distributor elsewhere; the others are the caller's fault.
 #[derive(Debug, thiserror::Error)]
-pub enum IngesterError {
+pub(crate) enum IngesterError {
     #[error("ingester is starting (replaying its WAL)")]
     Starting,
     #[error("ingester is leaving the cluster (draining for shutdown)")]
@@ -176,7 +176,7 @@ impl HasErrorCode for IngesterError {
 impl Ingester {
     /// Opens the local blocks and the WAL, and replays the WAL into memory. The ingester
     /// accepts pushes once [`Ingester::start_serving`] is called.
-    pub fn open(
+    pub(crate) fn open(
         settings: &IngesterSettings,
         remote: BlockStore,
     ) -> Result<(Arc<Self>, ReplayStats), OpenError> {
@@ -246,31 +246,31 @@ impl Ingester {
         tenants.values().cloned().collect()
     }
 
-    pub fn start_serving(&self) {
+    pub(crate) fn start_serving(&self) {
         self.serving.store(true, Ordering::SeqCst);
     }
 
     /// From now on pushes are answered with UNAVAILABLE (the drain sequence's step 3).
     /// Returns once no push is between its check and its live insert, so everything
     /// acked is in the live traces that the drain then flushes.
-    pub async fn refuse_pushes(&self) {
+    pub(crate) async fn refuse_pushes(&self) {
         self.leaving.store(true, Ordering::SeqCst);
         drop(self.append_gate.write().await);
     }
 
     /// How long ago the last push arrived.
-    pub fn since_last_push(&self) -> Duration {
+    pub(crate) fn since_last_push(&self) -> Duration {
         let last = Duration::from_millis(self.last_push_ms.load(Ordering::Relaxed));
         self.started.elapsed().saturating_sub(last)
     }
 
-    pub fn is_serving(&self) -> bool {
+    pub(crate) fn is_serving(&self) -> bool {
         self.serving.load(Ordering::SeqCst)
     }
 
     /// The internal gRPC service: calls need the cluster token (`keys`, unless the
     /// cluster runs insecure) and pushes are at most `max_push_bytes`.
-    pub fn service(
+    pub(crate) fn service(
         self: &Arc<Self>,
         keys: Option<Arc<ClusterKeys>>,
         max_push_bytes: usize,
@@ -282,7 +282,7 @@ impl Ingester {
     }
 
     /// How many traces are live, over every tenant.
-    pub fn live_trace_count(&self) -> usize {
+    pub(crate) fn live_trace_count(&self) -> usize {
         self.instances()
             .iter()
             .map(|i| i.live().trace_count())
@@ -290,22 +290,22 @@ impl Ingester {
     }
 
     /// Returns when the live traces have outgrown `max_live_bytes` since the last call.
-    pub async fn over_budget(&self) {
+    pub(crate) async fn over_budget(&self) {
         self.over_budget.notified().await
     }
 
     /// A cut round (background worker).
-    pub async fn cut(&self) -> Result<RoundStats, LocalBlockError> {
+    pub(crate) async fn cut(&self) -> Result<RoundStats, LocalBlockError> {
         self.run_cut(false).await
     }
 
     /// A flush round (background worker).
-    pub async fn flush(&self) -> RoundStats {
+    pub(crate) async fn flush(&self) -> RoundStats {
         self.run_flush(false).await
     }
 
     /// One cut round then one flush round (`force`: cut and flush everything now).
-    pub async fn cut_and_flush(&self, force: bool) -> Result<RoundStats, LocalBlockError> {
+    pub(crate) async fn cut_and_flush(&self, force: bool) -> Result<RoundStats, LocalBlockError> {
         let cut = self.run_cut(force).await?;
         let flush = self.run_flush(force).await;
         Ok(RoundStats {
@@ -317,7 +317,7 @@ impl Ingester {
 
     /// [`Ingester::find`] for a query off the wire: refused while starting, and the tenant
     /// and trace ID checked.
-    pub async fn find_raw(
+    pub(crate) async fn find_raw(
         &self,
         tenant: &str,
         trace_id: &[u8],
@@ -331,7 +331,7 @@ impl Ingester {
     }
 
     /// Everything this ingester holds of a trace: live, head, sealed heads and local blocks.
-    pub async fn find(&self, tenant: &TenantId, id: &TraceId) -> Option<Bytes> {
+    pub(crate) async fn find(&self, tenant: &TenantId, id: &TraceId) -> Option<Bytes> {
         let instance = self.existing_instance(tenant.as_str())?;
         let found = instance.find(id);
         let mut parts = found.in_memory;
@@ -376,7 +376,7 @@ impl Ingester {
         metrics::gauge!("ringtail_ingester_wal_disk_bytes").set(self.wal.size_on_disk() as f64);
     }
 
-    pub async fn push(&self, body: Bytes) -> Result<(), IngesterError> {
+    pub(crate) async fn push(&self, body: Bytes) -> Result<(), IngesterError> {
         if !self.is_serving() {
             return Err(IngesterError::Starting);
         }

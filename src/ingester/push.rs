@@ -8,7 +8,7 @@ use crate::model::{TenantId, TraceId};
 use crate::rpc::proto::PushRequest;
 
 #[derive(Debug, thiserror::Error)]
-pub enum PushDecodeError {
+pub(crate) enum PushDecodeError {
     #[error("malformed push: {0}")]
     Protobuf(#[from] prost::DecodeError),
     #[error("push has an invalid tenant: {0}")]

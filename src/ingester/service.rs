@@ -11,7 +11,7 @@ use crate::rpc::codec::RawBytes;
 use crate::rpc::ingester_service::ingester_server;
 use crate::rpc::proto::{FindTraceRequest, FindTraceResponse, PushResponse};
 
-pub struct IngesterService(pub(super) Arc<Ingester>);
+pub(crate) struct IngesterService(pub(super) Arc<Ingester>);
 
 #[tonic::async_trait]
 impl ingester_server::Ingester for IngesterService {

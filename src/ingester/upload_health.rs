@@ -18,25 +18,25 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Failures in a row that end a round.
-pub const STORE_DOWN_AFTER: u32 = 3;
+pub(super) const STORE_DOWN_AFTER: u32 = 3;
 /// Strikes (failures while the store works) that quarantine a block.
-pub const QUARANTINE_AFTER: u32 = 3;
+pub(super) const QUARANTINE_AFTER: u32 = 3;
 /// How often a quarantined block is tried again.
-pub const QUARANTINE_RETRY: Duration = Duration::from_secs(600);
+pub(super) const QUARANTINE_RETRY: Duration = Duration::from_secs(600);
 
 /// A local block: (tenant, block id).
-pub type BlockKey = (String, String);
+pub(super) type BlockKey = (String, String);
 
 /// What the flush round does after a failed upload.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Next {
+pub(super) enum Next {
     TryNext,
     EndRound,
 }
 
 /// The object store's recent failures and each block's strikes.
 #[derive(Debug, Default)]
-pub struct UploadHealth {
+pub(super) struct UploadHealth {
     store_failures: u32,
     retry_at: Option<Instant>,
     /// Blocks that failed and have not uploaded since, with their strikes.
@@ -45,7 +45,7 @@ pub struct UploadHealth {
 
 /// One flush round's outcomes so far.
 #[derive(Debug, Default)]
-pub struct Round {
+pub(super) struct Round {
     succeeded: usize,
     failed: Vec<BlockKey>,
     in_a_row: u32,
@@ -54,33 +54,33 @@ pub struct Round {
 impl Round {
     /// True when the round tried something, failed, and nothing succeeded: the caller
     /// should find out whether the store is reachable before [`UploadHealth::finish`].
-    pub fn needs_probe(&self) -> bool {
+    pub(super) fn needs_probe(&self) -> bool {
         self.succeeded == 0 && !self.failed.is_empty()
     }
 }
 
 impl UploadHealth {
     /// True while the store's backoff runs (a forced round ignores it).
-    pub fn backing_off(&self, now: Instant) -> bool {
+    pub(super) fn backing_off(&self, now: Instant) -> bool {
         self.retry_at.is_some_and(|t| now < t)
     }
 
     /// Orders due blocks, each `(created, key)`: blocks without failures first, then by
     /// strikes, oldest first within each.
-    pub fn order(&self, due: &mut [(u64, BlockKey)]) {
+    pub(super) fn order(&self, due: &mut [(u64, BlockKey)]) {
         due.sort_by_key(|(created, key)| {
             let failed = self.failed_before.get(key).map_or(0, |s| 1 + s);
             (failed, *created)
         });
     }
 
-    pub fn succeeded(&mut self, round: &mut Round, key: &BlockKey) {
+    pub(super) fn succeeded(&mut self, round: &mut Round, key: &BlockKey) {
         round.succeeded += 1;
         round.in_a_row = 0;
         self.failed_before.remove(key);
     }
 
-    pub fn failed(&mut self, round: &mut Round, key: BlockKey) -> Next {
+    pub(super) fn failed(&mut self, round: &mut Round, key: BlockKey) -> Next {
         round.in_a_row += 1;
         self.failed_before.entry(key.clone()).or_insert(0);
         round.failed.push(key);
@@ -93,7 +93,12 @@ impl UploadHealth {
 
     /// Closes a round; `store_reachable` is the probe's answer (only asked for when
     /// [`Round::needs_probe`]). Returns the blocks to quarantine.
-    pub fn finish(&mut self, round: Round, store_reachable: bool, now: Instant) -> Vec<BlockKey> {
+    pub(super) fn finish(
+        &mut self,
+        round: Round,
+        store_reachable: bool,
+        now: Instant,
+    ) -> Vec<BlockKey> {
         if round.failed.is_empty() {
             if round.succeeded > 0 {
                 self.store_failures = 0;
@@ -122,7 +127,7 @@ impl UploadHealth {
     }
 
     /// Consecutive rounds in which the store looked down (for logs).
-    pub fn store_failures(&self) -> u32 {
+    pub(super) fn store_failures(&self) -> u32 {
         self.store_failures
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod file_store;
 
-pub use file_store::FileStore;
+pub(crate) use file_store::FileStore;
 
 #[derive(Debug, Error)]
 pub enum WalError {
@@ -60,7 +60,7 @@ pub enum WalStoreKind {
 
 /// What a replay found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ReplayStats {
+pub(crate) struct ReplayStats {
     pub records: u64,
     pub bytes: u64,
     pub corrupt: u64,
@@ -68,7 +68,7 @@ pub struct ReplayStats {
 
 /// A log of records with increasing sequence numbers. Blocking; called from the writer
 /// thread (appends) or before the node serves (replay).
-pub trait WalStore: Send + 'static {
+pub(crate) trait WalStore: Send + 'static {
     /// Appends `records` with sequence numbers `first_seq..`. After it returns the records
     /// survive a crash of the process (they are at least in the OS page cache).
     fn append(&mut self, first_seq: u64, records: &[Bytes]) -> Result<(), WalError>;
@@ -84,13 +84,13 @@ pub trait WalStore: Send + 'static {
 }
 
 /// sled-backed [`WalStore`]: one tree, key = big-endian sequence number.
-pub struct SledStore {
+pub(crate) struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
 }
 
 impl SledStore {
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, WalError> {
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Self, WalError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -182,7 +182,7 @@ enum Op {
 
 /// The WAL: a writer thread that owns the store and acks appends by group commit.
 #[derive(Clone)]
-pub struct Wal {
+pub(crate) struct Wal {
     tx: mpsc::Sender<Op>,
     size_on_disk: Arc<AtomicU64>,
     next_seq: Arc<AtomicU64>,
@@ -196,7 +196,7 @@ const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 
 impl Wal {
     /// Replays `store` into `visit`, then starts the writer thread.
-    pub fn start(
+    pub(crate) fn start(
         mut store: Box<dyn WalStore>,
         sync: WalSync,
         visit: &mut dyn FnMut(u64, Bytes),
@@ -222,7 +222,7 @@ impl Wal {
 
     /// Appends a record; resolves with its sequence number when it is durable as
     /// `wal_sync` promises.
-    pub async fn append(&self, record: Bytes) -> Result<u64, WalError> {
+    pub(crate) async fn append(&self, record: Bytes) -> Result<u64, WalError> {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Op::Append((record, done)))
@@ -238,17 +238,17 @@ impl Wal {
         }
     }
 
-    pub fn size_on_disk(&self) -> u64 {
+    pub(crate) fn size_on_disk(&self) -> u64 {
         self.size_on_disk.load(Ordering::Relaxed)
     }
 
     /// The sequence number the next record will get.
-    pub fn next_seq(&self) -> u64 {
+    pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq.load(Ordering::SeqCst)
     }
 
     /// Asks the writer to drop records below `seq` (done in order with appends).
-    pub async fn truncate_before(&self, seq: u64) -> Result<(), WalError> {
+    pub(crate) async fn truncate_before(&self, seq: u64) -> Result<(), WalError> {
         self.tx
             .send(Op::TruncateBefore(seq))
             .await

@@ -18,7 +18,7 @@
 //! 6. foca's leave, gossiped until every peer's `/ring` no longer lists the node (at most
 //!    5 s), then exit 0.
 //!
-//! Steps 2–4 are one call, [`Ingester::drain`] (`ingester/drain.rs`).
+//! Steps 2–4 are one call, `Ingester::drain` (`ingester/drain.rs`).
 //!
 //! The pieces: `roles.rs` builds each role's component from the config, `servers.rs`
 //! binds the listeners and runs the servers, `workers.rs` runs the background loops, and

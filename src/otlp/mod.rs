@@ -374,7 +374,7 @@ impl ByTrace {
 
 /// Splits an encoded `ExportTraceServiceRequest` (or `TracesData`) by trace ID.
 ///
-/// Every span, resource and scope is validated on the way (see [`schema`]): what is
+/// Every span, resource and scope is validated on the way (see `schema`): what is
 /// kept decodes. A span with an invalid trace or span ID, or whose bytes (or whose
 /// resource's or scope's) do not decode, is dropped and counted; the rest are kept. Only
 /// a broken framing of the request's containers (`ResourceSpans`, `ScopeSpans`), where

@@ -13,7 +13,7 @@ use prost::Message;
 use super::{partial_message, tempo_v1_json, tempo_v2_json, MergedTrace, Querier, QueryError};
 use crate::model::{TenantId, TraceId, TENANT_HEADER};
 
-pub fn router(querier: Arc<Querier>) -> Router {
+pub(crate) fn router(querier: Arc<Querier>) -> Router {
     Router::new()
         .route("/api/traces/{id}", get(trace_v1))
         .route("/api/v2/traces/{id}", get(trace_v2))
@@ -112,4 +112,4 @@ fn trace_response(trace: MergedTrace, headers: &HeaderMap, version: Version) -> 
 }
 
 /// Set when some stored records of the trace could not be decoded and were skipped.
-pub const PARTIAL_HEADER: &str = "x-ringtail-partial";
+pub(crate) const PARTIAL_HEADER: &str = "x-ringtail-partial";

@@ -16,7 +16,7 @@ use crate::otlp::for_each_resource_spans;
 
 /// A trace merged from every answer.
 #[derive(Debug, Default)]
-pub struct MergedTrace {
+pub(crate) struct MergedTrace {
     pub data: TracesData,
     /// Records (or the rest of an answer whose framing broke) that did not decode.
     pub unreadable: usize,
@@ -24,13 +24,13 @@ pub struct MergedTrace {
 
 impl MergedTrace {
     /// Whether some stored bytes of the trace could not be read.
-    pub fn is_partial(&self) -> bool {
+    pub(crate) fn is_partial(&self) -> bool {
         self.unreadable > 0
     }
 }
 
 /// Merges encoded `TracesData` answers (replicas and blocks).
-pub fn merge_answers(answers: &[Bytes]) -> MergedTrace {
+pub(crate) fn merge_answers(answers: &[Bytes]) -> MergedTrace {
     let mut seen: HashSet<(Vec<u8>, i32)> = HashSet::new();
     let mut out: Vec<ResourceSpans> = Vec::new();
     let mut unreadable = 0;
@@ -79,13 +79,13 @@ pub fn span_count(data: &TracesData) -> usize {
 
 /// Tempo's `/api/traces/{id}` JSON: `{"batches": [ResourceSpans...]}` with OTLP/JSON
 /// field names (camelCase, hex trace and span IDs).
-pub fn tempo_v1_json(data: &TracesData) -> serde_json::Value {
+pub(crate) fn tempo_v1_json(data: &TracesData) -> serde_json::Value {
     serde_json::json!({ "batches": data.resource_spans })
 }
 
 /// Tempo's `/api/v2/traces/{id}` JSON: `{"trace": {"resourceSpans": [...]}, "status": ...}`,
 /// `"status": "PARTIAL"` with a `message` when some stored records could not be read.
-pub fn tempo_v2_json(trace: &MergedTrace) -> serde_json::Value {
+pub(crate) fn tempo_v2_json(trace: &MergedTrace) -> serde_json::Value {
     let mut json = serde_json::json!({
         "trace": { "resourceSpans": trace.data.resource_spans },
         "status": "COMPLETE",
@@ -98,7 +98,7 @@ pub fn tempo_v2_json(trace: &MergedTrace) -> serde_json::Value {
 }
 
 /// Why a trace is partial, for the v2 `message` and the `X-Ringtail-Partial` header.
-pub fn partial_message(trace: &MergedTrace) -> Option<String> {
+pub(crate) fn partial_message(trace: &MergedTrace) -> Option<String> {
     trace.is_partial().then(|| {
         format!(
             "{} stored record(s) of this trace could not be decoded and were skipped",

@@ -15,7 +15,7 @@
 //! acked trace is in neither place. Answers from ingesters and blocks (three replicas'
 //! copies) are merged and de-duplicated.
 
-pub mod http;
+pub(crate) mod http;
 mod merge;
 
 use std::collections::HashMap;
@@ -25,9 +25,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use thiserror::Error;
 
-pub use merge::{
-    merge_answers, partial_message, span_count, tempo_v1_json, tempo_v2_json, MergedTrace,
-};
+pub use merge::span_count;
+pub(crate) use merge::{merge_answers, partial_message, tempo_v1_json, tempo_v2_json, MergedTrace};
 
 use crate::cluster::Membership;
 use crate::error::{ErrorCode, HasErrorCode};
@@ -41,7 +40,7 @@ use crate::storage::BlockStore;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug)]
-pub struct QuerierSettings {
+pub(crate) struct QuerierSettings {
     pub replication: ReplicationFactor,
     pub read_timeout: Duration,
     pub read_linger: Duration,
@@ -49,7 +48,7 @@ pub struct QuerierSettings {
 }
 
 #[derive(Debug, Error)]
-pub enum QueryError {
+pub(crate) enum QueryError {
     #[error("read quorum not reached ({needed} replica answers needed); failed: {}", failures.join("; "))]
     QuorumFailed {
         needed: usize,
@@ -80,7 +79,7 @@ impl HasErrorCode for QueryError {
     }
 }
 
-pub struct Querier {
+pub(crate) struct Querier {
     settings: QuerierSettings,
     membership: Membership,
     clients: Arc<dyn IngesterPool>,
@@ -89,7 +88,7 @@ pub struct Querier {
 }
 
 impl Querier {
-    pub fn new(
+    pub(crate) fn new(
         settings: QuerierSettings,
         membership: Membership,
         clients: impl IngesterPool + 'static,
@@ -107,7 +106,7 @@ impl Querier {
     /// Refreshes the block lists every `every` until `stop`, and at once whenever an
     /// ingester stops being readable (it flushed its data before leaving: the blocks must
     /// be listed before its copies are missed).
-    pub async fn poll_blocklists(&self, every: Duration, stop: CancellationToken) {
+    pub(crate) async fn poll_blocklists(&self, every: Duration, stop: CancellationToken) {
         let mut view = self.membership.watch_view();
         let mut readers = view.borrow().readers.len();
         loop {
@@ -135,7 +134,7 @@ impl Querier {
 
     /// Lists every tenant's visible blocks. A tenant whose listing fails keeps its
     /// previous list; an empty store is a normal state.
-    pub async fn refresh_blocklists(&self) {
+    pub(crate) async fn refresh_blocklists(&self) {
         let tenants = match self.store.tenants().await {
             Ok(t) => t,
             Err(e) => {
@@ -200,12 +199,12 @@ impl Querier {
         found
     }
 
-    pub fn settings(&self) -> &QuerierSettings {
+    pub(crate) fn settings(&self) -> &QuerierSettings {
         &self.settings
     }
 
     /// The trace, merged from the ingesters' answers; `None` if nobody holds it.
-    pub async fn find_trace(
+    pub(crate) async fn find_trace(
         &self,
         tenant: &TenantId,
         id: TraceId,

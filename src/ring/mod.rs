@@ -13,7 +13,5 @@
 mod placement;
 mod quorum;
 
-pub use placement::{
-    instance_tokens, ReplicaSet, Ring, TenantSeed, Token, MAX_REPLICAS, TOKENS_PER_INSTANCE,
-};
-pub use quorum::{Progress, QuorumTracker, ReplicationFactor};
+pub(crate) use placement::{ReplicaSet, Ring, TenantSeed, Token, MAX_REPLICAS};
+pub(crate) use quorum::{Progress, QuorumTracker, ReplicationFactor};

@@ -6,10 +6,10 @@ use crate::model::{TenantId, TraceId};
 
 /// Tokens each ingester places on the ring. 512 keeps every ingester's share of the
 /// replicas within ±15% of even for 3..10 ingesters (see the tests).
-pub const TOKENS_PER_INSTANCE: usize = 512;
+pub(crate) const TOKENS_PER_INSTANCE: usize = 512;
 
 /// The most replicas a key can have; bounds [`ReplicaSet`].
-pub const MAX_REPLICAS: usize = 5;
+pub(crate) const MAX_REPLICAS: usize = 5;
 
 /// A position on the ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,7 +33,7 @@ impl Token {
 }
 
 /// Derives an instance's tokens from the seed in its identity.
-pub fn instance_tokens(seed: u64) -> impl Iterator<Item = Token> {
+pub(crate) fn instance_tokens(seed: u64) -> impl Iterator<Item = Token> {
     (0..TOKENS_PER_INSTANCE as u64).map(move |i| Token(xxh3_64_with_seed(&i.to_le_bytes(), seed)))
 }
 

@@ -475,7 +475,7 @@ pub async fn spans_via_query(query: &str, trace: &str) -> Result<usize, String> 
             let body = resp.bytes().await.map_err(|e| e.to_string())?;
             let data = opentelemetry_proto::tonic::trace::v1::TracesData::decode(body)
                 .map_err(|e| e.to_string())?;
-            Ok(ringtail::querier::span_count(&data))
+            Ok(ringtail::span_count(&data))
         }
         404 => Ok(0),
         s => Err(format!(

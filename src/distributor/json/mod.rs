@@ -49,7 +49,7 @@ use self::scalar::{
 use super::PushError;
 
 /// Parses an OTLP/JSON `ExportTraceServiceRequest` and encodes it as protobuf.
-pub fn to_protobuf(body: &[u8]) -> Result<Vec<u8>> {
+pub(super) fn to_protobuf(body: &[u8]) -> Result<Vec<u8>> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| PushError::MalformedJson(e.to_string()))?;
     Ok(request(&value, &Path::Root)?.encode_to_vec())

@@ -19,10 +19,10 @@ use bytes::Bytes;
 use super::{ReplayStats, WalError, WalStore};
 
 /// Size at which a segment is closed and a new one started.
-pub const SEGMENT_BYTES: u64 = 64 << 20;
+pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
 const HEADER: usize = 16;
 
-pub struct FileStore {
+pub(crate) struct FileStore {
     dir: PathBuf,
     /// The segment being appended to: file, first sequence number, length.
     current: Option<(File, u64, u64)>,
@@ -45,7 +45,7 @@ fn checksum(seq: u64, payload: &[u8]) -> u32 {
 }
 
 impl FileStore {
-    pub fn open(dir: &Path) -> Result<Self, WalError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, WalError> {
         fs::create_dir_all(dir).map_err(WalError::Io)?;
         Ok(Self {
             dir: dir.to_path_buf(),
