@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, Instrumentatio
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
 use prost::Message;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::rpc::codec::RawBytes;
 use crate::rpc::otlp_service::trace_service_client::TraceServiceClient;
@@ -199,39 +199,36 @@ struct Stats {
     acked: Vec<([u8; 16], u32)>,
 }
 
+/// Counters every load worker adds to.
+#[derive(Default)]
+struct Shared {
+    issued: AtomicU64,
+    acked_spans: AtomicU64,
+    acked_bytes: AtomicU64,
+    stats: Mutex<Stats>,
+}
+
+/// When each worker stops and how fast it sends.
+#[derive(Clone)]
+struct Pace {
+    started: Instant,
+    deadline: Instant,
+    /// Time between two requests of the whole run (`--rate`), if paced.
+    interval: Option<Duration>,
+    requests: Option<u64>,
+}
+
 pub async fn run(args: BenchArgs) -> ExitCode {
     if let Some(path) = &args.verify_only {
-        let traces = match std::fs::read_to_string(path) {
-            Ok(text) => text
-                .lines()
-                .filter_map(|l| {
-                    let (id, n) = l.split_once(' ')?;
-                    let mut a = [0u8; 16];
-                    hex::decode_to_slice(id, &mut a).ok()?;
-                    Some((a, n.parse().ok()?))
-                })
-                .collect::<Vec<_>>(),
-            Err(e) => {
-                eprintln!("bench: cannot read {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
+        return match read_recorded(path) {
+            Ok(traces) => verify(&args, &traces).await,
+            Err(code) => code,
         };
-        return verify(&args, &traces).await;
     }
     let template = Arc::new(Template::new(&args));
-    let endpoint = match Endpoint::from_shared(args.endpoint.clone()) {
-        Ok(e) => e.tcp_nodelay(true),
-        Err(e) => {
-            eprintln!("bench: bad --endpoint: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let channel = match endpoint.connect().await {
+    let channel = match connect(&args).await {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("bench: cannot connect to {}: {e}", args.endpoint);
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     println!(
         "bench: {} concurrency, {} spans/request ({} bytes), {} spans/trace, {}",
@@ -246,108 +243,178 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         }
     );
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.duration_secs);
-    let issued = Arc::new(AtomicU64::new(0));
-    let acked_spans = Arc::new(AtomicU64::new(0));
-    let acked_bytes = Arc::new(AtomicU64::new(0));
-    let stats = Arc::new(Mutex::new(Stats::default()));
-    let interval = (args.rate > 0)
-        .then(|| Duration::from_secs_f64(args.batch_spans as f64 / args.rate as f64));
-    let record = args.record.is_some() || args.verify;
-
-    let progress = {
-        let acked_spans = acked_spans.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            let mut last = 0;
-            loop {
-                tick.tick().await;
-                let now = acked_spans.load(Ordering::Relaxed);
-                println!(
-                    "  {:>5.1}s  {:>9} spans/s  {:>11} acked spans",
-                    started.elapsed().as_secs_f64(),
-                    now - last,
-                    now
-                );
-                last = now;
-            }
-        })
+    let pace = Pace {
+        started,
+        deadline: started + Duration::from_secs(args.duration_secs),
+        interval: (args.rate > 0)
+            .then(|| Duration::from_secs_f64(args.batch_spans as f64 / args.rate as f64)),
+        requests: args.requests,
     };
-
+    let shared = Arc::new(Shared::default());
+    let record = args.record.is_some() || args.verify;
+    let progress = tokio::spawn(print_progress(shared.clone(), started));
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
-        let mut client = TraceServiceClient::new(channel.clone())
+        let client = TraceServiceClient::new(channel.clone())
             .max_encoding_message_size(256 << 20)
             .max_decoding_message_size(256 << 20);
-        let template = template.clone();
-        let (issued, acked_spans, acked_bytes, stats) = (
-            issued.clone(),
-            acked_spans.clone(),
-            acked_bytes.clone(),
-            stats.clone(),
-        );
-        let (requests, tenant) = (args.requests, args.tenant.clone());
-        workers.push(tokio::spawn(async move {
-            let mut rng: rand::rngs::StdRng = rand::make_rng();
-            let mut local = Stats::default();
-            loop {
-                let k = issued.fetch_add(1, Ordering::Relaxed);
-                match requests {
-                    Some(n) if k >= n => break,
-                    None if Instant::now() >= deadline => break,
-                    _ => {}
-                }
-                if let Some(iv) = interval {
-                    tokio::time::sleep_until((started + iv.mul_f64(k as f64)).into()).await;
-                }
-                let (body, traces) = template.instantiate(&mut rng);
-                let len = body.len() as u64;
-                let mut request = tonic::Request::new(RawBytes(body.into()));
-                if let Some(t) = &tenant {
-                    if let Ok(v) = t.parse() {
-                        request.metadata_mut().insert("x-scope-orgid", v);
-                    }
-                }
-                let sent = Instant::now();
-                let result = client.export(request).await;
-                let us = sent.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                match result {
-                    Ok(_) => {
-                        local.latencies_us.push(us);
-                        let spans: u32 = traces.iter().map(|t| t.1).sum();
-                        acked_spans.fetch_add(spans as u64, Ordering::Relaxed);
-                        acked_bytes.fetch_add(len, Ordering::Relaxed);
-                        if record {
-                            local.acked.extend(traces);
-                        }
-                    }
-                    Err(status) => {
-                        *local
-                            .errors
-                            .entry(format!("{:?}", status.code()))
-                            .or_default() += 1;
-                    }
-                }
-            }
-            if let Ok(mut s) = stats.lock() {
-                s.latencies_us.extend(local.latencies_us);
-                s.acked.extend(local.acked);
-                for (k, v) in local.errors {
-                    *s.errors.entry(k).or_default() += v;
-                }
-            }
-        }));
+        workers.push(tokio::spawn(load_worker(
+            client,
+            template.clone(),
+            shared.clone(),
+            pace.clone(),
+            args.tenant.clone(),
+            record,
+        )));
     }
     for w in workers {
         let _ = w.await;
     }
     progress.abort();
     let elapsed = started.elapsed().as_secs_f64();
-    let mut stats = match Arc::try_unwrap(stats).map(|m| m.into_inner()) {
-        Ok(Ok(s)) => s,
-        _ => Stats::default(),
+    let mut stats = match shared.stats.lock() {
+        Ok(mut s) => std::mem::take(&mut *s),
+        Err(_) => Stats::default(),
     };
+    report(&mut stats, &shared, elapsed);
+    if let Some(path) = &args.record {
+        if let Err(code) = write_recorded(path, &stats.acked) {
+            return code;
+        }
+    }
+    if args.verify {
+        return verify(&args, &stats.acked).await;
+    }
+    ExitCode::SUCCESS
+}
+
+/// The trace IDs and span counts a `--record` run wrote.
+fn read_recorded(path: &std::path::Path) -> Result<Vec<([u8; 16], u32)>, ExitCode> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|l| {
+                let (id, n) = l.split_once(' ')?;
+                let mut a = [0u8; 16];
+                hex::decode_to_slice(id, &mut a).ok()?;
+                Some((a, n.parse().ok()?))
+            })
+            .collect()),
+        Err(e) => {
+            eprintln!("bench: cannot read {}: {e}", path.display());
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn write_recorded(path: &std::path::Path, acked: &[([u8; 16], u32)]) -> Result<(), ExitCode> {
+    let text: String = acked
+        .iter()
+        .map(|(id, n)| format!("{} {n}\n", hex::encode(id)))
+        .collect();
+    if let Err(e) = std::fs::write(path, text) {
+        eprintln!("bench: cannot write {}: {e}", path.display());
+        return Err(ExitCode::FAILURE);
+    }
+    println!("recorded {} trace IDs in {}", acked.len(), path.display());
+    Ok(())
+}
+
+async fn connect(args: &BenchArgs) -> Result<Channel, ExitCode> {
+    let endpoint = match Endpoint::from_shared(args.endpoint.clone()) {
+        Ok(e) => e.tcp_nodelay(true),
+        Err(e) => {
+            eprintln!("bench: bad --endpoint: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    endpoint.connect().await.map_err(|e| {
+        eprintln!("bench: cannot connect to {}: {e}", args.endpoint);
+        ExitCode::FAILURE
+    })
+}
+
+/// Prints the acked spans of every second of the run.
+async fn print_progress(shared: Arc<Shared>, started: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = 0;
+    loop {
+        tick.tick().await;
+        let now = shared.acked_spans.load(Ordering::Relaxed);
+        println!(
+            "  {:>5.1}s  {:>9} spans/s  {:>11} acked spans",
+            started.elapsed().as_secs_f64(),
+            now - last,
+            now
+        );
+        last = now;
+    }
+}
+
+/// Sends requests until the run ends, then adds what it saw to the shared stats.
+async fn load_worker(
+    mut client: TraceServiceClient<Channel>,
+    template: Arc<Template>,
+    shared: Arc<Shared>,
+    pace: Pace,
+    tenant: Option<String>,
+    record: bool,
+) {
+    let mut rng: rand::rngs::StdRng = rand::make_rng();
+    let mut local = Stats::default();
+    loop {
+        let k = shared.issued.fetch_add(1, Ordering::Relaxed);
+        match pace.requests {
+            Some(n) if k >= n => break,
+            None if Instant::now() >= pace.deadline => break,
+            _ => {}
+        }
+        if let Some(iv) = pace.interval {
+            tokio::time::sleep_until((pace.started + iv.mul_f64(k as f64)).into()).await;
+        }
+        let (body, traces) = template.instantiate(&mut rng);
+        let len = body.len() as u64;
+        let mut request = tonic::Request::new(RawBytes(body.into()));
+        if let Some(t) = &tenant {
+            if let Ok(v) = t.parse() {
+                request.metadata_mut().insert("x-scope-orgid", v);
+            }
+        }
+        let sent = Instant::now();
+        let result = client.export(request).await;
+        let us = sent.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        match result {
+            Ok(_) => {
+                local.latencies_us.push(us);
+                let spans: u32 = traces.iter().map(|t| t.1).sum();
+                shared
+                    .acked_spans
+                    .fetch_add(spans as u64, Ordering::Relaxed);
+                shared.acked_bytes.fetch_add(len, Ordering::Relaxed);
+                if record {
+                    local.acked.extend(traces);
+                }
+            }
+            Err(status) => {
+                *local
+                    .errors
+                    .entry(format!("{:?}", status.code()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    if let Ok(mut s) = shared.stats.lock() {
+        s.latencies_us.extend(local.latencies_us);
+        s.acked.extend(local.acked);
+        for (k, v) in local.errors {
+            *s.errors.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// Prints the `result:` and `errors:` lines (scripts parse them).
+fn report(stats: &mut Stats, shared: &Shared, elapsed: f64) {
     stats.latencies_us.sort_unstable();
     let pct = |p: f64| -> f64 {
         if stats.latencies_us.is_empty() {
@@ -358,14 +425,14 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             - 1;
         stats.latencies_us[i] as f64 / 1000.0
     };
-    let spans = acked_spans.load(Ordering::Relaxed);
+    let spans = shared.acked_spans.load(Ordering::Relaxed);
     println!(
         "result: {} acked requests, {} acked spans in {:.1}s: {:.0} spans/s, {:.1} MB/s, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         stats.latencies_us.len(),
         spans,
         elapsed,
         spans as f64 / elapsed,
-        acked_bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6,
+        shared.acked_bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6,
         pct(0.50),
         pct(0.99),
         pct(1.0),
@@ -377,26 +444,6 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             println!("errors: {code}: {n}");
         }
     }
-    if let Some(path) = &args.record {
-        let text: String = stats
-            .acked
-            .iter()
-            .map(|(id, n)| format!("{} {n}\n", hex::encode(id)))
-            .collect();
-        if let Err(e) = std::fs::write(path, text) {
-            eprintln!("bench: cannot write {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
-        println!(
-            "recorded {} trace IDs in {}",
-            stats.acked.len(),
-            path.display()
-        );
-    }
-    if args.verify {
-        return verify(&args, &stats.acked).await;
-    }
-    ExitCode::SUCCESS
 }
 
 /// Reads every acked trace back; fails if any is missing or incomplete.
