@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Measures the multi-process cluster shape under `ringtail bench`: 3 ingester processes and
+# a distributor+querier process on 127.0.97.x (filesystem store, file WAL), the load tool on
+# the same cores. Reports throughput and latency (from the load tool), CPU-seconds per
+# million acked spans for all four processes and per role, and each ingester's peak RSS.
+#
+#   scripts/bench-cluster.sh [bench args...]       e.g. --concurrency 16 --duration-secs 20
+#   CLUSTER_ARGS="--wal-store sled" scripts/bench-cluster.sh ...   (flags for every node)
+#
+# Figures go to BENCHMARKS.md with the command that produced them.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+bin="$repo/target/release/ringtail"
+[ -x "$bin" ] || cargo build --release --manifest-path "$repo/Cargo.toml"
+work=$(mktemp -d)
+pids=()
+stop() {
+  kill "${pids[@]}" 2>/dev/null || true
+  # Ingesters drain (flush) before they exit; give them a few seconds.
+  for _ in $(seq 1 50); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.2; done
+  kill -9 "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap stop EXIT
+# shellcheck source=scripts/cluster-lib.sh
+. "$repo/scripts/cluster-lib.sh"
+# shellcheck disable=SC2086
+start_cluster 127.0.97 "$work" ${CLUSTER_ARGS:---wal-store file}
+ticks=$(getconf CLK_TCK)
+cpu() { awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
+before=(); for p in "${pids[@]}"; do before+=("$(cpu "$p")"); done
+out=$("$bin" bench --endpoint http://127.0.97.100:4317 "$@" | tee /dev/stderr)
+after=(); for p in "${pids[@]}"; do
+  kill -0 "$p" 2>/dev/null || { echo "a node died during the run; logs in $work" >&2; exit 1; }
+  after+=("$(cpu "$p")")
+done
+spans=$(echo "$out" | sed -n 's/^result: .* requests, \([0-9]*\) acked spans.*/\1/p')
+names=(ingester-1 ingester-2 ingester-3 front)
+total=0
+echo "cluster (3 ingester processes + distributor/querier):"
+for i in 0 1 2 3; do
+  used=$(awk -v a="${after[$i]}" -v b="${before[$i]}" 'BEGIN {print a - b}')
+  total=$(awk -v t="$total" -v u="$used" 'BEGIN {print t + u}')
+  hwm=$(awk '/VmHWM/ {print $2}' "/proc/${pids[$i]}/status")
+  awk -v n="${names[$i]}" -v u="$used" -v s="$spans" -v h="$hwm" 'BEGIN {
+    printf "  %-10s %6.1f CPU-s = %.2f CPU-s per million spans, peak RSS %.0f MB\n", n, u, u / s * 1e6, h / 1024 }'
+done
+awk -v t="$total" -v s="$spans" 'BEGIN {
+  printf "  all        %6.1f CPU-s for %d spans = %.2f CPU-seconds per million spans\n", t, s, t / s * 1e6 }'
