@@ -91,6 +91,11 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_ADVERTISE_ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise_addr: Option<IpAddr>,
+    /// An absent (crashed) ingester that has not come back within this long is forgotten
+    /// by every node on its own, ms [default: 900000 (15 min)]
+    #[arg(long, env = "RINGTAIL_ABSENT_FORGET_AFTER_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub absent_forget_after_ms: Option<u64>,
     /// Fault injection for tests: share of gossip packets to drop, 0..1 [default: 0]
     #[arg(long, env = "RINGTAIL_GOSSIP_PACKET_LOSS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -324,6 +329,7 @@ pub struct Config {
     pub gossip_listen: SocketAddr,
     pub gossip_join: Vec<String>,
     pub gossip_packet_loss: f64,
+    pub absent_forget_after: Duration,
     pub advertise_addr: IpAddr,
     pub replication: ReplicationFactor,
     pub push_timeout: Duration,
@@ -338,7 +344,8 @@ pub struct Config {
     /// TLS on the HTTP API.
     pub http_tls: Option<HttpTls>,
     pub wal_sync: WalSync,
-    pub wal_store: WalStoreKind,
+    /// `None`: not configured (see [`crate::ingester::IngesterSettings::wal_store`]).
+    pub wal_store: Option<WalStoreKind>,
     pub wal_cache_bytes: u64,
     pub storage: StorageConfig,
     pub cut: CutPolicy,
@@ -432,6 +439,7 @@ impl RawConfig {
             gossip_listen: gossip.listen,
             gossip_join: gossip.join,
             gossip_packet_loss: gossip.packet_loss,
+            absent_forget_after: gossip.absent_forget_after,
             advertise_addr: gossip.advertise,
             replication: self.replication()?,
             push_timeout: positive_ms("push_timeout_ms", self.push_timeout_ms, 2000)?,

@@ -19,9 +19,10 @@ pub struct LocalArgs {
     /// Number of ingesters
     #[arg(long, default_value_t = 3)]
     pub ingesters: u16,
-    /// WAL store of the ingesters: sled or file
-    #[arg(long, default_value = "sled")]
-    pub wal_store: String,
+    /// WAL store of the ingesters: file or sled [default: file, or sled where a data
+    /// folder already holds a sled WAL]
+    #[arg(long)]
+    pub wal_store: Option<String>,
 }
 
 const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -66,7 +67,7 @@ pub async fn start(
             grpc_listen: Some(addr(9094 + i)),
             gossip_listen: Some(addr(7946 + i)),
             gossip_join: Some(seeds.clone()),
-            wal_store: Some(args.wal_store.clone()),
+            wal_store: args.wal_store.clone(),
             cluster_secret: secret.clone(),
             ..Default::default()
         }

@@ -23,6 +23,7 @@ use crate::cluster::{Membership, RingDoc};
 use crate::error::{text_response, ErrorCode, HasErrorCode};
 use crate::ingester::{Ingester, LocalBlockError};
 use crate::model::{TenantId, TenantIdError};
+use crate::ring::ReplicationFactor;
 use crate::storage::{BlockStore, StoreError};
 use crate::telemetry::Workers;
 
@@ -76,6 +77,8 @@ pub(crate) struct AdminState {
     pub peers: PeerHttp,
     /// The node's named background workers, for `/status/workers`.
     pub workers: Workers,
+    /// What `/ring` judges the write ring against.
+    pub replication: ReplicationFactor,
 }
 
 impl AdminState {
@@ -342,7 +345,7 @@ async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/json"));
     if wants_json {
-        return axum::Json(RingDoc::of(&view, &me)).into_response();
+        return axum::Json(RingDoc::of(&view, &me, s.replication)).into_response();
     }
-    axum::response::Html(ring_page::render(&me, &view).into_string()).into_response()
+    axum::response::Html(ring_page::render(&me, &view, s.replication).into_string()).into_response()
 }

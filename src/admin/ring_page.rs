@@ -7,7 +7,8 @@
 use maud::{html, Markup, DOCTYPE};
 
 use crate::cluster::unix_secs;
-use crate::cluster::{ClusterView, Liveness, NodeIdentity};
+use crate::cluster::{ClusterView, Liveness, NodeIdentity, RingReplication};
+use crate::ring::{ReplicationFactor, WriteHealth};
 
 const SCRIPT: &str = r#"
 const tokenInput = document.getElementById("admin-token");
@@ -27,13 +28,34 @@ fn forget_button(name: &str) -> Markup {
     html! { button type="button" data-forget=(name) { "forget" } }
 }
 
-pub(super) fn render(me: &NodeIdentity, view: &ClusterView) -> Markup {
+/// What the page says when writes are not placed on the full replication factor.
+fn replication_banner(r: &RingReplication) -> Option<String> {
+    match r.writes {
+        WriteHealth::Full => None,
+        WriteHealth::UnderReplicated => Some(format!(
+            "Writing under-replicated: {} ACTIVE ingesters for a replication factor of {}. \
+             Each trace goes to every ACTIVE ingester and is acked once {} of them hold it \
+             in their WAL.",
+            r.active_ingesters, r.factor, r.write_quorum
+        )),
+        WriteHealth::Refused => Some(format!(
+            "Writes are refused: {} ACTIVE ingesters, {} needed (write quorum).",
+            r.active_ingesters, r.write_quorum
+        )),
+    }
+}
+
+pub(super) fn render(me: &NodeIdentity, view: &ClusterView, rf: ReplicationFactor) -> Markup {
+    let banner = replication_banner(&RingReplication::of(view, rf));
     html! {
         (DOCTYPE)
         html {
             head { title { "Ringtail ring" } }
             body {
                 h1 { "Ringtail ring" }
+                @if let Some(banner) = &banner {
+                    p #replication-banner style="background:#fde68a;padding:6px" { strong { (banner) } }
+                }
                 p {
                     "Seen from " (me.name) ". " (view.members.len()) " members, "
                     (view.writers.len()) " ingesters in the write ring."
@@ -63,9 +85,9 @@ pub(super) fn render(me: &NodeIdentity, view: &ClusterView) -> Markup {
                 }
                 h2 { "Absent ingesters" }
                 p {
-                    "Down without announcing a departure (crashed, cut off). Out of every ring, \
-                     but counted towards the replication factor until they return; forget one \
-                     that will not."
+                    "Down without announcing a departure (crashed, cut off). Out of every ring; \
+                     listed until they return, are forgotten here, or have been down for \
+                     absent_forget_after (every node then forgets them on its own)."
                 }
                 table border="1" cellpadding="4" {
                     tr {

@@ -20,6 +20,9 @@ use super::{
     AbsentIngester, ClusterView, Command, GossipSettings, Liveness, MemberStatus, NodeIdentity,
     NodeState,
 };
+/// How often the absent ingesters are checked against `absent_forget_after`.
+const ABSENT_CHECK: Duration = Duration::from_secs(5);
+
 pub(super) fn is_self(seed: &str, advertised: SocketAddr, bind: SocketAddr) -> bool {
     seed.parse::<SocketAddr>()
         .map(|a| a == advertised || a == bind)
@@ -102,6 +105,8 @@ impl Driver {
         let mut buf = vec![0u8; 1500];
         let mut announce = tokio::time::interval(Duration::from_secs(1));
         announce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut expire = tokio::time::interval(ABSENT_CHECK);
+        expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.publish();
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
@@ -128,6 +133,7 @@ impl Driver {
                     }
                 }
                 _ = announce.tick(), if self.announcing => self.announce_to_seeds().await,
+                _ = expire.tick() => self.expire_absent(),
                 Some(command) = commands.recv() => match command {
                     Command::SetState(state, done) => {
                         self.change_state(state);
@@ -305,6 +311,25 @@ impl Driver {
         if changed || self.liveness_changed() {
             self.publish();
         }
+    }
+
+    /// Forgets the absent ingesters down for longer than `absent_forget_after`.
+    fn expire_absent(&mut self) {
+        let after = self.settings.absent_forget_after;
+        let expired = self.lifecycle.expire(SystemTime::now(), after);
+        if expired.is_empty() {
+            return;
+        }
+        for member in &expired {
+            metrics::counter!("ringtail_membership_absent_forgotten_total", "by" => "timeout")
+                .increment(1);
+            tracing::warn!(
+                member,
+                after_secs = after.as_secs(),
+                "forgot an absent ingester: it did not come back within absent_forget_after"
+            );
+        }
+        self.publish();
     }
 
     fn adopt_absent(&mut self, absent: Vec<AbsentIngester>) {

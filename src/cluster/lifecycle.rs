@@ -1,10 +1,11 @@
-//! The rules for members that go down (see the module doc of `membership`): which
-//! ingesters are *absent* (crashed: still counted towards the replication factor), which
-//! have *departed* (announced LEAVING first: not counted), and which an operator is
-//! *forgetting*. Pure bookkeeping; the foca driver feeds it what gossip reports.
+//! The rules for members that go down (see the module doc of `cluster`): which ingesters
+//! are *absent* (crashed without announcing LEAVING: listed on the ring page until they are
+//! back, forgotten, or down for `absent_forget_after`), which have *departed* (announced
+//! LEAVING first), and which an operator is *forgetting*. Pure bookkeeping with the clock
+//! passed in; the foca driver feeds it what gossip reports.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{AbsentIngester, NodeIdentity, NodeState};
 
@@ -106,6 +107,22 @@ impl Lifecycle {
             self.forgetting.push(name.to_owned());
         }
         self.absent.remove(name).is_some()
+    }
+
+    /// Forgets the ingesters absent since before `now - after` (each node does so on its
+    /// own; none needs an operator). Returns their names, sorted.
+    pub(crate) fn expire(&mut self, now: SystemTime, after: Duration) -> Vec<String> {
+        let mut expired: Vec<String> = self
+            .absent
+            .iter()
+            .filter(|(_, a)| now.duration_since(a.since).is_ok_and(|down| down >= after))
+            .map(|(name, _)| name.clone())
+            .collect();
+        expired.sort();
+        for name in &expired {
+            self.absent.remove(name);
+        }
+        expired
     }
 
     /// The absent ingesters, sorted by name.
@@ -220,5 +237,26 @@ mod tests {
         assert_eq!(names(&l), ["i-1", "i-4"]);
         // The one it saw itself keeps its own time.
         assert_eq!(l.absent()[0].since, T0);
+    }
+
+    #[test]
+    fn an_absent_ingester_is_forgotten_on_its_own_once_down_for_the_forget_period() {
+        let mut lifecycle = Lifecycle::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let a = ingester("ingester-1", NodeState::Active);
+        let b = ingester("ingester-2", NodeState::Active);
+        assert_eq!(lifecycle.member_down(a, &[], t0), Down::Absent);
+        let later = t0 + Duration::from_secs(300);
+        assert_eq!(lifecycle.member_down(b, &[], later), Down::Absent);
+        let after = Duration::from_secs(900);
+        assert!(lifecycle
+            .expire(t0 + Duration::from_secs(899), after)
+            .is_empty());
+        assert_eq!(lifecycle.expire(t0 + after, after), vec!["ingester-1"]);
+        assert_eq!(lifecycle.absent().len(), 1);
+        // A clock that stepped back forgets nothing.
+        assert!(lifecycle.expire(t0, after).is_empty());
+        assert_eq!(lifecycle.expire(later + after, after), vec!["ingester-2"]);
+        assert!(lifecycle.absent().is_empty());
     }
 }

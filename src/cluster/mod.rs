@@ -7,12 +7,13 @@
 //!
 //! Crashed and departed ingesters differ. An ingester that goes down while ACTIVE,
 //! without having announced LEAVING (SIGKILL, a lost host, a partition), is *absent*:
-//! out of every ring, but still counted towards the replication factor, like a replica
-//! that fails every write ([`ClusterView::placeable_ingesters`]): a crash costs one
-//! replica, not the cluster's writes. It stays absent until it is ACTIVE again under its
-//! name or an operator forgets it. An ingester that announced LEAVING and then went down
-//! has *departed*: the cluster is smaller by one. Each node keeps the list from what it
-//! saw go down; a node that starts later adopts its peers' lists once it has joined
+//! out of every ring and listed on the ring page (where an operator can forget it) until
+//! it is ACTIVE again under its name, an operator forgets it, or it has been down for
+//! `absent_forget_after` (15 min by default), when every node forgets it on its own.
+//! Absent ingesters do not hold writes back: writes go to the ACTIVE ingesters there are,
+//! at write quorum (see `distributor`). An ingester that announced LEAVING and then went
+//! down has *departed*. Each node keeps the list from what it saw go down; a node that
+//! starts later adopts its peers' lists once it has joined
 //! (`admin::learn_absent_ingesters`, from their `/ring`).
 //!
 //! Joining: the node announces to every seed address once a second until foca reports
@@ -31,14 +32,14 @@ mod view;
 pub(crate) use gossip::LEAVE_GOSSIP_LIMIT;
 pub(crate) use identity::{NodeIdentity, NodeState, Roles};
 pub(crate) use ring_doc::unix_secs;
-pub(crate) use ring_doc::RingDoc;
+pub(crate) use ring_doc::{RingDoc, RingReplication};
 pub(crate) use view::{AbsentIngester, ClusterView, Liveness, MemberStatus};
 
 use gossip::{is_self, Driver};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -46,11 +47,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster_keys::ClusterKeys;
 
-/// Whom to join.
+/// Whom to join, and the gossip task's rules.
 #[derive(Clone, Debug)]
 pub(crate) struct GossipSettings {
-    /// The address the socket is bound to (may differ from the advertised one).
+    /// The address the socket is bound to (may differ from the advertised one); filled
+    /// in by [`Membership::start`].
     pub bind: SocketAddr,
+    /// An absent (crashed) ingester not back within this long is forgotten
+    /// (`absent_forget_after_ms`).
+    pub absent_forget_after: Duration,
     /// `host:port` of members to announce to; resolved on every attempt.
     pub join: Vec<String>,
     /// Fault injection for tests: the share of gossip packets (in and out) to drop.
@@ -79,20 +84,16 @@ impl Membership {
     /// Starts the task on a bound gossip socket. When `leave` is cancelled it leaves the
     /// cluster (foca's leave) and keeps gossiping the news until `exit` is cancelled (or
     /// [`LEAVE_GOSSIP_LIMIT`]), then stops.
-    pub fn start(
+    pub(crate) fn start(
         identity: NodeIdentity,
         socket: UdpSocket,
-        join: Vec<String>,
-        packet_loss: f64,
-        keys: Option<Arc<ClusterKeys>>,
+        settings: GossipSettings,
         leave: CancellationToken,
         exit: CancellationToken,
     ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
         let settings = GossipSettings {
             bind: socket.local_addr()?,
-            join,
-            packet_loss,
-            keys,
+            ..settings
         };
         let initial = vec![MemberStatus {
             identity: identity.clone(),

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::{AbsentIngester, ClusterView, Liveness, NodeIdentity, NodeState, Roles};
+use crate::ring::{ReplicationFactor, WriteHealth};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct RingDoc {
@@ -19,12 +20,38 @@ pub(crate) struct RingDoc {
     /// Every live member, sorted by name.
     #[serde(default)]
     pub members: Vec<RingMember>,
-    /// Crashed ingesters, still counted towards the replication factor.
+    /// Crashed ingesters (until they are back, forgotten, or down for
+    /// `absent_forget_after`).
     #[serde(default)]
     pub absent_ingesters: Vec<RingAbsent>,
     /// The ACTIVE ingesters writes go to.
     #[serde(default)]
     pub write_ring_ingesters: Vec<String>,
+    /// How writes are placed on them (absent from documents of older versions).
+    #[serde(default)]
+    pub replication: Option<RingReplication>,
+}
+
+/// ACTIVE ingesters against the replication factor, and what writes do about it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RingReplication {
+    pub factor: usize,
+    pub write_quorum: usize,
+    pub active_ingesters: usize,
+    /// `full`, `under-replicated` (each trace on every ACTIVE ingester, acked at write
+    /// quorum) or `refused` (fewer ACTIVE than the write quorum).
+    pub writes: WriteHealth,
+}
+
+impl RingReplication {
+    pub(crate) fn of(view: &ClusterView, rf: ReplicationFactor) -> Self {
+        Self {
+            factor: rf.factor(),
+            write_quorum: rf.write_quorum(),
+            active_ingesters: view.writers.len(),
+            writes: rf.write_health(view.writers.len()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,8 +101,8 @@ pub(crate) fn unix_secs(t: SystemTime) -> u64 {
 }
 
 impl RingDoc {
-    /// What `me` knows, from its `view`.
-    pub(crate) fn of(view: &ClusterView, me: &NodeIdentity) -> Self {
+    /// What `me` knows, from its `view`, with writes judged against `rf`.
+    pub(crate) fn of(view: &ClusterView, me: &NodeIdentity, rf: ReplicationFactor) -> Self {
         let members = view
             .members
             .iter()
@@ -114,6 +141,7 @@ impl RingDoc {
             members,
             absent_ingesters,
             write_ring_ingesters: view.writers.iter().map(|w| w.name.clone()).collect(),
+            replication: Some(RingReplication::of(view, rf)),
         }
     }
 
@@ -173,8 +201,14 @@ mod tests {
                 since,
             }],
         );
-        let doc = RingDoc::of(&view, &me);
+        let rf = crate::ring::ReplicationFactor::new(3, 2, 2).expect("valid");
+        let doc = RingDoc::of(&view, &me, rf);
         let json = serde_json::to_value(&doc).expect("serialise");
+        // One ACTIVE ingester of RF=3 with write quorum 2: writes are refused.
+        assert_eq!(
+            json["replication"],
+            serde_json::json!({"factor": 3, "write_quorum": 2, "active_ingesters": 1, "writes": "refused"})
+        );
         // The names users and scripts read.
         assert_eq!(json["self"], "front");
         assert_eq!(json["members"][1]["name"], "ingester-1");

@@ -72,12 +72,6 @@ impl ClusterView {
         }
     }
 
-    /// The ingesters a write can count on towards the replication factor: the ACTIVE ones
-    /// and the absent (crashed) ones. Departed ingesters do not count.
-    pub fn placeable_ingesters(&self) -> usize {
-        self.writers.len() + self.absent.len()
-    }
-
     pub fn count_by_state(&self) -> HashMap<&'static str, usize> {
         let mut counts = HashMap::new();
         for m in &self.members {

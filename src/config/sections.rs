@@ -24,6 +24,7 @@ pub(super) struct Gossip {
     pub listen: SocketAddr,
     pub join: Vec<String>,
     pub packet_loss: f64,
+    pub absent_forget_after: Duration,
     pub advertise: IpAddr,
     pub keys: Option<Arc<ClusterKeys>>,
 }
@@ -83,7 +84,9 @@ impl RawConfig {
         })
     }
 
-    pub(super) fn wal(&self) -> Result<(WalSync, WalStoreKind), ConfigError> {
+    /// The WAL's sync mode and store; `None` for the store when `wal_store` is unset (the
+    /// file store, or sled where a data folder already holds a sled WAL).
+    pub(super) fn wal(&self) -> Result<(WalSync, Option<WalStoreKind>), ConfigError> {
         let sync = match self.wal_sync.as_deref().unwrap_or("always") {
             "always" => WalSync::Always,
             "periodic" => WalSync::Periodic,
@@ -94,10 +97,11 @@ impl RawConfig {
                 ))
             }
         };
-        let store = match self.wal_store.as_deref().unwrap_or("sled") {
-            "sled" => WalStoreKind::Sled,
-            "file" => WalStoreKind::File,
-            other => {
+        let store = match self.wal_store.as_deref() {
+            None => None,
+            Some("sled") => Some(WalStoreKind::Sled),
+            Some("file") => Some(WalStoreKind::File),
+            Some(other) => {
                 return Err(invalid(
                     "wal_store",
                     format!("{other:?} is not one of: sled, file"),
@@ -257,6 +261,11 @@ impl RawConfig {
             listen,
             join,
             packet_loss,
+            absent_forget_after: positive_ms(
+                "absent_forget_after_ms",
+                self.absent_forget_after_ms,
+                900_000,
+            )?,
             advertise,
             keys,
         })

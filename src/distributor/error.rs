@@ -38,13 +38,11 @@ pub enum PushError {
     #[error("no valid spans in the request: {message}")]
     NoValidSpans { rejected: u64, message: String },
     #[error(
-        "not enough ingesters: {active} ACTIVE and {absent} absent (crashed), {needed} needed \
-         (replication factor {factor}, write quorum {quorum}); ingesters that departed do not count"
+        "not enough ingesters: {active} ACTIVE, {quorum} needed to take a write (write quorum \
+         of replication factor {factor}); crashed and departed ingesters do not count"
     )]
     NotEnoughIngesters {
         active: usize,
-        absent: usize,
-        needed: usize,
         factor: usize,
         quorum: usize,
     },

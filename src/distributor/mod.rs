@@ -3,6 +3,12 @@
 //! Invariant: the client is acked only when every accepted trace is held by
 //! `write_quorum` of its replicas (each replica acks after its WAL append). The push to
 //! the remaining replica is not cancelled when the client is answered.
+//!
+//! A trace's replicas are the first `replication_factor` distinct ACTIVE ingesters on the
+//! ring. With fewer ACTIVE (one restarting, leaving or crashed, or the cluster scaled
+//! down) every ACTIVE one gets the trace and the ack still needs `write_quorum` of them:
+//! writes go on under-replicated, counted and logged, and are refused (UNAVAILABLE, with
+//! the reason) only below the write quorum ([`ReplicationFactor::write_health`]).
 
 mod error;
 pub(crate) mod grpc;
@@ -10,6 +16,7 @@ pub(crate) mod http;
 mod json;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +28,7 @@ pub(crate) use error::PushError;
 use crate::cluster::{ClusterView, Membership};
 use crate::model::TenantId;
 use crate::otlp::{split_by_trace, SplitRequest};
-use crate::ring::{QuorumTracker, ReplicationFactor, TenantSeed, Token};
+use crate::ring::{QuorumTracker, ReplicationFactor, TenantSeed, Token, WriteHealth};
 use crate::rpc::codec::RawBytes;
 use crate::rpc::proto::{PushRequest, TraceSegment};
 use crate::rpc::quorum::{call_with_quorum, CallPolicy};
@@ -47,6 +54,9 @@ pub(crate) struct Distributor {
     settings: DistributorSettings,
     membership: Membership,
     clients: Arc<dyn IngesterPool>,
+    /// Whether the last write went to fewer replicas than the factor (for the log line
+    /// when that starts and ends).
+    under_replicated: AtomicBool,
 }
 
 impl Distributor {
@@ -59,6 +69,7 @@ impl Distributor {
             settings,
             membership,
             clients: Arc::new(clients),
+            under_replicated: AtomicBool::new(false),
         })
     }
 
@@ -123,12 +134,36 @@ impl Distributor {
         Ok(outcome)
     }
 
+    /// Counts under-replicated traces, and logs when writes start and stop going to fewer
+    /// replicas than the factor.
+    fn note_health(&self, health: WriteHealth, view: &ClusterView, traces: usize) {
+        let under = health == WriteHealth::UnderReplicated;
+        if under {
+            metrics::counter!("ringtail_distributor_under_replicated_traces_total")
+                .increment(traces as u64);
+        }
+        if self.under_replicated.swap(under, Ordering::Relaxed) != under {
+            let rf = self.settings.replication.factor();
+            let active = view.writers.len();
+            if under {
+                tracing::warn!(active, replication_factor = rf, "writing under-replicated: fewer ACTIVE ingesters than the replication factor; each trace goes to every ACTIVE one and is acked at write quorum");
+            } else {
+                tracing::info!(
+                    active,
+                    replication_factor = rf,
+                    "writes are fully replicated again"
+                );
+            }
+        }
+    }
+
     /// Sends every ingester one push with all the traces it replicates and waits for the
     /// write quorum of every trace (see [`call_with_quorum`] for the contract).
     async fn replicate(&self, tenant: &TenantId, split: SplitRequest) -> Result<(), PushError> {
         let view = self.membership.view();
         let rf = self.settings.replication;
-        enough_ingesters(&view, rf)?;
+        let health = enough_ingesters(&view, rf)?;
+        self.note_health(health, &view, split.traces.len());
         let seed = TenantSeed::new(tenant);
         let mut per_instance: Vec<Vec<TraceSegment>> = vec![Vec::new(); view.writers.len()];
         let mut groups = HashSet::new();
@@ -190,24 +225,17 @@ impl Distributor {
     }
 }
 
-/// Every trace needs `factor` replicas. A crashed (absent) ingester counts as a replica
-/// that fails; a departed one does not: after a scale-down below the replication factor,
-/// writes are refused rather than kept with fewer copies.
-fn enough_ingesters(view: &ClusterView, rf: ReplicationFactor) -> Result<(), PushError> {
-    let needed = if view.placeable_ingesters() < rf.factor() {
-        rf.factor()
-    } else if view.writers.len() < rf.write_quorum() {
-        rf.write_quorum()
-    } else {
-        return Ok(());
-    };
-    Err(PushError::NotEnoughIngesters {
-        active: view.writers.len(),
-        absent: view.absent.len(),
-        needed,
-        factor: rf.factor(),
-        quorum: rf.write_quorum(),
-    })
+/// Writes need `write_quorum` ACTIVE ingesters; with fewer than `factor` they go on,
+/// under-replicated. Crashed (absent) and departed ingesters do not count either way.
+fn enough_ingesters(view: &ClusterView, rf: ReplicationFactor) -> Result<WriteHealth, PushError> {
+    match rf.write_health(view.writers.len()) {
+        WriteHealth::Refused => Err(PushError::NotEnoughIngesters {
+            active: view.writers.len(),
+            factor: rf.factor(),
+            quorum: rf.write_quorum(),
+        }),
+        health => Ok(health),
+    }
 }
 
 #[cfg(test)]

@@ -50,7 +50,9 @@ use crate::storage::BlockStore;
 pub(crate) struct IngesterSettings {
     pub data_dir: PathBuf,
     pub wal_sync: WalSync,
-    pub wal_store: WalStoreKind,
+    /// The configured store; `None` (not configured): the file store, unless the data
+    /// folder already holds a sled WAL (written when sled was the default), which is kept.
+    pub wal_store: Option<WalStoreKind>,
     pub wal_cache_bytes: u64,
     pub cut: CutPolicy,
     /// This ingester's name (recorded in the blocks it cuts).
@@ -409,18 +411,27 @@ fn open_wal_store(
 ) -> Result<(PathBuf, Box<dyn wal::WalStore>), OpenError> {
     let sled_dir = settings.data_dir.join("wal");
     let file_dir = settings.data_dir.join("wal-segments");
-    let (wal_dir, other) = match settings.wal_store {
+    let holds_data = |dir: &PathBuf| std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+    let kind = match settings.wal_store {
+        Some(kind) => kind,
+        None if holds_data(&sled_dir) && !holds_data(&file_dir) => {
+            tracing::warn!(path = %sled_dir.display(), "wal_store is not set and this data folder holds a sled WAL (the default of earlier versions): keeping sled; set wal_store: sled to keep it, or drain the node and remove the folder to move to the file store");
+            WalStoreKind::Sled
+        }
+        None => WalStoreKind::File,
+    };
+    let (wal_dir, other) = match kind {
         WalStoreKind::Sled => (sled_dir, file_dir),
         WalStoreKind::File => (file_dir, sled_dir),
     };
-    if std::fs::read_dir(&other).is_ok_and(|mut d| d.next().is_some()) {
+    if holds_data(&other) {
         return Err(OpenError::OtherStore { path: other });
     }
     std::fs::create_dir_all(&wal_dir).map_err(|source| OpenError::DataDir {
         path: wal_dir.clone(),
         source,
     })?;
-    let opened = match settings.wal_store {
+    let opened = match kind {
         WalStoreKind::Sled => SledStore::open(&wal_dir, settings.wal_cache_bytes)
             .map(|s| Box::new(s) as Box<dyn wal::WalStore>),
         WalStoreKind::File => {

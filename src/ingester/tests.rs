@@ -4,10 +4,26 @@ use super::push::test_push as push;
 use super::*;
 
 fn open_in(dir: &std::path::Path, store: &std::path::Path) -> Arc<Ingester> {
+    open_with(dir, store, Some(WalStoreKind::File))
+}
+
+fn open_with(
+    dir: &std::path::Path,
+    store: &std::path::Path,
+    wal_store: Option<WalStoreKind>,
+) -> Arc<Ingester> {
+    try_open_with(dir, store, wal_store).expect("opens")
+}
+
+fn try_open_with(
+    dir: &std::path::Path,
+    store: &std::path::Path,
+    wal_store: Option<WalStoreKind>,
+) -> Result<Arc<Ingester>, OpenError> {
     let settings = IngesterSettings {
         data_dir: dir.to_path_buf(),
         wal_sync: WalSync::Always,
-        wal_store: WalStoreKind::File,
+        wal_store,
         wal_cache_bytes: 1 << 20,
         cut: CutPolicy {
             max_live_bytes: 1 << 20,
@@ -22,9 +38,9 @@ fn open_in(dir: &std::path::Path, store: &std::path::Path) -> Arc<Ingester> {
         name: "ingester-a".into(),
     };
     let remote = BlockStore::local(store).expect("a store folder");
-    let (ingester, _) = Ingester::open(&settings, remote).expect("opens");
+    let (ingester, _) = Ingester::open(&settings, remote)?;
     ingester.start_serving();
-    ingester
+    Ok(ingester)
 }
 
 /// A push is found live, then (after a forced cut and flush) in its local block with
@@ -83,4 +99,38 @@ async fn a_push_is_refused_until_serving_and_after_the_drain_begins() {
         .await
         .expect_err("malformed");
     assert_eq!(malformed.error_code(), ErrorCode::BadRequest);
+}
+
+/// Unset, `wal_store` is the file store; a data folder that already holds a sled WAL
+/// (sled was the default) keeps it, with its acked traces, instead of refusing to start.
+#[tokio::test]
+async fn an_unset_wal_store_is_the_file_store_and_keeps_an_existing_sled_wal() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let ingester = open_with(fresh.path(), store.path(), None);
+    ingester.push(push(1).into()).await.expect("accepted");
+    assert!(fresh
+        .path()
+        .join("wal-segments")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some()));
+    assert!(!fresh.path().join("wal").exists());
+
+    let old = tempfile::tempdir().expect("tempdir");
+    let sled = open_with(old.path(), store.path(), Some(WalStoreKind::Sled));
+    sled.push(push(2).into()).await.expect("accepted");
+    drop(sled);
+    // The WAL's writer thread releases sled's folder lock shortly after the drop.
+    let mut reopened = try_open_with(old.path(), store.path(), None);
+    for _ in 0..50 {
+        if reopened.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reopened = try_open_with(old.path(), store.path(), None);
+    }
+    let reopened = reopened.expect("reopens on its sled WAL");
+    let tenant = TenantId::parse("t").expect("tenant");
+    assert!(reopened.find(&tenant, &TraceId([2; 16])).await.is_some());
+    assert!(!old.path().join("wal-segments").exists());
 }

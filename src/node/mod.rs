@@ -40,7 +40,7 @@ use tokio_util::task::TaskTracker;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::admin::{self, AdminState};
-use crate::cluster::{Membership, NodeIdentity, NodeState, Roles};
+use crate::cluster::{GossipSettings, Membership, NodeIdentity, NodeState, Roles};
 use crate::config::Config;
 use crate::ingester::Ingester;
 use crate::rpc::IngesterClients;
@@ -158,6 +158,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown: shutdown.clone(),
         peers: peers.clone(),
         workers: bg.workers.clone(),
+        replication: config.replication,
     }));
     servers::spawn_http(&bg, listeners.http, http, &config, http_tls);
 
@@ -201,9 +202,14 @@ fn start_gossip(
     let (membership, task) = Membership::start(
         identity,
         socket,
-        config.gossip_join.clone(),
-        config.gossip_packet_loss,
-        config.cluster_keys.clone(),
+        GossipSettings {
+            // Membership::start fills in the bound address.
+            bind: config.gossip_listen,
+            absent_forget_after: config.absent_forget_after,
+            join: config.gossip_join.clone(),
+            packet_loss: config.gossip_packet_loss,
+            keys: config.cluster_keys.clone(),
+        },
         leave.clone(),
         exit.clone(),
     )

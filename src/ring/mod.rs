@@ -14,4 +14,4 @@ mod placement;
 mod quorum;
 
 pub(crate) use placement::{ReplicaSet, Ring, TenantSeed, Token, MAX_REPLICAS};
-pub(crate) use quorum::{Progress, QuorumTracker, ReplicationFactor};
+pub(crate) use quorum::{Progress, QuorumTracker, ReplicationFactor, WriteHealth};

@@ -55,6 +55,32 @@ impl ReplicationFactor {
     pub fn read_quorum(&self) -> usize {
         self.read_quorum.get() as usize
     }
+
+    /// What writes do with `active` ingesters in the write ring: every trace goes to
+    /// `min(factor, active)` of them and is acked at the write quorum, so writes go on
+    /// (under-replicated) while at least `write_quorum` are ACTIVE, and are refused below.
+    pub fn write_health(&self, active: usize) -> WriteHealth {
+        if active >= self.factor() {
+            WriteHealth::Full
+        } else if active >= self.write_quorum() {
+            WriteHealth::UnderReplicated
+        } else {
+            WriteHealth::Refused
+        }
+    }
+}
+
+/// Whether writes are placed on the replication factor, on fewer replicas, or refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WriteHealth {
+    /// Every trace gets `factor` replicas.
+    Full,
+    /// Fewer ACTIVE ingesters than the factor (one restarting, leaving or crashed, or the
+    /// cluster scaled down): every trace goes to each ACTIVE one, acked at write quorum.
+    UnderReplicated,
+    /// Fewer ACTIVE ingesters than the write quorum: writes are refused (UNAVAILABLE).
+    Refused,
 }
 
 impl Default for ReplicationFactor {
@@ -199,5 +225,18 @@ mod tests {
     #[test]
     fn no_groups_is_trivially_reached() {
         assert_eq!(QuorumTracker::new([], 2).progress(), Progress::Reached);
+    }
+
+    #[test]
+    fn writes_go_on_under_replicated_down_to_the_write_quorum_and_are_refused_below() {
+        let rf = ReplicationFactor::new(3, 2, 2).expect("valid");
+        assert_eq!(rf.write_health(4), WriteHealth::Full);
+        assert_eq!(rf.write_health(3), WriteHealth::Full);
+        assert_eq!(rf.write_health(2), WriteHealth::UnderReplicated);
+        assert_eq!(rf.write_health(1), WriteHealth::Refused);
+        assert_eq!(rf.write_health(0), WriteHealth::Refused);
+        let single = ReplicationFactor::new(1, 1, 1).expect("valid");
+        assert_eq!(single.write_health(1), WriteHealth::Full);
+        assert_eq!(single.write_health(0), WriteHealth::Refused);
     }
 }
