@@ -5,6 +5,7 @@ use tonic_build::manual::{Builder, Method, Service};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/ringtail.proto");
+    build_info();
     let fds = protox::compile(["proto/ringtail.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_client(false)
@@ -57,4 +58,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     Builder::new().compile(&[ingester, otlp]);
     Ok(())
+}
+
+/// The revision, build date and compiler for `/api/status/buildinfo` (Tempo's shape). The
+/// revision is git's when the source is a checkout; the date is when this script last ran
+/// (it reruns when the checked-out commit changes).
+fn build_info() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        println!("cargo:rerun-if-changed={dir}/HEAD");
+        if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={dir}/{head}");
+        }
+    }
+    if let Some(rev) = git(&["rev-parse", "--short=12", "HEAD"]) {
+        println!("cargo:rustc-env=RINGTAIL_GIT_REVISION={rev}");
+    }
+    if let Some(branch) = git(&["rev-parse", "--abbrev-ref", "HEAD"]) {
+        println!("cargo:rustc-env=RINGTAIL_GIT_BRANCH={branch}");
+    }
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    println!("cargo:rustc-env=RINGTAIL_BUILD_DATE={now}");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    if let Some(version) = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+    {
+        println!("cargo:rustc-env=RINGTAIL_RUSTC_VERSION={}", version.trim());
+    }
 }

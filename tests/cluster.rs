@@ -464,15 +464,27 @@ async fn bad_input_gets_clear_errors_and_loses_nothing_already_accepted() {
     for name in ["front", "ingester-1", "ingester-2", "ingester-3", "ACTIVE"] {
         assert!(ring.contains(name), "/ring lacks {name}: {ring}");
     }
-    let info: serde_json::Value = http
-        .get(format!("{query}/status/buildinfo"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    for path in ["/status/buildinfo", "/api/status/buildinfo"] {
+        let info: serde_json::Value = http
+            .get(format!("{query}{path}"))
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(info["version"], env!("CARGO_PKG_VERSION"), "{path}");
+        // Built from this checkout: git's revision, and when.
+        assert_eq!(
+            info["revision"].as_str().map(str::len),
+            Some(12),
+            "{path}: {info}"
+        );
+        assert!(
+            info["buildDate"].as_str().is_some_and(|d| d.ends_with('Z')),
+            "{path}: {info}"
+        );
+    }
     let echo = get_text(format!("{query}/api/echo")).await;
     assert_eq!(echo, "echo");
 

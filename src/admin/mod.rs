@@ -1,4 +1,5 @@
-//! Admin API served by every process: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`,
+//! Admin API served by every process: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`
+//! (also at Tempo's `/api/status/buildinfo`),
 //! `/status/workers`, `/api/echo`, and the state-changing calls that [`auth`] guards.
 
 pub(crate) mod auth;
@@ -103,6 +104,8 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/ring", get(ring))
         .route("/status/buildinfo", get(buildinfo))
+        // Where Tempo serves it, and Grafana and tools read it.
+        .route("/api/status/buildinfo", get(buildinfo))
         .route("/status/workers", get(workers))
         .route("/api/echo", get(|| async { "echo" }))
         .route("/flush", post(flush).route_layer(guard()))
@@ -314,9 +317,9 @@ async fn buildinfo() -> Response {
     axum::Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "revision": option_env!("RINGTAIL_GIT_REVISION").unwrap_or("unknown"),
-        "branch": "",
+        "branch": option_env!("RINGTAIL_GIT_BRANCH").unwrap_or(""),
         "buildUser": "",
-        "buildDate": "",
+        "buildDate": option_env!("RINGTAIL_BUILD_DATE").unwrap_or(""),
         "goVersion": "",
         "rustVersion": option_env!("RINGTAIL_RUSTC_VERSION").unwrap_or("unknown"),
     }))
