@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -78,6 +79,29 @@ pub async fn start(
         nodes.push(n);
     }
     Ok(nodes)
+}
+
+/// Waits (at most `timeout`) until the front node sees every ingester ACTIVE, so that what
+/// the banner offers works when it is printed: writes at full replication, and reads.
+/// Returns whether it did.
+pub async fn wait_until_serving(
+    nodes: &[RunningNode],
+    ingesters: usize,
+    timeout: Duration,
+) -> bool {
+    let Some(front) = nodes.first() else {
+        return false;
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if front.membership.view().writers.len() >= ingesters {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn banner(args: &LocalArgs) -> String {

@@ -132,6 +132,10 @@ async fn run_local(args: local::LocalArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let ingesters = usize::from(args.ingesters);
+    if !local::wait_until_serving(&nodes, ingesters, std::time::Duration::from_secs(30)).await {
+        eprintln!("ringtail local: not every ingester is ACTIVE after 30 s; see /ring");
+    }
     println!("{}", local::banner(&args));
     // Every node waits for its own token: `POST /shutdown` on one node drains and stops
     // that node while the others go on; Ctrl-C (the parent token) stops them all.

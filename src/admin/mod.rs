@@ -20,7 +20,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::cluster::{Membership, RingDoc};
+use crate::cluster::{Membership, RingDoc, Roles};
 use crate::error::{text_response, ErrorCode, HasErrorCode};
 use crate::ingester::{Ingester, LocalBlockError};
 use crate::model::{TenantId, TenantIdError};
@@ -78,18 +78,39 @@ pub(crate) struct AdminState {
     pub peers: PeerHttp,
     /// The node's named background workers, for `/status/workers`.
     pub workers: Workers,
-    /// What `/ring` judges the write ring against.
+    /// What `/ring` and `/ready` judge the rings against.
     pub replication: ReplicationFactor,
+    /// This node's roles (what `/ready` asks of it).
+    pub roles: Roles,
 }
 
 impl AdminState {
-    /// `None` when ready, else why not.
-    pub(crate) fn not_ready_reason(&self) -> Option<&'static str> {
+    /// `None` when ready, else why not. Each role is ready when it can serve: an ingester
+    /// once its WAL is replayed, a distributor once enough ingesters are ACTIVE to take a
+    /// write (the write quorum), a querier once enough are there to answer a read (the
+    /// read quorum); every node once it has joined the gossip cluster.
+    pub(crate) fn not_ready_reason(&self) -> Option<String> {
         if self.expects_ingester && !self.ingester.get().is_some_and(|i| i.is_serving()) {
-            return Some("ingester is replaying its WAL");
+            return Some("ingester is replaying its WAL".into());
         }
         if !self.membership.has_joined() {
-            return Some("not joined to the gossip cluster yet");
+            return Some("not joined to the gossip cluster yet".into());
+        }
+        let view = self.membership.view();
+        let rf = self.replication;
+        if self.roles.contains(Roles::DISTRIBUTOR) && view.writers.len() < rf.write_quorum() {
+            return Some(format!(
+                "distributor: {} ACTIVE ingesters, {} needed to take a write",
+                view.writers.len(),
+                rf.write_quorum()
+            ));
+        }
+        if self.roles.contains(Roles::QUERIER) && view.readers.len() < rf.read_quorum() {
+            return Some(format!(
+                "querier: {} ingesters to read from, {} needed to answer a read",
+                view.readers.len(),
+                rf.read_quorum()
+            ));
         }
         None
     }

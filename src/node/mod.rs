@@ -159,6 +159,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         peers: peers.clone(),
         workers: bg.workers.clone(),
         replication: config.replication,
+        roles: config.roles,
     }));
     servers::spawn_http(&bg, listeners.http, http, &config, http_tls);
 
