@@ -512,3 +512,85 @@ async fn a_departure_under_20_percent_gossip_loss_is_seen_by_every_peer_within_1
     assert!(exited.elapsed() <= Duration::from_secs(10));
     assert!(common::metric(&cluster.front, "ringtail_gossip_packets_received_total").await > 0.0);
 }
+
+/// Drops every gossip packet to and from `ip` (iptables) until dropped.
+struct GossipCut(std::net::IpAddr);
+
+impl GossipCut {
+    fn rules(&self) -> [Vec<String>; 2] {
+        let ip = self.0.to_string();
+        [
+            [
+                "INPUT", "-p", "udp", "-d", &ip, "--dport", "7946", "-j", "DROP",
+            ],
+            [
+                "INPUT", "-p", "udp", "-s", &ip, "--sport", "7946", "-j", "DROP",
+            ],
+        ]
+        .map(|r| r.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn iptables(op: &str, rule: &[String]) -> bool {
+        std::process::Command::new("iptables")
+            .arg(op)
+            .args(rule)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn cut(ip: std::net::IpAddr) -> Self {
+        let cut = Self(ip);
+        for rule in cut.rules() {
+            assert!(Self::iptables("-I", &rule), "iptables -I {rule:?}");
+        }
+        cut
+    }
+}
+
+impl Drop for GossipCut {
+    fn drop(&mut self) {
+        for rule in self.rules() {
+            Self::iptables("-D", &rule);
+        }
+    }
+}
+
+/// The body of a node's `/ready`.
+async fn ready_text(node: &Node) -> String {
+    match node
+        .client()
+        .get(format!("{}/ready", node.http()))
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ingester_cut_off_from_gossip_is_not_ready_and_says_why_until_it_reaches_a_peer_again() {
+    let cluster = Cluster::start(40, 3, &[]).await;
+    let ingester = &cluster.ingesters[2];
+    let cut = GossipCut::cut(ingester.ip);
+    wait_until(
+        "the cut-off ingester to report not ready",
+        Duration::from_secs(30),
+        || async { !ingester.is_ready().await },
+    )
+    .await;
+    let text = ready_text(ingester).await;
+    assert!(text.contains("no gossip peer reachable"), "{text}");
+    // The others stay ready: 2 ACTIVE ingesters still take writes.
+    assert!(cluster.front.is_ready().await);
+    drop(cut);
+    wait_until(
+        "the ingester to be ready again once it reaches its peers",
+        Duration::from_secs(60),
+        || ingester.is_ready(),
+    )
+    .await;
+    cluster
+        .wait_active_ingesters(3, Duration::from_secs(30))
+        .await;
+}

@@ -86,7 +86,7 @@ pub(crate) struct AdminState {
 
 impl AdminState {
     /// `None` when ready, else why not. Each role is ready when it can serve: an ingester
-    /// once its WAL is replayed, a distributor once enough ingesters are ACTIVE to take a
+    /// once its WAL is replayed and while it reaches a gossip peer, a distributor once enough ingesters are ACTIVE to take a
     /// write (the write quorum), a querier once enough are there to answer a read (the
     /// read quorum); every node once it has joined the gossip cluster.
     pub(crate) fn not_ready_reason(&self) -> Option<String> {
@@ -95,6 +95,9 @@ impl AdminState {
         }
         if !self.membership.has_joined() {
             return Some("not joined to the gossip cluster yet".into());
+        }
+        if self.roles.contains(Roles::INGESTER) && self.membership.is_cut_off() {
+            return Some("ingester: no gossip peer reachable (every peer declared down)".into());
         }
         let view = self.membership.view();
         let rf = self.replication;

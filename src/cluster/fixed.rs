@@ -17,6 +17,7 @@ impl Membership {
             joined: watch::channel(true).1,
             commands: mpsc::channel(1).0,
             me: watch::channel(me).1,
+            has_peers_to_find: false,
         }
     }
 }

@@ -78,6 +78,9 @@ pub struct Membership {
     joined: watch::Receiver<bool>,
     commands: mpsc::Sender<Command>,
     me: watch::Receiver<NodeIdentity>,
+    /// Whether it was given seeds other than itself (a founding member of its own is not
+    /// cut off when alone).
+    has_peers_to_find: bool,
 }
 
 impl Membership {
@@ -116,6 +119,7 @@ impl Membership {
                 joined,
                 commands,
                 me,
+                has_peers_to_find: seeds_other_than_me,
             },
             handle,
         ))
@@ -131,6 +135,12 @@ impl Membership {
 
     pub fn has_joined(&self) -> bool {
         *self.joined.borrow()
+    }
+
+    /// Joined once, and now alone: SWIM has declared every peer down (no peer answered for
+    /// longer than the suspicion timeout), so this node is cut off from its cluster.
+    pub(crate) fn is_cut_off(&self) -> bool {
+        self.has_peers_to_find && self.has_joined() && self.view().members.len() <= 1
     }
 
     pub fn me(&self) -> NodeIdentity {
