@@ -408,7 +408,27 @@ async fn the_http_api_speaks_tls_to_users_probes_and_peers_with_a_certificate_fo
         || absent(late.client(), late_ring.clone()),
     )
     .await;
-    // ...and a forget on one node reaches every other member.
+    // ...and a forget on one node reaches every other member (once the front knows the
+    // late querier: gossip brings it to the front a moment after it joined).
+    common::wait_until(
+        "the front to list the late querier",
+        Duration::from_secs(15),
+        || async {
+            let ring: serde_json::Value = match front
+                .get(&front_ring)
+                .header("accept", "application/json")
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            ring["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["name"] == "late-querier"))
+        },
+    )
+    .await;
     let forgot = front
         .post(format!("{}/ring/forget/ingester-3", cluster.front.http()))
         .send()
