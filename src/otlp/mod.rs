@@ -455,6 +455,18 @@ pub fn split_by_trace(body: &[u8]) -> Result<SplitRequest, WireError> {
         resources.push(rs_other);
     }
 
+    Ok(assemble(body, &resources, &scopes, by_trace, rejected))
+}
+
+/// Writes each trace's spans, under copies of their resources and scopes, as one
+/// `ResourceSpans` record per resource, into one buffer that the segments share.
+fn assemble(
+    body: &[u8],
+    resources: &[Vec<Range<usize>>],
+    scopes: &[ScopeInfo],
+    by_trace: ByTrace,
+    rejected: Rejected,
+) -> SplitRequest {
     let ByTrace { spans, traces, .. } = by_trace;
     let mut out = BytesMut::with_capacity(body.len() + traces.len() * 64);
     let (rejected_spans, rejections) = rejected.into_list();
@@ -466,8 +478,8 @@ pub fn split_by_trace(body: &[u8]) -> Result<SplitRequest, WireError> {
     };
     let ctx = Layout {
         body,
-        resources: &resources,
-        scopes: &scopes,
+        resources,
+        scopes,
         spans: &spans,
     };
     let mut scope_lens = Vec::new();
@@ -479,7 +491,7 @@ pub fn split_by_trace(body: &[u8]) -> Result<SplitRequest, WireError> {
             spans: t.spans,
         });
     }
-    Ok(result)
+    result
 }
 
 /// Calls `f` with each `TracesData.resource_spans` record in `data` (the payload of
