@@ -29,5 +29,6 @@ wait $pid
 code=$?
 set -e
 [ "$code" -eq 0 ] || { echo "ringtail local exited with $code"; cat local.log; exit 1; }
-ls -d data/ingester-1/wal data/ingester-2/wal data/ingester-3/wal >/dev/null
+# Each ingester kept its WAL (the file store, the default) in its own data folder.
+ls -d data/ingester-1/wal-segments data/ingester-2/wal-segments data/ingester-3/wal-segments >/dev/null
 echo "smoke: ringtail local OK"

@@ -250,9 +250,23 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_BLOCK_RETENTION_HOURS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_retention_hours: Option<u64>,
+    /// Each tenant's ingestion rate, request bytes per second; 0 = unlimited; per tenant
+    /// with `tenant:ingestion_rate_bytes=N` in tenant_overrides [default: 0]
+    #[arg(long, env = "RINGTAIL_INGESTION_RATE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingestion_rate_bytes: Option<u64>,
+    /// Bytes a tenant may send at once above its rate; 0 = twice the rate [default: 0]
+    #[arg(long, env = "RINGTAIL_INGESTION_BURST_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingestion_burst_bytes: Option<u64>,
+    /// `local` (each distributor enforces the whole rate) or `global` (each enforces the
+    /// rate divided by the number of ACTIVE distributors) [default: local]
+    #[arg(long, env = "RINGTAIL_INGESTION_RATE_STRATEGY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingestion_rate_strategy: Option<String>,
     /// Per-tenant overrides, "tenant:key=value" (comma separated); keys:
-    /// trace_idle_period_ms, max_block_duration_ms, max_block_bytes, block_retention_hours
-    /// [default: none]
+    /// trace_idle_period_ms, max_block_duration_ms, max_block_bytes, block_retention_hours,
+    /// ingestion_rate_bytes, ingestion_burst_bytes [default: none]
     #[arg(long, env = "RINGTAIL_TENANT_OVERRIDES", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_overrides: Option<Vec<String>>,
@@ -356,6 +370,8 @@ pub struct Config {
     /// `None` only with `insecure_cluster`.
     pub cluster_keys: Option<Arc<ClusterKeys>>,
     pub shutdown_timeout: Duration,
+    /// `ingestion_rate_strategy: global`: each distributor enforces its share of a rate.
+    pub ingestion_rate_global: bool,
 }
 
 impl RawConfig {
@@ -439,6 +455,16 @@ impl RawConfig {
             gossip_listen: gossip.listen,
             gossip_join: gossip.join,
             gossip_packet_loss: gossip.packet_loss,
+            ingestion_rate_global: match self.ingestion_rate_strategy.as_deref() {
+                None | Some("local") => false,
+                Some("global") => true,
+                Some(other) => {
+                    return Err(invalid(
+                        "ingestion_rate_strategy",
+                        format!("{other:?} is not one of: local, global"),
+                    ))
+                }
+            },
             absent_forget_after: gossip.absent_forget_after,
             advertise_addr: gossip.advertise,
             replication: self.replication()?,

@@ -32,6 +32,8 @@ pub(crate) enum ErrorCode {
     ClientTimeout,
     /// Temporarily unable (quorum not reached, starting, leaving): retry the same request.
     Unavailable,
+    /// Over a rate limit: retry the same request after the error's retry delay.
+    TooManyRequests,
 }
 
 impl ErrorCode {
@@ -54,6 +56,9 @@ impl ErrorCode {
             ErrorCode::TooLarge => Code::ResourceExhausted,
             ErrorCode::ClientTimeout => Code::DeadlineExceeded,
             ErrorCode::Unavailable => Code::Unavailable,
+            // With a RetryInfo detail (see `grpc_status`): the Collector and the SDKs
+            // retry RESOURCE_EXHAUSTED only when it is there.
+            ErrorCode::TooManyRequests => Code::ResourceExhausted,
         }
     }
 
@@ -67,6 +72,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -74,17 +80,36 @@ impl ErrorCode {
 /// A typed error that knows its [`ErrorCode`].
 pub(crate) trait HasErrorCode: std::fmt::Display {
     fn error_code(&self) -> ErrorCode;
+
+    /// How long a client should wait before retrying (`None`: do not retry); the code's
+    /// unless the error knows better (a rate limit knows when the request would fit).
+    fn retry_after(&self) -> Option<Duration> {
+        self.error_code().retry_after()
+    }
 }
 
-/// The gRPC status for `e`: its code and its message.
+/// The gRPC status for `e`: its code and its message, and for a rate limit a
+/// `google.rpc.RetryInfo` detail with the delay.
 pub(crate) fn grpc_status(e: &impl HasErrorCode) -> tonic::Status {
-    tonic::Status::new(e.error_code().grpc(), e.to_string())
+    let code = e.error_code();
+    match (code, e.retry_after()) {
+        (ErrorCode::TooManyRequests, Some(delay)) => {
+            use tonic_types::{ErrorDetails, StatusExt};
+            tonic::Status::with_error_details(
+                code.grpc(),
+                e.to_string(),
+                ErrorDetails::with_retry_info(Some(delay)),
+            )
+        }
+        _ => tonic::Status::new(code.grpc(), e.to_string()),
+    }
 }
 
-/// Sets `Retry-After` on `response` when `code` is retryable.
-pub(crate) fn with_retry_after(code: ErrorCode, mut response: Response) -> Response {
-    if let Some(after) = code.retry_after() {
-        if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
+/// Sets `Retry-After` (whole seconds, at least 1) on `response` when `e` is retryable.
+pub(crate) fn with_retry_after(e: &impl HasErrorCode, mut response: Response) -> Response {
+    if let Some(after) = e.retry_after() {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
     }
@@ -94,15 +119,15 @@ pub(crate) fn with_retry_after(code: ErrorCode, mut response: Response) -> Respo
 /// A plain-text HTTP answer for `e`: its status, its message (one line), and
 /// `Retry-After` when retryable.
 pub(crate) fn text_response(e: &impl HasErrorCode) -> Response {
-    let code = e.error_code();
-    with_retry_after(code, (code.http(), format!("{e}\n")).into_response())
+    with_retry_after(e, (e.error_code().http(), format!("{e}\n")).into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 8] = [
+    const ALL: [ErrorCode; 9] = [
+        ErrorCode::TooManyRequests,
         ErrorCode::BadRequest,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,

@@ -18,6 +18,23 @@ pub struct Limits {
     pub max_block_bytes: usize,
     /// Blocks whose newest span ended longer ago are deleted.
     pub block_retention: Duration,
+    /// Ingestion rate in request bytes per second (0: unlimited).
+    pub ingestion_rate_bytes: u64,
+    /// The most bytes taken at once above the rate (0: twice the rate).
+    pub ingestion_burst_bytes: u64,
+}
+
+impl Limits {
+    /// The tenant's ingestion rate, if it has one.
+    pub(crate) fn ingestion_rate(&self) -> Option<crate::distributor::Rate> {
+        (self.ingestion_rate_bytes > 0).then_some(crate::distributor::Rate {
+            bytes_per_sec: self.ingestion_rate_bytes as f64,
+            burst: match self.ingestion_burst_bytes {
+                0 => 2.0 * self.ingestion_rate_bytes as f64,
+                b => b as f64,
+            },
+        })
+    }
 }
 
 /// What one tenant overrides; unset fields take the default.
@@ -27,6 +44,8 @@ struct TenantLimits {
     max_block_duration: Option<Duration>,
     max_block_bytes: Option<usize>,
     block_retention: Option<Duration>,
+    ingestion_rate_bytes: Option<u64>,
+    ingestion_burst_bytes: Option<u64>,
 }
 
 /// The limits of every tenant.
@@ -55,7 +74,8 @@ impl Overrides {
 
     /// `defaults`, overridden by `entries` (`tenant:key=value`; keys
     /// `trace_idle_period_ms`, `max_block_duration_ms`, `max_block_bytes`,
-    /// `block_retention_hours`). A later entry for the same tenant and key wins.
+    /// `block_retention_hours`, `ingestion_rate_bytes`, `ingestion_burst_bytes`). A later
+    /// entry for the same tenant and key wins.
     pub fn parse(defaults: Limits, entries: &[String]) -> Result<Self, OverrideError> {
         let mut overrides = Self::new(defaults);
         for entry in entries {
@@ -87,6 +107,8 @@ impl Overrides {
                     let secs = value.checked_mul(3600).ok_or_else(bad)?;
                     limits.block_retention = Some(Duration::from_secs(secs))
                 }
+                "ingestion_rate_bytes" => limits.ingestion_rate_bytes = Some(value),
+                "ingestion_burst_bytes" => limits.ingestion_burst_bytes = Some(value),
                 _ => return Err(bad()),
             }
         }
@@ -103,6 +125,8 @@ impl Overrides {
                 max_block_duration: t.max_block_duration.unwrap_or(d.max_block_duration),
                 max_block_bytes: t.max_block_bytes.unwrap_or(d.max_block_bytes),
                 block_retention: t.block_retention.unwrap_or(d.block_retention),
+                ingestion_rate_bytes: t.ingestion_rate_bytes.unwrap_or(d.ingestion_rate_bytes),
+                ingestion_burst_bytes: t.ingestion_burst_bytes.unwrap_or(d.ingestion_burst_bytes),
             },
         }
     }
@@ -118,6 +142,8 @@ mod tests {
             max_block_duration: Duration::from_secs(120),
             max_block_bytes: 1 << 20,
             block_retention: Duration::from_secs(336 * 3600),
+            ingestion_rate_bytes: 0,
+            ingestion_burst_bytes: 0,
         }
     }
 
@@ -145,6 +171,21 @@ mod tests {
             Duration::from_secs(2 * 3600)
         );
         assert_eq!(o.get("anyone else"), defaults());
+    }
+
+    #[test]
+    fn an_ingestion_rate_is_per_tenant_with_a_burst_of_twice_the_rate_unless_set() {
+        let o = parse(&[
+            "slow:ingestion_rate_bytes=1000",
+            "spiky:ingestion_rate_bytes=1000",
+            "spiky:ingestion_burst_bytes=50000",
+        ])
+        .expect("valid");
+        assert_eq!(o.get("anyone else").ingestion_rate(), None);
+        let slow = o.get("slow").ingestion_rate().expect("a rate");
+        assert_eq!((slow.bytes_per_sec, slow.burst), (1000.0, 2000.0));
+        let spiky = o.get("spiky").ingestion_rate().expect("a rate");
+        assert_eq!((spiky.bytes_per_sec, spiky.burst), (1000.0, 50000.0));
     }
 
     #[test]

@@ -192,6 +192,8 @@ impl RawConfig {
                 0 => return Err(invalid("block_retention_hours", "must be greater than 0")),
                 h => Duration::from_secs(h.saturating_mul(3600)),
             },
+            ingestion_rate_bytes: self.ingestion_rate_bytes.unwrap_or(0),
+            ingestion_burst_bytes: self.ingestion_burst_bytes.unwrap_or(0),
         };
         let overrides = Arc::new(
             Overrides::parse(

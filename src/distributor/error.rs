@@ -2,6 +2,8 @@
 //! gRPC and HTTP codes). Retryable conditions (quorum not reached, not enough ingesters)
 //! are UNAVAILABLE / 503.
 
+use std::time::Duration;
+
 use thiserror::Error;
 
 use crate::error::{ErrorCode, HasErrorCode};
@@ -46,6 +48,10 @@ pub enum PushError {
         factor: usize,
         quorum: usize,
     },
+    #[error("tenant over its ingestion rate ({limit} bytes/s): retry in {} ms", retry_after.as_millis())]
+    RateLimited { limit: u64, retry_after: Duration },
+    #[error("request of {size} bytes exceeds the tenant's ingestion burst of {burst} bytes: send smaller requests")]
+    OverBurst { size: usize, burst: u64 },
     #[error("write quorum not reached ({needed} of each trace's replicas needed); failed replicas: {}", failures.join("; "))]
     QuorumFailed {
         needed: usize,
@@ -67,11 +73,20 @@ impl HasErrorCode for PushError {
             PushError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             PushError::TooLarge { .. }
             | PushError::BodyTooLarge { .. }
-            | PushError::PushTooLarge { .. } => ErrorCode::TooLarge,
+            | PushError::PushTooLarge { .. }
+            | PushError::OverBurst { .. } => ErrorCode::TooLarge,
+            PushError::RateLimited { .. } => ErrorCode::TooManyRequests,
             PushError::NotEnoughIngesters { .. } | PushError::QuorumFailed { .. } => {
                 ErrorCode::Unavailable
             }
             PushError::BodyTimeout => ErrorCode::ClientTimeout,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PushError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => self.error_code().retry_after(),
         }
     }
 }
@@ -93,6 +108,8 @@ impl PushError {
             PushError::BodyTimeout => "body_timeout",
             PushError::NotEnoughIngesters { .. } => "not_enough_ingesters",
             PushError::QuorumFailed { .. } => "quorum_failed",
+            PushError::RateLimited { .. } => "rate_limited",
+            PushError::OverBurst { .. } => "over_burst",
         }
     }
 }

@@ -196,7 +196,7 @@ fn error_response(format: Format, e: &PushError) -> Response {
         )
             .into_response(),
     };
-    crate::error::with_retry_after(e.error_code(), resp)
+    crate::error::with_retry_after(e, resp)
 }
 
 #[cfg(test)]

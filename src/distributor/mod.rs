@@ -14,6 +14,7 @@ mod error;
 pub(crate) mod grpc;
 pub(crate) mod http;
 mod json;
+mod rate;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,7 @@ use bytes::Bytes;
 use prost::Message;
 
 pub(crate) use error::PushError;
+pub(crate) use rate::Rate;
 
 use crate::cluster::{ClusterView, Membership};
 use crate::model::TenantId;
@@ -40,6 +42,10 @@ pub(crate) struct DistributorSettings {
     pub push_timeout: Duration,
     pub multitenancy_enabled: bool,
     pub max_recv_msg_size: usize,
+    /// Each tenant's ingestion rate (`ingestion_rate_bytes`, per tenant in the overrides).
+    pub overrides: Arc<crate::overrides::Overrides>,
+    /// `ingestion_rate_strategy: global`.
+    pub rate_global: bool,
 }
 
 /// What a successful push accepted.
@@ -57,6 +63,7 @@ pub(crate) struct Distributor {
     /// Whether the last write went to fewer replicas than the factor (for the log line
     /// when that starts and ends).
     under_replicated: AtomicBool,
+    rates: rate::TenantRates,
 }
 
 impl Distributor {
@@ -70,6 +77,7 @@ impl Distributor {
             membership,
             clients: Arc::new(clients),
             under_replicated: AtomicBool::new(false),
+            rates: rate::TenantRates::default(),
         })
     }
 
@@ -118,6 +126,7 @@ impl Distributor {
             rejected_spans: split.rejected_spans,
             rejection_message: split.rejection_message(),
         };
+        self.admit(tenant, body.len(), outcome.accepted_spans)?;
         if split.traces.is_empty() {
             return match outcome.rejection_message {
                 Some(message) => Err(PushError::NoValidSpans {
@@ -132,6 +141,48 @@ impl Distributor {
         metrics::counter!("ringtail_distributor_spans_received_total")
             .increment(outcome.accepted_spans);
         Ok(outcome)
+    }
+
+    /// Holds the tenant to its ingestion rate (if it has one): over it, the request is
+    /// refused whole with how long to wait; nothing of it is stored.
+    fn admit(&self, tenant: &TenantId, bytes: usize, spans: u64) -> Result<(), PushError> {
+        let Some(rate) = self
+            .settings
+            .overrides
+            .get(tenant.as_str())
+            .ingestion_rate()
+        else {
+            return Ok(());
+        };
+        let distributors = if self.settings.rate_global {
+            let view = self.membership.view();
+            view.members
+                .iter()
+                .filter(|m| {
+                    m.identity
+                        .roles
+                        .contains(crate::cluster::Roles::DISTRIBUTOR)
+                        && m.identity.state == crate::cluster::NodeState::Active
+                })
+                .count()
+        } else {
+            1
+        };
+        let rate = rate::share(rate, self.settings.rate_global, distributors);
+        let refused = match self.rates.admit(tenant, bytes, rate, Instant::now()) {
+            rate::Admit::Now => return Ok(()),
+            rate::Admit::After(retry_after) => PushError::RateLimited {
+                limit: rate.bytes_per_sec as u64,
+                retry_after,
+            },
+            rate::Admit::Never => PushError::OverBurst {
+                size: bytes,
+                burst: rate.burst as u64,
+            },
+        };
+        metrics::counter!("ringtail_distributor_spans_rejected_total", "reason" => refused.reason())
+            .increment(spans);
+        Err(refused)
     }
 
     /// Counts under-replicated traces, and logs when writes start and stop going to fewer

@@ -17,6 +17,14 @@ use crate::rpc::ingester_client::fake::{FakeIngesters, Gate, Script};
 fn distributor_over_fakes(
     push_timeout: Duration,
 ) -> (Arc<Distributor>, FakeIngesters, Vec<SocketAddr>) {
+    distributor_with_overrides(push_timeout, &[])
+}
+
+/// [`distributor_over_fakes`] with `tenant_overrides` entries.
+fn distributor_with_overrides(
+    push_timeout: Duration,
+    overrides: &[&str],
+) -> (Arc<Distributor>, FakeIngesters, Vec<SocketAddr>) {
     let ingesters = active_ingesters(3);
     let addrs = ingesters.iter().map(|i| i.grpc).collect();
     let fake = FakeIngesters::default();
@@ -25,6 +33,21 @@ fn distributor_over_fakes(
         push_timeout,
         multitenancy_enabled: false,
         max_recv_msg_size: 4 << 20,
+        overrides: Arc::new(
+            crate::overrides::Overrides::parse(
+                crate::overrides::Limits {
+                    trace_idle_period: Duration::from_secs(10),
+                    max_block_duration: Duration::from_secs(60),
+                    max_block_bytes: 1 << 20,
+                    block_retention: Duration::from_secs(3600),
+                    ingestion_rate_bytes: 0,
+                    ingestion_burst_bytes: 0,
+                },
+                &overrides.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            )
+            .expect("valid overrides"),
+        ),
+        rate_global: false,
     };
     let membership = Membership::fixed(ClusterView::of(ingesters));
     (
@@ -122,4 +145,49 @@ async fn two_failed_replicas_fail_the_push_as_unavailable_naming_both_and_why() 
     );
     assert_eq!(error.error_code().grpc(), tonic::Code::Unavailable);
     assert!(error.error_code().retryable());
+}
+
+/// A tenant over its rate is refused whole, as RESOURCE_EXHAUSTED with a RetryInfo delay
+/// (what the Collector needs to retry it), and nothing of the request reaches an
+/// ingester; another tenant is not held back.
+#[tokio::test]
+async fn a_tenant_over_its_rate_gets_resource_exhausted_with_retry_info_and_others_go_on() {
+    use tonic_types::StatusExt;
+    let body = request(&[1, 2]);
+    let len = body.len();
+    let entries = [
+        format!("single-tenant:ingestion_rate_bytes={len}"),
+        format!("single-tenant:ingestion_burst_bytes={}", 2 * len),
+    ];
+    let entries: Vec<&str> = entries.iter().map(String::as_str).collect();
+    let (d, fake, _) = distributor_with_overrides(Duration::from_secs(5), &entries);
+    let tenant = TenantId::single();
+    // The burst holds two requests; the third is over the rate.
+    d.push(&tenant, &body).await.expect("first");
+    d.push(&tenant, &body).await.expect("second");
+    let pushes = fake.acked_pushes().len();
+    let refused = d.push(&tenant, &body).await.expect_err("over the rate");
+    assert!(
+        matches!(refused, PushError::RateLimited { .. }),
+        "{refused}"
+    );
+    assert_eq!(
+        fake.acked_pushes().len(),
+        pushes,
+        "nothing of it was sent on"
+    );
+    let status = tonic::Status::from(refused);
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    let delay = status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("a RetryInfo delay");
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_secs(1),
+        "{delay:?}"
+    );
+    let other = TenantId::parse("other").expect("tenant");
+    d.push(&other, &body)
+        .await
+        .expect("another tenant is not limited");
 }

@@ -33,6 +33,8 @@ fn try_open_with(
                 max_block_duration: Duration::from_secs(3600),
                 max_block_bytes: 1 << 20,
                 block_retention: Duration::from_secs(3600),
+                ingestion_rate_bytes: 0,
+                ingestion_burst_bytes: 0,
             })),
         },
         name: "ingester-a".into(),

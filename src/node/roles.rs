@@ -73,6 +73,8 @@ pub(super) fn distributor(
             push_timeout: config.push_timeout,
             multitenancy_enabled: config.multitenancy_enabled,
             max_recv_msg_size: config.max_recv_msg_size,
+            overrides: config.cut.overrides.clone(),
+            rate_global: config.ingestion_rate_global,
         },
         membership.clone(),
         clients.clone(),

@@ -187,6 +187,8 @@ mod tests {
             max_block_duration: Duration::from_secs(120),
             max_block_bytes: 1 << 20,
             block_retention: Duration::from_secs(14 * 86400),
+            ingestion_rate_bytes: 0,
+            ingestion_burst_bytes: 0,
         };
         let overrides = Overrides::parse(defaults, &["short:block_retention_hours=1".to_owned()])
             .expect("overrides");
