@@ -19,19 +19,11 @@ async fn spans_from_the_python_and_rust_otlp_exporters_read_back_complete() {
 
     // The OpenTelemetry Python SDK's OTLP gRPC exporter: 10,000 spans in 1,000 traces,
     // read back through the querier's Tempo JSON API by the same script.
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/export_and_verify.py"
-        ))
-        .args(["--endpoint", &cluster.front.otlp_grpc_addr()])
-        .args(["--query-url", &cluster.front.http()])
-        .args(["--traces", "1000", "--spans-per-trace", "10"])
-        .output()
-        .expect("run python exporter");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python exporter run failed:\n{text}");
+    let (ok, text) = common::python_export_and_verify(
+        &cluster,
+        &["--traces", "1000", "--spans-per-trace", "10"],
+    );
+    assert!(ok, "python exporter run failed:\n{text}");
     assert!(text.contains("verified 1000 complete"), "{text}");
 
     // The Rust `opentelemetry-otlp` exporter (tonic): 10,000 spans in 1,000 traces.
@@ -595,30 +587,20 @@ async fn a_tenant_over_its_ingestion_rate_is_told_when_to_retry_and_another_tena
     // lands and reads back complete.
     let rejected = "ringtail_distributor_spans_rejected_total";
     let before = common::metric(&cluster.front, rejected).await;
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/export_and_verify.py"
-        ))
-        .args(["--endpoint", &cluster.front.otlp_grpc_addr()])
-        .args(["--query-url", &cluster.front.http()])
-        .args([
+    let (ok, text) = common::python_export_and_verify(
+        &cluster,
+        &[
             "--tenant",
             "slow",
             "--traces",
-            "300",
+            "2000",
             "--spans-per-trace",
             "5",
-        ])
-        .args(["--export-timeout", "60"])
-        .output()
-        .expect("run python exporter");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+            "--export-timeout",
+            "60",
+        ],
     );
+    assert!(ok, "{text}");
     assert!(
         common::metric(&cluster.front, rejected).await > before,
         "the exporter met the limit (and retried)"

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{python, Cluster};
+use common::Cluster;
 
 const FRONT_IP: &str = "127.54.0.100";
 
@@ -95,22 +95,32 @@ fn spans_request(trace: &str, name: &str, spans: u8) -> Vec<u8> {
     prost::Message::encode_to_vec(&request)
 }
 
+/// A node's `/ring` JSON (`Null` when it does not answer).
+async fn ring_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    match client
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
 fn python_export(cluster: &Cluster, ca: &Path, traces: &str) -> (bool, String) {
-    let out = Command::new(python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/export_and_verify.py"
-        ))
-        .args(["--endpoint", &cluster.front.otlp_grpc_addr()])
-        .args(["--query-url", &cluster.front.http()])
-        .args(["--traces", traces, "--spans-per-trace", "5"])
-        .arg("--ca-file")
-        .arg(ca)
-        .output()
-        .expect("run python exporter");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    let ca = ca.display().to_string();
+    common::python_export_and_verify(
+        cluster,
+        &[
+            "--traces",
+            traces,
+            "--spans-per-trace",
+            "5",
+            "--ca-file",
+            &ca,
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -380,16 +390,7 @@ async fn the_http_api_speaks_tls_to_users_probes_and_peers_with_a_certificate_fo
     // absent ingester from its peers' `/ring`...
     cluster.ingester("ingester-3").kill();
     let absent = |client: reqwest::Client, url: String| async move {
-        let ring: serde_json::Value = match client
-            .get(url)
-            .header("accept", "application/json")
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or_default(),
-            Err(_) => serde_json::Value::Null,
-        };
-        ring["absent_ingesters"]
+        ring_json(&client, &url).await["absent_ingesters"]
             .as_array()
             .is_some_and(|a| a.iter().any(|m| m["name"] == "ingester-3"))
     };
@@ -414,16 +415,7 @@ async fn the_http_api_speaks_tls_to_users_probes_and_peers_with_a_certificate_fo
         "the front to list the late querier",
         Duration::from_secs(15),
         || async {
-            let ring: serde_json::Value = match front
-                .get(&front_ring)
-                .header("accept", "application/json")
-                .send()
-                .await
-            {
-                Ok(r) => r.json().await.unwrap_or_default(),
-                Err(_) => serde_json::Value::Null,
-            };
-            ring["members"]
+            ring_json(&front, &front_ring).await["members"]
                 .as_array()
                 .is_some_and(|m| m.iter().any(|m| m["name"] == "late-querier"))
         },

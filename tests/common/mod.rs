@@ -716,6 +716,25 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Runs `tests/python/export_and_verify.py` (the OpenTelemetry Python SDK's exporter, then
+/// a read-back of every trace) against the cluster's front with `args`; returns whether it
+/// succeeded and its output.
+pub fn python_export_and_verify(cluster: &Cluster, args: &[&str]) -> (bool, String) {
+    let out = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/export_and_verify.py"
+        ))
+        .args(["--endpoint", &cluster.front.otlp_grpc_addr()])
+        .args(["--query-url", &cluster.front.http()])
+        .args(args)
+        .output()
+        .expect("run python exporter");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 /// The repo venv's Python (scripts/setup-python.sh installs the OpenTelemetry SDK there).
 pub fn python() -> String {
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
