@@ -24,10 +24,17 @@ pub struct Limits {
     pub ingestion_burst_bytes: u64,
 }
 
+/// An ingestion rate: bytes per second, up to `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Rate {
+    pub bytes_per_sec: f64,
+    pub burst: f64,
+}
+
 impl Limits {
     /// The tenant's ingestion rate, if it has one.
-    pub(crate) fn ingestion_rate(&self) -> Option<crate::distributor::Rate> {
-        (self.ingestion_rate_bytes > 0).then_some(crate::distributor::Rate {
+    pub(crate) fn ingestion_rate(&self) -> Option<Rate> {
+        (self.ingestion_rate_bytes > 0).then_some(Rate {
             bytes_per_sec: self.ingestion_rate_bytes as f64,
             burst: match self.ingestion_burst_bytes {
                 0 => 2.0 * self.ingestion_rate_bytes as f64,

@@ -25,7 +25,6 @@ use bytes::Bytes;
 use prost::Message;
 
 pub(crate) use error::PushError;
-pub(crate) use rate::Rate;
 
 use crate::cluster::{ClusterView, Membership};
 use crate::model::TenantId;

@@ -11,13 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::model::TenantId;
-
-/// Bytes per second, up to `burst` at once.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Rate {
-    pub bytes_per_sec: f64,
-    pub burst: f64,
-}
+pub(crate) use crate::overrides::Rate;
 
 /// A token bucket holding up to `burst` bytes, refilled at `bytes_per_sec`.
 #[derive(Clone, Debug)]
