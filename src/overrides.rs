@@ -122,6 +122,30 @@ impl Overrides {
         Ok(overrides)
     }
 
+    /// What is in force, for `GET /status/overrides`: the defaults, and each overridden
+    /// tenant's limits in full (defaults filled in), in the keys `tenant_overrides` uses.
+    pub(crate) fn in_force(&self) -> serde_json::Value {
+        let doc = |l: Limits| {
+            serde_json::json!({
+                "trace_idle_period_ms": l.trace_idle_period.as_millis() as u64,
+                "max_block_duration_ms": l.max_block_duration.as_millis() as u64,
+                "max_block_bytes": l.max_block_bytes,
+                "block_retention_hours": l.block_retention.as_secs() / 3600,
+                "ingestion_rate_bytes": l.ingestion_rate_bytes,
+                "ingestion_burst_bytes": l.ingestion_burst_bytes,
+            })
+        };
+        let tenants: serde_json::Map<String, serde_json::Value> = {
+            let mut names: Vec<&String> = self.per_tenant.keys().collect();
+            names.sort();
+            names
+                .into_iter()
+                .map(|t| (t.clone(), doc(self.get(t))))
+                .collect()
+        };
+        serde_json::json!({ "defaults": doc(self.defaults), "tenants": tenants })
+    }
+
     /// The limits of `tenant`.
     pub fn get(&self, tenant: &str) -> Limits {
         let d = self.defaults;
@@ -178,6 +202,17 @@ mod tests {
             Duration::from_secs(2 * 3600)
         );
         assert_eq!(o.get("anyone else"), defaults());
+    }
+
+    #[test]
+    fn what_is_in_force_lists_the_defaults_and_each_overridden_tenant_in_full() {
+        let o = parse(&["slow:ingestion_rate_bytes=1000"]).expect("valid");
+        let doc = o.in_force();
+        assert_eq!(doc["defaults"]["ingestion_rate_bytes"], 0);
+        assert_eq!(doc["defaults"]["block_retention_hours"], 336);
+        assert_eq!(doc["tenants"]["slow"]["ingestion_rate_bytes"], 1000);
+        assert_eq!(doc["tenants"]["slow"]["trace_idle_period_ms"], 10_000);
+        assert_eq!(doc["tenants"].as_object().map(|t| t.len()), Some(1));
     }
 
     #[test]

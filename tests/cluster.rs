@@ -536,6 +536,22 @@ async fn a_tenant_over_its_ingestion_rate_is_told_when_to_retry_and_another_tena
         ],
     )
     .await;
+    // What is in force, as every node reports it.
+    let in_force: serde_json::Value =
+        reqwest::get(format!("{}/status/overrides", cluster.front.http()))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+    assert_eq!(
+        in_force["tenants"]["slow"]["ingestion_rate_bytes"], 200_000,
+        "{in_force}"
+    );
+    assert_eq!(
+        in_force["defaults"]["ingestion_rate_bytes"], 0,
+        "{in_force}"
+    );
     let endpoint = format!("--endpoint={}", cluster.front.otlp_grpc());
     // 40 requests of ~71 KB as fast as they go: far over 200 KB/s (burst 400 KB).
     let push_as = |tenant: &str| {

@@ -82,6 +82,8 @@ pub(crate) struct AdminState {
     pub replication: ReplicationFactor,
     /// This node's roles (what `/ready` asks of it).
     pub roles: Roles,
+    /// The per-tenant limits in force, for `/status/overrides`.
+    pub overrides: Arc<crate::overrides::Overrides>,
 }
 
 impl AdminState {
@@ -131,6 +133,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         // Where Tempo serves it, and Grafana and tools read it.
         .route("/api/status/buildinfo", get(buildinfo))
         .route("/status/workers", get(workers))
+        .route("/status/overrides", get(overrides))
         .route("/api/echo", get(|| async { "echo" }))
         .route("/flush", post(flush).route_layer(guard()))
         .route("/shutdown", post(shutdown).route_layer(guard()))
@@ -362,6 +365,12 @@ async fn workers(State(s): State<AdminState>) -> Response {
         workers: s.workers.reports(),
     })
     .into_response()
+}
+
+/// `GET /status/overrides`: the per-tenant limits in force (`defaults`, and each
+/// overridden tenant in full).
+async fn overrides(State(s): State<AdminState>) -> Response {
+    axum::Json(s.overrides.in_force()).into_response()
 }
 
 async fn ring(State(s): State<AdminState>, headers: HeaderMap) -> Response {

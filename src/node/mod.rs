@@ -160,6 +160,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         workers: bg.workers.clone(),
         replication: config.replication,
         roles: config.roles,
+        overrides: config.cut.overrides.clone(),
     }));
     servers::spawn_http(&bg, listeners.http, http, &config, http_tls);
 
