@@ -270,6 +270,12 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_TENANT_OVERRIDES", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_overrides: Option<Vec<String>>,
+    /// A YAML file of per-tenant overrides (`overrides: {tenant: {key: value}}`, the keys
+    /// of tenant_overrides, which it overrides), re-read every 10 s and on SIGHUP; a file
+    /// that does not parse is refused and the last good one kept [default: none]
+    #[arg(long, env = "RINGTAIL_OVERRIDES_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overrides_file: Option<PathBuf>,
     /// Objects of unfinished or gutted blocks are deleted after this grace, ms [default: 3600000]
     #[arg(long, env = "RINGTAIL_ORPHAN_GRACE_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]

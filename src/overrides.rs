@@ -9,7 +9,7 @@ use crate::model::TenantId;
 
 /// The limits of one tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// A live trace with no new span for this long moves into the head block.
     pub trace_idle_period: Duration,
     /// A head block this old is completed.
@@ -57,7 +57,7 @@ struct TenantLimits {
 
 /// The limits of every tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     defaults: Limits,
     per_tenant: HashMap<String, TenantLimits>,
 }
@@ -66,13 +66,13 @@ pub struct Overrides {
 /// value above 0.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{entry:?} is not tenant:key=value with a known key and a value > 0")]
-pub struct OverrideError {
+pub(crate) struct OverrideError {
     pub entry: String,
 }
 
 impl Overrides {
     /// The same limits for every tenant.
-    pub fn new(defaults: Limits) -> Self {
+    pub(crate) fn new(defaults: Limits) -> Self {
         Self {
             defaults,
             per_tenant: HashMap::new(),
@@ -83,7 +83,7 @@ impl Overrides {
     /// `trace_idle_period_ms`, `max_block_duration_ms`, `max_block_bytes`,
     /// `block_retention_hours`, `ingestion_rate_bytes`, `ingestion_burst_bytes`). A later
     /// entry for the same tenant and key wins.
-    pub fn parse(defaults: Limits, entries: &[String]) -> Result<Self, OverrideError> {
+    pub(crate) fn parse(defaults: Limits, entries: &[String]) -> Result<Self, OverrideError> {
         let mut overrides = Self::new(defaults);
         for entry in entries {
             let bad = || OverrideError {
@@ -147,7 +147,7 @@ impl Overrides {
     }
 
     /// The limits of `tenant`.
-    pub fn get(&self, tenant: &str) -> Limits {
+    pub(crate) fn get(&self, tenant: &str) -> Limits {
         let d = self.defaults;
         match self.per_tenant.get(tenant) {
             None => d,
@@ -160,6 +160,143 @@ impl Overrides {
                 ingestion_burst_bytes: t.ingestion_burst_bytes.unwrap_or(d.ingestion_burst_bytes),
             },
         }
+    }
+}
+
+/// The overrides in force, re-read from `overrides_file` while running (the worker
+/// `overrides-reload` calls [`LiveOverrides::reload`] every 10 s and on SIGHUP). A file
+/// that does not parse is refused with the reason and the last good table stays.
+#[derive(Debug)]
+pub(crate) struct LiveOverrides {
+    table: std::sync::RwLock<std::sync::Arc<Overrides>>,
+    defaults: Limits,
+    /// `tenant_overrides` from the config; the file's entries come after (and win).
+    entries: Vec<String>,
+    file: Option<std::path::PathBuf>,
+}
+
+/// Why an overrides file was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OverridesFileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not `overrides: {{tenant: {{key: value}}}}`: {reason}")]
+    Parse {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("{path}: {source}")]
+    Entry {
+        path: std::path::PathBuf,
+        source: OverrideError,
+    },
+    #[error(transparent)]
+    Config(#[from] OverrideError),
+}
+
+/// `overrides_file`: `overrides:` then, per tenant, the keys of `tenant_overrides`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverridesFile {
+    #[serde(default)]
+    overrides: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+}
+
+impl LiveOverrides {
+    /// Limits that never change (no file).
+    #[cfg(test)]
+    pub(crate) fn fixed(overrides: Overrides) -> Self {
+        Self {
+            defaults: overrides.defaults,
+            table: std::sync::RwLock::new(std::sync::Arc::new(overrides)),
+            entries: Vec::new(),
+            file: None,
+        }
+    }
+
+    /// `defaults`, then `entries`, then the file's entries.
+    pub(crate) fn load(
+        defaults: Limits,
+        entries: Vec<String>,
+        file: Option<std::path::PathBuf>,
+    ) -> Result<Self, OverridesFileError> {
+        let live = Self {
+            table: std::sync::RwLock::new(std::sync::Arc::new(Overrides::new(defaults))),
+            defaults,
+            entries,
+            file,
+        };
+        let table = live.read()?;
+        *live
+            .table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(table);
+        Ok(live)
+    }
+
+    fn read(&self) -> Result<Overrides, OverridesFileError> {
+        let mut entries = self.entries.clone();
+        if let Some(path) = &self.file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| OverridesFileError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+            let parsed: OverridesFile =
+                serde_saphyr::from_str(&text).map_err(|e| OverridesFileError::Parse {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            for (tenant, keys) in parsed.overrides {
+                entries.extend(keys.into_iter().map(|(k, v)| format!("{tenant}:{k}={v}")));
+            }
+            return Overrides::parse(self.defaults, &entries).map_err(|source| {
+                OverridesFileError::Entry {
+                    path: path.clone(),
+                    source,
+                }
+            });
+        }
+        Ok(Overrides::parse(self.defaults, &entries)?)
+    }
+
+    /// Re-reads the file; returns whether the table changed. On error the table in force
+    /// stays.
+    pub(crate) fn reload(&self) -> Result<bool, OverridesFileError> {
+        let table = self.read()?;
+        let mut current = self
+            .table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if **current == table {
+            return Ok(false);
+        }
+        *current = std::sync::Arc::new(table);
+        Ok(true)
+    }
+
+    pub(crate) fn has_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    fn current(&self) -> std::sync::Arc<Overrides> {
+        self.table
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The limits of `tenant` in force.
+    pub(crate) fn get(&self, tenant: &str) -> Limits {
+        self.current().get(tenant)
+    }
+
+    /// See [`Overrides::in_force`].
+    pub(crate) fn in_force(&self) -> serde_json::Value {
+        self.current().in_force()
     }
 }
 
@@ -245,5 +382,53 @@ mod tests {
             let err = parse(&[entry]).expect_err(entry);
             assert_eq!(err.entry, entry);
         }
+    }
+
+    #[test]
+    fn an_overrides_file_is_reread_and_a_bad_one_is_refused_keeping_the_last_good_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("overrides.yaml");
+        std::fs::write(
+            &path,
+            "overrides:\n  slow:\n    ingestion_rate_bytes: 1000\n",
+        )
+        .expect("write");
+        let live = LiveOverrides::load(
+            defaults(),
+            vec!["slow:trace_idle_period_ms=500".into()],
+            Some(path.clone()),
+        )
+        .expect("loads");
+        assert_eq!(live.get("slow").ingestion_rate_bytes, 1000);
+        assert_eq!(
+            live.get("slow").trace_idle_period,
+            Duration::from_millis(500)
+        );
+        assert!(!live.reload().expect("same file"));
+        std::fs::write(
+            &path,
+            "overrides:\n  slow:\n    ingestion_rate_bytes: 2000\n",
+        )
+        .expect("write");
+        assert!(live.reload().expect("a new table"));
+        assert_eq!(live.get("slow").ingestion_rate_bytes, 2000);
+        for bad in [
+            "overrides: [",
+            "overrides:\n  slow:\n    no_such_key: 1\n",
+            "other: 1\n",
+        ] {
+            std::fs::write(&path, bad).expect("write");
+            assert!(live.reload().is_err(), "{bad}");
+            assert_eq!(
+                live.get("slow").ingestion_rate_bytes,
+                2000,
+                "the last good table stays"
+            );
+        }
+        std::fs::remove_file(&path).expect("remove");
+        assert!(matches!(
+            live.reload(),
+            Err(OverridesFileError::Read { .. })
+        ));
     }
 }

@@ -622,3 +622,69 @@ async fn a_tenant_over_its_ingestion_rate_is_told_when_to_retry_and_another_tena
         "the exporter met the limit (and retried)"
     );
 }
+
+/// `name`'s `/status/overrides` value for `tenant`'s `ingestion_rate_bytes` (`Null` when
+/// the node does not answer).
+async fn rate_in_force(node: &common::Node, tenant: &str) -> serde_json::Value {
+    let doc: serde_json::Value =
+        match reqwest::get(format!("{}/status/overrides", node.http())).await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => return serde_json::Value::Null,
+        };
+    doc["tenants"][tenant]["ingestion_rate_bytes"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overrides_file_changed_while_running_takes_effect_and_a_bad_one_keeps_the_last_good() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("overrides.yaml");
+    let write = |rate: u64| {
+        std::fs::write(
+            &file,
+            format!("overrides:\n  slow:\n    ingestion_rate_bytes: {rate}\n"),
+        )
+        .expect("write overrides")
+    };
+    write(100_000);
+    let flag = format!("--overrides-file={}", file.display());
+    let mut cluster = Cluster::start(18, 3, &["--multitenancy-enabled=true", &flag]).await;
+    assert_eq!(rate_in_force(&cluster.front, "slow").await, 100_000);
+    // Changed on disk: in force within the 10 s reload period, on every node.
+    write(300_000);
+    for node in [&cluster.front, &cluster.ingesters[0]] {
+        wait_until(
+            &format!("{} to use the new overrides", node.name),
+            Duration::from_secs(20),
+            || async { rate_in_force(node, "slow").await == 300_000 },
+        )
+        .await;
+    }
+    // SIGHUP re-reads at once.
+    write(400_000);
+    cluster.front.signal("HUP");
+    wait_until(
+        "the front to re-read on SIGHUP",
+        Duration::from_secs(5),
+        || async { rate_in_force(&cluster.front, "slow").await == 400_000 },
+    )
+    .await;
+    // A file that does not parse is refused; the last good table stays, and the worker
+    // says why.
+    std::fs::write(&file, "overrides: [").expect("write");
+    cluster.front.signal("HUP");
+    wait_until(
+        "the front to refuse the bad file",
+        Duration::from_secs(5),
+        || async {
+            common::metric(&cluster.front, "ringtail_overrides_reload_failures_total").await > 0.0
+        },
+    )
+    .await;
+    assert_eq!(rate_in_force(&cluster.front, "slow").await, 400_000);
+    let workers = get_text(format!("{}/status/workers", cluster.front.http())).await;
+    assert!(
+        workers.contains("overrides-reload") && workers.contains("overrides.yaml"),
+        "{workers}"
+    );
+    assert!(cluster.front.is_running());
+}

@@ -83,7 +83,7 @@ pub(crate) struct AdminState {
     /// This node's roles (what `/ready` asks of it).
     pub roles: Roles,
     /// The per-tenant limits in force, for `/status/overrides`.
-    pub overrides: Arc<crate::overrides::Overrides>,
+    pub overrides: Arc<crate::overrides::LiveOverrides>,
 }
 
 impl AdminState {

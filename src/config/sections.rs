@@ -13,7 +13,7 @@ use crate::cluster_keys::ClusterKeys;
 use crate::http_server::HttpLimits;
 use crate::ingester::wal::{WalStoreKind, WalSync};
 use crate::ingester::CutPolicy;
-use crate::overrides::{Limits, Overrides};
+use crate::overrides::{Limits, LiveOverrides, OverridesFileError};
 use crate::ring::ReplicationFactor;
 use crate::storage::retention::RetentionPolicy;
 use crate::storage::{S3Config, StorageConfig};
@@ -196,11 +196,15 @@ impl RawConfig {
             ingestion_burst_bytes: self.ingestion_burst_bytes.unwrap_or(0),
         };
         let overrides = Arc::new(
-            Overrides::parse(
+            LiveOverrides::load(
                 defaults,
-                self.tenant_overrides.as_deref().unwrap_or_default(),
+                self.tenant_overrides.clone().unwrap_or_default(),
+                self.overrides_file.clone(),
             )
-            .map_err(|e| invalid("tenant_overrides", e.to_string()))?,
+            .map_err(|e| match e {
+                OverridesFileError::Config(e) => invalid("tenant_overrides", e.to_string()),
+                e => invalid("overrides_file", e.to_string()),
+            })?,
         );
         let cut = CutPolicy {
             max_live_bytes: match self.max_live_bytes.unwrap_or(96 << 20) {

@@ -42,7 +42,7 @@ pub(crate) struct DistributorSettings {
     pub multitenancy_enabled: bool,
     pub max_recv_msg_size: usize,
     /// Each tenant's ingestion rate (`ingestion_rate_bytes`, per tenant in the overrides).
-    pub overrides: Arc<crate::overrides::Overrides>,
+    pub overrides: Arc<crate::overrides::LiveOverrides>,
     /// `ingestion_rate_strategy: global`.
     pub rate_global: bool,
 }

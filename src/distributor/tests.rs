@@ -33,7 +33,7 @@ fn distributor_with_overrides(
         push_timeout,
         multitenancy_enabled: false,
         max_recv_msg_size: 4 << 20,
-        overrides: Arc::new(
+        overrides: Arc::new(crate::overrides::LiveOverrides::fixed(
             crate::overrides::Overrides::parse(
                 crate::overrides::Limits {
                     trace_idle_period: Duration::from_secs(10),
@@ -46,7 +46,7 @@ fn distributor_with_overrides(
                 &overrides.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             )
             .expect("valid overrides"),
-        ),
+        )),
         rate_global: false,
     };
     let membership = Membership::fixed(ClusterView::of(ingesters));

@@ -40,7 +40,7 @@ use tonic::service::interceptor::InterceptedService;
 use crate::cluster_keys::ClusterKeys;
 use crate::error::{ErrorCode, HasErrorCode};
 use crate::model::{TenantId, TraceId};
-use crate::overrides::Overrides;
+use crate::overrides::LiveOverrides;
 use crate::rpc::auth::RequireCredential;
 use crate::rpc::ingester_service::ingester_server::IngesterServer;
 use crate::storage::BlockStore;
@@ -67,7 +67,7 @@ pub struct CutPolicy {
     /// How long a flushed block stays on local disk (and queryable here).
     pub complete_block_timeout: Duration,
     /// Each tenant's idle period and block bounds.
-    pub overrides: Arc<Overrides>,
+    pub(crate) overrides: Arc<LiveOverrides>,
 }
 
 impl CutPolicy {

@@ -28,14 +28,16 @@ fn try_open_with(
         cut: CutPolicy {
             max_live_bytes: 1 << 20,
             complete_block_timeout: Duration::from_secs(3600),
-            overrides: Arc::new(Overrides::new(crate::overrides::Limits {
-                trace_idle_period: Duration::from_secs(3600),
-                max_block_duration: Duration::from_secs(3600),
-                max_block_bytes: 1 << 20,
-                block_retention: Duration::from_secs(3600),
-                ingestion_rate_bytes: 0,
-                ingestion_burst_bytes: 0,
-            })),
+            overrides: Arc::new(LiveOverrides::fixed(crate::overrides::Overrides::new(
+                crate::overrides::Limits {
+                    trace_idle_period: Duration::from_secs(3600),
+                    max_block_duration: Duration::from_secs(3600),
+                    max_block_bytes: 1 << 20,
+                    block_retention: Duration::from_secs(3600),
+                    ingestion_rate_bytes: 0,
+                    ingestion_burst_bytes: 0,
+                },
+            ))),
         },
         name: "ingester-a".into(),
     };

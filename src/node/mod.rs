@@ -181,6 +181,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         servers::spawn_otlp(&bg, listeners.otlp, distributor, &config)?;
     }
     workers::spawn_channel_sweeper(&bg, &membership, clients);
+    workers::spawn_overrides_reload(&bg, config.cut.overrides.clone());
 
     Ok(RunningNode {
         endpoints,

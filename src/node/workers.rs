@@ -7,6 +7,8 @@
 //!   their memory budget;
 //! - `ingester-flush`: a flush round every second, in a task of its own so a hanging
 //!   upload never delays cutting;
+//! - `overrides-reload` (with `overrides_file`): re-reads the per-tenant overrides every
+//!   10 s and on SIGHUP;
 //! - `channel-sweeper`: forgets the client channels of ingesters that left, at each
 //!   change of the cluster view.
 //!
@@ -23,6 +25,7 @@ use super::Background;
 use crate::cluster::Membership;
 use crate::config::Config;
 use crate::ingester::Ingester;
+use crate::overrides::LiveOverrides;
 use crate::querier::Querier;
 use crate::rpc::IngesterClients;
 use crate::storage::retention::{self, RetentionPolicy};
@@ -72,6 +75,52 @@ fn spawn_retention(bg: &Background, store: BlockStore, policy: RetentionPolicy, 
         }
     });
 }
+
+/// `overrides-reload`: re-reads `overrides_file` every 10 s and on SIGHUP; a file that does
+/// not parse is logged, counted and shown on `/status/workers`, and the last good table
+/// stays in force.
+pub(super) fn spawn_overrides_reload(bg: &Background, overrides: Arc<LiveOverrides>) {
+    if !overrides.has_file() {
+        return;
+    }
+    let (status, stop) = (bg.workers.register("overrides-reload"), bg.stop.clone());
+    bg.tasks.spawn(async move {
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(OVERRIDES_RELOAD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let sighup = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+                _ = sighup => tracing::info!("SIGHUP: re-reading the overrides file"),
+            }
+            match overrides.reload() {
+                Ok(changed) => {
+                    if changed {
+                        tracing::info!("per-tenant overrides reloaded");
+                        metrics::counter!("ringtail_overrides_reloads_total").increment(1);
+                    }
+                    status.round_ok();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "overrides file refused; the last good one stays in force");
+                    metrics::counter!("ringtail_overrides_reload_failures_total").increment(1);
+                    status.round_failed(&e);
+                }
+            }
+        }
+    });
+}
+
+/// How often `overrides_file` is re-read.
+const OVERRIDES_RELOAD: Duration = Duration::from_secs(10);
 
 /// The cut worker and the flush worker of a serving ingester.
 pub(super) fn spawn_ingester(bg: &Background, ingester: &Arc<Ingester>) {

@@ -10,13 +10,13 @@ use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
 use super::{BlockStore, StoreError, META};
-use crate::overrides::Overrides;
+use crate::overrides::LiveOverrides;
 
 /// Retention settings.
 #[derive(Clone, Debug)]
 pub struct RetentionPolicy {
     /// Each tenant's retention: blocks whose newest span ended longer ago are deleted.
-    pub overrides: Arc<Overrides>,
+    pub(crate) overrides: Arc<LiveOverrides>,
     /// Objects of a block without `meta.json` (an upload in progress or abandoned), or a
     /// block whose data is gone, are deleted once their newest object is this old.
     pub orphan_grace: Duration,
@@ -190,10 +190,13 @@ mod tests {
             ingestion_rate_bytes: 0,
             ingestion_burst_bytes: 0,
         };
-        let overrides = Overrides::parse(defaults, &["short:block_retention_hours=1".to_owned()])
-            .expect("overrides");
+        let overrides = crate::overrides::Overrides::parse(
+            defaults,
+            &["short:block_retention_hours=1".to_owned()],
+        )
+        .expect("overrides");
         RetentionPolicy {
-            overrides: Arc::new(overrides),
+            overrides: Arc::new(LiveOverrides::fixed(overrides)),
             orphan_grace: grace,
         }
     }

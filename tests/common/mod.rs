@@ -101,6 +101,15 @@ impl Node {
         }
     }
 
+    /// Sends a signal (e.g. SIGHUP) and returns at once.
+    pub fn signal(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &c.id().to_string()])
+                .status();
+        }
+    }
+
     /// Sends a signal (e.g. SIGTERM/SIGINT) and waits for the exit status.
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<i32> {
         let mut c = self.child.take()?;
