@@ -112,6 +112,9 @@ struct Gossip {
 /// Starts a node; it runs until `shutdown` is cancelled, then [`RunningNode::wait`]
 /// completes the shutdown sequence.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<RunningNode, NodeError> {
+    // The metrics recorder before anything records: a gauge set once at start (gossip's
+    // members by state) would otherwise be lost until its next change.
+    let metrics = crate::telemetry::prometheus();
     let roles = config.roles;
     let is_ingester = roles.contains(Roles::INGESTER);
     // 1. Every listener, so the identity carries the ports actually bound.
@@ -152,7 +155,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         membership: membership.clone(),
         ingester: ingester_slot.clone(),
         expects_ingester: is_ingester,
-        metrics: crate::telemetry::prometheus(),
+        metrics,
         store: store.clone(),
         auth: admin::auth::AdminAuth::from_config(config.admin_token.as_deref()),
         shutdown: shutdown.clone(),
