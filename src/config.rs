@@ -39,6 +39,11 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_NODE_NAME")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// Failure domain of this node (e.g. the availability zone). Once ingesters gossip
+    /// zones, every trace's replicas are placed in distinct zones [default: none]
+    #[arg(long, env = "RINGTAIL_ZONE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// Folder for the WAL [default: ./data]
     #[arg(long, env = "RINGTAIL_DATA_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -340,6 +345,8 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
 pub struct Config {
     pub roles: Roles,
     pub node_name: String,
+    /// `zone`: gossiped by the node; ingesters' zones drive placement.
+    pub zone: Option<String>,
     pub data_dir: PathBuf,
     pub http_listen: SocketAddr,
     pub grpc_listen: SocketAddr,
@@ -435,8 +442,21 @@ impl RawConfig {
         let gossip = self.gossip()?;
         let node_name = match &self.node_name {
             Some(n) if n.trim().is_empty() => return Err(invalid("node_name", "is empty")),
+            Some(n) if n.chars().any(char::is_control) => {
+                return Err(invalid("node_name", "has a control character"))
+            }
             Some(n) => n.clone(),
             None => default_node_name(),
+        };
+        let zone = match self.zone.as_deref() {
+            None => None,
+            Some(z) if z.is_empty() || z.len() > 63 || z.chars().any(char::is_control) => {
+                return Err(invalid(
+                    "zone",
+                    format!("{z:?} must be 1 to 63 printable characters"),
+                ))
+            }
+            Some(z) => Some(z.to_owned()),
         };
         let max_recv_msg_size = self.max_recv_msg_size_bytes.unwrap_or(16 << 20);
         if max_recv_msg_size < 1024 {
@@ -449,6 +469,7 @@ impl RawConfig {
         Ok(Config {
             roles: self.roles()?,
             node_name,
+            zone,
             data_dir: self
                 .data_dir
                 .clone()

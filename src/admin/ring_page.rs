@@ -28,9 +28,15 @@ fn forget_button(name: &str) -> Markup {
     html! { button type="button" data-forget=(name) { "forget" } }
 }
 
-/// What the page says when writes are not placed on the full replication factor.
+/// What the page says when writes are not placed on the full replication factor, or
+/// not in as many zones as replicas.
 fn replication_banner(r: &RingReplication) -> Option<String> {
     match r.writes {
+        WriteHealth::Full if r.too_few_zones() => Some(format!(
+            "Replicas are placed by zone, but the ACTIVE ingesters are in {} zones for a \
+             replication factor of {}: some traces have two replicas in one zone.",
+            r.zones, r.factor
+        )),
         WriteHealth::Full => None,
         WriteHealth::UnderReplicated => Some(format!(
             "Writing under-replicated: {} ACTIVE ingesters for a replication factor of {}. \
@@ -65,12 +71,13 @@ pub(super) fn render(me: &NodeIdentity, view: &ClusterView, rf: ReplicationFacto
                 }
                 table border="1" cellpadding="4" {
                     tr {
-                        th { "name" } th { "roles" } th { "state" } th { "liveness" }
+                        th { "name" } th { "zone" } th { "roles" } th { "state" } th { "liveness" }
                         th { "gossip" } th { "grpc" } th { "last change (unix s)" } th {}
                     }
                     @for m in &view.members {
                         tr {
                             td { (m.identity.name) }
+                            td { (m.identity.zone.as_deref().unwrap_or("")) }
                             td { (m.identity.roles.names().join(", ")) }
                             td { (m.identity.state.as_str()) }
                             td { (if m.liveness == Liveness::Suspect { "SUSPECT" } else { "ALIVE" }) }

@@ -45,6 +45,7 @@ pub(crate) fn active_ingesters(n: u16) -> Vec<NodeIdentity> {
             let addr = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port + i));
             NodeIdentity {
                 name: format!("ingester-{i}"),
+                zone: None,
                 gossip: addr(7000),
                 grpc: addr(9000),
                 http: addr(3000),

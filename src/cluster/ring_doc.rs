@@ -41,15 +41,25 @@ pub(crate) struct RingReplication {
     /// `full`, `under-replicated` (each trace on every ACTIVE ingester, acked at write
     /// quorum) or `refused` (fewer ACTIVE than the write quorum).
     pub writes: WriteHealth,
+    /// Zones of the ACTIVE ingesters; 0 when none has a zone (placement ignores zones).
+    #[serde(default)]
+    pub zones: usize,
 }
 
 impl RingReplication {
+    /// Whether replicas are placed by zone but there are fewer zones than replicas, so
+    /// some traces have two replicas in one zone.
+    pub(crate) fn too_few_zones(&self) -> bool {
+        self.zones > 0 && self.zones < self.factor.min(self.active_ingesters)
+    }
+
     pub(crate) fn of(view: &ClusterView, rf: ReplicationFactor) -> Self {
         Self {
             factor: rf.factor(),
             write_quorum: rf.write_quorum(),
             active_ingesters: view.writers.len(),
             writes: rf.write_health(view.writers.len()),
+            zones: view.write_ring.zones(),
         }
     }
 }
@@ -57,6 +67,8 @@ impl RingReplication {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct RingMember {
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
     /// JOINING, ACTIVE or LEAVING.
@@ -108,6 +120,7 @@ impl RingDoc {
             .iter()
             .map(|m| RingMember {
                 name: m.identity.name.clone(),
+                zone: m.identity.zone.clone(),
                 roles: m
                     .identity
                     .roles
@@ -207,7 +220,7 @@ mod tests {
         // One ACTIVE ingester of RF=3 with write quorum 2: writes are refused.
         assert_eq!(
             json["replication"],
-            serde_json::json!({"factor": 3, "write_quorum": 2, "active_ingesters": 1, "writes": "refused"})
+            serde_json::json!({"factor": 3, "write_quorum": 2, "active_ingesters": 1, "writes": "refused", "zones": 0})
         );
         // The names users and scripts read.
         assert_eq!(json["self"], "front");

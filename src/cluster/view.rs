@@ -57,6 +57,14 @@ impl ClusterView {
             .collect();
         writers.sort_by(|a, b| a.name.cmp(&b.name));
         let seeds: Vec<u64> = writers.iter().map(|w| w.token_seed).collect();
+        // Zone-aware placement is on as soon as an ingester gossips a zone, so every
+        // node places traces alike without a setting of its own.
+        let write_ring = if writers.iter().any(|w| w.zone.is_some()) {
+            let zones: Vec<Option<&str>> = writers.iter().map(|w| w.zone.as_deref()).collect();
+            Ring::with_zones(&seeds, &zones)
+        } else {
+            Ring::new(&seeds)
+        };
         let readers = members
             .iter()
             .map(|m| &m.identity)
@@ -64,7 +72,7 @@ impl ClusterView {
             .cloned()
             .collect();
         Self {
-            write_ring: Ring::new(&seeds),
+            write_ring,
             writers,
             readers,
             members,

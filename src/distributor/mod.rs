@@ -62,6 +62,8 @@ pub(crate) struct Distributor {
     /// Whether the last write went to fewer replicas than the factor (for the log line
     /// when that starts and ends).
     under_replicated: AtomicBool,
+    /// Whether the ring places by zone over fewer zones than the factor (logged likewise).
+    too_few_zones: AtomicBool,
     rates: rate::TenantRates,
 }
 
@@ -76,6 +78,7 @@ impl Distributor {
             membership,
             clients: Arc::new(clients),
             under_replicated: AtomicBool::new(false),
+            too_few_zones: AtomicBool::new(false),
             rates: rate::TenantRates::default(),
         })
     }
@@ -185,15 +188,28 @@ impl Distributor {
     }
 
     /// Counts under-replicated traces, and logs when writes start and stop going to fewer
-    /// replicas than the factor.
+    /// replicas than the factor, or to fewer zones.
     fn note_health(&self, health: WriteHealth, view: &ClusterView, traces: usize) {
+        let zones = view.write_ring.zones();
+        let rf = self.settings.replication.factor();
+        let few_zones = zones > 0 && zones < rf.min(view.writers.len());
+        if self.too_few_zones.swap(few_zones, Ordering::Relaxed) != few_zones {
+            if few_zones {
+                tracing::warn!(zones, replication_factor = rf, "ingesters have zones, but fewer zones than the replication factor: each trace gets one replica per zone, the rest on other ingesters of the same zones");
+            } else {
+                tracing::info!(
+                    zones,
+                    replication_factor = rf,
+                    "every trace's replicas are in distinct zones"
+                );
+            }
+        }
         let under = health == WriteHealth::UnderReplicated;
         if under {
             metrics::counter!("ringtail_distributor_under_replicated_traces_total")
                 .increment(traces as u64);
         }
         if self.under_replicated.swap(under, Ordering::Relaxed) != under {
-            let rf = self.settings.replication.factor();
             let active = view.writers.len();
             if under {
                 tracing::warn!(active, replication_factor = rf, "writing under-replicated: fewer ACTIVE ingesters than the replication factor; each trace goes to every ACTIVE one and is acked at write quorum");

@@ -235,6 +235,7 @@ fn identity(config: &Config, endpoints: &Endpoints) -> NodeIdentity {
         .unwrap_or(1);
     NodeIdentity {
         name: config.node_name.clone(),
+        zone: config.zone.clone(),
         gossip: config.advertised(endpoints.gossip),
         grpc: config.advertised(endpoints.grpc.unwrap_or(endpoints.http)),
         http: config.advertised(endpoints.http),

@@ -112,10 +112,13 @@ impl Node {
 
     /// Sends a signal (e.g. SIGTERM/SIGINT) and waits for the exit status.
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<i32> {
+        self.signal(signal);
+        self.wait_exit(timeout)
+    }
+
+    /// Waits for the process to exit (killing it past `timeout`); its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .args([&format!("-{signal}"), &c.id().to_string()])
-            .status();
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = c.try_wait() {
@@ -197,6 +200,17 @@ impl Cluster {
     /// Starts `ingesters` ingester processes and one distributor+querier process, and
     /// waits until every one is ready and the front node sees every ingester ACTIVE.
     pub async fn start(subnet: u8, ingesters: usize, extra: &[&str]) -> Self {
+        Self::launch(subnet, &vec![None; ingesters], extra).await
+    }
+
+    /// [`Cluster::start`] with one ingester per entry of `zones`, in that zone (`--zone`).
+    pub async fn start_in_zones(subnet: u8, zones: &[&str], extra: &[&str]) -> Self {
+        let zones: Vec<Option<&str>> = zones.iter().copied().map(Some).collect();
+        Self::launch(subnet, &zones, extra).await
+    }
+
+    async fn launch(subnet: u8, zones: &[Option<&str>], extra: &[&str]) -> Self {
+        let ingesters = zones.len();
         let dir = tempfile::tempdir().expect("tempdir");
         // Every node lists every ingester as a seed, as a deployment would (a single seed
         // that restarts would found a cluster of its own).
@@ -236,6 +250,11 @@ impl Cluster {
                 )
             })
             .collect();
+        for (node, zone) in ingester_nodes.iter_mut().zip(zones) {
+            if let Some(zone) = zone {
+                node.set_flag("zone", zone);
+            }
+        }
         let mut front = node_spec(
             &dir,
             subnet,
