@@ -56,7 +56,7 @@ CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 # RawConfig fields that the chart writes itself (ConfigMap, environment, flags) and that
 # values.schema.json therefore keeps out of `config`.
 CHART_MANAGED_FIELDS = {
-    "target", "node_name", "advertise_addr", "data_dir",
+    "target", "node_name", "zone", "advertise_addr", "data_dir", "overrides_file",
     "http_listen", "grpc_listen", "otlp_grpc_listen", "otlp_http_listen",
     "gossip_listen", "gossip_join",
     "storage_backend", "storage_path",
@@ -615,6 +615,63 @@ def check_zone_spread(r: Rendered) -> None:
     ensure(selects(spread[0]["labelSelector"], template_labels(sts)), "the zone spread does not select the ingesters")
 
 
+def check_zone_statefulsets(r: Rendered) -> None:
+    """ingester.zones: one ingester StatefulSet per zone whose pods gossip that zone.
+
+    RINGTAIL_ZONE = the zone's name, the zone's nodeSelector merged over the ingesters',
+    its replicas (default ingester.replicas), and selectors that no other zone's pods match.
+    """
+    zones = r.values["ingester"]["zones"]
+    sets = {s["metadata"]["name"]: s for s in r.of_kind("StatefulSet")}
+    ensure(len(sets) == len(zones), f"{len(zones)} zones but StatefulSets {sorted(sets)}")
+    for zone in zones:
+        name = f"{RELEASE}-ringtail-ingester-{zone['name']}"
+        ensure(name in sets, f"no StatefulSet {name}: {sorted(sets)}")
+        sts = sets[name]
+        env = env_of(main_container(sts))
+        ensure(env.get("RINGTAIL_ZONE", {}).get("value") == zone["name"],
+               f"{name}: RINGTAIL_ZONE is {env.get('RINGTAIL_ZONE')}")
+        want = {**r.values["ingester"]["nodeSelector"], **zone.get("nodeSelector", {})}
+        ensure(pod_spec(sts).get("nodeSelector") == want, f"{name}: nodeSelector {pod_spec(sts).get('nodeSelector')}, want {want}")
+        replicas = zone.get("replicas", r.values["ingester"]["replicas"])
+        ensure(sts["spec"]["replicas"] == replicas, f"{name}: {sts['spec']['replicas']} replicas, want {replicas}")
+        for other in sets.values():
+            if other is not sts:
+                ensure(not selects(sts["spec"]["selector"], template_labels(other)),
+                       f"{name}'s selector matches {other['metadata']['name']}'s pods")
+        ensure(effective_config(r, sts).get("zone") == zone["name"], f"{name} does not run in its zone")
+
+
+def check_zone_pdbs(r: Rendered) -> None:
+    """ingester.zones: one PodDisruptionBudget per zone (maxUnavailable 1) over that zone's pods only."""
+    pdbs = r.of_kind("PodDisruptionBudget")
+    for sts in r.of_kind("StatefulSet"):
+        mine = [p for p in pdbs if selects(p["spec"]["selector"], template_labels(sts))]
+        ensure(len(mine) == 1, f"{sts['metadata']['name']}: {len(mine)} PodDisruptionBudgets select its pods")
+        ensure(mine[0]["spec"].get("maxUnavailable") == 1, f"{sts['metadata']['name']}: {mine[0]['spec']}")
+
+
+def check_overrides_file(r: Rendered) -> None:
+    """overrides: a ConfigMap of their own, mounted as a folder at overrides_file on every pod.
+
+    Outside the config ConfigMap (whose checksum restarts pods), holding {overrides: values}.
+    """
+    path = r.config().get("overrides_file")
+    ensure(path, "the config has no overrides_file")
+    maps = [m for m in r.of_kind("ConfigMap") if "overrides.yaml" in m.get("data", {})]
+    ensure(len(maps) == 1 and "ringtail.yaml" not in maps[0]["data"], f"overrides ConfigMaps: {len(maps)}")
+    parsed = yaml.safe_load(maps[0]["data"]["overrides.yaml"])
+    ensure(parsed == {"overrides": r.values["overrides"]}, f"overrides.yaml is {parsed}")
+    folder, file = path.rsplit("/", 1)
+    ensure(file == "overrides.yaml", f"overrides_file {path} is not the ConfigMap's key")
+    for w in r.workloads():
+        mounts = [m for m in main_container(w).get("volumeMounts") or [] if m["mountPath"] == folder]
+        ensure(len(mounts) == 1 and "subPath" not in mounts[0], f"{w['metadata']['name']} mounts at {folder}: {mounts}")
+        volumes = {v["name"]: v for v in pod_spec(w).get("volumes") or []}
+        source = volumes.get(mounts[0]["name"], {}).get("configMap", {}).get("name")
+        ensure(source == maps[0]["metadata"]["name"], f"{w['metadata']['name']} mounts {source} at {folder}")
+
+
 def check_service_monitor(r: Rendered) -> None:
     """ServiceMonitor (CRD, not schema-checked) scrapes /metrics of every workload once."""
     monitors = r.of_kind("ServiceMonitor")
@@ -657,6 +714,8 @@ NEGATIVE_CASES: list[tuple[str, dict[str, Any] | None, str]] = [
      {"ingester": {"extraEnv": [{"name": "RINGTAIL_SHUTDOWN_TIMEOUT_MS", "value": "600000"}]}}, "RINGTAIL_SHUTDOWN_TIMEOUT_MS"),
     ("fewer ingesters than the replication factor fails",
      {"ingester": {"replicas": 2}}, "below config.replication_factor"),
+    ("fewer ingesters in all zones than the replication factor fails",
+     {"ingester": {"replicas": 1, "zones": [{"name": "a"}, {"name": "b"}]}}, "below config.replication_factor"),
     ("no distributor and no querier fails (ingester-0 could never join anyone)",
      {"distributor": {"replicas": 0}, "querier": {"replicas": 0}}, "both 0"),
     ("an unknown config field fails (ringtail would refuse to start)",
@@ -721,7 +780,14 @@ def s3_zone_checks(r: Rendered) -> list[Callable[[Rendered], None]]:
             check_service_monitor, check_cluster_secret, check_otlp_tls, check_internal_tls, check_http_tls]
 
 
+def zone_checks(r: Rendered) -> list[Callable[[Rendered], None]]:
+    return [check_kubernetes_schemas, check_config_fields, check_image_env_overridden, check_grace_periods,
+            check_no_ingester_autoscaling, check_gossip_service, check_readiness_probes, check_security,
+            check_zone_statefulsets, check_zone_pdbs, check_overrides_file]
+
+
 S3_ZONES = "ci/s3-zones-values.yaml"
+ZONES = "ci/zones-values.yaml"
 
 
 def run_all(chart_dir: Path, report: Report, prefix: str = "") -> None:
@@ -731,7 +797,8 @@ def run_all(chart_dir: Path, report: Report, prefix: str = "") -> None:
         report.run(f"{prefix}helm lint ({label})", lambda: lint(chart_dir, values_file))
     report.run(f"{prefix}values.schema.json `config` + chart-managed fields = RawConfig fields",
                lambda: check_values_schema_matches_raw_config(chart_dir))
-    for label, values_file, checks in (("default", None, default_checks), ("s3-zones", chart_dir / S3_ZONES, s3_zone_checks)):
+    for label, values_file, checks in (("default", None, default_checks), ("s3-zones", chart_dir / S3_ZONES, s3_zone_checks),
+                                       ("zones", chart_dir / ZONES, zone_checks)):
         rendered: list[Rendered] = []
         if not report.run(f"{prefix}[{label}] render", lambda: rendered.append(render(chart_dir, load_values(values_file), label))):
             continue
@@ -790,7 +857,7 @@ MUTATIONS: list[tuple[str, str, str, str, str]] = [
      "RawConfig"),
     ("a chart version that is not SemVer", "Chart.yaml", "version: 0.1.0", "version: one", "helm lint"),
     ("replicas below the replication factor allowed", "templates/configmap.yaml",
-     "{{- if lt (int64 .Values.ingester.replicas) $rf }}", "{{- if false }}", "fewer ingesters than the replication factor"),
+     "{{- if lt $ingesters $rf }}", "{{- if false }}", "fewer ingesters than the replication factor"),
     ("the image's RINGTAIL_STORAGE_PATH left in force", "templates/_helpers.tpl",
      "      - name: RINGTAIL_STORAGE_PATH", "      - name: STORAGE_PATH", "Dockerfiles is overridden"),
     ("a misspelt RINGTAIL_ variable", "templates/_helpers.tpl", "- name: RINGTAIL_ADVERTISE_ADDR",
@@ -801,6 +868,16 @@ MUTATIONS: list[tuple[str, str, str, str, str]] = [
      "--url={{ include \"ringtail.httpScheme\" $root }}://", "--url=http://", "serves HTTPS"),
     ("ServiceMonitor scrapes HTTPS without the CA", "templates/servicemonitor.yaml",
      "            key: {{ .caKey }}", "            key: tls.crt", "serves HTTPS"),
+    ("zones share one StatefulSet name", "templates/_helpers.tpl",
+     "{{- printf \"%s-ingester-%s\" (include \"ringtail.fullname\" .root) $zone }}",
+     "{{- printf \"%s-ingester\" (include \"ringtail.fullname\" .root) }}", "one ingester StatefulSet per zone"),
+    ("zone not passed to the pods", "templates/_helpers.tpl", "      - name: RINGTAIL_ZONE", "      - name: ZONE",
+     "one ingester StatefulSet per zone"),
+    ("one PDB for every zone", "templates/pdb.yaml",
+     "      {{- include \"ringtail.componentSelectorLabels\" $ctx | nindent 6 }}\n      {{- include \"ringtail.zoneLabel\" $ctx | nindent 6 }}",
+     "      {{- include \"ringtail.componentSelectorLabels\" $ctx | nindent 6 }}", "one PodDisruptionBudget per zone"),
+    ("overrides mounted from no volume", "templates/_helpers.tpl", "      - name: overrides\n        mountPath",
+     "      - name: config-overrides\n        mountPath", "overrides: a ConfigMap"),
     ("ServiceMonitor misses the ingesters", "templates/servicemonitor.yaml", "values: [distributor, ingester, querier]",
      "values: [distributor, querier]", "ServiceMonitor"),
 ]

@@ -44,6 +44,23 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/* The ingester StatefulSet's (and PDB's) name: -ingester, or -ingester-<zone>. */}}
+{{- define "ringtail.ingesterName" -}}
+{{- $zone := dig "zone" "name" "" . }}
+{{- if $zone }}
+{{- printf "%s-ingester-%s" (include "ringtail.fullname" .root) $zone }}
+{{- else }}
+{{- printf "%s-ingester" (include "ringtail.fullname" .root) }}
+{{- end }}
+{{- end }}
+
+{{/* The zone label of a per-zone ingester StatefulSet's pods (nothing without zones). */}}
+{{- define "ringtail.zoneLabel" -}}
+{{- with dig "zone" "name" "" . }}
+ringtail.io/zone: {{ . | quote }}
+{{- end }}
+{{- end }}
+
 {{- define "ringtail.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "ringtail.fullname" .) .Values.serviceAccount.name }}
@@ -176,7 +193,7 @@ securityContext:
 affinity:
   {{- . | trim | nindent 2 }}
 {{- end }}
-{{- with $values.nodeSelector }}
+{{- with merge (deepCopy (dig "zone" "nodeSelector" (dict) .)) ($values.nodeSelector | default (dict)) }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
@@ -198,6 +215,11 @@ containers:
         valueFrom:
           fieldRef:
             fieldPath: metadata.name
+      {{- with dig "zone" "name" "" . }}
+      # zone: the ingester's failure domain; replicas are placed in distinct zones.
+      - name: RINGTAIL_ZONE
+        value: {{ . | quote }}
+      {{- end }}
       # advertise_addr: the IP peers dial for gossip, gRPC and HTTP.
       - name: RINGTAIL_ADVERTISE_ADDR
         valueFrom:
@@ -339,6 +361,13 @@ containers:
         readOnly: true
       - name: tmp
         mountPath: /tmp
+      {{- if $root.Values.overrides }}
+      # A folder mount (no subPath): an edited ConfigMap reaches the file, and ringtail
+      # re-reads it every 10 s.
+      - name: overrides
+        mountPath: /etc/ringtail-overrides
+        readOnly: true
+      {{- end }}
       {{- if eq .target "ingester" }}
       - name: data
         mountPath: {{ include "ringtail.dataDir" $root }}
@@ -370,6 +399,11 @@ volumes:
       name: {{ include "ringtail.fullname" $root }}
   - name: tmp
     emptyDir: {}
+  {{- if $root.Values.overrides }}
+  - name: overrides
+    configMap:
+      name: {{ include "ringtail.fullname" $root }}-overrides
+  {{- end }}
   {{- if $fs }}
   - name: blocks
     persistentVolumeClaim:
@@ -397,6 +431,7 @@ volumes:
 {{- $values := index .root.Values .component -}}
 labels:
   {{- include "ringtail.componentSelectorLabels" . | nindent 2 }}
+  {{- include "ringtail.zoneLabel" . | nindent 2 }}
   app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
   {{- with $values.podLabels }}
   {{- toYaml . | nindent 2 }}
