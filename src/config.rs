@@ -264,6 +264,12 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_INGESTION_BURST_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingestion_burst_bytes: Option<u64>,
+    /// The most bytes one trace may hold on an ingester while it is live; spans beyond are
+    /// refused and reported in OTLP partial_success; 0 = unlimited; per tenant with
+    /// `tenant:max_bytes_per_trace=N` [default: 5000000]
+    #[arg(long, env = "RINGTAIL_MAX_BYTES_PER_TRACE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_trace: Option<usize>,
     /// `local` (each distributor enforces the whole rate) or `global` (each enforces the
     /// rate divided by the number of ACTIVE distributors) [default: local]
     #[arg(long, env = "RINGTAIL_INGESTION_RATE_STRATEGY")]
@@ -271,7 +277,7 @@ pub struct RawConfig {
     pub ingestion_rate_strategy: Option<String>,
     /// Per-tenant overrides, "tenant:key=value" (comma separated); keys:
     /// trace_idle_period_ms, max_block_duration_ms, max_block_bytes, block_retention_hours,
-    /// ingestion_rate_bytes, ingestion_burst_bytes [default: none]
+    /// ingestion_rate_bytes, ingestion_burst_bytes, max_bytes_per_trace [default: none]
     #[arg(long, env = "RINGTAIL_TENANT_OVERRIDES", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_overrides: Option<Vec<String>>,

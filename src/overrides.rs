@@ -22,6 +22,9 @@ pub(crate) struct Limits {
     pub ingestion_rate_bytes: u64,
     /// The most bytes taken at once above the rate (0: twice the rate).
     pub ingestion_burst_bytes: u64,
+    /// The most bytes a live trace may hold on an ingester; spans beyond are refused
+    /// (0: unlimited).
+    pub max_bytes_per_trace: usize,
 }
 
 /// An ingestion rate: bytes per second, up to `burst` at once.
@@ -53,6 +56,7 @@ struct TenantLimits {
     block_retention: Option<Duration>,
     ingestion_rate_bytes: Option<u64>,
     ingestion_burst_bytes: Option<u64>,
+    max_bytes_per_trace: Option<usize>,
 }
 
 /// The limits of every tenant.
@@ -81,7 +85,8 @@ impl Overrides {
 
     /// `defaults`, overridden by `entries` (`tenant:key=value`; keys
     /// `trace_idle_period_ms`, `max_block_duration_ms`, `max_block_bytes`,
-    /// `block_retention_hours`, `ingestion_rate_bytes`, `ingestion_burst_bytes`). A later
+    /// `block_retention_hours`, `ingestion_rate_bytes`, `ingestion_burst_bytes`,
+    /// `max_bytes_per_trace`). A later
     /// entry for the same tenant and key wins.
     pub(crate) fn parse(defaults: Limits, entries: &[String]) -> Result<Self, OverrideError> {
         let mut overrides = Self::new(defaults);
@@ -116,6 +121,9 @@ impl Overrides {
                 }
                 "ingestion_rate_bytes" => limits.ingestion_rate_bytes = Some(value),
                 "ingestion_burst_bytes" => limits.ingestion_burst_bytes = Some(value),
+                "max_bytes_per_trace" => {
+                    limits.max_bytes_per_trace = Some(usize::try_from(value).map_err(|_| bad())?)
+                }
                 _ => return Err(bad()),
             }
         }
@@ -133,6 +141,7 @@ impl Overrides {
                 "block_retention_hours": l.block_retention.as_secs() / 3600,
                 "ingestion_rate_bytes": l.ingestion_rate_bytes,
                 "ingestion_burst_bytes": l.ingestion_burst_bytes,
+                "max_bytes_per_trace": l.max_bytes_per_trace,
             })
         };
         let tenants: serde_json::Map<String, serde_json::Value> = {
@@ -158,6 +167,7 @@ impl Overrides {
                 block_retention: t.block_retention.unwrap_or(d.block_retention),
                 ingestion_rate_bytes: t.ingestion_rate_bytes.unwrap_or(d.ingestion_rate_bytes),
                 ingestion_burst_bytes: t.ingestion_burst_bytes.unwrap_or(d.ingestion_burst_bytes),
+                max_bytes_per_trace: t.max_bytes_per_trace.unwrap_or(d.max_bytes_per_trace),
             },
         }
     }
@@ -312,6 +322,7 @@ mod tests {
             block_retention: Duration::from_secs(336 * 3600),
             ingestion_rate_bytes: 0,
             ingestion_burst_bytes: 0,
+            max_bytes_per_trace: 0,
         }
     }
 

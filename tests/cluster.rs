@@ -688,3 +688,95 @@ async fn an_overrides_file_changed_while_running_takes_effect_and_a_bad_one_keep
     );
     assert!(cluster.front.is_running());
 }
+
+/// An OTLP request with `spans` spans of each `(trace, first span ID)`, each span carrying
+/// `payload` bytes of attributes.
+fn request_with(traces: &[(&str, u8)], spans: u8, payload: usize) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+    let spans = traces
+        .iter()
+        .flat_map(|&(trace, first)| {
+            (first..first + spans).map(move |s| Span {
+                trace_id: hex::decode(trace).expect("hex"),
+                span_id: vec![s; 8],
+                name: format!("op-{s}"),
+                start_time_unix_nano: 1_700_000_000_000_000_000,
+                end_time_unix_nano: 1_700_000_000_001_000_000,
+                attributes: vec![KeyValue {
+                    key: "payload".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("x".repeat(payload))),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_past_max_bytes_per_trace_are_reported_in_partial_success_and_the_rest_is_stored() {
+    let cluster = Cluster::start(19, 3, &["--max-bytes-per-trace=4000"]).await;
+    let query = cluster.front.http();
+    let mut client = common::otlp_grpc_client(&cluster.front).await;
+    let (big, other, late) = (
+        "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+        "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2",
+        "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3",
+    );
+    // 10 spans of ~250 bytes: each trace's first request fits in 4000 bytes.
+    let first = client
+        .export(ringtail::rpc::codec::RawBytes(
+            request_with(&[(big, 1), (other, 1)], 10, 200).into(),
+        ))
+        .await
+        .expect("accepted")
+        .into_inner();
+    assert!(
+        first.partial_success.is_none_or(|p| p.rejected_spans == 0),
+        "nothing over the limit yet"
+    );
+    // 10 more spans of `big` would double it past the limit; `late` is new.
+    let second = client
+        .export(ringtail::rpc::codec::RawBytes(
+            request_with(&[(big, 11), (late, 1)], 10, 200).into(),
+        ))
+        .await
+        .expect("the rest is accepted")
+        .into_inner();
+    let partial = second.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_spans, 10, "{}", partial.error_message);
+    assert!(
+        partial
+            .error_message
+            .contains("max_bytes_per_trace (4000 bytes)")
+            && partial.error_message.contains(big),
+        "{}",
+        partial.error_message
+    );
+    assert_eq!(spans_via_query(&query, big).await, Ok(10));
+    assert_eq!(spans_via_query(&query, other).await, Ok(10));
+    assert_eq!(spans_via_query(&query, late).await, Ok(10));
+    assert_eq!(
+        common::metric(
+            &cluster.front,
+            "ringtail_distributor_spans_rejected_total{reason=\"trace_too_large\"}"
+        )
+        .await,
+        10.0
+    );
+}

@@ -194,6 +194,7 @@ impl RawConfig {
             },
             ingestion_rate_bytes: self.ingestion_rate_bytes.unwrap_or(0),
             ingestion_burst_bytes: self.ingestion_burst_bytes.unwrap_or(0),
+            max_bytes_per_trace: self.max_bytes_per_trace.unwrap_or(5_000_000),
         };
         let overrides = Arc::new(
             LiveOverrides::load(

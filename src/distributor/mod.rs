@@ -123,7 +123,7 @@ impl Distributor {
             metrics::counter!("ringtail_distributor_spans_rejected_total", "reason" => r.reason.as_str())
                 .increment(r.spans);
         }
-        let outcome = PushOutcome {
+        let mut outcome = PushOutcome {
             accepted_spans: split.accepted_spans,
             rejected_spans: split.rejected_spans,
             rejection_message: split.rejection_message(),
@@ -139,7 +139,23 @@ impl Distributor {
                 None => Ok(outcome),
             };
         }
-        self.replicate(tenant, split).await?;
+        let too_large = self.replicate(tenant, split).await?;
+        if too_large.spans > 0 {
+            metrics::counter!("ringtail_distributor_spans_rejected_total", "reason" => "trace_too_large")
+                .increment(too_large.spans);
+            let limit = self
+                .settings
+                .overrides
+                .get(tenant.as_str())
+                .max_bytes_per_trace;
+            outcome.accepted_spans -= too_large.spans;
+            outcome.rejected_spans += too_large.spans;
+            let message = too_large.message(limit);
+            outcome.rejection_message = Some(match outcome.rejection_message.take() {
+                Some(before) => format!("{before}; {message}"),
+                None => message,
+            });
+        }
         metrics::counter!("ringtail_distributor_spans_received_total")
             .increment(outcome.accepted_spans);
         Ok(outcome)
@@ -224,8 +240,13 @@ impl Distributor {
     }
 
     /// Sends every ingester one push with all the traces it replicates and waits for the
-    /// write quorum of every trace (see [`call_with_quorum`] for the contract).
-    async fn replicate(&self, tenant: &TenantId, split: SplitRequest) -> Result<(), PushError> {
+    /// write quorum of every trace (see [`call_with_quorum`] for the contract). Returns
+    /// the traces an acking replica refused as too large (`max_bytes_per_trace`).
+    async fn replicate(
+        &self,
+        tenant: &TenantId,
+        split: SplitRequest,
+    ) -> Result<TooLarge, PushError> {
         let view = self.membership.view();
         let rf = self.settings.replication;
         let health = enough_ingesters(&view, rf)?;
@@ -233,14 +254,16 @@ impl Distributor {
         let seed = TenantSeed::new(tenant);
         let mut per_instance: Vec<Vec<TraceSegment>> = vec![Vec::new(); view.writers.len()];
         let mut groups = HashSet::new();
-        for trace in split.traces {
-            let replicas = view
-                .write_ring
-                .replicas(Token::for_trace(seed, &trace.trace_id), rf.factor());
+        let place = |trace: &crate::otlp::TraceSegment| {
+            view.write_ring
+                .replicas(Token::for_trace(seed, &trace.trace_id), rf.factor())
+        };
+        for trace in &split.traces {
+            let replicas = place(trace);
             groups.insert(replicas);
             let segment = TraceSegment {
                 trace_id: Bytes::copy_from_slice(&trace.trace_id.0),
-                resource_spans: trace.resource_spans,
+                resource_spans: trace.resource_spans.clone(),
             };
             for &i in replicas.as_slice() {
                 per_instance[i as usize].push(segment.clone());
@@ -281,13 +304,67 @@ impl Distributor {
         };
         let outcome = call_with_quorum(calls, tracker, policy).await;
         if outcome.reached {
-            Ok(())
+            let none_refused = outcome
+                .outcomes
+                .iter()
+                .all(|o| o.result.as_ref().map_or(true, Vec::is_empty));
+            if none_refused {
+                return Ok(TooLarge::default());
+            }
+            // Rare: map each refused segment (its index in that ingester's push) back to
+            // the request's trace, placing the traces again as above.
+            let mut refused = vec![false; split.traces.len()];
+            for o in &outcome.outcomes {
+                let Ok(indices) = &o.result else { continue };
+                if indices.is_empty() {
+                    continue;
+                }
+                let pushed: Vec<usize> = (0..split.traces.len())
+                    .filter(|&t| place(&split.traces[t]).contains(o.instance))
+                    .collect();
+                for &k in indices {
+                    if let Some(&t) = pushed.get(k as usize) {
+                        refused[t] = true;
+                    }
+                }
+            }
+            Ok(TooLarge::of(&split.traces, &refused))
         } else {
             Err(PushError::QuorumFailed {
                 needed: rf.write_quorum(),
                 failures: outcome.failures(|i| view.writers[i as usize].name.clone()),
             })
         }
+    }
+}
+
+/// The traces of a request that a replica refused because they would exceed the
+/// tenant's `max_bytes_per_trace`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TooLarge {
+    traces: u64,
+    spans: u64,
+    first: Option<crate::model::TraceId>,
+}
+
+impl TooLarge {
+    /// The request's traces whose `refused` flag is set.
+    fn of(traces: &[crate::otlp::TraceSegment], refused: &[bool]) -> Self {
+        let mut out = Self::default();
+        for (trace, _) in traces.iter().zip(refused).filter(|(_, &r)| r) {
+            out.traces += 1;
+            out.spans += u64::from(trace.spans);
+            out.first.get_or_insert(trace.trace_id);
+        }
+        out
+    }
+
+    fn message(&self, limit: usize) -> String {
+        let first = self.first.map(|t| t.to_hex()).unwrap_or_default();
+        format!(
+            "{} spans rejected: their trace would exceed max_bytes_per_trace ({limit} bytes) ({} traces, first: {first})",
+            self.spans, self.traces
+        )
     }
 }
 

@@ -42,6 +42,7 @@ fn distributor_with_overrides(
                     block_retention: Duration::from_secs(3600),
                     ingestion_rate_bytes: 0,
                     ingestion_burst_bytes: 0,
+                    max_bytes_per_trace: 0,
                 },
                 &overrides.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             )

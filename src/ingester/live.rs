@@ -106,6 +106,19 @@ impl TenantLive {
         added
     }
 
+    /// The indices of `segments` that would take their live trace past `limit` bytes.
+    pub(super) fn too_large(&self, segments: &[Segment], limit: usize) -> Vec<u32> {
+        let mut over = Vec::new();
+        for (i, segment) in segments.iter().enumerate() {
+            let shard = lock(&self.shards[shard(&segment.trace)]);
+            let held = shard.get(&segment.trace).map_or(0, |t| t.bytes);
+            if held + segment.data.len() > limit {
+                over.push(i as u32);
+            }
+        }
+        over
+    }
+
     /// The trace's segments concatenated, if it is live.
     pub(super) fn get(&self, id: &TraceId) -> Option<Bytes> {
         let shard = lock(&self.shards[shard(id)]);

@@ -378,16 +378,40 @@ impl Ingester {
         metrics::gauge!("ringtail_ingester_wal_disk_bytes").set(self.wal.size_on_disk() as f64);
     }
 
-    pub(crate) async fn push(&self, body: Bytes) -> Result<(), IngesterError> {
+    /// Stores a distributor's push; returns the indices of the segments refused because
+    /// their trace would exceed the tenant's `max_bytes_per_trace` (the rest is stored,
+    /// and only the rest goes into the WAL).
+    pub(crate) async fn push(&self, body: Bytes) -> Result<Vec<u32>, IngesterError> {
         if !self.is_serving() {
             return Err(IngesterError::Starting);
         }
         self.last_push_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let (tenant, segments) = decode_push(body.clone(), Check::Strict).inspect_err(|_| {
-            metrics::counter!("ringtail_ingester_pushes_refused_total").increment(1);
-        })?;
+        let (tenant, mut segments) =
+            decode_push(body.clone(), Check::Strict).inspect_err(|_| {
+                metrics::counter!("ringtail_ingester_pushes_refused_total").increment(1);
+            })?;
         let instance = self.instance(&tenant);
+        let limit = self
+            .policy
+            .overrides
+            .get(tenant.as_str())
+            .max_bytes_per_trace;
+        let too_large = match limit {
+            0 => Vec::new(),
+            limit => instance.live().too_large(&segments, limit),
+        };
+        let body = if too_large.is_empty() {
+            body
+        } else {
+            metrics::counter!("ringtail_ingester_segments_too_large_total")
+                .increment(too_large.len() as u64);
+            segments = push::without(segments, &too_large);
+            if segments.is_empty() {
+                return Ok(too_large);
+            }
+            push::encode(&tenant, &segments)
+        };
         let gate = self.append_gate.read().await;
         if self.leaving.load(Ordering::SeqCst) {
             return Err(IngesterError::Leaving);
@@ -400,7 +424,7 @@ impl Ingester {
             self.over_budget.notify_one();
         }
         metrics::gauge!("ringtail_ingester_live_traces").increment(added.new_traces as f64);
-        Ok(())
+        Ok(too_large)
     }
 }
 

@@ -64,6 +64,32 @@ pub(super) fn decode_push(
     Ok((tenant, segments))
 }
 
+/// `segments` but those at the (ascending) indices `drop`.
+pub(super) fn without(segments: Vec<Segment>, drop: &[u32]) -> Vec<Segment> {
+    segments
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| drop.binary_search(&(*i as u32)).is_err())
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// The push record of `segments` alone (what the WAL keeps when some were refused).
+pub(super) fn encode(tenant: &TenantId, segments: &[Segment]) -> Bytes {
+    PushRequest {
+        tenant: tenant.as_str().to_owned(),
+        traces: segments
+            .iter()
+            .map(|s| crate::rpc::proto::TraceSegment {
+                trace_id: Bytes::copy_from_slice(&s.trace.0),
+                resource_spans: s.data.clone(),
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+    .into()
+}
+
 /// A push as a distributor builds it: `traces` traces of 3 spans each.
 #[cfg(test)]
 pub(super) fn test_push(traces: u8) -> Vec<u8> {

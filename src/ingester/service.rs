@@ -21,7 +21,7 @@ impl ingester_server::Ingester for IngesterService {
         metrics::histogram!("ringtail_ingester_push_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         result
-            .map(|()| Response::new(PushResponse {}))
+            .map(|too_large| Response::new(PushResponse { too_large }))
             .map_err(|e| grpc_status(&e))
     }
 

@@ -20,6 +20,15 @@ fn try_open_with(
     store: &std::path::Path,
     wal_store: Option<WalStoreKind>,
 ) -> Result<Arc<Ingester>, OpenError> {
+    open_limited(dir, store, wal_store, 0)
+}
+
+fn open_limited(
+    dir: &std::path::Path,
+    store: &std::path::Path,
+    wal_store: Option<WalStoreKind>,
+    max_bytes_per_trace: usize,
+) -> Result<Arc<Ingester>, OpenError> {
     let settings = IngesterSettings {
         data_dir: dir.to_path_buf(),
         wal_sync: WalSync::Always,
@@ -36,6 +45,7 @@ fn try_open_with(
                     block_retention: Duration::from_secs(3600),
                     ingestion_rate_bytes: 0,
                     ingestion_burst_bytes: 0,
+                    max_bytes_per_trace,
                 },
             ))),
         },
@@ -87,6 +97,51 @@ async fn a_pushed_trace_is_found_live_then_in_its_local_block_and_after_a_restar
     let reopened = open_in(dir.path(), store.path());
     assert_eq!(reopened.live_trace_count(), 0, "nothing left to replay");
     assert_eq!(reopened.find(&tenant, &id).await, Some(live));
+}
+
+/// A segment that would take its live trace past `max_bytes_per_trace` is refused (its
+/// index returned), the rest of the push is stored, and the WAL keeps only what was
+/// stored: a restart replays no refused segment.
+#[tokio::test]
+async fn segments_past_max_bytes_per_trace_are_refused_and_never_reach_the_wal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = tempfile::tempdir().expect("tempdir");
+    let tenant = TenantId::parse("t").expect("tenant");
+    let (_, one) = decode_push(push(1).into(), Check::Strict).expect("valid");
+    let segment = one[0].data.len();
+    let limit = segment + segment / 2;
+    let open = || open_limited(dir.path(), store.path(), Some(WalStoreKind::File), limit);
+    let ingester = open().expect("opens");
+    assert_eq!(
+        ingester.push(push(2).into()).await.expect("stored"),
+        Vec::<u32>::new()
+    );
+    // Traces 1 and 2 would double: refused; trace 3 is new: stored.
+    assert_eq!(
+        ingester.push(push(3).into()).await.expect("stored"),
+        vec![0, 1]
+    );
+    // A push of nothing but refused segments is answered without a WAL record.
+    assert_eq!(
+        ingester.push(push(1).into()).await.expect("answered"),
+        vec![0]
+    );
+    for t in 1..=3u8 {
+        let held = ingester
+            .find(&tenant, &TraceId([t; 16]))
+            .await
+            .expect("live");
+        assert_eq!(held.len(), segment, "trace {t} holds one segment");
+    }
+    drop(ingester);
+    let reopened = open().expect("reopens");
+    for t in 1..=3u8 {
+        let held = reopened
+            .find(&tenant, &TraceId([t; 16]))
+            .await
+            .expect("replayed");
+        assert_eq!(held.len(), segment, "trace {t} replays one segment");
+    }
 }
 
 #[tokio::test]

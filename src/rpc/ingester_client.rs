@@ -26,7 +26,8 @@ pub(crate) mod fake;
 /// One ingester, as the distributor and the querier call it.
 pub trait IngesterApi: Send + Sync {
     /// Sends one encoded `PushRequest` as it is: the body is not decoded or encoded again.
-    fn push(&self, body: RawBytes) -> BoxFuture<'static, Result<(), CallError>>;
+    /// Returns the indices of the segments refused as too large (see `PushResponse`).
+    fn push(&self, body: RawBytes) -> BoxFuture<'static, Result<Vec<u32>, CallError>>;
 
     /// The ingester's copy of a trace: its `resource_spans`, or `None` if it holds none.
     fn find_trace_by_id(
@@ -45,11 +46,11 @@ pub trait IngesterPool: Send + Sync {
 // The generated methods are called by path: they take `&mut self`, so method syntax
 // would pick this trait's `&self` methods first and recurse.
 impl IngesterApi for Client {
-    fn push(&self, body: RawBytes) -> BoxFuture<'static, Result<(), CallError>> {
+    fn push(&self, body: RawBytes) -> BoxFuture<'static, Result<Vec<u32>, CallError>> {
         let mut client = self.clone();
         async move {
-            IngesterClient::push(&mut client, body).await?;
-            Ok(())
+            let answer = IngesterClient::push(&mut client, body).await?.into_inner();
+            Ok(answer.too_large)
         }
         .boxed()
     }

@@ -189,6 +189,7 @@ mod tests {
             block_retention: Duration::from_secs(14 * 86400),
             ingestion_rate_bytes: 0,
             ingestion_burst_bytes: 0,
+            max_bytes_per_trace: 0,
         };
         let overrides = crate::overrides::Overrides::parse(
             defaults,

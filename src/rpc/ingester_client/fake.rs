@@ -151,7 +151,7 @@ impl FakeIngester {
 }
 
 impl IngesterApi for FakeIngester {
-    fn push(&self, body: RawBytes) -> BoxFuture<'static, Result<(), CallError>> {
+    fn push(&self, body: RawBytes) -> BoxFuture<'static, Result<Vec<u32>, CallError>> {
         let (script, addr, inner) = (self.script(), self.addr, self.inner.clone());
         async move {
             let push = PushRequest::decode(body.0).map_err(|e| CallError::Status {
@@ -160,7 +160,7 @@ impl IngesterApi for FakeIngester {
             })?;
             script.play().await?;
             inner.acked.send_modify(|acked| acked.push((addr, push)));
-            Ok(())
+            Ok(Vec::new())
         }
         .boxed()
     }
