@@ -12,6 +12,10 @@
 #      step. Writes go on meanwhile at write quorum on the 2 left (under-replicated): the
 #      exporter must meet no UNAVAILABLE from the drain until ingester-2 is started again.
 #   3. docker network disconnect ingester-3 for PARTITION_SECS, then reconnect it.
+#   4. scale-down 3 -> 2 -> 1 (docker stop ingester-3, then ingester-2) and back: with 2,
+#      writes go on under-replicated (/ring says so; no UNAVAILABLE); with 1, below the
+#      write quorum, the exporter meets only UNAVAILABLE and retries until the two are
+#      started again.
 #
 # Then it asserts: the exporter met no non-retryable status code, every batch was
 # acked in the end, every acked trace reads back complete from the querier, no
@@ -197,7 +201,7 @@ load_running
 
 # ---------------------------------------------------------------- fault 1: crash
 mark "fault 1: ingester-1 killed and down"
-say "fault 1/3: docker kill ingester-1"
+say "fault 1/4: docker kill ingester-1"
 docker kill "$(container ingester-1)" >/dev/null
 wait_ring 2 ingester-1 || fail "the cluster did not declare ingester-1 down"
 say "ingester-1 is declared down; writes go on with 2 live ingesters for 5 s"
@@ -223,7 +227,7 @@ load_running
 
 # ---------------------------------------------------------------- fault 2: graceful stop
 mark "fault 2: ingester-2 draining and stopped"
-say "fault 2/3: docker stop ingester-2 (graceful drain)"
+say "fault 2/4: docker stop ingester-2 (graceful drain)"
 stop_started=$SECONDS
 docker stop -t 45 "$(container ingester-2)" >/dev/null
 stop_secs=$((SECONDS - stop_started))
@@ -252,7 +256,7 @@ load_running
 c3="$(container ingester-3)"
 net="$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{"\n"}}{{end}}' "$c3" | head -n1)"
 ip_before="$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" "$c3")"
-say "fault 3/3: docker network disconnect ingester-3 ($ip_before) from $net for ${PARTITION_SECS}s"
+say "fault 3/4: docker network disconnect ingester-3 ($ip_before) from $net for ${PARTITION_SECS}s"
 mark "fault 3: ingester-3 cut off"
 docker network disconnect "$net" "$c3"
 sleep "$PARTITION_SECS" # the fault's length; the load runs on
@@ -268,6 +272,36 @@ fi
 say "ingester-3 reconnected"
 wait_healthy "$HEALTHY_TIMEOUT" ingester-3
 wait_ring 3 || fail "ingester-3 did not rejoin after the partition"
+sleep 5
+load_running
+
+# ---------------------------------------------------------------- fault 4: scale-down
+ring_writes() {
+    "$PY" -c 'import json, sys, urllib.request as u
+r = u.Request(sys.argv[1], headers={"Accept": "application/json"})
+print(json.load(u.urlopen(r, timeout=5))["replication"]["writes"])' "$QUERY_URL/ring"
+}
+say "fault 4/4: scale-down 3 -> 2 -> 1 (docker stop ingester-3, then ingester-2), then back"
+mark "fault 4: scaled down to 2 ingesters"
+docker stop -t 45 "$(container ingester-3)" >/dev/null
+wait_ring 2 ingester-3 || fail "ingester-3 did not leave"
+writes="$(ring_writes)"
+[[ "$writes" == under-replicated ]] || fail "/ring says writes are $writes with 2 of 3 ingesters"
+say "2 ingesters: /ring says writes are $writes; 5 s of load"
+sleep 5
+load_running
+mark "fault 4: scaled down to 1 ingester"
+docker stop -t 45 "$(container ingester-2)" >/dev/null
+wait_ring 1 ingester-2 || fail "ingester-2 did not leave"
+writes="$(ring_writes)"
+[[ "$writes" == refused ]] || fail "/ring says writes are $writes with 1 of 3 ingesters"
+say "1 ingester: /ring says writes are $writes; the exporter retries for 3 s"
+sleep 3
+mark "fault 4: scaling back to 3"
+docker start "$(container ingester-2)" "$(container ingester-3)" >/dev/null
+wait_healthy "$HEALTHY_TIMEOUT" ingester-2 ingester-3
+wait_ring 3 || fail "ingester-2 and ingester-3 did not rejoin"
+say "3 ingesters again"
 sleep 5
 load_running
 
@@ -318,8 +352,9 @@ for i, (start, name) in enumerate(phases):
     end = float(phases[i + 1][0]) if i + 1 < len(phases) else float("inf")
     codes = collections.Counter(c for t, c in s["code_times"] if float(start) <= t < end)
     print(f"      {name:42s} {dict(codes) or '-'}")
-    if name.startswith("fault 2: ingester-2 draining") and codes.get("UNAVAILABLE"):
-        sys.exit(f"writes paused during the drain of ingester-2: {dict(codes)}")
+    if name.startswith(("fault 2: ingester-2 draining", "fault 4: scaled down to 2")) \
+            and codes.get("UNAVAILABLE"):
+        sys.exit(f"writes paused in phase {name!r}: {dict(codes)}")
 EOF
 PASSED=1
-say "PASS: the compose cluster kept every acked trace through a crash, a drain and a partition"
+say "PASS: the compose cluster kept every acked trace through a crash, a drain, a partition and a scale-down"

@@ -3,9 +3,11 @@
 //! 1. **Cut** (every second, and at once when the live traces outgrow `max_live_bytes`):
 //!    traces idle for `trace_idle_period` leave each tenant's live traces for its *head
 //!    block* (in memory, bytes compacted into one buffer per trace so push buffers are
-//!    released). Above `max_live_bytes`, the least recently appended traces of every tenant
-//!    go too, down to three quarters of it: memory stays bounded whatever the load (a trace
-//!    cut early and appended to again is in two places, which reads merge).
+//!    released). Above `max_live_bytes`, traces go too, down to three quarters of it, taken
+//!    from the tenants holding the most (every tenant keeps up to an equal share, so one
+//!    noisy tenant does not push the others' traces out early), each tenant's least
+//!    recently appended first: memory stays bounded whatever the load (a trace cut early
+//!    and appended to again is in two places, which reads merge).
 //! 2. **Complete**: a head block older than `max_block_duration` or larger than
 //!    `max_block_bytes` is sealed, encoded and written to `<data_dir>/complete/<tenant>/<block>/`
 //!    (see `local_blocks`). From then on its traces no longer need the WAL: the WAL is
@@ -29,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::instance::{Head, Instance};
-use super::live::choose_oldest;
+use super::live::choose_to_free;
 use super::local_blocks::{self, LocalBlockError};
 use super::{Ingester, RoundStats};
 use crate::storage::block::{self, BlockInfo, BlockMeta, BlockTrace, EncodedBlock};
@@ -99,8 +101,9 @@ impl Ingester {
         Ok(stats)
     }
 
-    /// Above `max_live_bytes`, cuts the least recently appended traces of every tenant down
-    /// to three quarters of it. Returns how many traces it cut.
+    /// Above `max_live_bytes`, cuts traces down to three quarters of it, from the tenants
+    /// holding the most (each tenant keeps up to a fair share; `live::fair_cuts`), each
+    /// tenant's least recently appended first. Returns how many traces it cut.
     fn cut_to_budget(&self, instances: &[Arc<Instance>]) -> usize {
         let live = self.live_bytes.load(Ordering::Relaxed);
         if live <= self.policy.max_live_bytes {
@@ -108,7 +111,7 @@ impl Ingester {
         }
         let at_least = live.saturating_sub(self.policy.max_live_bytes / 4 * 3);
         let lives: Vec<_> = instances.iter().map(|i| i.live()).collect();
-        let chosen = choose_oldest(&lives, at_least);
+        let chosen = choose_to_free(&lives, at_least);
         let mut traces = 0;
         for (i, ids) in instances.iter().zip(chosen) {
             let cut = i.cut_these(&ids, &self.next_head_seq);

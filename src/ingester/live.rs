@@ -2,8 +2,10 @@
 //!
 //! Segments are slices of the push buffers they arrived in (no copy). Lookups copy a
 //! trace's segments into one buffer for the response. The ingester keeps the total size
-//! of every tenant's segments, so that a cut can take the least recently appended traces
-//! ([`choose_oldest`], across tenants) when it exceeds the memory budget.
+//! of every tenant's segments, so that a cut can free memory when it exceeds the budget:
+//! [`choose_to_free`] takes the bytes from the tenants holding the most ([`fair_cuts`]:
+//! every tenant keeps up to an equal share, the water level), each tenant's least recently
+//! appended traces first, so one noisy tenant cannot push the others into early cuts.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -182,28 +184,53 @@ impl TenantLive {
     }
 }
 
-/// The least recently appended traces of all `tenants` that add up to at least `at_least`
-/// bytes (or all of them): for each tenant, in the order given, the IDs to take.
-pub(super) fn choose_oldest(tenants: &[&TenantLive], at_least: usize) -> Vec<Vec<TraceId>> {
-    let mut chosen = vec![Vec::new(); tenants.len()];
+/// Traces of `tenants` that add up to at least `at_least` bytes (or all of them), taken
+/// as [`fair_cuts`] divides the bytes, each tenant's least recently appended first: for
+/// each tenant, in the order given, the IDs to take.
+pub(super) fn choose_to_free(tenants: &[&TenantLive], at_least: usize) -> Vec<Vec<TraceId>> {
     if at_least == 0 {
-        return chosen;
+        return vec![Vec::new(); tenants.len()];
     }
-    let mut all: Vec<(Instant, usize, TraceId, usize)> = tenants
-        .iter()
-        .enumerate()
-        .flat_map(|(i, t)| t.ages().into_iter().map(move |(at, id, b)| (at, i, id, b)))
-        .collect();
-    all.sort_unstable_by_key(|c| c.0);
-    let mut sum = 0;
-    for (_, tenant, id, bytes) in all {
-        if sum >= at_least {
+    let ages: Vec<Vec<(Instant, TraceId, usize)>> = tenants.iter().map(|t| t.ages()).collect();
+    let held: Vec<usize> = ages.iter().map(|a| a.iter().map(|c| c.2).sum()).collect();
+    let free = fair_cuts(&held, at_least);
+    ages.into_iter()
+        .zip(free)
+        .map(|(mut traces, free)| {
+            traces.sort_unstable_by_key(|c| c.0);
+            let mut sum = 0;
+            traces
+                .into_iter()
+                .take_while(|&(_, _, bytes)| {
+                    let more = sum < free;
+                    sum += bytes;
+                    more
+                })
+                .map(|(_, id, _)| id)
+                .collect()
+        })
+        .collect()
+}
+
+/// How many bytes each tenant gives up so that at least `at_least` of the `held` bytes are
+/// freed: every tenant keeps up to one water level (the same for all, the highest that
+/// frees enough), so tenants below it keep everything and the largest give up the most.
+pub(super) fn fair_cuts(held: &[usize], at_least: usize) -> Vec<usize> {
+    let total: usize = held.iter().sum();
+    let mut keep = total.saturating_sub(at_least);
+    let mut sorted: Vec<usize> = held.to_vec();
+    sorted.sort_unstable();
+    // Fill tenants from the smallest up; the first that does not fit sets the level.
+    let mut level = usize::MAX;
+    for (i, &h) in sorted.iter().enumerate() {
+        let left = sorted.len() - i;
+        if h.saturating_mul(left) > keep {
+            level = keep / left;
             break;
         }
-        sum += bytes;
-        chosen[tenant].push(id);
+        keep -= h;
     }
-    chosen
+    held.iter().map(|&h| h.saturating_sub(level)).collect()
 }
 
 #[cfg(test)]
@@ -242,7 +269,53 @@ mod tests {
     }
 
     #[test]
-    fn the_least_recently_appended_traces_are_chosen_first_across_tenants_until_enough_bytes() {
+    fn fair_cuts_take_from_the_tenants_above_the_water_level_only() {
+        // A noisy tenant and a quiet one: the quiet one keeps everything.
+        assert_eq!(fair_cuts(&[900, 100], 250), vec![250, 0]);
+        assert_eq!(fair_cuts(&[500, 500], 200), vec![100, 100]);
+        // Two noisy tenants above a quiet one share the cut down to one level.
+        assert_eq!(fair_cuts(&[100, 600, 400], 300), vec![0, 250, 50]);
+        assert_eq!(fair_cuts(&[100, 600, 400], 0), vec![0, 0, 0]);
+        // More than everything: everything.
+        assert_eq!(fair_cuts(&[10, 20], 1000), vec![10, 20]);
+        assert_eq!(fair_cuts(&[], 10), Vec::<usize>::new());
+        for held in [vec![7, 3, 9, 1], vec![1000, 1, 1, 1], vec![5, 5, 5]] {
+            for at_least in 0..=held.iter().sum::<usize>() {
+                let cuts = fair_cuts(&held, at_least);
+                assert!(
+                    cuts.iter().sum::<usize>() >= at_least,
+                    "{held:?} {at_least}"
+                );
+                assert!(cuts.iter().zip(&held).all(|(c, h)| c <= h));
+            }
+        }
+    }
+
+    #[test]
+    fn a_quiet_tenants_older_traces_stay_live_while_a_noisy_tenant_is_cut() {
+        let quiet = TenantLive::default();
+        let noisy = TenantLive::default();
+        let old = TraceId([1; 16]);
+        quiet.append([Segment::untimed(old, Bytes::from(vec![0; 100]))], 1);
+        std::thread::sleep(Duration::from_millis(2));
+        for i in 2..=11u8 {
+            noisy.append(
+                [Segment::untimed(
+                    TraceId([i; 16]),
+                    Bytes::from(vec![0; 100]),
+                )],
+                2,
+            );
+        }
+        // 1,100 bytes held; free 300: three of the noisy tenant's, none of the quiet one's,
+        // though its trace is the least recently appended of all.
+        let chosen = choose_to_free(&[&quiet, &noisy], 300);
+        assert!(chosen[0].is_empty(), "{chosen:?}");
+        assert_eq!(chosen[1].len(), 3);
+    }
+
+    #[test]
+    fn each_tenants_least_recently_appended_traces_are_chosen_first_until_enough_bytes() {
         let a = TenantLive::default();
         let b = TenantLive::default();
         // Appended in this order, 100 bytes each; trace 1 gets a second segment last.
@@ -257,7 +330,7 @@ mod tests {
         }
         a.append([Segment::untimed(ids[0], Bytes::from(vec![0; 50]))], 9);
         // 150 bytes: traces 2 (tenant b) and 3 (tenant a), not 1 (appended to last).
-        let chosen = choose_oldest(&[&a, &b], 150);
+        let chosen = choose_to_free(&[&a, &b], 150);
         assert_eq!(chosen, vec![vec![ids[2]], vec![ids[1]]]);
         let taken: usize = [a.take(&chosen[0]), b.take(&chosen[1])]
             .iter()
@@ -265,8 +338,8 @@ mod tests {
             .sum();
         assert_eq!(taken, 200);
         assert_eq!(a.trace_count() + b.trace_count(), 2);
-        assert_eq!(choose_oldest(&[&a, &b], 0), vec![vec![], vec![]]);
-        let rest = choose_oldest(&[&a, &b], 10_000);
+        assert_eq!(choose_to_free(&[&a, &b], 0), vec![vec![], vec![]]);
+        let rest = choose_to_free(&[&a, &b], 10_000);
         assert_eq!(rest.iter().map(Vec::len).sum::<usize>(), 2);
         // A trace chosen but no longer live is skipped.
         assert!(b.take(&[ids[1]]).is_empty());
