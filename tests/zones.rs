@@ -5,7 +5,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::{wait_until, Cluster, PythonLoad};
+use common::{wait_for_writes, wait_until, Cluster, PythonLoad};
 
 const ZONES: [&str; 6] = ["zone-a", "zone-a", "zone-b", "zone-b", "zone-c", "zone-c"];
 
@@ -41,10 +41,6 @@ async fn zones_holding(cluster: &Cluster, trace: &str) -> Vec<&'static str> {
     zones
 }
 
-async fn spans_received(cluster: &Cluster) -> f64 {
-    common::metric(&cluster.front, "ringtail_distributor_spans_received_total").await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_trace_is_held_in_three_zones_and_a_whole_zone_stopped_under_load_refuses_and_loses_nothing(
 ) {
@@ -75,13 +71,7 @@ async fn every_trace_is_held_in_three_zones_and_a_whole_zone_stopped_under_load_
     // SIGTERM both ingesters of zone-a under load: every trace keeps two replicas in the
     // other zones, so no write waits or is refused.
     let load = PythonLoad::start(&cluster, 2000);
-    let before = spans_received(&cluster).await;
-    wait_until(
-        "the exporter's first spans",
-        Duration::from_secs(30),
-        || async { spans_received(&cluster).await >= before + 2000.0 },
-    )
-    .await;
+    wait_for_writes(&cluster, "the exporter's first spans").await;
     for i in [0, 1] {
         cluster.ingesters[i].signal("TERM");
     }
@@ -98,13 +88,7 @@ async fn every_trace_is_held_in_three_zones_and_a_whole_zone_stopped_under_load_
     let ring = ring_json(&cluster).await;
     assert_eq!(ring["replication"]["zones"], 2, "{ring}");
     assert_eq!(ring["replication"]["writes"], "full", "{ring}");
-    let during = spans_received(&cluster).await;
-    wait_until(
-        "writes with zone-a down",
-        Duration::from_secs(30),
-        || async { spans_received(&cluster).await >= during + 2000.0 },
-    )
-    .await;
+    wait_for_writes(&cluster, "writes with zone-a down").await;
     let log = std::fs::read_to_string(&cluster.front.log).unwrap_or_default();
     assert!(
         log.contains("fewer zones than the replication factor"),
@@ -114,13 +98,7 @@ async fn every_trace_is_held_in_three_zones_and_a_whole_zone_stopped_under_load_
         cluster.ingesters[i].restart();
     }
     cluster.wait_ready().await;
-    let after = spans_received(&cluster).await;
-    wait_until(
-        "writes with zone-a back",
-        Duration::from_secs(30),
-        || async { spans_received(&cluster).await >= after + 2000.0 },
-    )
-    .await;
+    wait_for_writes(&cluster, "writes with zone-a back").await;
 
     let result = load.finish().await;
     assert!(result.ok, "every batch landed:\n{}", result.output);

@@ -304,31 +304,11 @@ impl Distributor {
         };
         let outcome = call_with_quorum(calls, tracker, policy).await;
         if outcome.reached {
-            let none_refused = outcome
-                .outcomes
-                .iter()
-                .all(|o| o.result.as_ref().map_or(true, Vec::is_empty));
-            if none_refused {
-                return Ok(TooLarge::default());
-            }
-            // Rare: map each refused segment (its index in that ingester's push) back to
-            // the request's trace, placing the traces again as above.
-            let mut refused = vec![false; split.traces.len()];
-            for o in &outcome.outcomes {
-                let Ok(indices) = &o.result else { continue };
-                if indices.is_empty() {
-                    continue;
-                }
-                let pushed: Vec<usize> = (0..split.traces.len())
-                    .filter(|&t| place(&split.traces[t]).contains(o.instance))
-                    .collect();
-                for &k in indices {
-                    if let Some(&t) = pushed.get(k as usize) {
-                        refused[t] = true;
-                    }
-                }
-            }
-            Ok(TooLarge::of(&split.traces, &refused))
+            Ok(TooLarge::from_answers(
+                &outcome.outcomes,
+                &split.traces,
+                place,
+            ))
         } else {
             Err(PushError::QuorumFailed {
                 needed: rf.write_quorum(),
@@ -348,6 +328,33 @@ struct TooLarge {
 }
 
 impl TooLarge {
+    /// From the acking replicas' answers: each refused segment (its index in that
+    /// ingester's push) mapped back to the request's trace by placing the traces again
+    /// (`place`, as the pushes were built). Rare, so nothing is kept for it on the way.
+    fn from_answers(
+        answers: &[crate::rpc::quorum::CallOutcome<Vec<u32>>],
+        traces: &[crate::otlp::TraceSegment],
+        place: impl Fn(&crate::otlp::TraceSegment) -> crate::ring::ReplicaSet,
+    ) -> Self {
+        let refusing = answers
+            .iter()
+            .filter_map(|o| o.result.as_ref().ok().map(|r| (o.instance, r)))
+            .filter(|(_, r)| !r.is_empty());
+        let mut refused = Vec::new();
+        for (instance, indices) in refusing {
+            refused.resize(traces.len(), false);
+            let pushed: Vec<usize> = (0..traces.len())
+                .filter(|&t| place(&traces[t]).contains(instance))
+                .collect();
+            for &k in indices {
+                if let Some(&t) = pushed.get(k as usize) {
+                    refused[t] = true;
+                }
+            }
+        }
+        Self::of(traces, &refused)
+    }
+
     /// The request's traces whose `refused` flag is set.
     fn of(traces: &[crate::otlp::TraceSegment], refused: &[bool]) -> Self {
         let mut out = Self::default();

@@ -192,3 +192,57 @@ async fn a_tenant_over_its_rate_gets_resource_exhausted_with_retry_info_and_othe
         .await
         .expect("another tenant is not limited");
 }
+
+/// A replica's refusals (indices into its own push) map back to the request's traces.
+#[test]
+fn refused_segments_map_back_to_the_requests_traces() {
+    use crate::otlp::TraceSegment;
+    use crate::ring::ReplicaSet;
+    use crate::rpc::quorum::{CallError, CallOutcome};
+    let traces: Vec<TraceSegment> = (1..=3u8)
+        .map(|t| TraceSegment {
+            trace_id: crate::model::TraceId([t; 16]),
+            resource_spans: Bytes::new(),
+            spans: u32::from(t) * 10,
+        })
+        .collect();
+    // Trace 1 on ingesters {0, 1}, trace 2 on {1, 2}, trace 3 on {0, 2}.
+    let place = |t: &TraceSegment| match t.trace_id.0[0] {
+        1 => ReplicaSet::from_ids([0, 1]),
+        2 => ReplicaSet::from_ids([1, 2]),
+        _ => ReplicaSet::from_ids([0, 2]),
+    };
+    let answers = vec![
+        // Ingester 1 was pushed traces 1 and 2, and refused its second: trace 2.
+        CallOutcome {
+            instance: 1,
+            result: Ok(vec![1]),
+        },
+        // Ingester 0 was pushed traces 1 and 3, and refused its first: trace 1.
+        CallOutcome {
+            instance: 0,
+            result: Ok(vec![0, 7]),
+        },
+        CallOutcome {
+            instance: 2,
+            result: Err(CallError::TimedOut(Duration::from_secs(1))),
+        },
+    ];
+    let refused = TooLarge::from_answers(&answers, &traces, place);
+    assert_eq!(
+        refused,
+        TooLarge {
+            traces: 2,
+            spans: 30,
+            first: Some(crate::model::TraceId([1; 16]))
+        }
+    );
+    let none = vec![CallOutcome {
+        instance: 0,
+        result: Ok(Vec::new()),
+    }];
+    assert_eq!(
+        TooLarge::from_answers(&none, &traces, place),
+        TooLarge::default()
+    );
+}

@@ -848,6 +848,16 @@ impl PythonLoad {
     }
 }
 
+/// Waits until the front has accepted another 2,000 spans (a second of the Python load).
+pub async fn wait_for_writes(cluster: &Cluster, what: &str) {
+    let name = "ringtail_distributor_spans_received_total";
+    let before = metric(&cluster.front, name).await;
+    wait_until(what, Duration::from_secs(30), || async {
+        metric(&cluster.front, name).await >= before + 2000.0
+    })
+    .await;
+}
+
 /// POSTs an OTLP/HTTP protobuf body to `node`; returns (status, body).
 pub async fn post_protobuf(node: &Node, body: Vec<u8>) -> (u16, Vec<u8>) {
     let r = reqwest::Client::new()

@@ -613,6 +613,12 @@ def check_zone_spread(r: Rendered) -> None:
               if c.get("topologyKey") == "topology.kubernetes.io/zone"]
     ensure(spread, "the ingesters have no topologySpreadConstraint over topology.kubernetes.io/zone")
     ensure(selects(spread[0]["labelSelector"], template_labels(sts)), "the zone spread does not select the ingesters")
+    if r.values["ingester"]["zoneAwareness"].get("zoneFromNodeLabel"):
+        ref = env_of(main_container(sts)).get("RINGTAIL_ZONE", {}).get("valueFrom", {}).get("fieldRef", {})
+        ensure(ref.get("fieldPath") == "metadata.labels['topology.kubernetes.io/zone']",
+               f"zoneFromNodeLabel: RINGTAIL_ZONE is not the pod's zone label: {ref}")
+    for w in r.of_kind("Deployment"):
+        ensure("RINGTAIL_ZONE" not in env_of(main_container(w)), f"{w['metadata']['name']} gets a zone")
 
 
 def check_zone_statefulsets(r: Rendered) -> None:
@@ -873,6 +879,8 @@ MUTATIONS: list[tuple[str, str, str, str, str]] = [
      "{{- printf \"%s-ingester\" (include \"ringtail.fullname\" .root) }}", "one ingester StatefulSet per zone"),
     ("zone not passed to the pods", "templates/_helpers.tpl", "      - name: RINGTAIL_ZONE", "      - name: ZONE",
      "one ingester StatefulSet per zone"),
+    ("zone from another label", "templates/_helpers.tpl", "metadata.labels['{{ $values.zoneAwareness.topologyKey }}']",
+     "metadata.labels['zone']", "Zone awareness"),
     ("one PDB for every zone", "templates/pdb.yaml",
      "      {{- include \"ringtail.componentSelectorLabels\" $ctx | nindent 6 }}\n      {{- include \"ringtail.zoneLabel\" $ctx | nindent 6 }}",
      "      {{- include \"ringtail.componentSelectorLabels\" $ctx | nindent 6 }}", "one PodDisruptionBudget per zone"),

@@ -215,10 +215,18 @@ containers:
         valueFrom:
           fieldRef:
             fieldPath: metadata.name
-      {{- with dig "zone" "name" "" . }}
+      {{- $zone := dig "zone" "name" "" . }}
+      {{- if $zone }}
       # zone: the ingester's failure domain; replicas are placed in distinct zones.
       - name: RINGTAIL_ZONE
-        value: {{ . | quote }}
+        value: {{ $zone | quote }}
+      {{- else if and (eq .component "ingester") $values.zoneAwareness.enabled $values.zoneAwareness.zoneFromNodeLabel }}
+      # zone: the node's topology label, copied onto the pod when it is bound (Kubernetes
+      # 1.35+, KEP-4742); an empty zone stops the node with the reason.
+      - name: RINGTAIL_ZONE
+        valueFrom:
+          fieldRef:
+            fieldPath: metadata.labels['{{ $values.zoneAwareness.topologyKey }}']
       {{- end }}
       # advertise_addr: the IP peers dial for gossip, gRPC and HTTP.
       - name: RINGTAIL_ADVERTISE_ADDR
