@@ -692,10 +692,8 @@ async fn an_overrides_file_changed_while_running_takes_effect_and_a_bad_one_keep
 /// An OTLP request with `spans` spans of each `(trace, first span ID)`, each span carrying
 /// `payload` bytes of attributes.
 fn request_with(traces: &[(&str, u8)], spans: u8, payload: usize) -> Vec<u8> {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    use prost::Message;
+    use opentelemetry_proto::tonic::trace::v1::Span;
     let spans = traces
         .iter()
         .flat_map(|&(trace, first)| {
@@ -716,16 +714,7 @@ fn request_with(traces: &[(&str, u8)], spans: u8, payload: usize) -> Vec<u8> {
             })
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    common::export_request(spans)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,8 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{cluster_secret, spans_via_query, Cluster, Node};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use ringtail::cluster_keys::ClusterKeys;
 use ringtail::rpc::auth::Credential;
@@ -27,25 +26,13 @@ fn span(trace: &str, id: u8) -> Span {
     }
 }
 
-/// `TracesData.resource_spans` records holding `spans` (a segment as a push carries it).
-fn records(spans: Vec<Span>) -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
 async fn push_otlp(cluster: &Cluster, trace: &str, spans: u8) -> u16 {
     reqwest::Client::new()
         .post(format!("{}/v1/traces", cluster.front.otlp_http()))
         .header("content-type", "application/x-protobuf")
-        .body(records((1..=spans).map(|i| span(trace, i)).collect()))
+        .body(common::export_request(
+            (1..=spans).map(|i| span(trace, i)).collect(),
+        ))
         .send()
         .await
         .expect("post")
@@ -216,7 +203,11 @@ async fn internal_calls_need_the_token_and_pushes_are_checked_like_the_distribut
         let read = c.find_trace_by_id(find()).await.expect_err(what);
         assert_eq!(read.code(), tonic::Code::Unauthenticated, "{what}: {read}");
         let write = c
-            .push(push_of("single-tenant", t, records(vec![span(t, 9)])))
+            .push(push_of(
+                "single-tenant",
+                t,
+                common::export_request(vec![span(t, 9)]),
+            ))
             .await
             .expect_err(what);
         assert_eq!(
@@ -232,7 +223,11 @@ async fn internal_calls_need_the_token_and_pushes_are_checked_like_the_distribut
     let refused = [
         (
             "a span filed under another trace",
-            push_of("single-tenant", t, records(vec![span(other, 1)])),
+            push_of(
+                "single-tenant",
+                t,
+                common::export_request(vec![span(other, 1)]),
+            ),
             "belongs to trace",
         ),
         (
@@ -246,7 +241,7 @@ async fn internal_calls_need_the_token_and_pushes_are_checked_like_the_distribut
         ),
         (
             "an invalid tenant",
-            push_of("bad tenant/..", t, records(vec![span(t, 8)])),
+            push_of("bad tenant/..", t, common::export_request(vec![span(t, 8)])),
             "tenant",
         ),
     ];
@@ -265,9 +260,13 @@ async fn internal_calls_need_the_token_and_pushes_are_checked_like_the_distribut
         "{e}"
     );
     // A valid push and a read with the token work.
-    c.push(push_of("single-tenant", t, records(vec![span(t, 3)])))
-        .await
-        .expect("a valid push");
+    c.push(push_of(
+        "single-tenant",
+        t,
+        common::export_request(vec![span(t, 3)]),
+    ))
+    .await
+    .expect("a valid push");
     let found = c.find_trace_by_id(find()).await.expect("find").into_inner();
     assert!(found.found);
     // Nothing refused was stored: the trace reads back whole and complete.

@@ -8,8 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{spans_via_query, wait_until, Cluster, Node};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -88,16 +87,7 @@ fn otlp_request(trace: &str, n: u8) -> Vec<u8> {
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    common::export_request(spans)
 }
 
 /// A metric's value for one label set (e.g. `reason="idle"`), summed over the others.

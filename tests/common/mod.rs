@@ -848,6 +848,24 @@ impl PythonLoad {
     }
 }
 
+/// An encoded OTLP `ExportTraceServiceRequest` holding `spans` in one resource and scope
+/// (also the `TracesData.resource_spans` records a push segment carries).
+pub fn export_request(spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use prost::Message;
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
 /// Waits until the front has accepted another 2,000 spans (a second of the Python load).
 pub async fn wait_for_writes(cluster: &Cluster, what: &str) {
     let name = "ringtail_distributor_spans_received_total";
