@@ -99,7 +99,7 @@ impl AdminState {
             return Some("not joined to the gossip cluster yet".into());
         }
         if self.roles.contains(Roles::INGESTER) && self.membership.is_cut_off() {
-            return Some("ingester: no gossip peer reachable (every peer declared down)".into());
+            return Some("ingester: no gossip peer reachable (every peer declared down, or none heard from for as long as SWIM takes to declare one down)".into());
         }
         let view = self.membership.view();
         let rf = self.replication;

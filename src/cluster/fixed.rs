@@ -18,6 +18,7 @@ impl Membership {
             commands: mpsc::channel(1).0,
             me: watch::channel(me).1,
             has_peers_to_find: false,
+            contact: std::sync::Arc::new(super::PeerContact::new(std::time::Duration::MAX)),
         }
     }
 }

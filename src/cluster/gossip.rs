@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::contact::PeerContact;
 use super::lifecycle::{Down, Lifecycle};
 use super::{
     AbsentIngester, ClusterView, Command, GossipSettings, Liveness, MemberStatus, NodeIdentity,
@@ -48,6 +49,8 @@ pub(super) struct Driver {
     view_tx: watch::Sender<Arc<ClusterView>>,
     joined_tx: watch::Sender<bool>,
     me_tx: watch::Sender<NodeIdentity>,
+    /// Marked on every packet foca accepts.
+    contact: Arc<PeerContact>,
 }
 
 impl Driver {
@@ -81,7 +84,11 @@ impl Driver {
                     .unwrap_or(NonZeroUsize::MIN);
         }
         let rng: StdRng = rand::make_rng();
+        // As long as peers take to declare a silent member down: a probe period to notice,
+        // the round trip, then the suspicion.
+        let silence_limit = config.probe_period + config.probe_rtt + config.suspect_to_down_after;
         Self {
+            contact: Arc::new(PeerContact::new(silence_limit)),
             announcing: true,
             foca: Foca::new(identity, config, rng, PostcardCodec),
             runtime: foca::AccumulatingRuntime::new(),
@@ -94,6 +101,10 @@ impl Driver {
             joined_tx,
             me_tx,
         }
+    }
+
+    pub(super) fn contact(&self) -> Arc<PeerContact> {
+        self.contact.clone()
     }
 
     pub(super) async fn run(
@@ -170,9 +181,12 @@ impl Driver {
                 }
             },
         };
-        if let Err(e) = self.foca.handle_data(data, &mut self.runtime) {
-            metrics::counter!("ringtail_gossip_packets_dropped_total").increment(1);
-            tracing::debug!(error = %e, "gossip packet rejected");
+        match self.foca.handle_data(data, &mut self.runtime) {
+            Ok(()) => self.contact.heard(),
+            Err(e) => {
+                metrics::counter!("ringtail_gossip_packets_dropped_total").increment(1);
+                tracing::debug!(error = %e, "gossip packet rejected");
+            }
         }
     }
 

@@ -21,6 +21,7 @@
 //! founding member and counts as joined at once. After that, every member announces to a
 //! random member every 5 s, so a member that missed an identity change learns it.
 
+mod contact;
 #[cfg(test)]
 pub(crate) mod fixed;
 mod gossip;
@@ -35,6 +36,7 @@ pub(crate) use ring_doc::unix_secs;
 pub(crate) use ring_doc::{RingDoc, RingReplication};
 pub(crate) use view::{AbsentIngester, ClusterView, Liveness, MemberStatus};
 
+use contact::PeerContact;
 use gossip::{is_self, Driver};
 
 use std::net::SocketAddr;
@@ -81,6 +83,7 @@ pub struct Membership {
     /// Whether it was given seeds other than itself (a founding member of its own is not
     /// cut off when alone).
     has_peers_to_find: bool,
+    contact: Arc<PeerContact>,
 }
 
 impl Membership {
@@ -112,6 +115,7 @@ impl Membership {
         let (commands, command_rx) = mpsc::channel(8);
         let (me_tx, me) = watch::channel(identity.clone());
         let driver = Driver::new(identity, socket, settings, view_tx, joined_tx, me_tx);
+        let contact = driver.contact();
         let handle = tokio::spawn(driver.run(command_rx, leave, exit));
         Ok((
             Self {
@@ -120,6 +124,7 @@ impl Membership {
                 commands,
                 me,
                 has_peers_to_find: seeds_other_than_me,
+                contact,
             },
             handle,
         ))
@@ -137,10 +142,13 @@ impl Membership {
         *self.joined.borrow()
     }
 
-    /// Joined once, and now alone: SWIM has declared every peer down (no peer answered for
-    /// longer than the suspicion timeout), so this node is cut off from its cluster.
+    /// Joined once, and now alone or unheard: SWIM has declared every peer down, or no
+    /// peer has been heard from for as long as SWIM takes to declare one down, so this
+    /// node is cut off from its cluster (see `contact`).
     pub(crate) fn is_cut_off(&self) -> bool {
-        self.has_peers_to_find && self.has_joined() && self.view().members.len() <= 1
+        self.has_peers_to_find
+            && self.has_joined()
+            && self.contact.is_cut_off(self.view().members.len())
     }
 
     pub fn me(&self) -> NodeIdentity {
