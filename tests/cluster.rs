@@ -739,6 +739,21 @@ async fn spans_past_max_bytes_per_trace_are_reported_in_partial_success_and_the_
         first.partial_success.is_none_or(|p| p.rejected_spans == 0),
         "nothing over the limit yet"
     );
+    // The client is acked at write quorum; the third replica's push may still be in
+    // flight. Each ingester applies the limit to what it holds, so wait until all three
+    // hold the first request (else the third could take the second request's spans first
+    // and refuse the first's).
+    for ingester in &cluster.ingesters {
+        wait_until(
+            "every ingester to have stored the first request",
+            Duration::from_secs(10),
+            || async {
+                common::metric(ingester, "ringtail_ingester_push_duration_seconds_count").await
+                    >= 1.0
+            },
+        )
+        .await;
+    }
     // 10 more spans of `big` would double it past the limit; `late` is new.
     let second = client
         .export(ringtail::rpc::codec::RawBytes(
