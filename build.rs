@@ -36,6 +36,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .codec_path("crate::rpc::codec::WireCodec")
                 .build(),
         )
+        .method(
+            Method::builder()
+                .name("search")
+                .route_name("Search")
+                .input_type("crate::rpc::proto::SearchRequest")
+                .output_type("crate::rpc::proto::SearchResponse")
+                .codec_path("crate::rpc::codec::WireCodec")
+                .build(),
+        )
+        .method(
+            Method::builder()
+                .name("search_tags")
+                .route_name("SearchTags")
+                .input_type("crate::rpc::proto::SearchTagsRequest")
+                .output_type("crate::rpc::proto::SearchTagsResponse")
+                .codec_path("crate::rpc::codec::WireCodec")
+                .build(),
+        )
         .build();
 
     // OTLP's TraceService, served by distributors. The request stays raw bytes:

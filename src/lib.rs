@@ -83,6 +83,8 @@ pub(crate) mod ingester;
 pub(crate) mod overrides;
 pub(crate) mod querier;
 pub(crate) mod ring;
+pub(crate) mod search;
+pub(crate) mod traceql;
 
 pub use admin::PeerHttp;
 pub use querier::span_count;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::live::{lock, Appended, Segment, Taken, TenantLive};
+use super::live::{lock, Appended, HeldTrace, Segment, Taken, TenantLive};
 use super::local_blocks::{BlockState, LocalBlock};
 use crate::model::{TenantId, TraceId};
 use crate::storage::block::BlockMeta;
@@ -185,6 +185,38 @@ impl Instance {
             in_memory,
             blocks: blocks.local.values().map(|l| l.meta.clone()).collect(),
         }
+    }
+
+    /// What this tenant holds in memory (live traces, the head, sealed heads), each
+    /// trace once with all its records, and its local blocks: what a search reads. Taken
+    /// under the same lock as [`Instance::find`], so no trace is missed while it moves.
+    pub(super) fn search_snapshot(&self) -> (Vec<HeldTrace>, Vec<BlockMeta>) {
+        let _reading = self.moving.read().unwrap_or_else(PoisonError::into_inner);
+        let mut memory = Vec::new();
+        self.live.snapshot(&mut memory);
+        let blocks = lock(&self.blocks);
+        let mut in_heads: HashMap<TraceId, (Vec<Bytes>, u64, u64)> = HashMap::new();
+        for head in blocks.head.iter().chain(blocks.sealed.iter().map(|h| &**h)) {
+            for (id, records) in &head.traces {
+                let entry = in_heads
+                    .entry(*id)
+                    .or_insert_with(|| (Vec::new(), head.start, head.end));
+                entry.0.extend(records.iter().cloned());
+                entry.1 = entry.1.min(head.start);
+                entry.2 = entry.2.max(head.end);
+            }
+        }
+        let metas = blocks.local.values().map(|l| l.meta.clone()).collect();
+        drop(blocks);
+        for (id, records, start, end) in &mut memory {
+            if let Some((more, s, e)) = in_heads.remove(id) {
+                records.extend(more);
+                *start = (*start).min(s);
+                *end = (*end).max(e);
+            }
+        }
+        memory.extend(in_heads.into_iter().map(|(id, (r, s, e))| (id, r, s, e)));
+        (memory, metas)
     }
 
     /// The oldest WAL record this tenant still needs (in live traces, the head or a sealed

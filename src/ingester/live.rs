@@ -58,6 +58,10 @@ pub(super) struct Appended {
     pub bytes: usize,
 }
 
+/// A trace held in memory, for search: its records (shared, not copied) and the span
+/// time range known for it (`u64::MAX`: unknown).
+pub(super) type HeldTrace = (TraceId, Vec<Bytes>, u64, u64);
+
 /// Traces taken out of the live map.
 pub(super) type Taken = Vec<(TraceId, LiveTrace)>;
 
@@ -130,6 +134,18 @@ impl TenantLive {
             out.extend_from_slice(s);
         }
         Some(out.freeze())
+    }
+
+    /// Every live trace's segments (shared, not copied) and time range, for search.
+    pub(super) fn snapshot(&self, into: &mut Vec<HeldTrace>) {
+        for shard in &self.shards {
+            let shard = lock(shard);
+            into.extend(
+                shard
+                    .iter()
+                    .map(|(id, t)| (*id, t.segments.clone(), t.start, t.end)),
+            );
+        }
     }
 
     /// Removes and returns the traces idle for at least `idle` (every trace when `None`).

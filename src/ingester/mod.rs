@@ -15,6 +15,7 @@ mod instance;
 mod live;
 mod local_blocks;
 mod push;
+mod search;
 mod service;
 mod upload_health;
 pub(crate) mod wal;
@@ -160,6 +161,10 @@ pub(crate) enum IngesterError {
     Tenant(#[from] crate::model::TenantIdError),
     #[error(transparent)]
     TraceId(#[from] crate::model::TraceIdError),
+    #[error(transparent)]
+    Query(#[from] crate::traceql::ParseError),
+    #[error("unknown tag {0:?}: tags are resource.x, span.x, .x or an intrinsic")]
+    BadTag(String),
 }
 
 impl HasErrorCode for IngesterError {
@@ -168,9 +173,11 @@ impl HasErrorCode for IngesterError {
             IngesterError::Starting | IngesterError::Leaving | IngesterError::Wal(_) => {
                 ErrorCode::Unavailable
             }
-            IngesterError::BadPush(_) | IngesterError::Tenant(_) | IngesterError::TraceId(_) => {
-                ErrorCode::BadRequest
-            }
+            IngesterError::BadPush(_)
+            | IngesterError::Tenant(_)
+            | IngesterError::TraceId(_)
+            | IngesterError::Query(_)
+            | IngesterError::BadTag(_) => ErrorCode::BadRequest,
         }
     }
 }

@@ -9,7 +9,10 @@ use super::Ingester;
 use crate::error::grpc_status;
 use crate::rpc::codec::RawBytes;
 use crate::rpc::ingester_service::ingester_server;
-use crate::rpc::proto::{FindTraceRequest, FindTraceResponse, PushResponse};
+use crate::rpc::proto::{
+    FindTraceRequest, FindTraceResponse, PushResponse, SearchRequest, SearchResponse,
+    SearchTagsRequest, SearchTagsResponse,
+};
 
 pub(crate) struct IngesterService(pub(super) Arc<Ingester>);
 
@@ -39,5 +42,27 @@ impl ingester_server::Ingester for IngesterService {
             found: found.is_some(),
             resource_spans: found.unwrap_or_default(),
         }))
+    }
+
+    async fn search(
+        &self,
+        request: Request<SearchRequest>,
+    ) -> Result<Response<SearchResponse>, Status> {
+        let started = Instant::now();
+        let result = self.0.search(request.into_inner()).await;
+        metrics::histogram!("ringtail_ingester_search_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result.map(Response::new).map_err(|e| grpc_status(&e))
+    }
+
+    async fn search_tags(
+        &self,
+        request: Request<SearchTagsRequest>,
+    ) -> Result<Response<SearchTagsResponse>, Status> {
+        self.0
+            .search_tags(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| grpc_status(&e))
     }
 }

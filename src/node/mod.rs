@@ -136,7 +136,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if roles.contains(Roles::QUERIER) {
         let querier = roles::querier(&config, &membership, &clients, &store);
         workers::spawn_querier(&bg, &querier, &store, &config);
-        http = http.merge(crate::querier::http::router(querier));
+        http = http
+            .merge(crate::querier::http::router(querier.clone()))
+            .merge(crate::querier::search_http::router(querier));
     }
 
     // Loaded before any server starts: a bad certificate stops the node here.

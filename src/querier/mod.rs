@@ -17,6 +17,8 @@
 
 pub(crate) mod http;
 mod merge;
+mod search;
+pub(crate) mod search_http;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -17,7 +17,9 @@ use futures::FutureExt;
 use super::codec::RawBytes;
 use super::ingester_service::ingester_client::IngesterClient;
 use super::pool::{Client, IngesterClients};
-use super::proto::FindTraceRequest;
+use super::proto::{
+    FindTraceRequest, SearchRequest, SearchResponse, SearchTagsRequest, SearchTagsResponse,
+};
 use super::quorum::CallError;
 
 #[cfg(test)]
@@ -34,6 +36,18 @@ pub trait IngesterApi: Send + Sync {
         &self,
         request: FindTraceRequest,
     ) -> BoxFuture<'static, Result<Option<Bytes>, CallError>>;
+
+    /// The traces the ingester holds that match a TraceQL query.
+    fn search(
+        &self,
+        request: SearchRequest,
+    ) -> BoxFuture<'static, Result<SearchResponse, CallError>>;
+
+    /// Tag names, or one tag's values, in what the ingester holds.
+    fn search_tags(
+        &self,
+        request: SearchTagsRequest,
+    ) -> BoxFuture<'static, Result<SearchTagsResponse, CallError>>;
 }
 
 /// The ingesters by address.
@@ -65,6 +79,32 @@ impl IngesterApi for Client {
                 .await?
                 .into_inner();
             Ok(found.found.then_some(found.resource_spans))
+        }
+        .boxed()
+    }
+
+    fn search(
+        &self,
+        request: SearchRequest,
+    ) -> BoxFuture<'static, Result<SearchResponse, CallError>> {
+        let mut client = self.clone();
+        async move {
+            Ok(IngesterClient::search(&mut client, request)
+                .await?
+                .into_inner())
+        }
+        .boxed()
+    }
+
+    fn search_tags(
+        &self,
+        request: SearchTagsRequest,
+    ) -> BoxFuture<'static, Result<SearchTagsResponse, CallError>> {
+        let mut client = self.clone();
+        async move {
+            Ok(IngesterClient::search_tags(&mut client, request)
+                .await?
+                .into_inner())
         }
         .boxed()
     }

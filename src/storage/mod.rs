@@ -322,6 +322,20 @@ impl BlockStore {
         Ok(value)
     }
 
+    /// Every trace of a block (for search): the index, then the whole data object.
+    pub async fn all_traces(&self, meta: &BlockMeta) -> Result<Vec<(TraceId, Bytes)>, StoreError> {
+        let index = self
+            .cached(&self.indexes, meta, INDEX, PageIndex::decode)
+            .await?;
+        let data = self
+            .store
+            .get(&object(&meta.tenant, &meta.block_id, DATA))
+            .await?
+            .bytes()
+            .await?;
+        Ok(block::decode_all(&data, &index)?)
+    }
+
     /// The trace's bytes in this block: ID range → filter → index → one page.
     pub async fn find_trace(
         &self,

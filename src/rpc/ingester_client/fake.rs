@@ -176,4 +176,29 @@ impl IngesterApi for FakeIngester {
         }
         .boxed()
     }
+
+    fn search(
+        &self,
+        _request: crate::rpc::proto::SearchRequest,
+    ) -> BoxFuture<'static, Result<crate::rpc::proto::SearchResponse, CallError>> {
+        unsupported()
+    }
+
+    fn search_tags(
+        &self,
+        _request: crate::rpc::proto::SearchTagsRequest,
+    ) -> BoxFuture<'static, Result<crate::rpc::proto::SearchTagsResponse, CallError>> {
+        unsupported()
+    }
+}
+
+/// Search is tested against real ingesters (tests/search.rs), not the fake.
+fn unsupported<T: Send + 'static>() -> BoxFuture<'static, Result<T, CallError>> {
+    async {
+        Err(CallError::Status {
+            code: tonic::Code::Unimplemented,
+            message: "the fake ingester does not search".into(),
+        })
+    }
+    .boxed()
 }

@@ -1,0 +1,204 @@
+//! Tag names and values from the same decoded traces a search reads, bounded per query
+//! (as Tempo's `max_bytes_per_tag_values_query`): past the cap a collector takes nothing
+//! more and says it was cut short.
+
+use std::collections::BTreeSet;
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use serde::{Deserialize, Serialize};
+
+use super::eval::{field_value, Val};
+use super::model::SearchTrace;
+use crate::traceql::ast::{Field, Intrinsic, Scope};
+use crate::traceql::Query;
+
+/// Bytes of names or values one query collects at most.
+pub(crate) const MAX_TAG_BYTES: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TagScope {
+    Resource,
+    Span,
+}
+
+/// Attribute names by scope.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TagNames {
+    pub resource: BTreeSet<String>,
+    pub span: BTreeSet<String>,
+    #[serde(default)]
+    pub truncated: bool,
+    #[serde(skip)]
+    bytes: usize,
+}
+
+impl TagNames {
+    pub(crate) fn offer(&mut self, trace: &SearchTrace) {
+        for resource in &trace.resources {
+            self.add(TagScope::Resource, resource);
+        }
+        for span in &trace.spans {
+            self.add(TagScope::Span, &span.attributes);
+        }
+    }
+
+    fn add(&mut self, scope: TagScope, attributes: &[KeyValue]) {
+        for kv in attributes {
+            let set = match scope {
+                TagScope::Resource => &mut self.resource,
+                TagScope::Span => &mut self.span,
+            };
+            if set.contains(&kv.key) {
+                continue;
+            }
+            if self.bytes + kv.key.len() > MAX_TAG_BYTES {
+                self.truncated = true;
+                return;
+            }
+            self.bytes += kv.key.len();
+            set.insert(kv.key.clone());
+        }
+    }
+
+    /// Adds another node's names (`truncated`: it stopped at its cap).
+    pub(crate) fn absorb(&mut self, resource: Vec<String>, span: Vec<String>, truncated: bool) {
+        self.truncated |= truncated;
+        for (scope, names) in [(TagScope::Resource, resource), (TagScope::Span, span)] {
+            for name in names {
+                let set = match scope {
+                    TagScope::Resource => &mut self.resource,
+                    TagScope::Span => &mut self.span,
+                };
+                if !set.contains(&name) {
+                    if self.bytes + name.len() > MAX_TAG_BYTES {
+                        self.truncated = true;
+                        return;
+                    }
+                    self.bytes += name.len();
+                    set.insert(name);
+                }
+            }
+        }
+    }
+
+    /// Every name once, scopes merged (the v1 API's `tagNames`).
+    pub(crate) fn all(&self) -> Vec<String> {
+        let all: BTreeSet<&String> = self.resource.iter().chain(&self.span).collect();
+        all.into_iter().cloned().collect()
+    }
+}
+
+/// A value and its TraceQL type, as `/api/v2/search/tag/{tag}/values` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct TagValue {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+/// The distinct values of one tag.
+#[derive(Debug, Clone)]
+pub(crate) struct TagValues {
+    pub field: Field,
+    pub values: BTreeSet<TagValue>,
+    pub truncated: bool,
+    bytes: usize,
+}
+
+impl TagValues {
+    pub(crate) fn new(field: Field) -> Self {
+        Self {
+            field,
+            values: BTreeSet::new(),
+            truncated: false,
+            bytes: 0,
+        }
+    }
+
+    /// The values of the tag on the trace's spans; only on the spans `filter` selects
+    /// when there is one.
+    pub(crate) fn offer(&mut self, trace: &SearchTrace, filter: Option<&Query>) {
+        let selected: Vec<usize> = match filter {
+            Some(q) => match super::eval::evaluate(q, trace) {
+                Some(spans) => spans,
+                None => return,
+            },
+            None => (0..trace.spans.len()).collect(),
+        };
+        for i in selected {
+            let span = &trace.spans[i];
+            if let Some(v) = field_value(&self.field, trace, span).and_then(typed) {
+                self.add(v);
+            }
+            if self.truncated {
+                return;
+            }
+        }
+    }
+
+    fn add(&mut self, v: TagValue) {
+        if self.values.contains(&v) {
+            return;
+        }
+        if self.bytes + v.value.len() > MAX_TAG_BYTES {
+            self.truncated = true;
+            return;
+        }
+        self.bytes += v.value.len();
+        self.values.insert(v);
+    }
+
+    pub(crate) fn absorb(&mut self, values: impl IntoIterator<Item = TagValue>, truncated: bool) {
+        self.truncated |= truncated;
+        for v in values {
+            self.add(v);
+        }
+    }
+}
+
+fn typed(v: Val<'_>) -> Option<TagValue> {
+    let (kind, value) = match v {
+        Val::Str(s) => ("string", s.to_owned()),
+        Val::Int(i) => ("int", i.to_string()),
+        Val::Float(f) => ("float", f.to_string()),
+        Val::Bool(b) => ("bool", b.to_string()),
+        Val::Status(s) => ("status", s.as_str().to_owned()),
+        Val::Kind(k) => ("kind", k.as_str().to_owned()),
+        // Durations are not listed (every span has its own); neither are arrays and maps.
+        Val::Duration(_) | Val::Other => return None,
+    };
+    Some(TagValue {
+        kind: kind.into(),
+        value,
+    })
+}
+
+/// The tag a values request names: an intrinsic, `resource.x`, `span.x`, `.x`, or (the v1
+/// API, unscoped) a bare attribute name.
+pub(crate) fn parse_tag(tag: &str, scoped: bool) -> Option<Field> {
+    if tag.is_empty() {
+        return None;
+    }
+    if scoped {
+        if let Some(i) = Intrinsic::from_name(tag) {
+            return Some(Field::Intrinsic(i));
+        }
+        for (prefix, scope) in [
+            ("resource.", Scope::Resource),
+            ("span.", Scope::Span),
+            (".", Scope::Any),
+        ] {
+            if let Some(key) = tag.strip_prefix(prefix) {
+                return (!key.is_empty()).then(|| Field::Attribute {
+                    scope,
+                    key: key.to_owned(),
+                });
+            }
+        }
+        return None;
+    }
+    Some(Field::Attribute {
+        scope: Scope::Any,
+        key: tag.to_owned(),
+    })
+}

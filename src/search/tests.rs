@@ -1,0 +1,344 @@
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    status, ResourceSpans, ScopeSpans, Span, Status, TracesData,
+};
+use prost::Message;
+
+use super::eval::evaluate;
+use super::model::{SearchTrace, NO_ROOT};
+use super::params::{go_duration, SearchParams};
+use super::{merge_hits, Scanner, Search, TimeRange, TraceHit};
+use crate::model::TraceId;
+use crate::traceql::parse;
+
+const MS: u64 = 1_000_000;
+
+fn kv(key: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+struct SpanSpec {
+    id: u8,
+    parent: Option<u8>,
+    name: &'static str,
+    start_ms: u64,
+    ms: u64,
+    error: bool,
+    attrs: Vec<KeyValue>,
+}
+
+fn span(id: u8, parent: Option<u8>, name: &'static str, start_ms: u64, ms: u64) -> SpanSpec {
+    SpanSpec {
+        id,
+        parent,
+        name,
+        start_ms,
+        ms,
+        error: false,
+        attrs: Vec::new(),
+    }
+}
+
+/// One trace's records: a resource per service with its spans.
+fn record(trace: u8, services: Vec<(&str, Vec<SpanSpec>)>) -> Vec<u8> {
+    TracesData {
+        resource_spans: services
+            .into_iter()
+            .map(|(service, spans)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s(service))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: spans
+                        .into_iter()
+                        .map(|sp| Span {
+                            trace_id: vec![trace; 16],
+                            span_id: vec![sp.id; 8],
+                            parent_span_id: sp.parent.map(|p| vec![p; 8]).unwrap_or_default(),
+                            name: sp.name.into(),
+                            kind: 2,
+                            start_time_unix_nano: 1_000_000_000_000 + sp.start_ms * MS,
+                            end_time_unix_nano: 1_000_000_000_000 + (sp.start_ms + sp.ms) * MS,
+                            attributes: sp.attrs,
+                            status: sp.error.then(|| Status {
+                                code: status::StatusCode::Error as i32,
+                                message: "boom".into(),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+fn checkout() -> SearchTrace {
+    let mut db = span(2, Some(1), "SELECT", 10, 100);
+    db.attrs = vec![
+        kv("db.system", s("postgresql")),
+        kv("rows", any_value::Value::IntValue(7)),
+    ];
+    let mut pay = span(3, Some(1), "charge", 20, 50);
+    pay.error = true;
+    let r = record(
+        1,
+        vec![
+            (
+                "checkout",
+                vec![span(1, None, "POST /checkout", 0, 300), db],
+            ),
+            ("payments", vec![pay]),
+        ],
+    );
+    SearchTrace::decode(TraceId([1; 16]), [&r[..]])
+}
+
+fn matches(q: &str, trace: &SearchTrace) -> Option<Vec<usize>> {
+    evaluate(&parse(q).unwrap_or_else(|e| panic!("{q}: {e}")), trace)
+}
+
+#[test]
+fn a_filter_selects_the_spans_that_match_and_the_trace_matches_when_any_does() {
+    let t = checkout();
+    assert_eq!(matches("{}", &t), Some(vec![0, 1, 2]));
+    assert_eq!(
+        matches(r#"{ resource.service.name = "checkout" }"#, &t),
+        Some(vec![0, 1])
+    );
+    assert_eq!(matches("{ duration > 200ms }", &t), Some(vec![0]));
+    assert_eq!(matches("{ status = error }", &t), Some(vec![2]));
+    assert_eq!(
+        matches(
+            r#"{ resource.service.name = "checkout" && status = error }"#,
+            &t
+        ),
+        None
+    );
+    assert_eq!(
+        matches(r#"{ .service.name = "payments" }"#, &t),
+        Some(vec![2]),
+        ". falls back to the resource"
+    );
+    assert_eq!(
+        matches(r#"{ span.service.name = "payments" }"#, &t),
+        None,
+        "span. does not"
+    );
+}
+
+#[test]
+fn span_set_operators_need_each_side_and_report_the_union() {
+    let t = checkout();
+    let q = r#"{ resource.service.name = "checkout" } && { status = error }"#;
+    assert_eq!(matches(q, &t), Some(vec![0, 1, 2]));
+    assert_eq!(
+        matches(r#"{ name = "nope" } && { status = error }"#, &t),
+        None
+    );
+    assert_eq!(
+        matches(r#"{ name = "nope" } || { status = error }"#, &t),
+        Some(vec![2])
+    );
+}
+
+#[test]
+fn trace_intrinsics_read_the_root_and_the_whole_trace() {
+    let t = checkout();
+    assert_eq!(t.root_name.as_deref(), Some("POST /checkout"));
+    assert_eq!(t.root_service.as_deref(), Some("checkout"));
+    assert!(matches(
+        r#"{ trace:rootService = "checkout" && status = error }"#,
+        &t
+    )
+    .is_some());
+    assert!(matches("{ trace:duration = 300ms }", &t).is_some());
+    assert!(matches("{ trace:duration > 300ms }", &t).is_none());
+}
+
+#[test]
+fn absent_attributes_are_false_except_for_eq_nil() {
+    let t = checkout();
+    assert_eq!(
+        matches(r#"{ .db.system != "mysql" }"#, &t),
+        Some(vec![1]),
+        "only the span that has it"
+    );
+    assert_eq!(matches("{ .db.system != nil }", &t), Some(vec![1]));
+    assert_eq!(matches("{ .db.system = nil }", &t), Some(vec![0, 2]));
+    assert_eq!(
+        matches("{ .rows > 6.5 }", &t),
+        Some(vec![1]),
+        "int against float"
+    );
+    assert_eq!(
+        matches(r#"{ .rows = "7" }"#, &t),
+        None,
+        "no coercion between string and int"
+    );
+}
+
+#[test]
+fn regexes_are_anchored() {
+    let t = checkout();
+    assert_eq!(matches(r#"{ name =~ "POST" }"#, &t), None);
+    assert_eq!(matches(r#"{ name =~ "POST.*" }"#, &t), Some(vec![0]));
+    assert_eq!(matches(r#"{ name !~ "POST.*" }"#, &t), Some(vec![1, 2]));
+}
+
+#[test]
+fn a_trace_without_its_root_says_so() {
+    let r = record(9, vec![("svc", vec![span(2, Some(1), "child", 0, 5)])]);
+    let t = SearchTrace::decode(TraceId([9; 16]), [&r[..]]);
+    assert_eq!(t.root_name, None);
+    let hit = TraceHit::new(&t, &[0], &[], 3);
+    assert_eq!(hit.root_service_name, NO_ROOT);
+}
+
+#[test]
+fn copies_of_a_span_from_several_records_count_once() {
+    let r = record(1, vec![("a", vec![span(1, None, "root", 0, 10)])]);
+    let t = SearchTrace::decode(TraceId([1; 16]), [&r[..], &r[..]]);
+    assert_eq!(t.spans.len(), 1);
+}
+
+fn hit(id: u8, start_ms: u64, spans: &[u8]) -> TraceHit {
+    let services = vec![(
+        "svc",
+        spans
+            .iter()
+            .map(|&s| span(s, (s != 1).then_some(1), "op", start_ms + u64::from(s), 1))
+            .collect(),
+    )];
+    let r = record(id, services);
+    let t = SearchTrace::decode(TraceId([id; 16]), [&r[..]]);
+    let all: Vec<usize> = (0..t.spans.len()).collect();
+    TraceHit::new(&t, &all, &[], 3)
+}
+
+#[test]
+fn replicas_answers_merge_into_one_hit_per_trace_most_recent_first() {
+    let merged = merge_hits(
+        vec![
+            hit(1, 0, &[1, 2]),
+            hit(2, 100, &[1]),
+            hit(1, 0, &[2, 3]),
+            hit(3, 50, &[1]),
+        ],
+        10,
+        3,
+    );
+    let ids: Vec<&str> = merged.iter().map(|h| &h.trace_id[..2]).collect();
+    assert_eq!(ids, ["02", "03", "01"]);
+    let one = &merged[2];
+    assert_eq!(one.span_sets[0].spans.len(), 3, "spans merged by ID");
+    assert_eq!(
+        one.root_trace_name, "op",
+        "a known root wins over a missing one"
+    );
+    assert_eq!(
+        merge_hits(vec![hit(1, 0, &[1]), hit(2, 100, &[1])], 1, 3).len(),
+        1
+    );
+}
+
+#[test]
+fn a_search_keeps_the_most_recent_hits_and_wants_nothing_older_once_full() {
+    let q = parse("{}").expect("parse");
+    let mut search = Search::new(q, None, 2, 3);
+    for (id, start) in [(1u8, 0u64), (2, 300), (3, 100), (4, 200)] {
+        let r = record(id, vec![("svc", vec![span(1, None, "op", start, 1)])]);
+        super::offer_records(&mut search, TraceId([id; 16]), [&r[..]]);
+    }
+    let ids: Vec<&str> = search.hits.iter().map(|h| &h.trace_id[..2]).collect();
+    assert_eq!(ids, ["02", "04"]);
+    let base = 1_000_000_000_000;
+    assert!(
+        !search.wants(base, base + 150 * MS),
+        "ended before the oldest hit"
+    );
+    assert!(search.wants(base, base + 250 * MS));
+}
+
+#[test]
+fn time_ranges_overlap_and_unknown_ranges_may_hold_anything() {
+    let r = TimeRange {
+        start: 100,
+        end: 200,
+    };
+    assert!(r.overlaps(150, 300) && r.overlaps(50, 100) && r.overlaps(200, 250));
+    assert!(!r.overlaps(201, 300) && !r.overlaps(10, 99));
+    assert!(r.overlaps(0, 0) && r.overlaps(u64::MAX, 0));
+}
+
+fn params(pairs: &[(&str, &str)]) -> Result<SearchParams, String> {
+    let map = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    SearchParams::parse(&map).map_err(|e| e.to_string())
+}
+
+#[test]
+fn search_parameters_default_and_are_checked() {
+    let p = params(&[]).expect("defaults");
+    assert_eq!((p.limit, p.spans_per_set, p.range), (20, 3, None));
+    assert_eq!(p.query_text, "{}");
+    let p = params(&[
+        ("start", "10"),
+        ("end", "20"),
+        ("limit", "5"),
+        ("spss", "1"),
+    ])
+    .expect("range");
+    assert_eq!(
+        p.range,
+        Some(TimeRange {
+            start: 10_000_000_000,
+            end: 20_999_999_999
+        })
+    );
+    assert_eq!((p.limit, p.spans_per_set), (5, 1));
+    for (bad, says) in [
+        (vec![("limit", "0")], "limit"),
+        (vec![("spss", "-1")], "spss"),
+        (vec![("start", "20"), ("end", "10")], "end"),
+        (vec![("end", "10")], "start"),
+        (vec![("q", "{ nope }")], "col 3"),
+        (vec![("minDuration", "1x")], "minDuration"),
+    ] {
+        let e = params(&bad).expect_err("bad");
+        assert!(e.contains(says), "{bad:?}: {e}");
+    }
+}
+
+#[test]
+fn legacy_tags_and_durations_become_traceql() {
+    let p = params(&[
+        ("tags", r#"service.name=checkout name="GET /""#),
+        ("minDuration", "1.5s"),
+    ])
+    .expect("legacy");
+    assert_eq!(
+        p.query_text,
+        r#"({ .service.name = "checkout" && name = "GET /" }) && { trace:duration >= 1500000000ns }"#
+    );
+    assert_eq!(go_duration("1m30s"), Some(90_000_000_000));
+    assert_eq!(go_duration("250ms"), Some(250 * MS));
+    assert_eq!(go_duration("0"), Some(0));
+    assert_eq!(go_duration("fast"), None);
+    assert_eq!(go_duration("10"), None, "a unit is required");
+}
