@@ -30,7 +30,12 @@
 //! - `ingester`: the push service, the WAL, one instance per tenant (live traces, head
 //!   block, sealed heads, local blocks: `ingester/instance.rs`), the cut and flush rounds
 //!   (`cut.rs`, `flush.rs`) and the drain (`drain.rs`).
-//! - `querier`: trace by ID with read quorum, merge and de-duplication, Tempo formats.
+//! - `querier`: trace by ID with read quorum, merge and de-duplication, Tempo formats;
+//!   search and tags fanned out to every ingester and over the store's blocks
+//!   (`querier/search.rs`, `querier/search_http.rs`).
+//! - `traceql`: the TraceQL parser (pure syntax, errors with their column).
+//! - `search`: TraceQL evaluated over decoded traces, search hits and their merge, tag
+//!   names and values, the API's parameters; the scanners ingesters and queriers share.
 //! - `http_server`: the accept loop of both HTTP servers: header, body and idle
 //!   timeouts, the connection cap, graceful shutdown.
 //! - `admin`: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`, `/status/workers`,

@@ -280,6 +280,7 @@ async fn traceql_finds_exactly_the_matching_traces_in_live_data_blocks_and_the_s
     .await
     .is_empty());
     assert_tags(&front).await;
+    assert_tempo_contract(&front);
 
     // Blocks: cut and flush everything; the ingesters search their local blocks.
     for ingester in &cluster.ingesters {
@@ -443,4 +444,51 @@ async fn bad_searches_are_400_with_the_reason_and_where() {
     assert_eq!(status, 400, "{body}");
     let (status, _) = get(front, "single-tenant", "/api/echo", &[]).await;
     assert_eq!(status, 200);
+}
+
+/// Every response decodes as Tempo's message, with unknown fields rejected
+/// (tests/python/tempo_contract.py, Google's protobuf JSON parser).
+fn assert_tempo_contract(front: &str) {
+    let checks = [
+        ("SearchResponse", "/api/search?q=%7B%7D&limit=10"),
+        (
+            "SearchResponse",
+            "/api/search?q=%7B%20span.http.response.status_code%20%3E%3D%20500%20%7D",
+        ),
+        ("SearchResponse", "/api/search?tags=service.name%3Dcheckout"),
+        ("SearchTagsResponse", "/api/search/tags"),
+        ("SearchTagsV2Response", "/api/v2/search/tags"),
+        (
+            "SearchTagValuesResponse",
+            "/api/search/tag/service.name/values",
+        ),
+        (
+            "SearchTagValuesV2Response",
+            "/api/v2/search/tag/resource.service.name/values",
+        ),
+        (
+            "SearchTagValuesV2Response",
+            "/api/v2/search/tag/span.count/values",
+        ),
+        (
+            "SearchTagValuesV2Response",
+            "/api/v2/search/tag/status/values",
+        ),
+    ];
+    let mut cmd = Command::new(python());
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/tempo_contract.py"
+    ))
+    .args([front, A]);
+    for (message, path) in checks {
+        cmd.args([message, path]);
+    }
+    let run = cmd.output().expect("run the contract check");
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
 }
