@@ -27,11 +27,22 @@ pub(super) struct Cut {
     pub bytes: usize,
 }
 
+fn unknown_as_zero(start: u64) -> u64 {
+    if start == u64::MAX {
+        0
+    } else {
+        start
+    }
+}
+
 /// A head block: traces in memory, one buffer per trace and cut.
 pub(super) struct Head {
     pub seq: u64,
     pub created: Instant,
     pub traces: HashMap<TraceId, Vec<Bytes>>,
+    /// Each trace's span time range (as its live trace knew it; `u64::MAX`: unknown), so
+    /// a search skips the traces outside its range without decoding them.
+    pub times: HashMap<TraceId, (u64, u64)>,
     pub bytes: usize,
     /// The oldest WAL record one of its traces came from.
     pub min_seq: u64,
@@ -121,6 +132,7 @@ impl Instance {
             seq: head_seq.fetch_add(1, Ordering::Relaxed),
             created: Instant::now(),
             traces: HashMap::new(),
+            times: HashMap::new(),
             bytes: 0,
             min_seq: u64::MAX,
             start: u64::MAX,
@@ -140,6 +152,8 @@ impl Instance {
             head.bytes += data.len();
             head.min_seq = head.min_seq.min(trace.first_seq);
             head.traces.entry(id).or_default().push(data);
+            let times = head.times.entry(id).or_insert((u64::MAX, 0));
+            *times = (times.0.min(trace.start), times.1.max(trace.end));
         }
         cut
     }
@@ -198,12 +212,14 @@ impl Instance {
         let mut in_heads: HashMap<TraceId, (Vec<Bytes>, u64, u64)> = HashMap::new();
         for head in blocks.head.iter().chain(blocks.sealed.iter().map(|h| &**h)) {
             for (id, records) in &head.traces {
+                let (start, end) = head.times.get(id).copied().unwrap_or((0, 0));
                 let entry = in_heads
                     .entry(*id)
-                    .or_insert_with(|| (Vec::new(), head.start, head.end));
+                    .or_insert_with(|| (Vec::new(), u64::MAX, 0));
                 entry.0.extend(records.iter().cloned());
-                entry.1 = entry.1.min(head.start);
-                entry.2 = entry.2.max(head.end);
+                // 0: unknown, and stays so (see `HeldTrace`).
+                entry.1 = entry.1.min(unknown_as_zero(start));
+                entry.2 = entry.2.max(end);
             }
         }
         let metas = blocks.local.values().map(|l| l.meta.clone()).collect();

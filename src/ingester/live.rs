@@ -59,7 +59,7 @@ pub(super) struct Appended {
 }
 
 /// A trace held in memory, for search: its records (shared, not copied) and the span
-/// time range known for it (`u64::MAX`: unknown).
+/// time range known for it (start 0: unknown, which every time range may hold).
 pub(super) type HeldTrace = (TraceId, Vec<Bytes>, u64, u64);
 
 /// Traces taken out of the live map.
@@ -140,11 +140,10 @@ impl TenantLive {
     pub(super) fn snapshot(&self, into: &mut Vec<HeldTrace>) {
         for shard in &self.shards {
             let shard = lock(shard);
-            into.extend(
-                shard
-                    .iter()
-                    .map(|(id, t)| (*id, t.segments.clone(), t.start, t.end)),
-            );
+            into.extend(shard.iter().map(|(id, t)| {
+                let start = if t.start == u64::MAX { 0 } else { t.start };
+                (*id, t.segments.clone(), start, t.end)
+            }));
         }
     }
 

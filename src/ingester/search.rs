@@ -110,8 +110,8 @@ impl Ingester {
                 if scanner.is_full() {
                     break;
                 }
-                // Live traces know their span times without decoding (MAX: unknown).
-                if *start != u64::MAX && !scanner.wants(*start, *end) {
+                // Traces in memory know their span times without decoding.
+                if !scanner.wants(*start, *end) {
                     continue;
                 }
                 stats.traces += 1;
