@@ -204,7 +204,7 @@ pub(crate) async fn scan_blocks<S: Scanner>(
     let fetch = |meta: crate::storage::block::BlockMeta| {
         let store = store.clone();
         async move {
-            let traces = store.all_traces(&meta).await;
+            let traces = store.whole_block(&meta).await;
             (meta, traces)
         }
         .boxed()
@@ -219,7 +219,7 @@ pub(crate) async fn scan_blocks<S: Scanner>(
         if !scanner.wants(meta.start_unix_nano, meta.end_unix_nano) {
             continue;
         }
-        let traces = match traces {
+        let (index, data) = match traces {
             Ok(t) => t,
             Err(e) if e.is_not_found() => continue, // retired since the listing
             Err(e) => {
@@ -230,8 +230,13 @@ pub(crate) async fn scan_blocks<S: Scanner>(
             }
         };
         stats.blocks += 1;
+        let block_id = meta.block_id.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let (mut n, mut bytes) = (0u64, 0u64);
+            let traces = match crate::storage::block::decode_all(&data, &index) {
+                Ok(t) => t,
+                Err(e) => return (scanner, n, bytes, Some(e)),
+            };
             for (id, data) in &traces {
                 if scanner.is_full() {
                     break;
@@ -239,14 +244,20 @@ pub(crate) async fn scan_blocks<S: Scanner>(
                 n += 1;
                 bytes += offer_records(&mut scanner, *id, [&data[..]]);
             }
-            (scanner, n, bytes)
+            (scanner, n, bytes, None)
         })
         .await;
         match joined {
-            Ok((s, n, bytes)) => {
+            Ok((s, n, bytes, error)) => {
                 scanner = s;
                 stats.traces += n;
                 stats.bytes += bytes;
+                if let Some(e) = error {
+                    stats.blocks -= 1;
+                    stats.failed_blocks += 1;
+                    metrics::counter!("ringtail_storage_unreadable_blocks_total").increment(1);
+                    tracing::warn!(block_id, error = %e, "search skipped an unreadable block");
+                }
             }
             Err(e) => {
                 // A panic in the evaluator: nothing to continue with.

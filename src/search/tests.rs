@@ -342,3 +342,53 @@ fn legacy_tags_and_durations_become_traceql() {
     assert_eq!(go_duration("fast"), None);
     assert_eq!(go_duration("10"), None, "a unit is required");
 }
+
+#[tokio::test]
+async fn a_block_scan_reads_every_block_in_range_and_skips_an_unreadable_one() {
+    use crate::storage::block::{encode, BlockInfo, BlockTrace};
+    use crate::storage::BlockStore;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = BlockStore::local(dir.path()).expect("store");
+    let mut metas = Vec::new();
+    for (n, ids) in [("b1", [1u8, 2]), ("b2", [3, 4]), ("broken", [5, 6])] {
+        let traces = ids
+            .iter()
+            .map(|&id| BlockTrace {
+                id: TraceId([id; 16]),
+                data: record(
+                    id,
+                    vec![("svc", vec![span(1, None, "op", u64::from(id), 1)])],
+                )
+                .into(),
+            })
+            .collect();
+        let block = encode(
+            traces,
+            BlockInfo {
+                tenant: "t".into(),
+                block_id: n.into(),
+                ingester: "i".into(),
+                start_unix_nano: 1_000_000_000_000,
+                end_unix_nano: 1_000_000_000_000 + 10 * MS,
+                created_unix_secs: 0,
+            },
+        )
+        .expect("encode");
+        store.upload(&block).await.expect("upload");
+        metas.push(block.meta);
+    }
+    std::fs::write(dir.path().join("t/broken/data"), b"not zstd").expect("break it");
+    let search = Search::new(parse("{}").expect("parse"), None, 100, 3);
+    let (search, stats) = super::scan_blocks(&store, metas.clone(), search, 2).await;
+    assert_eq!((stats.blocks, stats.failed_blocks, stats.traces), (2, 1, 4));
+    assert_eq!(search.hits.len(), 4);
+
+    let far = Some(TimeRange { start: 1, end: 2 });
+    let search = Search::new(parse("{}").expect("parse"), far, 100, 3);
+    let (search, stats) = super::scan_blocks(&store, metas, search, 2).await;
+    assert_eq!(
+        (stats.blocks, search.hits.len()),
+        (0, 0),
+        "blocks outside the range are not read"
+    );
+}

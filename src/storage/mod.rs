@@ -322,8 +322,12 @@ impl BlockStore {
         Ok(value)
     }
 
-    /// Every trace of a block (for search): the index, then the whole data object.
-    pub async fn all_traces(&self, meta: &BlockMeta) -> Result<Vec<(TraceId, Bytes)>, StoreError> {
+    /// A block's index and whole data object, for a search to read every trace
+    /// (`block::decode_all`, off the async threads: it decompresses every page).
+    pub async fn whole_block(
+        &self,
+        meta: &BlockMeta,
+    ) -> Result<(Arc<PageIndex>, Bytes), StoreError> {
         let index = self
             .cached(&self.indexes, meta, INDEX, PageIndex::decode)
             .await?;
@@ -333,7 +337,7 @@ impl BlockStore {
             .await?
             .bytes()
             .await?;
-        Ok(block::decode_all(&data, &index)?)
+        Ok((index, data))
     }
 
     /// The trace's bytes in this block: ID range → filter → index → one page.
