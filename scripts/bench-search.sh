@@ -40,12 +40,15 @@ measure() { # name, curl args...
   local c0 c1
   c0=$(cpu)
   : > times.txt
+  : > partial.txt
   for _ in $(seq 1 "$runs"); do
-    curl -fsS -o body.json -w '%{time_total}\n' "$@" >> times.txt
+    curl -sS -D headers.txt -o body.json -w '%{time_total}\n' "$@" >> times.txt
+    grep -i '^x-ringtail-partial' headers.txt >> partial.txt || true
   done
   c1=$(cpu)
   local found
-  found=$(grep -o '"traceID"\|"value"' body.json | wc -l)
+  found=$( (grep -o '"traceID"\|"value"' body.json || true) | wc -l)
+  [ -s partial.txt ] && echo "  partial answers: $(wc -l < partial.txt) of $runs, e.g. $(head -1 partial.txt | cut -c1-200)"
   sort -n times.txt | awk -v n="$runs" -v name="$name" -v c="$(echo "$c1 - $c0" | bc -l)" -v f="$found" '
     { t[NR] = $1 * 1000 }
     END {

@@ -125,6 +125,10 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_READ_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_timeout_ms: Option<u64>,
+    /// Timeout of one search or tag request on one ingester, ms [default: 30000]
+    #[arg(long, env = "RINGTAIL_SEARCH_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_timeout_ms: Option<u64>,
     /// After the read quorum, how long to wait for the other replicas, ms [default: 50]
     #[arg(long, env = "RINGTAIL_READ_LINGER_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -367,6 +371,7 @@ pub struct Config {
     pub replication: ReplicationFactor,
     pub push_timeout: Duration,
     pub read_timeout: Duration,
+    pub search_timeout: Duration,
     pub read_linger: Duration,
     pub multitenancy_enabled: bool,
     pub max_recv_msg_size: usize,
@@ -503,6 +508,7 @@ impl RawConfig {
             replication: self.replication()?,
             push_timeout: positive_ms("push_timeout_ms", self.push_timeout_ms, 2000)?,
             read_timeout: positive_ms("read_timeout_ms", self.read_timeout_ms, 2000)?,
+            search_timeout: positive_ms("search_timeout_ms", self.search_timeout_ms, 30_000)?,
             read_linger: Duration::from_millis(self.read_linger_ms.unwrap_or(50)),
             multitenancy_enabled: self.multitenancy_enabled.unwrap_or(false),
             max_recv_msg_size,

@@ -23,6 +23,7 @@ pub(super) fn querier(
         QuerierSettings {
             replication: config.replication,
             read_timeout: config.read_timeout,
+            search_timeout: config.search_timeout,
             read_linger: config.read_linger,
             multitenancy_enabled: config.multitenancy_enabled,
         },

@@ -45,6 +45,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct QuerierSettings {
     pub replication: ReplicationFactor,
     pub read_timeout: Duration,
+    /// Timeout of one search or tag request on one ingester.
+    pub search_timeout: Duration,
     pub read_linger: Duration,
     pub multitenancy_enabled: bool,
 }

@@ -1,5 +1,5 @@
 //! Search and tags on the querier: every readable ingester (ACTIVE or LEAVING) is asked
-//! at once, with the read timeout; with a time range, the object store's blocks in the
+//! at once, with `search_timeout`; with a time range, the object store's blocks in the
 //! range are scanned here at the same time. Answers are merged (one hit per trace ID,
 //! most recent first, at most `limit`). An ingester that fails or times out does not fail
 //! the request: the answer says which parts are missing (`partial`).
@@ -213,7 +213,7 @@ impl Querier {
         }
     }
 
-    /// Calls every readable ingester at once, each within the read timeout; returns each
+    /// Calls every readable ingester at once, each within the search timeout; returns each
     /// one's name and answer.
     async fn ask_ingesters<T, F>(
         &self,
@@ -226,7 +226,7 @@ impl Querier {
             -> futures::future::BoxFuture<'static, Result<T, crate::rpc::quorum::CallError>>,
     {
         let view = self.membership.view();
-        let timeout = self.settings.read_timeout;
+        let timeout = self.settings.search_timeout;
         let calls = view.readers.iter().map(|reader| {
             let client = self.clients.client(reader.grpc);
             let name = reader.name.clone();

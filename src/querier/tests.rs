@@ -20,6 +20,7 @@ fn querier_over_fakes(read_timeout: Duration) -> (Arc<Querier>, FakeIngesters, V
     let settings = QuerierSettings {
         replication: ReplicationFactor::default(),
         read_timeout,
+        search_timeout: read_timeout,
         read_linger: Duration::from_millis(10),
         multitenancy_enabled: false,
     };
