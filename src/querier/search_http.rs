@@ -80,6 +80,15 @@ async fn search(
     )
 }
 
+/// The tenant and the tag parameters of a tag request.
+fn tag_request(
+    q: &Querier,
+    headers: &HeaderMap,
+    p: &HashMap<String, String>,
+) -> Result<(TenantId, TagParams), Error> {
+    Ok((tenant(q, headers)?, TagParams::parse(p)?))
+}
+
 fn limited(mut v: Vec<String>, limit: Option<usize>) -> Vec<String> {
     if let Some(n) = limit {
         v.truncate(n);
@@ -92,10 +101,7 @@ async fn tags_v1(
     headers: HeaderMap,
     UrlQuery(p): Params,
 ) -> Response {
-    let (tenant, params) = match tenant(&q, &headers)
-        .map_err(Error::from)
-        .and_then(|t| Ok((t, TagParams::parse(&p)?)))
-    {
+    let (tenant, params) = match tag_request(&q, &headers, &p) {
         Ok(x) => x,
         Err(e) => return e.response(),
     };
@@ -109,10 +115,7 @@ async fn tags_v2(
     headers: HeaderMap,
     UrlQuery(p): Params,
 ) -> Response {
-    let (tenant, params) = match tenant(&q, &headers)
-        .map_err(Error::from)
-        .and_then(|t| Ok((t, TagParams::parse(&p)?)))
-    {
+    let (tenant, params) = match tag_request(&q, &headers, &p) {
         Ok(x) => x,
         Err(e) => return e.response(),
     };
@@ -170,10 +173,7 @@ async fn values(
     p: HashMap<String, String>,
     v2: bool,
 ) -> Response {
-    let (tenant, params) = match tenant(&q, &headers)
-        .map_err(Error::from)
-        .and_then(|t| Ok((t, TagParams::parse(&p)?)))
-    {
+    let (tenant, params) = match tag_request(&q, &headers, &p) {
         Ok(x) => x,
         Err(e) => return e.response(),
     };

@@ -287,15 +287,7 @@ pub(crate) fn go_duration(s: &str) -> Option<u64> {
         let u = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
+        let unit = traceql::nanos_per(&rest[..u])?;
         total += value * unit;
         rest = &rest[u..];
     }

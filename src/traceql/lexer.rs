@@ -218,6 +218,19 @@ fn string(chars: &[char], start: usize) -> Result<(String, usize), ParseError> {
     Err(ParseError::at(start + 1, "unterminated string"))
 }
 
+/// Nanoseconds in one `unit` of a duration (TraceQL's and Go's units).
+pub(crate) fn nanos_per(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => return None,
+    })
+}
+
 /// A number, or a duration (a number followed by `ns`, `us`, `µs`, `ms`, `s`, `m`, `h`).
 fn number(chars: &[char], start: usize) -> Result<(Tok, usize), ParseError> {
     let mut j = start;
@@ -246,19 +259,11 @@ fn number(chars: &[char], start: usize) -> Result<(Tok, usize), ParseError> {
             .map_err(|_| ParseError::at(col, format!("invalid integer `{digits}`")))?;
         return Ok((Tok::Int(i), j - start));
     }
-    let per_unit: f64 = match unit.as_str() {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" => 60e9,
-        "h" => 3600e9,
-        other => {
-            return Err(ParseError::at(
-                unit_start + 1,
-                format!("unknown duration unit `{other}` (ns, us, ms, s, m, h)"),
-            ))
-        }
+    let Some(per_unit) = nanos_per(&unit) else {
+        return Err(ParseError::at(
+            unit_start + 1,
+            format!("unknown duration unit `{unit}` (ns, us, ms, s, m, h)"),
+        ));
     };
     let value: f64 = digits
         .parse()

@@ -10,6 +10,8 @@
 
 pub(crate) mod ast;
 mod lexer;
+
+pub(crate) use lexer::nanos_per;
 mod parser;
 
 #[cfg(test)]
