@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{flush, python, wait_until, Cluster};
+use common::{flush, metric, python, wait_until, Cluster};
 use serde_json::Value;
 
 const A: &str = "tenant-a";
@@ -152,6 +152,9 @@ const QUERIES: &[(&str, &[&str])] = &[
         r#"{ (name = "GET /cart" || name = "enqueue") && kind != server }"#,
         &["T7"],
     ),
+    // Nothing matches: a block's pages are skipped by their terms and duration ranges.
+    (r#"{ resource.service.name = "nowhere" }"#, &[]),
+    (r#"{ name = "no such span" || duration > 1h }"#, &[]),
 ];
 
 /// Runs every query of [`QUERIES`] (with `extra` parameters) and the legacy form.
@@ -287,6 +290,7 @@ async fn traceql_finds_exactly_the_matching_traces_in_live_data_blocks_and_the_s
         flush(ingester).await;
     }
     assert_queries(&front, &labels, &[], "ingesters' blocks").await;
+    assert_sections_read(&cluster.ingesters, "the ingesters' local blocks").await;
 
     // The store: every ingester loses everything; a range search reads the blocks.
     let dir = cluster.dir.path().to_owned();
@@ -307,6 +311,7 @@ async fn traceql_finds_exactly_the_matching_traces_in_live_data_blocks_and_the_s
     )
     .await;
     assert_queries(&front, &labels, &range, "object store").await;
+    assert_sections_read(std::slice::from_ref(&cluster.front), "the store's blocks").await;
     let mut params = vec![("q", "{}")];
     params.extend_from_slice(&range);
     assert_eq!(
@@ -314,6 +319,20 @@ async fn traceql_finds_exactly_the_matching_traces_in_live_data_blocks_and_the_s
         ["O1"],
         "tenants in the store"
     );
+}
+
+/// Blocks were searched through their search sections (written when the ingesters cut
+/// them), which let selective queries skip pages, and none failed to decode.
+async fn assert_sections_read(nodes: &[common::Node], what: &str) {
+    let (mut read, mut skipped, mut damaged) = (0.0, 0.0, 0.0);
+    for node in nodes {
+        read += metric(node, "ringtail_search_section_pages_read_total").await;
+        skipped += metric(node, "ringtail_search_section_pages_skipped_total").await;
+        damaged += metric(node, "ringtail_search_unreadable_sections_total").await;
+    }
+    assert!(read > 0.0, "{what}: no section page was read");
+    assert!(skipped > 0.0, "{what}: no section page was skipped");
+    assert_eq!(damaged, 0.0, "{what}: sections failed to decode");
 }
 
 /// Tag names and values list exactly what was exported, per tenant.

@@ -130,7 +130,7 @@ impl Ingester {
     ) -> Result<BlockMeta, LocalBlockError> {
         let tenant = &instance.tenant;
         let block_id = local_blocks::block_id(&self.name, tenant, head.seq);
-        let traces: Vec<BlockTrace> = head
+        let mut traces: Vec<BlockTrace> = head
             .traces
             .iter()
             .flat_map(|(id, parts)| {
@@ -158,7 +158,19 @@ impl Ingester {
             .join(&block_id);
         let written =
             off_the_push_path(!behind, move || -> Result<EncodedBlock, LocalBlockError> {
-                let block = block::encode(traces, info)?;
+                traces.sort_by_key(|t| t.id);
+                let section = crate::search::section::build(&traces);
+                let mut block = block::encode(traces, info)?;
+                match section {
+                    Ok(Some(s)) => {
+                        block = block.with_search(s.into(), crate::search::section::VERSION);
+                    }
+                    Ok(None) => {}
+                    // Searches read the data instead.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not build a block's search section")
+                    }
+                }
                 local_blocks::write(&dir, &block)?;
                 Ok(block)
             })

@@ -330,6 +330,8 @@ mod tests {
             index_bytes: 0,
             filter_bytes: 0,
             created_unix_secs: head.seq,
+            search_version: 0,
+            search_bytes: 0,
         }
     }
 

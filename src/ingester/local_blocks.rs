@@ -11,7 +11,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::model::TenantId;
 use crate::storage::block::{self, BlockMeta, EncodedBlock};
-use crate::storage::{StoreError, DATA, FILTER, INDEX, META};
+use crate::storage::{StoreError, DATA, FILTER, INDEX, META, SEARCH};
 
 /// Marker file written next to a local block once the object store holds it.
 pub(super) const FLUSHED_MARKER: &str = "flushed";
@@ -124,12 +124,16 @@ pub(super) fn write(dir: &Path, block: &EncodedBlock) -> Result<(), LocalBlockEr
         path: dir.to_path_buf(),
         source: std::io::Error::other(e),
     })?;
+    let search = block.search.as_ref().map(|s| (SEARCH, &s[..]));
     for (name, bytes) in [
         (DATA, &block.data[..]),
         (INDEX, &block.index[..]),
         (FILTER, &block.filter[..]),
-        (META, &meta[..]),
-    ] {
+    ]
+    .into_iter()
+    .chain(search)
+    .chain([(META, &meta[..])])
+    {
         let path = dir.join(name);
         let mut f = std::fs::File::create(&path).map_err(io_err(&path))?;
         f.write_all(bytes).map_err(io_err(&path))?;

@@ -20,9 +20,11 @@ use thiserror::Error;
 
 use crate::model::TraceId;
 
+mod fields;
 mod schema;
 mod segment;
 
+pub use fields::{fields, Fields, WireValue};
 pub use schema::Invalid;
 pub use segment::{check_segment, SegmentError, SegmentFacts};
 

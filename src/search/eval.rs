@@ -10,9 +10,7 @@
 
 use std::cmp::Ordering;
 
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-
-use super::model::{attribute, SearchSpan, SearchTrace, NO_ROOT};
+use super::model::{attribute, AttrValue, SearchSpan, SearchTrace, NO_ROOT};
 use crate::traceql::ast::{
     Comparison, Expr, Field, Filter, Intrinsic, Kind, Literal, Op, Query, Scope, Status,
 };
@@ -77,44 +75,42 @@ pub(crate) enum Val<'a> {
     Other,
 }
 
-fn from_any(v: &AnyValue) -> Val<'_> {
+fn from_attr(v: AttrValue<'_>) -> Val<'_> {
     match v {
-        AnyValue::StringValue(s) => Val::Str(s),
-        AnyValue::IntValue(i) => Val::Int(*i),
-        AnyValue::DoubleValue(f) => Val::Float(*f),
-        AnyValue::BoolValue(b) => Val::Bool(*b),
-        _ => Val::Other,
+        AttrValue::Str(s) => Val::Str(s),
+        AttrValue::Int(i) => Val::Int(i),
+        AttrValue::Float(f) => Val::Float(f),
+        AttrValue::Bool(b) => Val::Bool(b),
+        AttrValue::Other(_) => Val::Other,
     }
 }
 
 /// The value `field` has on `span` (`None`: absent).
 pub(crate) fn field_value<'a>(
     field: &Field,
-    trace: &'a SearchTrace,
-    span: &'a SearchSpan,
+    trace: &SearchTrace<'a>,
+    span: &SearchSpan<'a>,
 ) -> Option<Val<'a>> {
     match field {
         Field::Intrinsic(i) => Some(match i {
-            Intrinsic::Name => Val::Str(&span.name),
+            Intrinsic::Name => Val::Str(span.name),
             Intrinsic::Status => Val::Status(span.status),
-            Intrinsic::StatusMessage => Val::Str(&span.status_message),
+            Intrinsic::StatusMessage => Val::Str(span.status_message),
             Intrinsic::Kind => Val::Kind(span.kind),
             Intrinsic::Duration => Val::Duration(span.duration()),
             Intrinsic::TraceDuration => Val::Duration(trace.duration()),
-            Intrinsic::TraceRootName => Val::Str(trace.root_name.as_deref().unwrap_or(NO_ROOT)),
-            Intrinsic::TraceRootService => {
-                Val::Str(trace.root_service.as_deref().unwrap_or(NO_ROOT))
-            }
+            Intrinsic::TraceRootName => Val::Str(trace.root_name.unwrap_or(NO_ROOT)),
+            Intrinsic::TraceRootService => Val::Str(trace.root_service.unwrap_or(NO_ROOT)),
         }),
         Field::Attribute { scope, key } => {
-            let on_span = || attribute(&span.attributes, key);
+            let on_span = || attribute(trace.span_attrs(span), key);
             let on_resource = || attribute(trace.resource_of(span), key);
             let v = match scope {
                 Scope::Span => on_span(),
                 Scope::Resource => on_resource(),
                 Scope::Any => on_span().or_else(on_resource),
             };
-            v.map(from_any)
+            v.map(from_attr)
         }
     }
 }

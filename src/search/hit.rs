@@ -4,11 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use serde::{Deserialize, Serialize};
 
-use super::model::{SearchTrace, NO_ROOT};
+use super::model::{Attr, AttrValue, SearchTrace, NO_ROOT};
 use crate::traceql::ast::{Field, Scope, Status};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,8 +87,8 @@ impl TraceHit {
             .map(|&i| {
                 let span = &trace.spans[i];
                 HitSpan {
-                    span_id: hex::encode(&span.span_id),
-                    name: span.name.clone(),
+                    span_id: hex::encode(span.span_id),
+                    name: span.name.to_owned(),
                     start_time_unix_nano: span.start,
                     duration_nanos: span.duration(),
                     attributes: reported_attributes(trace, span, fields),
@@ -109,8 +107,8 @@ impl TraceHit {
         }
         TraceHit {
             trace_id: trace.id.to_hex(),
-            root_service_name: trace.root_service.clone().unwrap_or_else(|| NO_ROOT.into()),
-            root_trace_name: trace.root_name.clone().unwrap_or_else(|| NO_ROOT.into()),
+            root_service_name: trace.root_service.unwrap_or(NO_ROOT).to_owned(),
+            root_trace_name: trace.root_name.unwrap_or(NO_ROOT).to_owned(),
             start_time_unix_nano: trace.start,
             duration_ms: u32::try_from(trace.duration() / 1_000_000).unwrap_or(u32::MAX),
             span_sets: vec![SpanSet {
@@ -197,27 +195,32 @@ fn reported_attributes(
         let Field::Attribute { scope, key } = field else {
             continue;
         };
-        let find = |attrs: &[KeyValue]| attrs.iter().find(|kv| &kv.key == key).cloned();
-        let kv = match scope {
-            Scope::Span => find(&span.attributes),
-            Scope::Resource => find(trace.resource_of(span)),
-            Scope::Any => find(&span.attributes).or_else(|| find(trace.resource_of(span))),
+        fn find<'a>(attrs: &[Attr<'a>], key: &str) -> Option<Attr<'a>> {
+            attrs.iter().find(|a| a.key == key).copied()
+        }
+        let attr = match scope {
+            Scope::Span => find(trace.span_attrs(span), key),
+            Scope::Resource => find(trace.resource_of(span), key),
+            Scope::Any => {
+                find(trace.span_attrs(span), key).or_else(|| find(trace.resource_of(span), key))
+            }
         };
-        if let Some(json) = kv.as_ref().and_then(key_value_json) {
+        if let Some(json) = attr.as_ref().and_then(key_value_json) {
             out.push(json);
         }
     }
     out
 }
 
-/// An OTLP `KeyValue` in the protobuf JSON mapping (`intValue` as a string).
-pub(crate) fn key_value_json(kv: &KeyValue) -> Option<serde_json::Value> {
-    let value = match kv.value.as_ref()?.value.as_ref()? {
-        AnyValue::StringValue(s) => serde_json::json!({ "stringValue": s }),
-        AnyValue::IntValue(i) => serde_json::json!({ "intValue": i.to_string() }),
-        AnyValue::DoubleValue(f) => serde_json::json!({ "doubleValue": f }),
-        AnyValue::BoolValue(b) => serde_json::json!({ "boolValue": b }),
-        _ => return None,
+/// An attribute as an OTLP `KeyValue` in the protobuf JSON mapping (`intValue` as a
+/// string). Arrays, maps and bytes are not reported (no comparison selects them).
+pub(crate) fn key_value_json(attr: &Attr) -> Option<serde_json::Value> {
+    let value = match attr.value {
+        AttrValue::Str(s) => serde_json::json!({ "stringValue": s }),
+        AttrValue::Int(i) => serde_json::json!({ "intValue": i.to_string() }),
+        AttrValue::Float(f) => serde_json::json!({ "doubleValue": f }),
+        AttrValue::Bool(b) => serde_json::json!({ "boolValue": b }),
+        AttrValue::Other(_) => return None,
     };
-    Some(serde_json::json!({ "key": kv.key, "value": value }))
+    Some(serde_json::json!({ "key": attr.key, "value": value }))
 }

@@ -11,6 +11,7 @@ pub(crate) mod eval;
 pub(crate) mod hit;
 pub(crate) mod model;
 pub(crate) mod params;
+pub(crate) mod section;
 pub(crate) mod tags;
 
 #[cfg(test)]
@@ -54,6 +55,11 @@ pub(crate) trait Scanner: Send + 'static {
     /// it is in range).
     fn wants(&self, start: u64, end: u64) -> bool {
         may_hold(self.range(), start, end)
+    }
+    /// Whether a page of a block's search section may hold something this scanner takes
+    /// (false: skip it; the default reads every page in range).
+    fn may_match(&self, _index: &section::SectionIndex, _page: usize) -> bool {
+        true
     }
     fn offer(&mut self, trace: &model::SearchTrace);
 }
@@ -125,9 +131,20 @@ impl Scanner for Search {
         end >= oldest
     }
 
+    fn may_match(&self, index: &section::SectionIndex, page: usize) -> bool {
+        index.may_match(page, &self.query)
+    }
+
     fn offer(&mut self, trace: &model::SearchTrace) {
         if let Some(matched) = eval::evaluate(&self.query, trace) {
-            let hit = TraceHit::new(trace, &matched, &self.fields, self.spans_per_set);
+            let mut hit = TraceHit::new(trace, &matched, &self.fields, self.spans_per_set);
+            // Another copy of a trace already found (a replica's block, a damaged
+            // section read again through its data) folds into it: it takes no second slot.
+            if let Some(i) = self.hits.iter().position(|h| h.trace_id == hit.trace_id) {
+                let mut existing = self.hits.remove(i);
+                existing.absorb(hit, self.spans_per_set);
+                hit = existing;
+            }
             // Most recent first; the oldest goes once there are more than `limit`.
             let at = self
                 .hits
@@ -170,6 +187,19 @@ impl Scanner for ValueScan {
     fn is_full(&self) -> bool {
         self.values.truncated
     }
+    fn may_match(&self, index: &section::SectionIndex, page: usize) -> bool {
+        let has_tag = match &self.values.field {
+            crate::traceql::ast::Field::Attribute { scope, key } => {
+                index.may_have(page, *scope, key)
+            }
+            crate::traceql::ast::Field::Intrinsic(_) => true,
+        };
+        has_tag
+            && self
+                .filter
+                .as_ref()
+                .is_none_or(|q| index.may_match(page, q))
+    }
     fn offer(&mut self, trace: &model::SearchTrace) {
         self.values.offer(trace, self.filter.as_ref());
     }
@@ -185,8 +215,97 @@ pub(crate) struct ScanStats {
     pub failed_blocks: u64,
 }
 
+/// What a block is read through: its search section, or (without one, or when it does
+/// not decode) its data.
+enum BlockSource {
+    Section(section::SectionIndex, bytes::Bytes),
+    Data(
+        std::sync::Arc<crate::storage::block::PageIndex>,
+        bytes::Bytes,
+    ),
+}
+
+async fn fetch_block(
+    store: &crate::storage::BlockStore,
+    meta: &crate::storage::block::BlockMeta,
+    use_section: bool,
+) -> Result<BlockSource, crate::storage::StoreError> {
+    if use_section && meta.search_version == section::VERSION {
+        let bytes = store.search_section(meta).await?;
+        match section::SectionIndex::decode(&bytes) {
+            Ok(index) => return Ok(BlockSource::Section(index, bytes)),
+            Err(e) => {
+                metrics::counter!("ringtail_search_unreadable_sections_total").increment(1);
+                tracing::warn!(block_id = meta.block_id, error = %e, "a block's search section does not decode; searching its data");
+            }
+        }
+    }
+    let (index, data) = store.whole_block(meta).await?;
+    Ok(BlockSource::Data(index, data))
+}
+
+/// What one block's scan read.
+#[derive(Default)]
+struct BlockScan {
+    traces: u64,
+    bytes: u64,
+    pages: u64,
+    skipped_pages: u64,
+}
+
+/// Offers a block's traces from its section, skipping pages the scanner cannot use.
+fn scan_section<S: Scanner>(
+    scanner: &mut S,
+    index: &section::SectionIndex,
+    bytes: &[u8],
+) -> Result<BlockScan, section::SectionError> {
+    let mut out = BlockScan::default();
+    for page in 0..index.pages() {
+        if scanner.is_full() {
+            break;
+        }
+        let stats = index.stats(page);
+        if !scanner.wants(stats.start, stats.end) || !scanner.may_match(index, page) {
+            out.skipped_pages += 1;
+            continue;
+        }
+        let raw = index.read_page(bytes, page)?;
+        out.pages += 1;
+        out.bytes += raw.len() as u64;
+        for trace in section::decode_page(&raw)? {
+            if scanner.is_full() {
+                break;
+            }
+            out.traces += 1;
+            if scanner.wants(trace.start, trace.end) {
+                scanner.offer(&trace);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Offers every trace of a block's data.
+fn scan_data<S: Scanner>(
+    scanner: &mut S,
+    index: &crate::storage::block::PageIndex,
+    data: &[u8],
+) -> Result<BlockScan, crate::storage::block::BlockError> {
+    let mut out = BlockScan::default();
+    for (id, data) in &crate::storage::block::decode_all(data, index)? {
+        if scanner.is_full() {
+            break;
+        }
+        out.traces += 1;
+        out.bytes += offer_records(scanner, *id, [&data[..]]);
+    }
+    Ok(out)
+}
+
 /// Scans `blocks` of `store` (those in the scanner's range), fetching up to `parallel`
 /// blocks ahead while the previous one is decoded and evaluated off the async threads.
+/// Blocks with a search section are read through it (pages the query cannot match are
+/// skipped); others through their data.
 pub(crate) async fn scan_blocks<S: Scanner>(
     store: &crate::storage::BlockStore,
     blocks: Vec<crate::storage::block::BlockMeta>,
@@ -201,69 +320,82 @@ pub(crate) async fn scan_blocks<S: Scanner>(
         .collect();
     blocks.sort_by_key(|m| std::cmp::Reverse(m.end_unix_nano));
     let mut stats = ScanStats::default();
-    let fetch = |meta: crate::storage::block::BlockMeta| {
+    let fetch = |meta: crate::storage::block::BlockMeta, use_section: bool| {
         let store = store.clone();
         async move {
-            let traces = store.whole_block(&meta).await;
-            (meta, traces)
+            let source = fetch_block(&store, &meta, use_section).await;
+            (meta, source)
         }
         .boxed()
     };
     let mut fetched = futures::stream::iter(blocks)
-        .map(fetch)
+        .map(|m| fetch(m, true))
         .buffered(parallel.max(1));
-    while let Some((meta, traces)) = fetched.next().await {
-        if scanner.is_full() {
-            break;
-        }
-        if !scanner.wants(meta.start_unix_nano, meta.end_unix_nano) {
-            continue;
-        }
-        let (index, data) = match traces {
-            Ok(t) => t,
-            Err(e) if e.is_not_found() => continue, // retired since the listing
-            Err(e) => {
-                stats.failed_blocks += 1;
-                metrics::counter!("ringtail_storage_unreadable_blocks_total").increment(1);
-                tracing::warn!(block_id = meta.block_id, error = %e, "search skipped an unreadable block");
-                continue;
+    while let Some((meta, mut source)) = fetched.next().await {
+        loop {
+            if scanner.is_full() || !scanner.wants(meta.start_unix_nano, meta.end_unix_nano) {
+                break;
             }
-        };
-        stats.blocks += 1;
-        let block_id = meta.block_id.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let (mut n, mut bytes) = (0u64, 0u64);
-            let traces = match crate::storage::block::decode_all(&data, &index) {
-                Ok(t) => t,
-                Err(e) => return (scanner, n, bytes, Some(e)),
-            };
-            for (id, data) in &traces {
-                if scanner.is_full() {
-                    break;
-                }
-                n += 1;
-                bytes += offer_records(&mut scanner, *id, [&data[..]]);
-            }
-            (scanner, n, bytes, None)
-        })
-        .await;
-        match joined {
-            Ok((s, n, bytes, error)) => {
-                scanner = s;
-                stats.traces += n;
-                stats.bytes += bytes;
-                if let Some(e) = error {
-                    stats.blocks -= 1;
+            let source_now = match source {
+                Ok(s) => s,
+                Err(e) if e.is_not_found() => break, // retired since the listing
+                Err(e) => {
                     stats.failed_blocks += 1;
                     metrics::counter!("ringtail_storage_unreadable_blocks_total").increment(1);
-                    tracing::warn!(block_id, error = %e, "search skipped an unreadable block");
+                    tracing::warn!(block_id = meta.block_id, error = %e, "search skipped an unreadable block");
+                    break;
+                }
+            };
+            let is_section = matches!(source_now, BlockSource::Section(..));
+            let joined = tokio::task::spawn_blocking(move || {
+                let result = match &source_now {
+                    BlockSource::Section(index, bytes) => {
+                        scan_section(&mut scanner, index, bytes).map_err(|e| e.to_string())
+                    }
+                    BlockSource::Data(index, data) => {
+                        scan_data(&mut scanner, index, data).map_err(|e| e.to_string())
+                    }
+                };
+                (scanner, result)
+            })
+            .await;
+            let result = match joined {
+                Ok((s, result)) => {
+                    scanner = s;
+                    result
+                }
+                Err(e) => {
+                    // A panic in the evaluator: nothing to continue with.
+                    tracing::error!(error = %e, "search of a block panicked");
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            };
+            match result {
+                Ok(scan) => {
+                    stats.blocks += 1;
+                    stats.traces += scan.traces;
+                    stats.bytes += scan.bytes;
+                    metrics::counter!("ringtail_search_section_pages_read_total")
+                        .increment(scan.pages);
+                    metrics::counter!("ringtail_search_section_pages_skipped_total")
+                        .increment(scan.skipped_pages);
+                }
+                // A damaged section: its data is still there. (What the scanner was
+                // offered before the damage may be offered again: hits are merged by
+                // trace ID, tag values are sets.)
+                Err(e) if is_section => {
+                    metrics::counter!("ringtail_search_unreadable_sections_total").increment(1);
+                    tracing::warn!(block_id = meta.block_id, error = %e, "a block's search section is damaged; searching its data");
+                    source = fetch(meta.clone(), false).await.1;
+                    continue;
+                }
+                Err(e) => {
+                    stats.failed_blocks += 1;
+                    metrics::counter!("ringtail_storage_unreadable_blocks_total").increment(1);
+                    tracing::warn!(block_id = meta.block_id, error = %e, "search skipped an unreadable block");
                 }
             }
-            Err(e) => {
-                // A panic in the evaluator: nothing to continue with.
-                tracing::error!(error = %e, "search of a block panicked");
-                std::panic::resume_unwind(e.into_panic());
-            }
+            break;
         }
     }
     (scanner, stats)

@@ -1,144 +1,311 @@
-//! A trace decoded for search: its spans with what TraceQL reads, and the trace-level
-//! figures a result reports. Decoded from the stored `TracesData.resource_spans` bytes
-//! on a query (the write path never decodes them).
+//! A trace as search reads it: its spans with what TraceQL evaluates, and the
+//! trace-level figures a result reports, all borrowed from the bytes they were read from
+//! (stored `TracesData.resource_spans` records, or a block's search section).
+//!
+//! Records are walked field by field (`crate::otlp::fields`), without materialising
+//! the OTLP messages: no string is copied, and what search does not read (events, links,
+//! scopes) is skipped.
 
-use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::TracesData;
-use prost::Message;
+use std::collections::HashSet;
+use std::ops::Range;
 
 use crate::model::TraceId;
+use crate::otlp::{fields, WireValue};
 use crate::traceql::ast::{Kind, Status};
 
 /// Shown as the root service and name of a trace whose root span has not arrived (Tempo's).
 pub(crate) const NO_ROOT: &str = "<root span not yet received>";
 
-pub(crate) struct SearchTrace {
+pub(crate) struct SearchTrace<'a> {
     pub id: TraceId,
-    /// Each resource's attributes; spans point into this by index.
-    pub resources: Vec<Vec<KeyValue>>,
-    pub spans: Vec<SearchSpan>,
+    pub resources: Vec<Resource<'a>>,
+    pub spans: Vec<SearchSpan<'a>>,
+    /// Every resource's and span's attributes; each points at its own range.
+    pub attrs: Vec<Attr<'a>>,
     pub start: u64,
     pub end: u64,
-    pub root_name: Option<String>,
-    pub root_service: Option<String>,
+    pub root_name: Option<&'a str>,
+    pub root_service: Option<&'a str>,
 }
 
-pub(crate) struct SearchSpan {
-    pub resource: usize,
-    pub span_id: Vec<u8>,
-    pub name: String,
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Resource<'a> {
+    pub attrs: Range<u32>,
+    pub service: Option<&'a str>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SearchSpan<'a> {
+    pub resource: u32,
+    pub span_id: &'a [u8],
+    pub name: &'a str,
     pub kind: Kind,
     pub status: Status,
-    pub status_message: String,
+    pub status_message: &'a str,
     pub start: u64,
     pub end: u64,
-    pub attributes: Vec<KeyValue>,
+    /// Whether it has no parent (a root span).
+    pub root: bool,
+    pub attrs: Range<u32>,
 }
 
-impl SearchSpan {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Attr<'a> {
+    pub key: &'a str,
+    pub value: AttrValue<'a>,
+}
+
+/// An attribute's value. Arrays, maps and bytes keep their `AnyValue` bytes: no
+/// comparison applies to them, but they are present (`!= nil`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum AttrValue<'a> {
+    Str(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Other(&'a [u8]),
+}
+
+impl SearchSpan<'_> {
     pub(crate) fn duration(&self) -> u64 {
         self.end.saturating_sub(self.start)
     }
 }
 
-impl SearchTrace {
-    /// Decodes every stored copy of a trace (segments or whole block records) into one;
-    /// spans seen more than once (the same span ID and kind) are kept once. Records that
-    /// do not decode are skipped and counted.
-    pub(crate) fn decode<'a>(id: TraceId, records: impl IntoIterator<Item = &'a [u8]>) -> Self {
-        let mut trace = SearchTrace {
+impl<'a> SearchTrace<'a> {
+    pub(crate) fn empty(id: TraceId) -> Self {
+        SearchTrace {
             id,
             resources: Vec::new(),
             spans: Vec::new(),
-            start: u64::MAX,
+            attrs: Vec::new(),
+            start: 0,
             end: 0,
             root_name: None,
             root_service: None,
-        };
-        let mut seen = std::collections::HashSet::new();
+        }
+    }
+
+    /// Decodes every stored copy of a trace (segments or whole block records) into one;
+    /// spans seen more than once (the same span ID and kind) are kept once. What does not
+    /// decode is skipped and counted (the distributor validated it, so this is damage).
+    pub(crate) fn decode(id: TraceId, records: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut trace = SearchTrace::empty(id);
+        let mut seen = HashSet::new();
         for record in records {
-            let data = match TracesData::decode(record) {
-                Ok(d) => d,
-                Err(e) => {
-                    metrics::counter!("ringtail_search_undecodable_records_total").increment(1);
-                    tracing::debug!(error = %e, "skipping an undecodable record in search");
-                    continue;
-                }
-            };
-            for rs in data.resource_spans {
-                let resource = trace.resources.len();
-                let attributes = rs.resource.map(|r| r.attributes).unwrap_or_default();
-                let service = string_attribute(&attributes, "service.name");
-                trace.resources.push(attributes);
-                for ss in rs.scope_spans {
-                    for span in ss.spans {
-                        if !seen.insert((span.span_id.clone(), span.kind)) {
-                            continue;
-                        }
-                        trace.start = trace.start.min(span.start_time_unix_nano);
-                        trace.end = trace.end.max(span.end_time_unix_nano);
-                        if span.parent_span_id.is_empty() && trace.root_name.is_none() {
-                            trace.root_name = Some(span.name.clone());
-                            trace.root_service = service.clone();
-                        }
-                        let (status, status_message) = span
-                            .status
-                            .map(|s| (Status::from_code(s.code), s.message))
-                            .unwrap_or((Status::Unset, String::new()));
-                        trace.spans.push(SearchSpan {
-                            resource,
-                            span_id: span.span_id,
-                            name: span.name,
-                            kind: Kind::from_code(span.kind),
-                            status,
-                            status_message,
-                            start: span.start_time_unix_nano,
-                            end: span.end_time_unix_nano,
-                            attributes: span.attributes,
-                        });
+            if let Err(e) = trace.add_record(record, &mut seen) {
+                metrics::counter!("ringtail_search_undecodable_records_total").increment(1);
+                tracing::debug!(error = %e, "skipping the rest of an undecodable record in search");
+            }
+        }
+        trace.finish();
+        trace
+    }
+
+    /// Sets the trace's range and root from its spans.
+    pub(crate) fn finish(&mut self) {
+        let (mut start, mut end) = (u64::MAX, 0);
+        for span in &self.spans {
+            start = start.min(span.start);
+            end = end.max(span.end);
+            if span.root && self.root_name.is_none() {
+                self.root_name = Some(span.name);
+                self.root_service = self
+                    .resources
+                    .get(span.resource as usize)
+                    .and_then(|r| r.service);
+            }
+        }
+        self.start = if start == u64::MAX { 0 } else { start };
+        self.end = end;
+    }
+
+    /// One `TracesData` (repeated `resource_spans`, field 1).
+    fn add_record(
+        &mut self,
+        record: &'a [u8],
+        seen: &mut HashSet<(&'a [u8], Kind)>,
+    ) -> Result<(), Damaged> {
+        for field in fields(record) {
+            if let (1, WireValue::Len(rs)) = field? {
+                self.add_resource_spans(rs, seen)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_resource_spans(
+        &mut self,
+        rs: &'a [u8],
+        seen: &mut HashSet<(&'a [u8], Kind)>,
+    ) -> Result<(), Damaged> {
+        let resource = u32::try_from(self.resources.len()).map_err(|_| Damaged)?;
+        let from = self.attrs.len() as u32;
+        self.resources.push(Resource {
+            attrs: from..from,
+            service: None,
+        });
+        // The resource comes first in what SDKs and the distributor write, but any
+        // order is valid protobuf: collect it and the spans in two passes.
+        for field in fields(rs) {
+            if let (1, WireValue::Len(r)) = field? {
+                for f in fields(r) {
+                    if let (1, WireValue::Len(kv)) = f? {
+                        self.push_attr(kv)?;
                     }
                 }
             }
         }
-        if trace.start == u64::MAX {
-            trace.start = 0;
+        let to = self.attrs.len() as u32;
+        let service = self.attrs[from as usize..]
+            .iter()
+            .find(|a| a.key == "service.name")
+            .and_then(|a| match a.value {
+                AttrValue::Str(s) => Some(s),
+                _ => None,
+            });
+        self.resources[resource as usize] = Resource {
+            attrs: from..to,
+            service,
+        };
+        for field in fields(rs) {
+            if let (2, WireValue::Len(ss)) = field? {
+                for f in fields(ss) {
+                    if let (2, WireValue::Len(span)) = f? {
+                        self.add_span(resource, span, seen)?;
+                    }
+                }
+            }
         }
-        trace
+        Ok(())
+    }
+
+    fn add_span(
+        &mut self,
+        resource: u32,
+        bytes: &'a [u8],
+        seen: &mut HashSet<(&'a [u8], Kind)>,
+    ) -> Result<(), Damaged> {
+        let from = self.attrs.len() as u32;
+        let mut span = SearchSpan {
+            resource,
+            span_id: &[],
+            name: "",
+            kind: Kind::Unspecified,
+            status: Status::Unset,
+            status_message: "",
+            start: 0,
+            end: 0,
+            root: true,
+            attrs: from..from,
+        };
+        for field in fields(bytes) {
+            match field? {
+                (2, WireValue::Len(id)) => span.span_id = id,
+                (4, WireValue::Len(parent)) => span.root = parent.is_empty(),
+                (5, WireValue::Len(name)) => span.name = text(name)?,
+                (6, WireValue::Varint(k)) => span.kind = Kind::from_code(k as i32),
+                (7, WireValue::Fixed64(t)) => span.start = t,
+                (8, WireValue::Fixed64(t)) => span.end = t,
+                (9, WireValue::Len(kv)) => self.push_attr(kv)?,
+                (15, WireValue::Len(status)) => {
+                    for f in fields(status) {
+                        match f? {
+                            (2, WireValue::Len(m)) => span.status_message = text(m)?,
+                            (3, WireValue::Varint(c)) => span.status = Status::from_code(c as i32),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !seen.insert((span.span_id, span.kind)) {
+            self.attrs.truncate(from as usize);
+            return Ok(());
+        }
+        span.attrs = from..self.attrs.len() as u32;
+        self.spans.push(span);
+        Ok(())
+    }
+
+    fn push_attr(&mut self, kv: &'a [u8]) -> Result<(), Damaged> {
+        let mut key = "";
+        let mut value = None;
+        for f in fields(kv) {
+            match f? {
+                (1, WireValue::Len(k)) => key = text(k)?,
+                (2, WireValue::Len(v)) => value = any_value(v)?,
+                _ => {}
+            }
+        }
+        if let Some(value) = value {
+            self.attrs.push(Attr { key, value });
+        }
+        Ok(())
     }
 
     pub(crate) fn duration(&self) -> u64 {
         self.end.saturating_sub(self.start)
     }
 
-    pub(crate) fn resource_of(&self, span: &SearchSpan) -> &[KeyValue] {
-        self.resources.get(span.resource).map_or(&[], |r| &r[..])
+    pub(crate) fn span_attrs(&self, span: &SearchSpan) -> &[Attr<'a>] {
+        self.attrs
+            .get(span.attrs.start as usize..span.attrs.end as usize)
+            .unwrap_or(&[])
+    }
+
+    pub(crate) fn resource_of(&self, span: &SearchSpan) -> &[Attr<'a>] {
+        self.resources
+            .get(span.resource as usize)
+            .and_then(|r| self.attrs.get(r.attrs.start as usize..r.attrs.end as usize))
+            .unwrap_or(&[])
     }
 
     /// The service of a span (its resource's `service.name`).
-    pub(crate) fn service_of(&self, span: &SearchSpan) -> Option<&str> {
-        self.resource_of(span)
-            .iter()
-            .find(|kv| kv.key == "service.name")
-            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                any_value::Value::StringValue(s) => Some(s.as_str()),
-                _ => None,
-            })
+    pub(crate) fn service_of(&self, span: &SearchSpan) -> Option<&'a str> {
+        self.resources
+            .get(span.resource as usize)
+            .and_then(|r| r.service)
     }
 }
 
-fn string_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.clone()),
-            _ => None,
-        }
-    })
+/// A value (`AnyValue`); an empty one is absent, as a decoder leaves it unset.
+fn any_value(bytes: &[u8]) -> Result<Option<AttrValue<'_>>, Damaged> {
+    let mut value = None;
+    for f in fields(bytes) {
+        value = Some(match f? {
+            (1, WireValue::Len(s)) => AttrValue::Str(text(s)?),
+            (2, WireValue::Varint(b)) => AttrValue::Bool(b != 0),
+            (3, WireValue::Varint(i)) => AttrValue::Int(i as i64),
+            (4, WireValue::Fixed64(f)) => AttrValue::Float(f64::from_bits(f)),
+            _ => AttrValue::Other(bytes),
+        });
+    }
+    Ok(value)
+}
+
+fn text(bytes: &[u8]) -> Result<&str, Damaged> {
+    std::str::from_utf8(bytes).map_err(|_| Damaged)
+}
+
+/// A record that does not decode.
+#[derive(Debug)]
+pub(crate) struct Damaged;
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stored OTLP bytes do not decode")
+    }
+}
+
+impl From<crate::otlp::WireError> for Damaged {
+    fn from(_: crate::otlp::WireError) -> Self {
+        Damaged
+    }
 }
 
 /// The value of `key` among `attributes`.
-pub(crate) fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+pub(crate) fn attribute<'a>(attributes: &[Attr<'a>], key: &str) -> Option<AttrValue<'a>> {
+    attributes.iter().find(|a| a.key == key).map(|a| a.value)
 }

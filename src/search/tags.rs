@@ -4,11 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use serde::{Deserialize, Serialize};
 
 use super::eval::{field_value, Val};
-use super::model::SearchTrace;
+use super::model::{Attr, SearchTrace};
 use crate::traceql::ast::{Field, Intrinsic, Scope};
 use crate::traceql::Query;
 
@@ -35,28 +34,29 @@ pub(crate) struct TagNames {
 impl TagNames {
     pub(crate) fn offer(&mut self, trace: &SearchTrace) {
         for resource in &trace.resources {
-            self.add(TagScope::Resource, resource);
+            let attrs = &trace.attrs[resource.attrs.start as usize..resource.attrs.end as usize];
+            self.add(TagScope::Resource, attrs);
         }
         for span in &trace.spans {
-            self.add(TagScope::Span, &span.attributes);
+            self.add(TagScope::Span, trace.span_attrs(span));
         }
     }
 
-    fn add(&mut self, scope: TagScope, attributes: &[KeyValue]) {
-        for kv in attributes {
+    fn add(&mut self, scope: TagScope, attributes: &[Attr]) {
+        for attr in attributes {
             let set = match scope {
                 TagScope::Resource => &mut self.resource,
                 TagScope::Span => &mut self.span,
             };
-            if set.contains(&kv.key) {
+            if set.contains(attr.key) {
                 continue;
             }
-            if self.bytes + kv.key.len() > MAX_TAG_BYTES {
+            if self.bytes + attr.key.len() > MAX_TAG_BYTES {
                 self.truncated = true;
                 return;
             }
-            self.bytes += kv.key.len();
-            set.insert(kv.key.clone());
+            self.bytes += attr.key.len();
+            set.insert(attr.key.to_owned());
         }
     }
 

@@ -12,9 +12,9 @@ use super::{merge_hits, Scanner, Search, TimeRange, TraceHit};
 use crate::model::TraceId;
 use crate::traceql::parse;
 
-const MS: u64 = 1_000_000;
+pub(super) const MS: u64 = 1_000_000;
 
-fn kv(key: &str, v: any_value::Value) -> KeyValue {
+pub(super) fn kv(key: &str, v: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(v) }),
@@ -22,21 +22,27 @@ fn kv(key: &str, v: any_value::Value) -> KeyValue {
     }
 }
 
-fn s(v: &str) -> any_value::Value {
+pub(super) fn s(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.into())
 }
 
-struct SpanSpec {
+pub(super) struct SpanSpec {
+    pub id: u8,
+    pub parent: Option<u8>,
+    pub name: &'static str,
+    pub start_ms: u64,
+    pub ms: u64,
+    pub error: bool,
+    pub attrs: Vec<KeyValue>,
+}
+
+pub(super) fn span(
     id: u8,
     parent: Option<u8>,
     name: &'static str,
     start_ms: u64,
     ms: u64,
-    error: bool,
-    attrs: Vec<KeyValue>,
-}
-
-fn span(id: u8, parent: Option<u8>, name: &'static str, start_ms: u64, ms: u64) -> SpanSpec {
+) -> SpanSpec {
     SpanSpec {
         id,
         parent,
@@ -49,7 +55,7 @@ fn span(id: u8, parent: Option<u8>, name: &'static str, start_ms: u64, ms: u64) 
 }
 
 /// One trace's records: a resource per service with its spans.
-fn record(trace: u8, services: Vec<(&str, Vec<SpanSpec>)>) -> Vec<u8> {
+pub(super) fn record(trace: u8, services: Vec<(&str, Vec<SpanSpec>)>) -> Vec<u8> {
     TracesData {
         resource_spans: services
             .into_iter()
@@ -86,7 +92,8 @@ fn record(trace: u8, services: Vec<(&str, Vec<SpanSpec>)>) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn checkout() -> SearchTrace {
+/// (The record is leaked: a test's traces borrow their bytes for the whole test.)
+fn checkout() -> SearchTrace<'static> {
     let mut db = span(2, Some(1), "SELECT", 10, 100);
     db.attrs = vec![
         kv("db.system", s("postgresql")),
@@ -104,7 +111,8 @@ fn checkout() -> SearchTrace {
             ("payments", vec![pay]),
         ],
     );
-    SearchTrace::decode(TraceId([1; 16]), [&r[..]])
+    let r: &'static [u8] = Box::leak(r.into_boxed_slice());
+    SearchTrace::decode(TraceId([1; 16]), [r])
 }
 
 fn matches(q: &str, trace: &SearchTrace) -> Option<Vec<usize>> {
@@ -158,8 +166,8 @@ fn span_set_operators_need_each_side_and_report_the_union() {
 #[test]
 fn trace_intrinsics_read_the_root_and_the_whole_trace() {
     let t = checkout();
-    assert_eq!(t.root_name.as_deref(), Some("POST /checkout"));
-    assert_eq!(t.root_service.as_deref(), Some("checkout"));
+    assert_eq!(t.root_name, Some("POST /checkout"));
+    assert_eq!(t.root_service, Some("checkout"));
     assert!(matches(
         r#"{ trace:rootService = "checkout" && status = error }"#,
         &t
@@ -391,4 +399,101 @@ async fn a_block_scan_reads_every_block_in_range_and_skips_an_unreadable_one() {
         (0, 0),
         "blocks outside the range are not read"
     );
+}
+
+#[tokio::test]
+async fn blocks_are_searched_through_their_section_and_through_data_without_one() {
+    use crate::storage::block::{encode, BlockInfo, BlockTrace};
+    use crate::storage::BlockStore;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = BlockStore::local(dir.path()).expect("store");
+    let mut metas = Vec::new();
+    // The same traces in three blocks, as three replicas flush them: one with a
+    // section, one without (written before sections existed), one whose section is
+    // damaged after upload.
+    for n in ["with", "without", "damaged"] {
+        let traces: Vec<BlockTrace> = (1..=6u8)
+            .map(|id| BlockTrace {
+                id: TraceId([id; 16]),
+                data: record(
+                    id,
+                    vec![(
+                        if id % 2 == 0 { "even" } else { "odd" },
+                        vec![span(1, None, "op", u64::from(id), u64::from(id) * 100)],
+                    )],
+                )
+                .into(),
+            })
+            .collect();
+        let section = super::section::build(&traces)
+            .expect("section")
+            .expect("some");
+        let mut block = encode(
+            traces,
+            BlockInfo {
+                tenant: "t".into(),
+                block_id: n.into(),
+                ingester: "i".into(),
+                start_unix_nano: 1_000_000_000_000,
+                end_unix_nano: 1_000_000_000_000 + 700 * MS,
+                created_unix_secs: 0,
+            },
+        )
+        .expect("encode");
+        if n != "without" {
+            block = block.with_search(section.into(), super::section::VERSION);
+        }
+        store.upload(&block).await.expect("upload");
+        metas.push(block.meta);
+    }
+    let meta = store.read_meta("t", "with").await.expect("meta");
+    assert_eq!(meta.search_version, super::section::VERSION);
+    assert!(meta.search_bytes > 0);
+    assert_eq!(
+        store
+            .read_meta("t", "without")
+            .await
+            .expect("meta")
+            .search_version,
+        0
+    );
+    let damaged = dir.path().join("t/damaged/search");
+    let mut bytes = std::fs::read(&damaged).expect("read");
+    let n = bytes.len();
+    bytes.truncate(n - 5);
+    std::fs::write(&damaged, bytes).expect("damage");
+
+    for (q, want) in [
+        (
+            r#"{ resource.service.name = "even" && duration > 300ms }"#,
+            vec![6, 4],
+        ),
+        ("{ duration < 250ms }", vec![2, 1]),
+        (r#"{ name = "nope" }"#, vec![]),
+    ] {
+        let search = Search::new(parse(q).expect("parse"), None, 20, 3);
+        let (search, stats) = super::scan_blocks(&store, metas.clone(), search, 2).await;
+        let ids: Vec<u8> = search
+            .hits
+            .iter()
+            .map(|h| u8::from_str_radix(&h.trace_id[..2], 16).expect("hex"))
+            .collect();
+        assert_eq!(ids, want, "{q}: one hit per trace across the three blocks");
+        assert_eq!((stats.blocks, stats.failed_blocks), (3, 0), "{q}");
+    }
+    // Tag values read the sections too, and a section's page without the tag is skipped.
+    let field = super::tags::parse_tag("resource.service.name", true).expect("tag");
+    let scan = super::ValueScan {
+        range: None,
+        filter: Some(parse("{ duration > 450ms }").expect("parse")),
+        values: super::TagValues::new(field),
+    };
+    let (scan, _) = super::scan_blocks(&store, metas, scan, 2).await;
+    let values: Vec<&str> = scan
+        .values
+        .values
+        .iter()
+        .map(|v| v.value.as_str())
+        .collect();
+    assert_eq!(values, ["even", "odd"]);
 }

@@ -69,6 +69,15 @@ pub struct BlockMeta {
     pub filter_bytes: u64,
     /// When the block was cut, seconds since the epoch.
     pub created_unix_secs: u64,
+    /// The version of its `search` object (0: the block has none; searches read `data`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub search_version: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub search_bytes: u64,
+}
+
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// A trace to put in a block.
@@ -82,7 +91,20 @@ pub struct EncodedBlock {
     pub data: Bytes,
     pub index: Bytes,
     pub filter: Bytes,
+    /// The search section (opaque here: its format is the searcher's, versioned in the
+    /// meta), when the writer built one.
+    pub search: Option<Bytes>,
     pub meta: BlockMeta,
+}
+
+impl EncodedBlock {
+    /// Attaches a search section of format `version`.
+    pub fn with_search(mut self, section: Bytes, version: u32) -> Self {
+        self.meta.search_version = version;
+        self.meta.search_bytes = section.len() as u64;
+        self.search = Some(section);
+        self
+    }
 }
 
 /// Identity and time range of a block being built.
@@ -164,8 +186,7 @@ pub fn encode(mut traces: Vec<BlockTrace>, info: BlockInfo) -> Result<EncodedBlo
     }
     keys.sort_unstable();
     keys.dedup();
-    let filter = BinaryFuse8::try_from(&keys).map_err(|e| malformed("filter", e))?;
-    let filter = encode_filter(&filter);
+    let filter = encode_keys(&keys)?;
     let meta = BlockMeta {
         format_version: FORMAT_VERSION,
         tenant: info.tenant,
@@ -182,11 +203,14 @@ pub fn encode(mut traces: Vec<BlockTrace>, info: BlockInfo) -> Result<EncodedBlo
         index_bytes: index.len() as u64,
         filter_bytes: filter.len() as u64,
         created_unix_secs: info.created_unix_secs,
+        search_version: 0,
+        search_bytes: 0,
     };
     Ok(EncodedBlock {
         data: data.freeze(),
         index: index.freeze(),
         filter: Bytes::from(filter),
+        search: None,
         meta,
     })
 }
@@ -209,10 +233,18 @@ fn encode_filter(f: &BinaryFuse8) -> Vec<u8> {
     out
 }
 
-/// A decoded filter.
-pub struct TraceFilter(BinaryFuse8);
+/// A filter over `u64` keys (`encode_keys`): no false negatives, ~0.4% false positives.
+pub struct KeyFilter(BinaryFuse8);
 
-impl TraceFilter {
+/// Encodes a filter over `keys` (sorted and distinct).
+pub fn encode_keys(keys: &[u64]) -> Result<Vec<u8>, BlockError> {
+    // An empty filter cannot be built; one key that nobody asks for stands in.
+    let keys = if keys.is_empty() { &[0][..] } else { keys };
+    let filter = BinaryFuse8::try_from(keys).map_err(|e| malformed("filter", e))?;
+    Ok(encode_filter(&filter))
+}
+
+impl KeyFilter {
     /// Decodes and validates a filter: a corrupt one is an error, never a panic later.
     pub fn decode(bytes: &[u8]) -> Result<Self, BlockError> {
         if bytes.len() < FILTER_HEADER || &bytes[..4] != FILTER_MAGIC {
@@ -230,7 +262,7 @@ impl TraceFilter {
         if !fits || crc32fast::hash(fingerprints) != u32_at(24) {
             return Err(malformed("filter", "geometry or checksum does not match"));
         }
-        Ok(TraceFilter(BinaryFuse8 {
+        Ok(KeyFilter(BinaryFuse8 {
             descriptor: xorf::Descriptor {
                 seed,
                 segment_length,
@@ -241,9 +273,23 @@ impl TraceFilter {
         }))
     }
 
+    /// False means the key surely was not among those encoded.
+    pub fn contains_key(&self, key: u64) -> bool {
+        self.0.contains(&key)
+    }
+}
+
+/// A block's filter over its trace IDs.
+pub struct TraceFilter(KeyFilter);
+
+impl TraceFilter {
+    pub fn decode(bytes: &[u8]) -> Result<Self, BlockError> {
+        KeyFilter::decode(bytes).map(TraceFilter)
+    }
+
     /// False means the block surely lacks the trace (~0.4% false positives).
     pub fn may_contain(&self, id: &TraceId) -> bool {
-        self.0.contains(&xxh3_64(&id.0))
+        self.0.contains_key(xxh3_64(&id.0))
     }
 }
 

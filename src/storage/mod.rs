@@ -29,6 +29,7 @@ pub const DATA: &str = "data";
 pub const INDEX: &str = "index";
 pub const FILTER: &str = "filter";
 pub const META: &str = "meta.json";
+pub const SEARCH: &str = "search";
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -160,7 +161,10 @@ impl BlockStore {
             (DATA, &block.data),
             (INDEX, &block.index),
             (FILTER, &block.filter),
-        ] {
+        ]
+        .into_iter()
+        .chain(block.search.as_ref().map(|s| (SEARCH, s)))
+        {
             self.store
                 .put(
                     &object(&m.tenant, &m.block_id, name),
@@ -196,10 +200,16 @@ impl BlockStore {
         };
         let meta_bytes = get(META).await?;
         let meta = parse_meta(&meta_bytes, tenant, block_id)?;
+        let search = if meta.search_version > 0 {
+            Some(get(SEARCH).await?)
+        } else {
+            None
+        };
         Ok(EncodedBlock {
             data: get(DATA).await?,
             index: get(INDEX).await?,
             filter: get(FILTER).await?,
+            search,
             meta,
         })
     }
@@ -265,7 +275,7 @@ impl BlockStore {
     /// Deletes a block: `meta.json` first (the block stops being visible), then the rest.
     /// Objects already gone are fine.
     pub async fn delete_block(&self, tenant: &str, block_id: &str) -> Result<(), StoreError> {
-        for name in [META, DATA, INDEX, FILTER] {
+        for name in [META, DATA, INDEX, FILTER, SEARCH] {
             match self.store.delete(&object(tenant, block_id, name)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -338,6 +348,16 @@ impl BlockStore {
             .bytes()
             .await?;
         Ok((index, data))
+    }
+
+    /// A block's search section (`meta.search_version` > 0).
+    pub async fn search_section(&self, meta: &BlockMeta) -> Result<Bytes, StoreError> {
+        Ok(self
+            .store
+            .get(&object(&meta.tenant, &meta.block_id, SEARCH))
+            .await?
+            .bytes()
+            .await?)
     }
 
     /// The trace's bytes in this block: ID range → filter → index → one page.

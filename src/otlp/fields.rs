@@ -1,0 +1,110 @@
+//! A borrowed walk over one protobuf message's fields, for readers outside this module
+//! that decode stored OTLP without materialising it (search reads spans this way).
+
+use super::{Reader, WireError, WIRE_FIXED32, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT};
+
+/// A field's value as the wire holds it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WireValue<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32(u32),
+    Len(&'a [u8]),
+}
+
+/// The fields of the message in `buf`, in order: `(number, value)`. A framing error ends
+/// the walk (it is the last item).
+pub fn fields(buf: &[u8]) -> Fields<'_> {
+    Fields {
+        reader: Reader::new(buf, 0..buf.len()),
+        failed: false,
+    }
+}
+
+pub struct Fields<'a> {
+    reader: Reader<'a>,
+    failed: bool,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u32, WireValue<'a>), WireError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.reader.pos >= self.reader.end {
+            return None;
+        }
+        let item = self.read();
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
+impl<'a> Fields<'a> {
+    #[inline]
+    fn read(&mut self) -> Result<(u32, WireValue<'a>), WireError> {
+        let r = &mut self.reader;
+        let key = r.varint()?;
+        let number = u32::try_from(key >> 3).map_err(|_| r.err("field number too large"))?;
+        if number == 0 {
+            return Err(r.err("field number 0"));
+        }
+        let at = r.pos;
+        let value = match (key & 7) as u8 {
+            WIRE_VARINT => WireValue::Varint(r.varint()?),
+            WIRE_FIXED64 => {
+                r.skip(8)?;
+                WireValue::Fixed64(u64::from_le_bytes(
+                    r.buf[at..at + 8].try_into().unwrap_or_default(),
+                ))
+            }
+            WIRE_FIXED32 => {
+                r.skip(4)?;
+                WireValue::Fixed32(u32::from_le_bytes(
+                    r.buf[at..at + 4].try_into().unwrap_or_default(),
+                ))
+            }
+            WIRE_LEN => {
+                let len = usize::try_from(r.varint()?).map_err(|_| r.err("length too large"))?;
+                let start = r.pos;
+                r.skip(len)?;
+                WireValue::Len(&r.buf[start..start + len])
+            }
+            _ => return Err(r.err("unsupported wire type (groups are not used by OTLP)")),
+        };
+        Ok((number, value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+
+    #[test]
+    fn every_wire_type_is_read_back_and_truncation_is_an_error() {
+        let span = Span {
+            trace_id: vec![1; 16],
+            name: "GET /".into(),
+            kind: 300,
+            start_time_unix_nano: 7,
+            ..Default::default()
+        };
+        let bytes = span.encode_to_vec();
+        let got: Vec<_> = fields(&bytes).collect::<Result<_, _>>().expect("walks");
+        assert_eq!(
+            got,
+            vec![
+                (1, WireValue::Len(&[1; 16])),
+                (5, WireValue::Len(b"GET /")),
+                (6, WireValue::Varint(300)),
+                (7, WireValue::Fixed64(7)),
+            ]
+        );
+        let cut = &bytes[..bytes.len() - 3];
+        let last = fields(cut).last().expect("an item");
+        assert!(last.is_err());
+        assert_eq!(fields(cut).filter(|f| f.is_err()).count(), 1);
+    }
+}

@@ -1,0 +1,295 @@
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::TracesData;
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::*;
+use crate::search::eval::evaluate;
+use crate::traceql::parse;
+
+const BASE: u64 = 1_700_000_000_000_000_000;
+const MS: u64 = 1_000_000;
+
+fn kv(key: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn pick<'a>(rng: &mut StdRng, from: &[&'a str]) -> &'a str {
+    from[rng.random_range(0..from.len())]
+}
+
+/// A trace of 1-4 services and 1-12 spans with attributes of every type, from `rng`;
+/// traces from `n >= 1000` on carry `user = "late"` (so pages differ).
+fn random_record(rng: &mut StdRng, n: u32) -> (TraceId, Vec<u8>) {
+    let mut id = [0u8; 16];
+    id[..4].copy_from_slice(&n.to_be_bytes());
+    id[4..12].copy_from_slice(&rng.random::<u64>().to_le_bytes());
+    let start = BASE + u64::from(n) * 10 * MS;
+    let mut span_no = 0u8;
+    let resource_spans = (0..rng.random_range(1..=4))
+        .map(|_| {
+            let service = pick(rng, &["checkout", "payments", "db", "frontend"]);
+            let mut resource = vec![
+                kv(
+                    "service.name",
+                    any_value::Value::StringValue(service.into()),
+                ),
+                kv(
+                    "region",
+                    any_value::Value::StringValue(pick(rng, &["eu", "us"]).into()),
+                ),
+            ];
+            if rng.random_bool(0.2) {
+                resource.push(kv(
+                    "tags",
+                    any_value::Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(any_value::Value::IntValue(1)),
+                        }],
+                    }),
+                ));
+            }
+            let spans = (0..rng.random_range(1..=3))
+                .map(|_| {
+                    span_no += 1;
+                    let s0 = start + rng.random_range(0..50) * MS;
+                    let mut attrs = vec![
+                        kv(
+                            "http.status_code",
+                            any_value::Value::IntValue(
+                                [200, 404, 500, 503][rng.random_range(0..4)],
+                            ),
+                        ),
+                        kv(
+                            "http.method",
+                            any_value::Value::StringValue(pick(rng, &["GET", "POST"]).into()),
+                        ),
+                        kv("ratio", any_value::Value::DoubleValue(rng.random())),
+                        kv("flag", any_value::Value::BoolValue(rng.random_bool(0.5))),
+                    ];
+                    let user = if n >= 1000 {
+                        "late".to_owned()
+                    } else {
+                        format!("u{}", rng.random_range(0..50))
+                    };
+                    attrs.push(kv("user", any_value::Value::StringValue(user)));
+                    Span {
+                        trace_id: id.to_vec(),
+                        span_id: vec![span_no; 8],
+                        parent_span_id: if span_no == 1 || rng.random_bool(0.05) {
+                            Vec::new()
+                        } else {
+                            vec![1; 8]
+                        },
+                        name: pick(rng, &["GET /", "POST /pay", "SELECT", "charge"]).into(),
+                        kind: rng.random_range(0..=5),
+                        start_time_unix_nano: s0,
+                        end_time_unix_nano: s0 + rng.random_range(0..600) * MS,
+                        attributes: attrs,
+                        status: rng.random_bool(0.3).then(|| Status {
+                            code: if rng.random_bool(0.5) {
+                                status::StatusCode::Error as i32
+                            } else {
+                                status::StatusCode::Ok as i32
+                            },
+                            message: pick(rng, &["", "boom", "timeout"]).into(),
+                        }),
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            ResourceSpans {
+                resource: Some(Resource {
+                    attributes: resource,
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        })
+        .collect();
+    (TraceId(id), TracesData { resource_spans }.encode_to_vec())
+}
+
+fn records(n: u32, seed: u64) -> Vec<(TraceId, Vec<u8>)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out: Vec<_> = (0..n).map(|i| random_record(&mut rng, i)).collect();
+    out.sort_by_key(|(id, _)| *id);
+    out
+}
+
+fn section_of(records: &[(TraceId, Vec<u8>)]) -> Vec<u8> {
+    let mut w = SectionWriter::new();
+    for (id, r) in records {
+        w.add(&SearchTrace::decode(*id, [&r[..]])).expect("add");
+    }
+    w.finish().expect("finish").expect("not empty")
+}
+
+fn assert_same(a: &SearchTrace, b: &SearchTrace) {
+    assert_eq!(a.id, b.id);
+    assert_eq!((a.start, a.end), (b.start, b.end));
+    assert_eq!((a.root_name, a.root_service), (b.root_name, b.root_service));
+    assert_eq!(a.resources, b.resources);
+    assert_eq!(a.spans, b.spans);
+    assert_eq!(a.attrs, b.attrs);
+}
+
+#[test]
+fn a_section_reads_back_every_trace_as_its_records_decode() {
+    let recs = records(1200, 1);
+    let bytes = section_of(&recs);
+    let index = SectionIndex::decode(&bytes).expect("index");
+    assert_eq!(index.pages(), 1200usize.div_ceil(PAGE_TRACES));
+    let mut i = 0;
+    for page in 0..index.pages() {
+        let raw = index.read_page(&bytes, page).expect("page");
+        let traces = decode_page(&raw).expect("decode");
+        assert_eq!(traces.len() as u32, index.stats(page).traces);
+        for t in &traces {
+            let (id, r) = &recs[i];
+            assert_same(t, &SearchTrace::decode(*id, [&r[..]]));
+            let s = index.stats(page);
+            assert!(s.start <= t.start && t.end <= s.end);
+            i += 1;
+        }
+    }
+    assert_eq!(i, recs.len());
+    let data: usize = recs.iter().map(|(_, r)| r.len()).sum();
+    assert!(
+        bytes.len() * 4 < data,
+        "the section ({} bytes) is much smaller than the records ({data})",
+        bytes.len()
+    );
+}
+
+const CONDITIONS: &[&str] = &[
+    r#"resource.service.name = "checkout""#,
+    r#".service.name = "db""#,
+    r#"span.http.status_code >= 500"#,
+    r#"span.http.method = "POST""#,
+    r#".user = "u7""#,
+    r#".user = "late""#,
+    r#"span.user = "nobody""#,
+    r#"name = "SELECT""#,
+    r#"name = "absent""#,
+    r#"name =~ "GET.*""#,
+    "duration > 550ms",
+    "duration < 1ms",
+    "duration >= 0ms",
+    "trace:duration > 590ms",
+    "trace:duration <= 20ms",
+    "status = error",
+    "kind = server",
+    "span.flag = true",
+    r#".region != "eu""#,
+    r#"resource.region = "ap""#,
+    "span.missing = nil",
+    "span.missing != nil",
+    "resource.tags != nil",
+    ".ratio > 0.5",
+    r#"trace:rootName = "charge""#,
+    r#"statusMessage = "timeout""#,
+];
+
+fn random_query(rng: &mut StdRng) -> String {
+    let filter = |rng: &mut StdRng| {
+        let mut e = pick(rng, CONDITIONS).to_owned();
+        for _ in 0..rng.random_range(0..3) {
+            let op = if rng.random_bool(0.5) { "&&" } else { "||" };
+            e = format!("({e}) {op} {}", pick(rng, CONDITIONS));
+        }
+        format!("{{ {e} }}")
+    };
+    let mut q = filter(rng);
+    if rng.random_bool(0.3) {
+        let op = if rng.random_bool(0.5) { "&&" } else { "||" };
+        q = format!("{q} {op} {}", filter(rng));
+    }
+    q
+}
+
+#[test]
+fn a_page_is_skipped_only_when_no_trace_in_it_matches() {
+    let recs = records(2100, 2);
+    let bytes = section_of(&recs);
+    let index = SectionIndex::decode(&bytes).expect("index");
+    let pages: Vec<Vec<u8>> = (0..index.pages())
+        .map(|p| index.read_page(&bytes, p).expect("page"))
+        .collect();
+    let decoded: Vec<Vec<SearchTrace>> = pages
+        .iter()
+        .map(|raw| decode_page(raw).expect("decode"))
+        .collect();
+    let mut rng = StdRng::seed_from_u64(3);
+    let (mut skipped, mut queries) = (0, 0);
+    for _ in 0..600 {
+        let text = random_query(&mut rng);
+        let q = parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        queries += 1;
+        for (p, traces) in decoded.iter().enumerate() {
+            if index.may_match(p, &q) {
+                continue;
+            }
+            skipped += 1;
+            for t in traces {
+                assert!(
+                    evaluate(&q, t).is_none(),
+                    "{text}: page {p} was skipped but trace {} matches",
+                    t.id.to_hex()
+                );
+            }
+        }
+    }
+    assert!(
+        skipped > queries / 4,
+        "the statistics skip pages ({skipped} in {queries} queries)"
+    );
+    // A value only the last traces have: every page before them is skipped.
+    let q = parse(r#"{ .user = "late" }"#).expect("parse");
+    let kept: Vec<usize> = (0..index.pages())
+        .filter(|&p| index.may_match(p, &q))
+        .collect();
+    assert!(kept.len() < index.pages(), "{kept:?}");
+    let q = parse(r#"{ name = "absent" }"#).expect("parse");
+    assert!((0..index.pages()).all(|p| !index.may_match(p, &q)));
+    assert!(!index.may_have(0, Scope::Span, "region") && index.may_have(0, Scope::Any, "region"));
+}
+
+#[test]
+fn a_damaged_section_is_an_error_never_a_panic() {
+    let bytes = section_of(&records(300, 4));
+    assert!(SectionIndex::decode(b"RTSS").is_err());
+    assert!(SectionIndex::decode(&bytes[..bytes.len() / 2]).is_err());
+    let mut rng = StdRng::seed_from_u64(5);
+    for _ in 0..300 {
+        let mut bad = bytes.clone();
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(0..bad.len());
+            bad[at] ^= 1 << rng.random_range(0..8);
+        }
+        if let Ok(index) = SectionIndex::decode(&bad) {
+            for p in 0..index.pages() {
+                if let Ok(raw) = index.read_page(&bad, p) {
+                    let _ = decode_page(&raw);
+                }
+            }
+        }
+    }
+    // A page's columns cut short.
+    let index = SectionIndex::decode(&bytes).expect("index");
+    let raw = index.read_page(&bytes, 0).expect("page");
+    for cut in [1, raw.len() / 3, raw.len() - 1] {
+        assert!(decode_page(&raw[..cut]).is_err(), "cut at {cut}");
+    }
+}
