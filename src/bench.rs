@@ -2,8 +2,10 @@
 //! prints progress every second and a summary (acked spans/s, MB/s, p50/p99 latency,
 //! errors by status code); can record the acked trace IDs and read every one back.
 //!
-//! Requests are built from one encoded template whose trace and span IDs are rewritten in
-//! place, so the tool spends its CPU on sending, not on encoding.
+//! Requests are built from one encoded template whose trace and span IDs and span times are
+//! rewritten in place, so the tool spends its CPU on sending, not on encoding. Each request's
+//! spans end when it is built (minus `--span-age-secs`) and last 1-250 ms (fixed per span
+//! position), as an SDK's would.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -73,7 +75,20 @@ struct Template {
     bytes: Vec<u8>,
     trace_offsets: Vec<usize>,
     span_offsets: Vec<usize>,
+    /// Where each span's start and end time are, and how long it lasts.
+    time_offsets: Vec<(usize, usize, u64)>,
+    span_age: Duration,
     spans_per_trace: usize,
+}
+
+/// A span's fixed64 time placeholder (`end`: its end time), found again in the encoding.
+fn marker_time(i: usize, end: bool) -> u64 {
+    0x5254_0000_0000_0000 | (u64::from(end) << 40) | i as u64
+}
+
+/// How long span `i` of a request lasts: 1-250 ms, about a fifth over 200 ms.
+fn span_duration(i: usize) -> u64 {
+    ((i as u64 * 37) % 250 + 1) * 1_000_000
 }
 
 fn marker_trace(i: usize) -> Vec<u8> {
@@ -98,19 +113,14 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
 impl Template {
     fn new(args: &BenchArgs) -> Self {
         let payload = "x".repeat(args.span_payload_bytes);
-        let end = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_sub(Duration::from_secs(args.span_age_secs))
-            .as_nanos() as u64;
         let spans: Vec<Span> = (0..args.batch_spans)
             .map(|i| Span {
                 trace_id: marker_trace(i),
                 span_id: marker_span(i),
                 name: format!("bench-op-{}", i % 16),
                 kind: 2,
-                start_time_unix_nano: end.saturating_sub(1_000_000),
-                end_time_unix_nano: end,
+                start_time_unix_nano: marker_time(i, false),
+                end_time_unix_nano: marker_time(i, true),
                 attributes: vec![KeyValue {
                     key: "payload".into(),
                     value: Some(AnyValue {
@@ -147,18 +157,24 @@ impl Template {
         let bytes = request.encode_to_vec();
         let mut trace_offsets = Vec::with_capacity(args.batch_spans);
         let mut span_offsets = Vec::with_capacity(args.batch_spans);
+        let mut time_offsets = Vec::with_capacity(args.batch_spans);
         let mut pos = 0;
         for i in 0..args.batch_spans {
             let t = find(&bytes, &marker_trace(i), pos).unwrap_or(0);
             let s = find(&bytes, &marker_span(i), t).unwrap_or(0);
+            let start = find(&bytes, &marker_time(i, false).to_le_bytes(), s).unwrap_or(0);
+            let end = find(&bytes, &marker_time(i, true).to_le_bytes(), s).unwrap_or(0);
             trace_offsets.push(t);
             span_offsets.push(s);
+            time_offsets.push((start, end, span_duration(i)));
             pos = s;
         }
         Self {
             bytes,
             trace_offsets,
             span_offsets,
+            time_offsets,
+            span_age: Duration::from_secs(args.span_age_secs),
             spans_per_trace: args.spans_per_trace.max(1),
         }
     }
@@ -166,6 +182,15 @@ impl Template {
     /// A fresh request with random IDs, and its trace IDs with their span counts.
     fn instantiate(&self, rng: &mut impl rand::Rng) -> (Vec<u8>, Vec<([u8; 16], u32)>) {
         let mut out = self.bytes.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(self.span_age)
+            .as_nanos() as u64;
+        for &(start, end, duration) in &self.time_offsets {
+            out[start..start + 8].copy_from_slice(&now.saturating_sub(duration).to_le_bytes());
+            out[end..end + 8].copy_from_slice(&now.to_le_bytes());
+        }
         let mut traces = Vec::new();
         for (i, (&t, &s)) in self
             .trace_offsets
@@ -524,5 +549,42 @@ async fn verify(args: &BenchArgs, traces: &[([u8; 16], u32)]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    #[test]
+    fn each_request_has_fresh_ids_and_times_and_decodes() {
+        let args =
+            Cli::parse_from(["bench", "--batch-spans", "50", "--spans-per-trace", "5"]).bench;
+        let template = Template::new(&args);
+        let mut rng = rand::rng();
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let (body, traces) = template.instantiate(&mut rng);
+        let request = ExportTraceServiceRequest::decode(&body[..]).expect("decodes");
+        let spans = &request.resource_spans[0].scope_spans[0].spans;
+        assert_eq!((spans.len(), traces.len()), (50, 10));
+        for (i, span) in spans.iter().enumerate() {
+            assert_eq!(span.trace_id, traces[i / 5].0);
+            assert!(span.end_time_unix_nano >= before, "span {i} ends now");
+            assert_eq!(
+                span.end_time_unix_nano - span.start_time_unix_nano,
+                span_duration(i)
+            );
+        }
+        assert!((0..50).any(|i| span_duration(i) > 200_000_000));
     }
 }

@@ -274,6 +274,12 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_MAX_BYTES_PER_TRACE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bytes_per_trace: Option<usize>,
+    /// The most bytes of tag names or values one tag request collects (Tempo's setting of
+    /// the same name); past it the answer is cut short; per tenant with
+    /// `tenant:max_bytes_per_tag_values_query=N` [default: 5000000]
+    #[arg(long, env = "RINGTAIL_MAX_BYTES_PER_TAG_VALUES_QUERY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes_per_tag_values_query: Option<usize>,
     /// `local` (each distributor enforces the whole rate) or `global` (each enforces the
     /// rate divided by the number of ACTIVE distributors) [default: local]
     #[arg(long, env = "RINGTAIL_INGESTION_RATE_STRATEGY")]
@@ -281,7 +287,8 @@ pub struct RawConfig {
     pub ingestion_rate_strategy: Option<String>,
     /// Per-tenant overrides, "tenant:key=value" (comma separated); keys:
     /// trace_idle_period_ms, max_block_duration_ms, max_block_bytes, block_retention_hours,
-    /// ingestion_rate_bytes, ingestion_burst_bytes, max_bytes_per_trace [default: none]
+    /// ingestion_rate_bytes, ingestion_burst_bytes, max_bytes_per_trace,
+    /// max_bytes_per_tag_values_query [default: none]
     #[arg(long, env = "RINGTAIL_TENANT_OVERRIDES", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_overrides: Option<Vec<String>>,

@@ -25,6 +25,9 @@ pub(crate) struct Limits {
     /// The most bytes a live trace may hold on an ingester; spans beyond are refused
     /// (0: unlimited).
     pub max_bytes_per_trace: usize,
+    /// The most bytes of tag names or values one tag request collects (Tempo's
+    /// `max_bytes_per_tag_values_query`); past it the answer is cut short.
+    pub max_bytes_per_tag_values_query: usize,
 }
 
 /// An ingestion rate: bytes per second, up to `burst` at once.
@@ -35,6 +38,21 @@ pub(crate) struct Rate {
 }
 
 impl Limits {
+    /// The defaults of the config, for tests of the components that read limits.
+    #[cfg(test)]
+    pub(crate) fn config_defaults() -> Self {
+        Self {
+            trace_idle_period: Duration::from_secs(10),
+            max_block_duration: Duration::from_secs(120),
+            max_block_bytes: 64 << 20,
+            block_retention: Duration::from_secs(336 * 3600),
+            ingestion_rate_bytes: 0,
+            ingestion_burst_bytes: 0,
+            max_bytes_per_trace: 5_000_000,
+            max_bytes_per_tag_values_query: 5_000_000,
+        }
+    }
+
     /// The tenant's ingestion rate, if it has one.
     pub(crate) fn ingestion_rate(&self) -> Option<Rate> {
         (self.ingestion_rate_bytes > 0).then_some(Rate {
@@ -57,6 +75,7 @@ struct TenantLimits {
     ingestion_rate_bytes: Option<u64>,
     ingestion_burst_bytes: Option<u64>,
     max_bytes_per_trace: Option<usize>,
+    max_bytes_per_tag_values_query: Option<usize>,
 }
 
 /// The limits of every tenant.
@@ -86,7 +105,7 @@ impl Overrides {
     /// `defaults`, overridden by `entries` (`tenant:key=value`; keys
     /// `trace_idle_period_ms`, `max_block_duration_ms`, `max_block_bytes`,
     /// `block_retention_hours`, `ingestion_rate_bytes`, `ingestion_burst_bytes`,
-    /// `max_bytes_per_trace`). A later
+    /// `max_bytes_per_trace`, `max_bytes_per_tag_values_query`). A later
     /// entry for the same tenant and key wins.
     pub(crate) fn parse(defaults: Limits, entries: &[String]) -> Result<Self, OverrideError> {
         let mut overrides = Self::new(defaults);
@@ -124,6 +143,10 @@ impl Overrides {
                 "max_bytes_per_trace" => {
                     limits.max_bytes_per_trace = Some(usize::try_from(value).map_err(|_| bad())?)
                 }
+                "max_bytes_per_tag_values_query" => {
+                    limits.max_bytes_per_tag_values_query =
+                        Some(usize::try_from(value).map_err(|_| bad())?)
+                }
                 _ => return Err(bad()),
             }
         }
@@ -142,6 +165,7 @@ impl Overrides {
                 "ingestion_rate_bytes": l.ingestion_rate_bytes,
                 "ingestion_burst_bytes": l.ingestion_burst_bytes,
                 "max_bytes_per_trace": l.max_bytes_per_trace,
+                "max_bytes_per_tag_values_query": l.max_bytes_per_tag_values_query,
             })
         };
         let tenants: serde_json::Map<String, serde_json::Value> = {
@@ -168,6 +192,9 @@ impl Overrides {
                 ingestion_rate_bytes: t.ingestion_rate_bytes.unwrap_or(d.ingestion_rate_bytes),
                 ingestion_burst_bytes: t.ingestion_burst_bytes.unwrap_or(d.ingestion_burst_bytes),
                 max_bytes_per_trace: t.max_bytes_per_trace.unwrap_or(d.max_bytes_per_trace),
+                max_bytes_per_tag_values_query: t
+                    .max_bytes_per_tag_values_query
+                    .unwrap_or(d.max_bytes_per_tag_values_query),
             },
         }
     }
@@ -323,6 +350,7 @@ mod tests {
             ingestion_rate_bytes: 0,
             ingestion_burst_bytes: 0,
             max_bytes_per_trace: 0,
+            max_bytes_per_tag_values_query: 1 << 20,
         }
     }
 

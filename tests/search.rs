@@ -14,6 +14,8 @@ use serde_json::Value;
 
 const A: &str = "tenant-a";
 const B: &str = "tenant-b";
+/// A tenant whose tag answers are capped at 12 bytes (`max_bytes_per_tag_values_query`).
+const CAPPED: &str = "tenant-capped";
 
 /// Exports the dataset (or, with `other`, tenant B's one trace); returns label → trace ID.
 fn export(cluster: &Cluster, tenant: &str, other: bool) -> BTreeMap<String, String> {
@@ -46,14 +48,23 @@ fn export(cluster: &Cluster, tenant: &str, other: bool) -> BTreeMap<String, Stri
 
 /// GETs `path` of the query API at `front` (its base URL) as `tenant`.
 async fn get(front: &str, tenant: &str, path: &str, params: &[(&str, &str)]) -> (u16, String) {
-    let r = reqwest::Client::new()
+    let r = get_response(front, tenant, path, params).await;
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+async fn get_response(
+    front: &str,
+    tenant: &str,
+    path: &str,
+    params: &[(&str, &str)],
+) -> reqwest::Response {
+    reqwest::Client::new()
         .get(format!("{front}{path}"))
         .header("X-Scope-OrgID", tenant)
         .query(params)
         .send()
         .await
-        .expect("request");
-    (r.status().as_u16(), r.text().await.expect("body"))
+        .expect("request")
 }
 
 fn json(body: &str) -> Value {
@@ -203,11 +214,13 @@ fn unix_now() -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn traceql_finds_exactly_the_matching_traces_in_live_data_blocks_and_the_store() {
-    let mut cluster = Cluster::start(58, 3, &["--multitenancy-enabled=true"]).await;
+    let overrides = format!("--tenant-overrides={CAPPED}:max_bytes_per_tag_values_query=12");
+    let mut cluster = Cluster::start(58, 3, &["--multitenancy-enabled=true", &overrides]).await;
     let front = cluster.front.http();
     let started = unix_now() - 30;
     let labels = export(&cluster, A, false);
     let other = export(&cluster, B, true);
+    export(&cluster, CAPPED, false);
     assert_eq!(labels.len(), 7);
     wait_until(
         "every exported trace to be searchable",
@@ -430,6 +443,28 @@ async fn assert_tags(front: &str) {
     assert_eq!(
         strings(&json(&body)["tagValues"]),
         ["cart", "checkout", "frontend", "worker"]
+    );
+
+    // The capped tenant holds the same data; its answers stop at 12 bytes and say so.
+    let path = "/api/v2/search/tag/resource.service.name/values";
+    let r = get_response(front, A, path, &[]).await;
+    assert!(r.headers().get("x-ringtail-truncated").is_none());
+    let r = get_response(front, CAPPED, path, &[]).await;
+    assert_eq!(
+        r.headers()
+            .get("x-ringtail-truncated")
+            .map(|v| v.as_bytes()),
+        Some(&b"max_bytes_per_tag_values_query"[..])
+    );
+    let listed = values(&r.text().await.expect("body"));
+    let bytes: usize = listed.iter().map(|(_, v)| v.len()).sum();
+    assert!(!listed.is_empty() && bytes <= 12, "{listed:?}");
+    let all = [s("cart"), s("checkout"), s("frontend"), s("worker")];
+    assert!(listed.iter().all(|v| all.contains(v)), "{listed:?}");
+    let r = get_response(front, CAPPED, "/api/v2/search/tags", &[]).await;
+    assert!(
+        r.headers().get("x-ringtail-truncated").is_some(),
+        "tag names too"
     );
 }
 

@@ -195,6 +195,18 @@ impl RawConfig {
             ingestion_rate_bytes: self.ingestion_rate_bytes.unwrap_or(0),
             ingestion_burst_bytes: self.ingestion_burst_bytes.unwrap_or(0),
             max_bytes_per_trace: self.max_bytes_per_trace.unwrap_or(5_000_000),
+            max_bytes_per_tag_values_query: match self
+                .max_bytes_per_tag_values_query
+                .unwrap_or(5_000_000)
+            {
+                0 => {
+                    return Err(invalid(
+                        "max_bytes_per_tag_values_query",
+                        "must be greater than 0",
+                    ))
+                }
+                n => n,
+            },
         };
         let overrides = Arc::new(
             LiveOverrides::load(

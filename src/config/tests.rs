@@ -22,6 +22,10 @@ fn defaults_are_valid() {
             max_connections: 4096,
         }
     );
+    assert_eq!(
+        c.retention.overrides.get("any"),
+        crate::overrides::Limits::config_defaults()
+    );
 }
 
 #[test]
@@ -91,6 +95,7 @@ fn tenant_overrides_apply_to_their_tenant_only() {
             "fast:trace_idle_period_ms=500".into(),
             "fast:max_block_bytes=2048".into(),
             "brief:block_retention_hours=2".into(),
+            "brief:max_bytes_per_tag_values_query=100".into(),
         ]),
         ..Default::default()
     }
@@ -108,6 +113,8 @@ fn tenant_overrides_apply_to_their_tenant_only() {
         c.retention.retention_for("other"),
         Duration::from_secs(336 * 3600)
     );
+    let tags = |t: &str| c.retention.overrides.get(t).max_bytes_per_tag_values_query;
+    assert_eq!((tags("brief"), tags("other")), (100, 5_000_000));
 }
 
 #[test]

@@ -43,6 +43,7 @@ fn distributor_with_overrides(
                     ingestion_rate_bytes: 0,
                     ingestion_burst_bytes: 0,
                     max_bytes_per_trace: 0,
+                    max_bytes_per_tag_values_query: 1 << 20,
                 },
                 &overrides.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             )

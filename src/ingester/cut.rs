@@ -159,8 +159,14 @@ impl Ingester {
         let written =
             off_the_push_path(!behind, move || -> Result<EncodedBlock, LocalBlockError> {
                 traces.sort_by_key(|t| t.id);
+                let started = std::time::Instant::now();
                 let section = crate::search::section::build(&traces);
+                let built = started.elapsed();
                 let mut block = block::encode(traces, info)?;
+                metrics::histogram!("ringtail_ingester_block_encode_seconds", "part" => "search")
+                    .record(built.as_secs_f64());
+                metrics::histogram!("ringtail_ingester_block_encode_seconds", "part" => "data")
+                    .record((started.elapsed() - built).as_secs_f64());
                 match section {
                     Ok(Some(s)) => {
                         block = block.with_search(s.into(), crate::search::section::VERSION);

@@ -56,10 +56,15 @@ impl Ingester {
         }
         let tenant = TenantId::parse(&req.tenant)?;
         let range = range_of(req.start_unix_nano, req.end_unix_nano);
+        let cap = self
+            .policy
+            .overrides
+            .get(tenant.as_str())
+            .max_bytes_per_tag_values_query;
         if req.tag.is_empty() {
             let scan = NameScan {
                 range,
-                names: TagNames::default(),
+                names: TagNames::new(cap),
             };
             let (scan, _) = self.scan(&tenant, scan).await;
             return Ok(SearchTagsResponse {
@@ -78,7 +83,7 @@ impl Ingester {
         let scan = ValueScan {
             range,
             filter,
-            values: TagValues::new(field),
+            values: TagValues::new(field, cap),
         };
         let (scan, _) = self.scan(&tenant, scan).await;
         Ok(SearchTagsResponse {

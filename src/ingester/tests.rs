@@ -46,6 +46,7 @@ fn open_limited(
                     ingestion_rate_bytes: 0,
                     ingestion_burst_bytes: 0,
                     max_bytes_per_trace,
+                    max_bytes_per_tag_values_query: 1 << 20,
                 },
             ))),
         },

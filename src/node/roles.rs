@@ -26,6 +26,7 @@ pub(super) fn querier(
             search_timeout: config.search_timeout,
             read_linger: config.read_linger,
             multitenancy_enabled: config.multitenancy_enabled,
+            overrides: config.retention.overrides.clone(),
         },
         membership.clone(),
         clients.clone(),

@@ -49,6 +49,8 @@ pub(crate) struct QuerierSettings {
     pub search_timeout: Duration,
     pub read_linger: Duration,
     pub multitenancy_enabled: bool,
+    /// Per-tenant limits (the tag requests' byte cap).
+    pub overrides: Arc<crate::overrides::LiveOverrides>,
 }
 
 #[derive(Debug, Error)]

@@ -53,6 +53,14 @@ fn nanos(range: Option<TimeRange>) -> (u64, u64) {
 }
 
 impl Querier {
+    /// The tenant's `max_bytes_per_tag_values_query`.
+    fn tag_bytes_cap(&self, tenant: &TenantId) -> usize {
+        self.settings
+            .overrides
+            .get(tenant.as_str())
+            .max_bytes_per_tag_values_query
+    }
+
     /// The tenant's blocks in the store (as last listed) that may hold `range`.
     fn blocks_in(
         &self,
@@ -145,7 +153,7 @@ impl Querier {
             .unwrap_or_default();
         let scan = NameScan {
             range: p.range,
-            names: TagNames::default(),
+            names: TagNames::new(self.tag_bytes_cap(tenant)),
         };
         let (answers, (scan, stats)) = tokio::join!(
             self.ask_ingesters(|c| c.search_tags(request.clone())),
@@ -187,7 +195,7 @@ impl Querier {
         let scan = ValueScan {
             range: p.range,
             filter: p.filter.clone(),
-            values: TagValues::new(field),
+            values: TagValues::new(field, self.tag_bytes_cap(tenant)),
         };
         let (answers, (scan, stats)) = tokio::join!(
             self.ask_ingesters(|c| c.search_tags(request.clone())),

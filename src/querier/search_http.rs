@@ -15,6 +15,9 @@ use axum::Router;
 use serde_json::json;
 
 use super::http::PARTIAL_HEADER;
+
+/// Set on a tag answer cut short by the tenant's byte cap.
+const TRUNCATED_HEADER: &str = "x-ringtail-truncated";
 use super::{Querier, QueryError};
 use crate::model::{TenantId, TENANT_HEADER};
 use crate::search::params::ParamError;
@@ -107,7 +110,8 @@ async fn tags_v1(
     };
     let outcome = q.tag_names(&tenant, &params).await;
     let names = limited(outcome.found.all(), params.limit);
-    json_response(json!({ "tagNames": names }), &outcome.partial)
+    let response = json_response(json!({ "tagNames": names }), &outcome.partial);
+    cut_short(response, outcome.found.truncated)
 }
 
 async fn tags_v2(
@@ -134,6 +138,7 @@ async fn tags_v2(
     }
     let outcome = q.tag_names(&tenant, &params).await;
     let names = outcome.found;
+    let truncated = names.truncated;
     let mut intrinsic: Vec<String> = Intrinsic::listed().map(str::to_owned).collect();
     intrinsic.sort();
     let scopes: Vec<serde_json::Value> = [
@@ -145,7 +150,8 @@ async fn tags_v2(
     .filter(|(name, _)| only.is_none_or(|o| o == *name))
     .map(|(name, tags)| json!({ "name": name, "tags": limited(tags, params.limit) }))
     .collect();
-    json_response(json!({ "scopes": scopes }), &outcome.partial)
+    let response = json_response(json!({ "scopes": scopes }), &outcome.partial);
+    cut_short(response, truncated)
 }
 
 async fn values_v1(
@@ -187,6 +193,7 @@ async fn values(
     // Ingesters read the tag in TraceQL spelling; the v1 name is unscoped.
     let tag = if v2 { name } else { format!(".{name}") };
     let outcome = q.tag_values(&tenant, &tag, field, &params).await;
+    let truncated = outcome.found.truncated;
     let mut values: Vec<_> = outcome.found.values.into_iter().collect();
     if let Some(n) = params.limit {
         values.truncate(n);
@@ -198,7 +205,19 @@ async fn values(
             values.into_iter().map(|v| v.value).collect();
         json!({ "tagValues": plain })
     };
-    json_response(body, &outcome.partial)
+    cut_short(json_response(body, &outcome.partial), truncated)
+}
+
+/// Says so (`X-Ringtail-Truncated`) when the tenant's `max_bytes_per_tag_values_query`
+/// cut a tag answer short: what is listed is right, but not everything.
+fn cut_short(mut response: Response, truncated: bool) -> Response {
+    if truncated {
+        response.headers_mut().insert(
+            TRUNCATED_HEADER,
+            HeaderValue::from_static("max_bytes_per_tag_values_query"),
+        );
+    }
+    response
 }
 
 /// What a search or tag request can fail with before it runs.

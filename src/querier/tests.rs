@@ -23,6 +23,9 @@ fn querier_over_fakes(read_timeout: Duration) -> (Arc<Querier>, FakeIngesters, V
         search_timeout: read_timeout,
         read_linger: Duration::from_millis(10),
         multitenancy_enabled: false,
+        overrides: Arc::new(crate::overrides::LiveOverrides::fixed(
+            crate::overrides::Overrides::new(crate::overrides::Limits::config_defaults()),
+        )),
     };
     let membership = Membership::fixed(ClusterView::of(ingesters));
     let store = BlockStore::new(Arc::new(object_store::memory::InMemory::new()));

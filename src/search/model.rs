@@ -91,15 +91,30 @@ impl<'a> SearchTrace<'a> {
     /// decode is skipped and counted (the distributor validated it, so this is damage).
     pub(crate) fn decode(id: TraceId, records: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let mut trace = SearchTrace::empty(id);
+        trace.decode_again(id, records);
+        trace
+    }
+
+    /// [`Self::decode`] into this trace's buffers (what it held is dropped).
+    pub(crate) fn decode_again(
+        &mut self,
+        id: TraceId,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        self.id = id;
+        self.resources.clear();
+        self.spans.clear();
+        self.attrs.clear();
+        self.root_name = None;
+        self.root_service = None;
         let mut seen = HashSet::new();
         for record in records {
-            if let Err(e) = trace.add_record(record, &mut seen) {
+            if let Err(e) = self.add_record(record, &mut seen) {
                 metrics::counter!("ringtail_search_undecodable_records_total").increment(1);
                 tracing::debug!(error = %e, "skipping the rest of an undecodable record in search");
             }
         }
-        trace.finish();
-        trace
+        self.finish();
     }
 
     /// Sets the trace's range and root from its spans.
@@ -220,7 +235,18 @@ impl<'a> SearchTrace<'a> {
                 _ => {}
             }
         }
-        if !seen.insert((span.span_id, span.kind)) {
+        // A few spans are compared directly; past that, through a set.
+        let seen_before = if self.spans.len() < 32 {
+            self.spans
+                .iter()
+                .any(|s| s.span_id == span.span_id && s.kind == span.kind)
+        } else {
+            if seen.is_empty() {
+                seen.extend(self.spans.iter().map(|s| (s.span_id, s.kind)));
+            }
+            !seen.insert((span.span_id, span.kind))
+        };
+        if seen_before {
             self.attrs.truncate(from as usize);
             return Ok(());
         }

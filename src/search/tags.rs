@@ -1,6 +1,6 @@
 //! Tag names and values from the same decoded traces a search reads, bounded per query
-//! (as Tempo's `max_bytes_per_tag_values_query`): past the cap a collector takes nothing
-//! more and says it was cut short.
+//! by the tenant's `max_bytes_per_tag_values_query` (Tempo's): past the cap a collector
+//! takes nothing more and says it was cut short.
 
 use std::collections::BTreeSet;
 
@@ -11,27 +11,33 @@ use super::model::{Attr, SearchTrace};
 use crate::traceql::ast::{Field, Intrinsic, Scope};
 use crate::traceql::Query;
 
-/// Bytes of names or values one query collects at most.
-pub(crate) const MAX_TAG_BYTES: usize = 1 << 20;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TagScope {
     Resource,
     Span,
 }
 
-/// Attribute names by scope.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Attribute names by scope, at most `cap` bytes of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TagNames {
     pub resource: BTreeSet<String>,
     pub span: BTreeSet<String>,
-    #[serde(default)]
     pub truncated: bool,
-    #[serde(skip)]
     bytes: usize,
+    cap: usize,
 }
 
 impl TagNames {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            resource: BTreeSet::new(),
+            span: BTreeSet::new(),
+            truncated: false,
+            bytes: 0,
+            cap,
+        }
+    }
+
     pub(crate) fn offer(&mut self, trace: &SearchTrace) {
         for resource in &trace.resources {
             let attrs = &trace.attrs[resource.attrs.start as usize..resource.attrs.end as usize];
@@ -51,7 +57,7 @@ impl TagNames {
             if set.contains(attr.key) {
                 continue;
             }
-            if self.bytes + attr.key.len() > MAX_TAG_BYTES {
+            if self.bytes + attr.key.len() > self.cap {
                 self.truncated = true;
                 return;
             }
@@ -70,7 +76,7 @@ impl TagNames {
                     TagScope::Span => &mut self.span,
                 };
                 if !set.contains(&name) {
-                    if self.bytes + name.len() > MAX_TAG_BYTES {
+                    if self.bytes + name.len() > self.cap {
                         self.truncated = true;
                         return;
                     }
@@ -96,22 +102,24 @@ pub(crate) struct TagValue {
     pub value: String,
 }
 
-/// The distinct values of one tag.
+/// The distinct values of one tag, at most `cap` bytes of them.
 #[derive(Debug, Clone)]
 pub(crate) struct TagValues {
     pub field: Field,
     pub values: BTreeSet<TagValue>,
     pub truncated: bool,
     bytes: usize,
+    cap: usize,
 }
 
 impl TagValues {
-    pub(crate) fn new(field: Field) -> Self {
+    pub(crate) fn new(field: Field, cap: usize) -> Self {
         Self {
             field,
             values: BTreeSet::new(),
             truncated: false,
             bytes: 0,
+            cap,
         }
     }
 
@@ -140,7 +148,7 @@ impl TagValues {
         if self.values.contains(&v) {
             return;
         }
-        if self.bytes + v.value.len() > MAX_TAG_BYTES {
+        if self.bytes + v.value.len() > self.cap {
             self.truncated = true;
             return;
         }

@@ -486,7 +486,7 @@ async fn blocks_are_searched_through_their_section_and_through_data_without_one(
     let scan = super::ValueScan {
         range: None,
         filter: Some(parse("{ duration > 450ms }").expect("parse")),
-        values: super::TagValues::new(field),
+        values: super::TagValues::new(field, 1 << 20),
     };
     let (scan, _) = super::scan_blocks(&store, metas, scan, 2).await;
     let values: Vec<&str> = scan
@@ -496,4 +496,15 @@ async fn blocks_are_searched_through_their_section_and_through_data_without_one(
         .map(|v| v.value.as_str())
         .collect();
     assert_eq!(values, ["even", "odd"]);
+}
+
+#[test]
+fn copies_of_many_spans_count_once_too() {
+    let spans = (1..=40u8)
+        .map(|i| span(i, (i > 1).then_some(1), "op", u64::from(i), 1))
+        .collect();
+    let r = record(1, vec![("a", spans)]);
+    let t = SearchTrace::decode(TraceId([1; 16]), [&r[..], &r[..], &r[..]]);
+    assert_eq!(t.spans.len(), 40);
+    assert_eq!(t.root_name, Some("op"));
 }

@@ -190,6 +190,7 @@ mod tests {
             ingestion_rate_bytes: 0,
             ingestion_burst_bytes: 0,
             max_bytes_per_trace: 0,
+            max_bytes_per_tag_values_query: 1 << 20,
         };
         let overrides = crate::overrides::Overrides::parse(
             defaults,

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use super::model::{Attr, AttrValue, Resource, SearchSpan, SearchTrace};
 use crate::model::TraceId;
@@ -77,10 +77,15 @@ pub(crate) struct SectionWriter {
 
 #[derive(Default)]
 struct PageBuilder {
-    strings: HashMap<Box<str>, u64>,
+    /// `xxh3_128(string)` → its ID: the hash is computed once per occurrence and serves
+    /// the terms too; at 128 bits two strings of a page never share one (a collision is
+    /// ~2^-100 likely for a page's strings), so a hit is not compared byte by byte.
+    strings: HashMap<u128, u64, Prehashed>,
     order: Vec<Box<str>>,
     cols: [Vec<u8>; COLUMNS],
     terms: Vec<u64>,
+    /// Scratch: each attribute's scope in the trace being added.
+    scopes: Vec<Scope>,
     stats: Option<PageStats>,
 }
 
@@ -167,14 +172,18 @@ impl SectionWriter {
 }
 
 impl PageBuilder {
-    fn string(&mut self, s: &str) -> u64 {
-        if let Some(&id) = self.strings.get(s) {
-            return id;
+    /// The string's ID in the page's dictionary, and its hash for terms.
+    fn string(&mut self, s: &str) -> (u64, u64) {
+        if s.is_empty() && !self.order.is_empty() && self.order[0].is_empty() {
+            return (0, EMPTY_HASH);
         }
-        let id = self.order.len() as u64;
-        self.order.push(s.into());
-        self.strings.insert(s.into(), id);
-        id
+        let h = xxh3_128(s.as_bytes());
+        let next = self.order.len() as u64;
+        let id = *self.strings.entry(h).or_insert(next);
+        if id == next {
+            self.order.push(s.into());
+        }
+        (id, h as u64)
     }
 
     fn col(&mut self, c: Col) -> &mut Vec<u8> {
@@ -182,6 +191,10 @@ impl PageBuilder {
     }
 
     fn add(&mut self, t: &SearchTrace) {
+        if self.order.is_empty() {
+            // ID 0 is the empty string: `string("")` answers without hashing.
+            self.string("");
+        }
         let (mut span_min, mut span_max) = (u64::MAX, 0);
         for s in &t.spans {
             span_min = span_min.min(s.duration());
@@ -215,24 +228,24 @@ impl PageBuilder {
         for v in head {
             put_varint(self.col(Col::TraceHead), v);
         }
+        // Each attribute's scope: a resource's range, else a span's.
+        let mut scope_of = std::mem::take(&mut self.scopes);
+        scope_of.clear();
+        scope_of.resize(t.attrs.len(), Scope::Span);
         for r in &t.resources {
-            let service = r.service.map_or(0, |s| self.string(s) + 1);
+            let service = r.service.map_or(0, |s| self.string(s).0 + 1);
             let col = self.col(Col::Resource);
             put_varint(col, u64::from(r.attrs.start));
             put_varint(col, u64::from(r.attrs.end - r.attrs.start));
             put_varint(col, service);
-            for a in t
-                .attrs
-                .get(r.attrs.start as usize..r.attrs.end as usize)
-                .unwrap_or(&[])
-            {
-                self.terms.extend(terms_of(Scope::Resource, a));
+            if let Some(scopes) = scope_of.get_mut(r.attrs.start as usize..r.attrs.end as usize) {
+                scopes.fill(Scope::Resource);
             }
         }
         for s in &t.spans {
-            let name = self.string(s.name);
-            let message = self.string(s.status_message);
-            self.terms.push(name_term(s.name));
+            let (name, name_hash) = self.string(s.name);
+            let message = self.string(s.status_message).0;
+            self.terms.push(name_term(name_hash));
             let ids = self.col(Col::SpanId);
             put_varint(ids, s.span_id.len() as u64);
             ids.extend_from_slice(s.span_id);
@@ -250,20 +263,15 @@ impl PageBuilder {
             ] {
                 put_varint(col, v);
             }
-            for a in t
-                .attrs
-                .get(s.attrs.start as usize..s.attrs.end as usize)
-                .unwrap_or(&[])
-            {
-                self.terms.extend(terms_of(Scope::Span, a));
-            }
         }
-        for a in &t.attrs {
-            let key = self.string(a.key);
+        for (a, &scope) in t.attrs.iter().zip(&scope_of) {
+            let (key, key_hash) = self.string(a.key);
             put_varint(self.col(Col::AttrKey), key);
+            self.terms.push(key_term(scope, key_hash));
             let ty = match a.value {
                 AttrValue::Str(s) => {
-                    let id = self.string(s);
+                    let (id, value_hash) = self.string(s);
+                    self.terms.push(value_term(scope, key_hash, value_hash));
                     put_varint(self.col(Col::AttrStr), id);
                     0
                 }
@@ -285,6 +293,7 @@ impl PageBuilder {
             };
             self.col(Col::AttrType).push(ty);
         }
+        self.scopes = scope_of;
     }
 
     fn finish(self) -> (Vec<u8>, Vec<u64>) {
@@ -320,33 +329,58 @@ fn scope_byte(scope: Scope) -> u8 {
     }
 }
 
-fn term(parts: &[&[u8]]) -> u64 {
-    let mut h = Xxh3::new();
-    for p in parts {
-        h.update(&(p.len() as u32).to_le_bytes());
-        h.update(p);
+/// A term from its kind and the hashes of its strings (each string is hashed once; the
+/// hashes are good already, so a multiply-xorshift mix combines them).
+fn term(kind: u8, a: u64, b: u64) -> u64 {
+    let mut x = a ^ b.rotate_left(29) ^ (u64::from(kind) << 56) ^ 0x9e37_79b9_7f4a_7c15;
+    x = (x ^ (x >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    x ^ (x >> 32)
+}
+
+fn key_term(scope: Scope, key: u64) -> u64 {
+    term(scope_byte(scope), key, 0)
+}
+
+fn value_term(scope: Scope, key: u64, value: u64) -> u64 {
+    term(scope_byte(scope).to_ascii_uppercase(), key, value)
+}
+
+fn name_term(name: u64) -> u64 {
+    term(b'n', name, 0)
+}
+
+/// `hash("")`, for the empty strings (most status messages) that skip the dictionary.
+const EMPTY_HASH: u64 = 0x6001_c324_468d_497f;
+
+/// The hash a string's terms are made of (as the writer's dictionary computes it).
+fn hash(s: &str) -> u64 {
+    xxh3_128(s.as_bytes()) as u64
+}
+
+/// A hasher for keys that are hashes already.
+#[derive(Clone, Copy, Default)]
+struct Prehashed;
+
+impl std::hash::BuildHasher for Prehashed {
+    type Hasher = PrehashedHasher;
+    fn build_hasher(&self) -> PrehashedHasher {
+        PrehashedHasher(0)
     }
-    h.digest()
 }
 
-fn key_term(scope: Scope, key: &str) -> u64 {
-    term(&[&[scope_byte(scope)], key.as_bytes()])
-}
+struct PrehashedHasher(u64);
 
-fn value_term(scope: Scope, key: &str, value: &str) -> u64 {
-    term(&[&[scope_byte(scope)], key.as_bytes(), value.as_bytes()])
-}
-
-fn name_term(name: &str) -> u64 {
-    term(&[b"name", name.as_bytes()])
-}
-
-fn terms_of(scope: Scope, a: &Attr) -> impl Iterator<Item = u64> {
-    let value = match a.value {
-        AttrValue::Str(v) => Some(value_term(scope, a.key, v)),
-        _ => None,
-    };
-    std::iter::once(key_term(scope, a.key)).chain(value)
+impl std::hash::Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed with it; anything else still spreads.
+        self.0 = xxh3_64(bytes);
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
 }
 
 /// A decoded header: where each page is and what it holds.
@@ -588,6 +622,7 @@ fn expr_may_match(e: &Expr, terms: &dyn Fn(u64) -> bool, stats: &PageStats) -> b
 }
 
 fn has_key(terms: &dyn Fn(u64) -> bool, scope: Scope, key: &str) -> bool {
+    let key = hash(key);
     match scope {
         Scope::Any => terms(key_term(Scope::Span, key)) || terms(key_term(Scope::Resource, key)),
         s => terms(key_term(s, key)),
@@ -599,18 +634,21 @@ fn compare_may_match(c: &Comparison, terms: &dyn Fn(u64) -> bool, stats: &PageSt
         Field::Attribute { scope, key } => match (&c.op, &c.value) {
             // Absence holds anywhere a span lacks it.
             (Op::Eq, Literal::Nil) => true,
-            (Op::Eq, Literal::String(v)) => match scope {
-                Scope::Any => {
-                    terms(value_term(Scope::Span, key, v))
-                        || terms(value_term(Scope::Resource, key, v))
+            (Op::Eq, Literal::String(v)) => {
+                let (key, v) = (hash(key), hash(v));
+                match scope {
+                    Scope::Any => {
+                        terms(value_term(Scope::Span, key, v))
+                            || terms(value_term(Scope::Resource, key, v))
+                    }
+                    s => terms(value_term(*s, key, v)),
                 }
-                s => terms(value_term(*s, key, v)),
-            },
+            }
             // Every other test needs the attribute.
             _ => has_key(terms, *scope, key),
         },
         Field::Intrinsic(Intrinsic::Name) => match (&c.op, &c.value) {
-            (Op::Eq, Literal::String(v)) => terms(name_term(v)),
+            (Op::Eq, Literal::String(v)) => terms(name_term(hash(v))),
             _ => true,
         },
         Field::Intrinsic(Intrinsic::Duration) => within(c, stats.span_duration),
@@ -694,8 +732,10 @@ pub(crate) fn build(
     traces: &[crate::storage::block::BlockTrace],
 ) -> Result<Option<Vec<u8>>, SectionError> {
     let mut writer = SectionWriter::new();
+    let mut trace = SearchTrace::empty(TraceId([0; 16]));
     for group in traces.chunk_by(|a, b| a.id == b.id) {
-        let trace = SearchTrace::decode(group[0].id, group.iter().map(|t| &t.data[..]));
+        // One trace's buffers serve every trace.
+        trace.decode_again(group[0].id, group.iter().map(|t| &t.data[..]));
         writer.add(&trace)?;
     }
     writer.finish()

@@ -293,3 +293,9 @@ fn a_damaged_section_is_an_error_never_a_panic() {
         assert!(decode_page(&raw[..cut]).is_err(), "cut at {cut}");
     }
 }
+
+#[test]
+fn the_empty_strings_hash_is_the_one_the_dictionary_would_compute() {
+    assert_eq!(xxh3_128(b"") as u64, EMPTY_HASH);
+    assert_eq!(hash(""), EMPTY_HASH);
+}
