@@ -127,10 +127,16 @@ struct PageEntry {
 
 /// Encodes a block. Traces with the same ID are merged (their bytes concatenated).
 pub fn encode(mut traces: Vec<BlockTrace>, info: BlockInfo) -> Result<EncodedBlock, BlockError> {
+    traces.sort_by_key(|t| t.id);
+    encode_sorted(&traces, info)
+}
+
+/// [`encode`] of traces already sorted by ID.
+pub fn encode_sorted(traces: &[BlockTrace], info: BlockInfo) -> Result<EncodedBlock, BlockError> {
     if traces.is_empty() {
         return Err(malformed("input", "a block needs at least one trace"));
     }
-    traces.sort_by_key(|t| t.id);
+    debug_assert!(traces.windows(2).all(|w| w[0].id <= w[1].id));
     let mut data = BytesMut::new();
     let mut pages = Vec::new();
     let mut page = Vec::with_capacity(PAGE_BYTES + 4096);
