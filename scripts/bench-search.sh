@@ -77,3 +77,8 @@ echo "after a flush of every ingester (blocks in the store), start/end again:"
 for port in 3201 3202 3203; do curl -fsS -X POST "http://127.0.0.1:$port/flush" > /dev/null; done
 sleep 2
 queries -d "start=$start" -d "end=$end"
+# What the blocks in the store hold (each span is in its three replicas' blocks).
+metas=$(find "$work" -name meta.json -not -path '*/complete/*')
+echo "$metas" | xargs cat | awk -F'[:,]' -v n="$(echo "$metas" | grep -c .)" '
+  /"data_bytes"/ {d += $2} /"search_bytes"/ {s += $2} /"total_traces"/ {t += $2}
+  END { printf "store: %d blocks, %d trace copies, data %.1f MB, search sections %.1f MB (%.0f%% of data)\n", n, t, d / 1e6, s / 1e6, (d ? 100 * s / d : 0) }'

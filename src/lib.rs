@@ -34,8 +34,10 @@
 //!   search and tags fanned out to every ingester and over the store's blocks
 //!   (`querier/search.rs`, `querier/search_http.rs`).
 //! - `traceql`: the TraceQL parser (pure syntax, errors with their column).
-//! - `search`: TraceQL evaluated over decoded traces, search hits and their merge, tag
-//!   names and values, the API's parameters; the scanners ingesters and queriers share.
+//! - `search`: TraceQL evaluated over traces read without materialising OTLP
+//!   (`search/model.rs`), search hits and their merge, tag names and values, the API's
+//!   parameters; the scanners ingesters and queriers share; a block's search section
+//!   (`search/section/`: written at completion, pages skipped by their statistics).
 //! - `http_server`: the accept loop of both HTTP servers: header, body and idle
 //!   timeouts, the connection cap, graceful shutdown.
 //! - `admin`: `/ready`, `/metrics`, `/ring`, `/status/buildinfo`, `/status/workers`,
