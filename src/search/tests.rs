@@ -401,9 +401,51 @@ async fn a_block_scan_reads_every_block_in_range_and_skips_an_unreadable_one() {
     );
 }
 
+/// Uploads block `name` of traces 1-6 (services "even" and "odd", span `i` lasting
+/// `i` × 100 ms), with its search section or without.
+async fn upload_replica(
+    store: &crate::storage::BlockStore,
+    name: &str,
+    with_section: bool,
+) -> crate::storage::block::BlockMeta {
+    use crate::storage::block::{encode, BlockInfo, BlockTrace};
+    let traces: Vec<BlockTrace> = (1..=6u8)
+        .map(|id| BlockTrace {
+            id: TraceId([id; 16]),
+            data: record(
+                id,
+                vec![(
+                    if id % 2 == 0 { "even" } else { "odd" },
+                    vec![span(1, None, "op", u64::from(id), u64::from(id) * 100)],
+                )],
+            )
+            .into(),
+        })
+        .collect();
+    let section = super::section::build(&traces)
+        .expect("section")
+        .expect("some");
+    let mut block = encode(
+        traces,
+        BlockInfo {
+            tenant: "t".into(),
+            block_id: name.into(),
+            ingester: "i".into(),
+            start_unix_nano: 1_000_000_000_000,
+            end_unix_nano: 1_000_000_000_000 + 700 * MS,
+            created_unix_secs: 0,
+        },
+    )
+    .expect("encode");
+    if with_section {
+        block = block.with_search(section.into(), super::section::VERSION);
+    }
+    store.upload(&block).await.expect("upload");
+    block.meta
+}
+
 #[tokio::test]
 async fn blocks_are_searched_through_their_section_and_through_data_without_one() {
-    use crate::storage::block::{encode, BlockInfo, BlockTrace};
     use crate::storage::BlockStore;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = BlockStore::local(dir.path()).expect("store");
@@ -412,39 +454,7 @@ async fn blocks_are_searched_through_their_section_and_through_data_without_one(
     // section, one without (written before sections existed), one whose section is
     // damaged after upload.
     for n in ["with", "without", "damaged"] {
-        let traces: Vec<BlockTrace> = (1..=6u8)
-            .map(|id| BlockTrace {
-                id: TraceId([id; 16]),
-                data: record(
-                    id,
-                    vec![(
-                        if id % 2 == 0 { "even" } else { "odd" },
-                        vec![span(1, None, "op", u64::from(id), u64::from(id) * 100)],
-                    )],
-                )
-                .into(),
-            })
-            .collect();
-        let section = super::section::build(&traces)
-            .expect("section")
-            .expect("some");
-        let mut block = encode(
-            traces,
-            BlockInfo {
-                tenant: "t".into(),
-                block_id: n.into(),
-                ingester: "i".into(),
-                start_unix_nano: 1_000_000_000_000,
-                end_unix_nano: 1_000_000_000_000 + 700 * MS,
-                created_unix_secs: 0,
-            },
-        )
-        .expect("encode");
-        if n != "without" {
-            block = block.with_search(section.into(), super::section::VERSION);
-        }
-        store.upload(&block).await.expect("upload");
-        metas.push(block.meta);
+        metas.push(upload_replica(&store, n, n != "without").await);
     }
     let meta = store.read_meta("t", "with").await.expect("meta");
     assert_eq!(meta.search_version, super::section::VERSION);

@@ -60,26 +60,7 @@ fn random_record(rng: &mut StdRng, n: u32) -> (TraceId, Vec<u8>) {
                 .map(|_| {
                     span_no += 1;
                     let s0 = start + rng.random_range(0..50) * MS;
-                    let mut attrs = vec![
-                        kv(
-                            "http.status_code",
-                            any_value::Value::IntValue(
-                                [200, 404, 500, 503][rng.random_range(0..4)],
-                            ),
-                        ),
-                        kv(
-                            "http.method",
-                            any_value::Value::StringValue(pick(rng, &["GET", "POST"]).into()),
-                        ),
-                        kv("ratio", any_value::Value::DoubleValue(rng.random())),
-                        kv("flag", any_value::Value::BoolValue(rng.random_bool(0.5))),
-                    ];
-                    let user = if n >= 1000 {
-                        "late".to_owned()
-                    } else {
-                        format!("u{}", rng.random_range(0..50))
-                    };
-                    attrs.push(kv("user", any_value::Value::StringValue(user)));
+                    let attrs = random_attrs(rng, n);
                     Span {
                         trace_id: id.to_vec(),
                         span_id: vec![span_no; 8],
@@ -119,6 +100,28 @@ fn random_record(rng: &mut StdRng, n: u32) -> (TraceId, Vec<u8>) {
         })
         .collect();
     (TraceId(id), TracesData { resource_spans }.encode_to_vec())
+}
+
+/// A span's attributes: every type, and `user = "late"` from trace 1000 on.
+fn random_attrs(rng: &mut StdRng, n: u32) -> Vec<KeyValue> {
+    let user = if n >= 1000 {
+        "late".to_owned()
+    } else {
+        format!("u{}", rng.random_range(0..50))
+    };
+    vec![
+        kv(
+            "http.status_code",
+            any_value::Value::IntValue([200, 404, 500, 503][rng.random_range(0..4)]),
+        ),
+        kv(
+            "http.method",
+            any_value::Value::StringValue(pick(rng, &["GET", "POST"]).into()),
+        ),
+        kv("ratio", any_value::Value::DoubleValue(rng.random())),
+        kv("flag", any_value::Value::BoolValue(rng.random_bool(0.5))),
+        kv("user", any_value::Value::StringValue(user)),
+    ]
 }
 
 fn records(n: u32, seed: u64) -> Vec<(TraceId, Vec<u8>)> {

@@ -1,0 +1,250 @@
+//! Reading a section: the header's page index and statistics, and a page's traces.
+
+use super::{prune, unzigzag, Col, Cursor, PageStats, SectionError, COLUMNS, MAGIC, VERSION};
+use crate::model::TraceId;
+use crate::search::model::{Attr, AttrValue, Resource, SearchSpan, SearchTrace};
+use crate::storage::block::KeyFilter;
+use crate::traceql::ast::{Kind, Query, Scope, Status};
+
+/// A decoded header: where each page is and what it holds.
+pub(crate) struct SectionIndex {
+    pages: Vec<PageEntry>,
+    body_start: usize,
+}
+
+struct PageEntry {
+    offset: usize,
+    len: usize,
+    stats: PageStats,
+    terms: KeyFilter,
+}
+
+impl SectionIndex {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, SectionError> {
+        if bytes.len() < 9 || &bytes[..4] != MAGIC {
+            return Err(SectionError("bad magic"));
+        }
+        if u32::from(bytes[4]) != VERSION {
+            return Err(SectionError("unsupported version"));
+        }
+        let header_len = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
+        let body_start = 9usize
+            .checked_add(header_len)
+            .filter(|&e| e <= bytes.len())
+            .ok_or(SectionError("header runs past the object"))?;
+        let header = zstd::stream::decode_all(&bytes[9..body_start])
+            .map_err(|_| SectionError("header does not decompress"))?;
+        let mut r = Cursor::new(&header);
+        let count = r.varint()?;
+        let mut pages = Vec::new();
+        for _ in 0..count {
+            let mut v = [0u64; 10];
+            for x in &mut v {
+                *x = r.varint()?;
+            }
+            let filter = r.bytes(v[9] as usize)?;
+            let (offset, len) = (v[0] as usize, v[1] as usize);
+            if body_start + offset.saturating_add(len) > bytes.len() {
+                return Err(SectionError("page runs past the object"));
+            }
+            pages.push(PageEntry {
+                offset,
+                len,
+                stats: PageStats {
+                    traces: u32::try_from(v[2]).map_err(|_| SectionError("trace count"))?,
+                    start: v[3],
+                    end: v[4],
+                    span_duration: (v[5], v[6]),
+                    trace_duration: (v[7], v[8]),
+                },
+                terms: KeyFilter::decode(filter).map_err(|_| SectionError("term filter"))?,
+            });
+        }
+        Ok(Self { pages, body_start })
+    }
+
+    pub(crate) fn pages(&self) -> usize {
+        self.pages.len()
+    }
+
+    pub(crate) fn stats(&self, page: usize) -> &PageStats {
+        &self.pages[page].stats
+    }
+
+    /// Whether `query` may select a span in `page` (false: surely not).
+    pub(crate) fn may_match(&self, page: usize, query: &Query) -> bool {
+        let p = &self.pages[page];
+        prune::query_may_match(query, &|t| p.terms.contains_key(t), &p.stats)
+    }
+
+    /// Whether page `page` holds the attribute `(scope, key)` on any span or resource.
+    pub(crate) fn may_have(&self, page: usize, scope: Scope, key: &str) -> bool {
+        let p = &self.pages[page];
+        prune::has_key(&|t| p.terms.contains_key(t), scope, key)
+    }
+
+    /// The page's decompressed bytes, for [`decode_page`].
+    pub(crate) fn read_page(&self, section: &[u8], page: usize) -> Result<Vec<u8>, SectionError> {
+        let p = &self.pages[page];
+        let start = self.body_start + p.offset;
+        let bytes = section
+            .get(start..start + p.len)
+            .ok_or(SectionError("page runs past the object"))?;
+        zstd::stream::decode_all(bytes).map_err(|_| SectionError("page does not decompress"))
+    }
+}
+
+/// The traces of a decompressed page, borrowing its bytes.
+pub(crate) fn decode_page(raw: &[u8]) -> Result<Vec<SearchTrace<'_>>, SectionError> {
+    let mut page = PageReader::new(raw)?;
+    let mut traces = Vec::new();
+    while !page.col(Col::TraceId).is_empty() {
+        traces.push(page.trace()?);
+    }
+    Ok(traces)
+}
+
+/// A page's dictionary and its columns, read in step.
+struct PageReader<'a> {
+    strings: Vec<&'a str>,
+    cols: Vec<Cursor<'a>>,
+}
+
+impl<'a> PageReader<'a> {
+    fn new(raw: &'a [u8]) -> Result<Self, SectionError> {
+        let mut r = Cursor::new(raw);
+        let count = r.varint()? as usize;
+        let mut lens = Vec::with_capacity(count.min(raw.len()));
+        for _ in 0..count {
+            lens.push(r.varint()? as usize);
+        }
+        let mut strings = Vec::with_capacity(lens.len());
+        for len in lens {
+            let s = std::str::from_utf8(r.bytes(len)?).map_err(|_| SectionError("string"))?;
+            strings.push(s);
+        }
+        let mut cols = Vec::with_capacity(COLUMNS);
+        for _ in 0..COLUMNS {
+            let len = r.varint()? as usize;
+            cols.push(Cursor::new(r.bytes(len)?));
+        }
+        Ok(Self { strings, cols })
+    }
+
+    fn col(&mut self, c: Col) -> &mut Cursor<'a> {
+        &mut self.cols[c as usize]
+    }
+
+    fn string(&self, id: u64) -> Result<&'a str, SectionError> {
+        self.strings
+            .get(id as usize)
+            .copied()
+            .ok_or(SectionError("string id"))
+    }
+
+    fn varints<const N: usize>(&mut self, c: Col) -> Result<[u64; N], SectionError> {
+        let mut v = [0u64; N];
+        for x in &mut v {
+            *x = self.col(c).varint()?;
+        }
+        Ok(v)
+    }
+
+    fn trace(&mut self) -> Result<SearchTrace<'a>, SectionError> {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(self.col(Col::TraceId).bytes(16)?);
+        let mut t = SearchTrace::empty(TraceId(id));
+        let [start, len, resources, spans, attrs] = self.varints(Col::TraceHead)?;
+        t.start = start;
+        t.end = start.wrapping_add(len);
+        for _ in 0..resources {
+            let [from, n, service] = self.varints(Col::Resource)?;
+            t.resources.push(Resource {
+                attrs: range(from, n)?,
+                service: match service {
+                    0 => None,
+                    s => Some(self.string(s - 1)?),
+                },
+            });
+        }
+        for _ in 0..spans {
+            t.spans.push(self.span(start)?);
+        }
+        for _ in 0..attrs {
+            t.attrs.push(self.attr()?);
+        }
+        let n = t.attrs.len() as u32;
+        let in_bounds = |r: &std::ops::Range<u32>| r.end <= n;
+        if !t.resources.iter().all(|x| in_bounds(&x.attrs))
+            || !t
+                .spans
+                .iter()
+                .all(|s| in_bounds(&s.attrs) && (s.resource as usize) < t.resources.len())
+        {
+            return Err(SectionError("attribute or resource out of range"));
+        }
+        // Roots as a decode of the records finds them.
+        if let Some(s) = t.spans.iter().find(|s| s.root) {
+            t.root_name = Some(s.name);
+            t.root_service = t.resources.get(s.resource as usize).and_then(|r| r.service);
+        }
+        Ok(t)
+    }
+
+    fn span(&mut self, trace_start: u64) -> Result<SearchSpan<'a>, SectionError> {
+        let n = self.col(Col::SpanId).varint()? as usize;
+        let span_id = self.col(Col::SpanId).bytes(n)?;
+        let [resource, name, flags, message, start, duration, from, count] =
+            self.varints(Col::Span)?;
+        let start = trace_start.wrapping_add(start);
+        Ok(SearchSpan {
+            resource: u32::try_from(resource).map_err(|_| SectionError("resource"))?,
+            span_id,
+            name: self.string(name)?,
+            kind: *Kind::ALL
+                .get((flags / 8) as usize)
+                .ok_or(SectionError("kind"))?,
+            status: *Status::ALL
+                .get((flags / 2 % 4) as usize)
+                .ok_or(SectionError("status"))?,
+            root: flags % 2 == 1,
+            status_message: self.string(message)?,
+            start,
+            end: start.wrapping_add(unzigzag(duration) as u64),
+            attrs: range(from, count)?,
+        })
+    }
+
+    fn attr(&mut self) -> Result<Attr<'a>, SectionError> {
+        let key = self.col(Col::AttrKey).varint()?;
+        let key = self.string(key)?;
+        let ty = self.col(Col::AttrType).bytes(1)?[0];
+        let value = match ty {
+            0 => {
+                let id = self.col(Col::AttrStr).varint()?;
+                AttrValue::Str(self.string(id)?)
+            }
+            1 => AttrValue::Int(unzigzag(self.col(Col::AttrInt).varint()?)),
+            2 => {
+                let b = self.col(Col::AttrFloat).bytes(8)?;
+                AttrValue::Float(f64::from_le_bytes(b.try_into().unwrap_or_default()))
+            }
+            3 | 4 => AttrValue::Bool(ty == 4),
+            5 => {
+                let n = self.col(Col::AttrOther).varint()? as usize;
+                AttrValue::Other(self.col(Col::AttrOther).bytes(n)?)
+            }
+            _ => return Err(SectionError("attribute type")),
+        };
+        Ok(Attr { key, value })
+    }
+}
+
+fn range(from: u64, n: u64) -> Result<std::ops::Range<u32>, SectionError> {
+    let from = u32::try_from(from).map_err(|_| SectionError("range"))?;
+    let to = u32::try_from(n)
+        .ok()
+        .and_then(|n| from.checked_add(n))
+        .ok_or(SectionError("range"))?;
+    Ok(from..to)
+}

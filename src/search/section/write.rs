@@ -1,0 +1,275 @@
+//! Writing a section: traces in, pages and their header out.
+
+use std::collections::HashMap;
+
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::{
+    key_term, name_term, put_varint, value_term, zigzag, Col, PageStats, Prehashed, SectionError,
+    COLUMNS, EMPTY_HASH, MAGIC, PAGE_TRACES, VERSION, ZSTD_LEVEL,
+};
+use crate::search::model::{Attr, AttrValue, SearchTrace};
+use crate::storage::block;
+use crate::traceql::ast::{Kind, Scope, Status};
+
+/// Builds a section from traces given in trace-ID order.
+pub(crate) struct SectionWriter {
+    pages: Vec<u8>,
+    header: Vec<u8>,
+    page_count: u64,
+    page: PageBuilder,
+}
+
+#[derive(Default)]
+struct PageBuilder {
+    /// `xxh3_128(string)` → its ID: the hash is computed once per occurrence and serves
+    /// the terms too; at 128 bits two strings of a page never share one (a collision is
+    /// ~2^-100 likely for a page's strings), so a hit is not compared byte by byte.
+    strings: HashMap<u128, u64, Prehashed>,
+    order: Vec<Box<str>>,
+    cols: [Vec<u8>; COLUMNS],
+    terms: Vec<u64>,
+    /// Scratch: each attribute's scope in the trace being added.
+    scopes: Vec<Scope>,
+    stats: Option<PageStats>,
+}
+
+impl Default for SectionWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SectionWriter {
+    pub(crate) fn new() -> Self {
+        Self {
+            pages: Vec::new(),
+            header: Vec::new(),
+            page_count: 0,
+            page: PageBuilder::default(),
+        }
+    }
+
+    pub(crate) fn add(&mut self, trace: &SearchTrace) -> Result<(), SectionError> {
+        self.page.add(trace);
+        if self
+            .page
+            .stats
+            .as_ref()
+            .is_some_and(|s| s.traces as usize >= PAGE_TRACES)
+        {
+            self.seal_page()?;
+        }
+        Ok(())
+    }
+
+    fn seal_page(&mut self) -> Result<(), SectionError> {
+        let page = std::mem::take(&mut self.page);
+        let Some(stats) = page.stats.clone() else {
+            return Ok(());
+        };
+        let (body, mut terms) = page.finish();
+        let compressed =
+            zstd::bulk::compress(&body, ZSTD_LEVEL).map_err(|_| SectionError("compression"))?;
+        terms.sort_unstable();
+        terms.dedup();
+        let filter = block::encode_keys(&terms).map_err(|_| SectionError("term filter"))?;
+        let h = &mut self.header;
+        for v in [
+            self.pages.len() as u64,
+            compressed.len() as u64,
+            u64::from(stats.traces),
+            stats.start,
+            stats.end,
+            stats.span_duration.0,
+            stats.span_duration.1,
+            stats.trace_duration.0,
+            stats.trace_duration.1,
+            filter.len() as u64,
+        ] {
+            put_varint(h, v);
+        }
+        h.extend_from_slice(&filter);
+        self.pages.extend_from_slice(&compressed);
+        self.page_count += 1;
+        Ok(())
+    }
+
+    /// The section's bytes (`None` when no trace was added).
+    pub(crate) fn finish(mut self) -> Result<Option<Vec<u8>>, SectionError> {
+        self.seal_page()?;
+        if self.page_count == 0 {
+            return Ok(None);
+        }
+        let mut header = Vec::with_capacity(self.header.len() + 10);
+        put_varint(&mut header, self.page_count);
+        header.extend_from_slice(&self.header);
+        let header =
+            zstd::bulk::compress(&header, ZSTD_LEVEL).map_err(|_| SectionError("compression"))?;
+        let mut out = Vec::with_capacity(9 + header.len() + self.pages.len());
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION as u8);
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&self.pages);
+        Ok(Some(out))
+    }
+}
+
+impl PageBuilder {
+    /// The string's ID in the page's dictionary, and its hash for terms.
+    fn string(&mut self, s: &str) -> (u64, u64) {
+        if s.is_empty() && !self.order.is_empty() && self.order[0].is_empty() {
+            return (0, EMPTY_HASH);
+        }
+        let h = xxh3_128(s.as_bytes());
+        let next = self.order.len() as u64;
+        let id = *self.strings.entry(h).or_insert(next);
+        if id == next {
+            self.order.push(s.into());
+        }
+        (id, h as u64)
+    }
+
+    fn col(&mut self, c: Col) -> &mut Vec<u8> {
+        &mut self.cols[c as usize]
+    }
+
+    /// Folds the trace into the page's statistics.
+    fn count(&mut self, t: &SearchTrace) {
+        let (mut span_min, mut span_max) = (u64::MAX, 0);
+        for s in &t.spans {
+            span_min = span_min.min(s.duration());
+            span_max = span_max.max(s.duration());
+        }
+        let stats = self.stats.get_or_insert(PageStats {
+            traces: 0,
+            start: u64::MAX,
+            end: 0,
+            span_duration: (u64::MAX, 0),
+            trace_duration: (u64::MAX, 0),
+        });
+        stats.traces += 1;
+        stats.start = stats.start.min(t.start);
+        stats.end = stats.end.max(t.end);
+        stats.span_duration = (
+            stats.span_duration.0.min(span_min),
+            stats.span_duration.1.max(span_max),
+        );
+        let d = t.duration();
+        stats.trace_duration = (stats.trace_duration.0.min(d), stats.trace_duration.1.max(d));
+    }
+
+    fn add(&mut self, t: &SearchTrace) {
+        if self.order.is_empty() {
+            // ID 0 is the empty string: `string("")` answers without hashing.
+            self.string("");
+        }
+        self.count(t);
+        self.col(Col::TraceId).extend_from_slice(&t.id.0);
+        let head = [
+            t.start,
+            t.end.wrapping_sub(t.start),
+            t.resources.len() as u64,
+            t.spans.len() as u64,
+            t.attrs.len() as u64,
+        ];
+        for v in head {
+            put_varint(self.col(Col::TraceHead), v);
+        }
+        // Each attribute's scope: a resource's range, else a span's.
+        let mut scope_of = std::mem::take(&mut self.scopes);
+        scope_of.clear();
+        scope_of.resize(t.attrs.len(), Scope::Span);
+        for r in &t.resources {
+            let service = r.service.map_or(0, |s| self.string(s).0 + 1);
+            let col = self.col(Col::Resource);
+            put_varint(col, u64::from(r.attrs.start));
+            put_varint(col, u64::from(r.attrs.end - r.attrs.start));
+            put_varint(col, service);
+            if let Some(scopes) = scope_of.get_mut(r.attrs.start as usize..r.attrs.end as usize) {
+                scopes.fill(Scope::Resource);
+            }
+        }
+        for s in &t.spans {
+            let (name, name_hash) = self.string(s.name);
+            let message = self.string(s.status_message).0;
+            self.terms.push(name_term(name_hash));
+            let ids = self.col(Col::SpanId);
+            put_varint(ids, s.span_id.len() as u64);
+            ids.extend_from_slice(s.span_id);
+            let flags = kind_index(s.kind) * 8 + status_index(s.status) * 2 + u64::from(s.root);
+            let col = self.col(Col::Span);
+            for v in [
+                u64::from(s.resource),
+                name,
+                flags,
+                message,
+                s.start.wrapping_sub(t.start),
+                zigzag(s.end.wrapping_sub(s.start) as i64),
+                u64::from(s.attrs.start),
+                u64::from(s.attrs.end - s.attrs.start),
+            ] {
+                put_varint(col, v);
+            }
+        }
+        for (a, &scope) in t.attrs.iter().zip(&scope_of) {
+            self.add_attr(a, scope);
+        }
+        self.scopes = scope_of;
+    }
+
+    fn add_attr(&mut self, a: &Attr, scope: Scope) {
+        let (key, key_hash) = self.string(a.key);
+        put_varint(self.col(Col::AttrKey), key);
+        self.terms.push(key_term(scope, key_hash));
+        let ty = match a.value {
+            AttrValue::Str(s) => {
+                let (id, value_hash) = self.string(s);
+                self.terms.push(value_term(scope, key_hash, value_hash));
+                put_varint(self.col(Col::AttrStr), id);
+                0
+            }
+            AttrValue::Int(i) => {
+                put_varint(self.col(Col::AttrInt), zigzag(i));
+                1
+            }
+            AttrValue::Float(f) => {
+                self.col(Col::AttrFloat).extend_from_slice(&f.to_le_bytes());
+                2
+            }
+            AttrValue::Bool(b) => 3 + u8::from(b),
+            AttrValue::Other(bytes) => {
+                let col = self.col(Col::AttrOther);
+                put_varint(col, bytes.len() as u64);
+                col.extend_from_slice(bytes);
+                5
+            }
+        };
+        self.col(Col::AttrType).push(ty);
+    }
+
+    fn finish(self) -> (Vec<u8>, Vec<u64>) {
+        let mut out = Vec::new();
+        put_varint(&mut out, self.order.len() as u64);
+        for s in &self.order {
+            put_varint(&mut out, s.len() as u64);
+        }
+        for s in &self.order {
+            out.extend_from_slice(s.as_bytes());
+        }
+        for c in &self.cols {
+            put_varint(&mut out, c.len() as u64);
+            out.extend_from_slice(c);
+        }
+        (out, self.terms)
+    }
+}
+
+fn kind_index(k: Kind) -> u64 {
+    Kind::ALL.iter().position(|&x| x == k).unwrap_or(0) as u64
+}
+
+fn status_index(s: Status) -> u64 {
+    Status::ALL.iter().position(|&x| x == s).unwrap_or(0) as u64
+}
