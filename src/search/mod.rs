@@ -231,12 +231,18 @@ async fn fetch_block(
     use_section: bool,
 ) -> Result<BlockSource, crate::storage::StoreError> {
     if use_section && meta.search_version == section::VERSION {
-        let bytes = store.search_section(meta).await?;
-        match section::SectionIndex::decode(&bytes) {
-            Ok(index) => return Ok(BlockSource::Section(index, bytes)),
+        // A section that is missing or does not decode: the data is searched instead.
+        let index = match store.search_section(meta).await {
+            Ok(bytes) => section::SectionIndex::decode(&bytes)
+                .map(|index| (index, bytes))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match index {
+            Ok((index, bytes)) => return Ok(BlockSource::Section(index, bytes)),
             Err(e) => {
                 metrics::counter!("ringtail_search_unreadable_sections_total").increment(1);
-                tracing::warn!(block_id = meta.block_id, error = %e, "a block's search section does not decode; searching its data");
+                tracing::warn!(block_id = meta.block_id, error = %e, "a block's search section is unreadable; searching its data");
             }
         }
     }

@@ -452,8 +452,8 @@ async fn blocks_are_searched_through_their_section_and_through_data_without_one(
     let mut metas = Vec::new();
     // The same traces in three blocks, as three replicas flush them: one with a
     // section, one without (written before sections existed), one whose section is
-    // damaged after upload.
-    for n in ["with", "without", "damaged"] {
+    // damaged after upload, one whose section object is lost.
+    for n in ["with", "without", "damaged", "lost"] {
         metas.push(upload_replica(&store, n, n != "without").await);
     }
     let meta = store.read_meta("t", "with").await.expect("meta");
@@ -472,6 +472,7 @@ async fn blocks_are_searched_through_their_section_and_through_data_without_one(
     let n = bytes.len();
     bytes.truncate(n - 5);
     std::fs::write(&damaged, bytes).expect("damage");
+    std::fs::remove_file(dir.path().join("t/lost/search")).expect("lose it");
 
     for (q, want) in [
         (
@@ -488,8 +489,8 @@ async fn blocks_are_searched_through_their_section_and_through_data_without_one(
             .iter()
             .map(|h| u8::from_str_radix(&h.trace_id[..2], 16).expect("hex"))
             .collect();
-        assert_eq!(ids, want, "{q}: one hit per trace across the three blocks");
-        assert_eq!((stats.blocks, stats.failed_blocks), (3, 0), "{q}");
+        assert_eq!(ids, want, "{q}: one hit per trace across the blocks");
+        assert_eq!((stats.blocks, stats.failed_blocks), (4, 0), "{q}");
     }
     // Tag values read the sections too, and a section's page without the tag is skipped.
     let field = super::tags::parse_tag("resource.service.name", true).expect("tag");

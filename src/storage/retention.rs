@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
-use super::{BlockStore, StoreError, META};
+use super::{BlockStore, StoreError, DATA, FILTER, INDEX, META};
 use crate::overrides::LiveOverrides;
 
 /// Retention settings.
@@ -86,7 +86,10 @@ pub async fn run_pass(
                 } else {
                     Duration::from_secs(meta.created_unix_secs)
                 };
-                let complete = objects.len() >= 4;
+                // The objects that hold its traces (a missing search section only makes
+                // searches read the data instead).
+                let has = |name: &str| objects.iter().any(|o| o.filename() == Some(name));
+                let complete = [DATA, INDEX, FILTER].iter().all(|n| has(n));
                 if ended < cutoff {
                     tracing::info!(tenant, block_id, "deleting a block past its retention");
                     stats.expired_blocks += 1;
