@@ -6,6 +6,8 @@
 #
 #   scripts/bench-cluster.sh [bench args...]       e.g. --concurrency 16 --duration-secs 20
 #   CLUSTER_ARGS="--wal-store sled" scripts/bench-cluster.sh ...   (flags for every node)
+#   BENCH_BIN=/other/ringtail scripts/bench-cluster.sh ...   (the load from another build, to
+#                                                           compare two builds under one load)
 #
 # Figures go to BENCHMARKS.md with the command that produced them.
 set -euo pipefail
@@ -30,7 +32,7 @@ start_cluster 127.0.97 "$work" ${CLUSTER_ARGS:---wal-store file}
 ticks=$(getconf CLK_TCK)
 cpu() { awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 before=(); for p in "${pids[@]}"; do before+=("$(cpu "$p")"); done
-out=$("$bin" bench --endpoint http://127.0.97.100:4317 "$@" | tee /dev/stderr)
+out=$("${BENCH_BIN:-$bin}" bench --endpoint http://127.0.97.100:4317 "$@" | tee /dev/stderr)
 after=(); for p in "${pids[@]}"; do
   kill -0 "$p" 2>/dev/null || { echo "a node died during the run; logs in $work" >&2; exit 1; }
   after+=("$(cpu "$p")")
