@@ -199,11 +199,25 @@ impl BlockStore {
                 .await
         };
         let meta_bytes = get(META).await?;
-        let meta = parse_meta(&meta_bytes, tenant, block_id)?;
-        let search = if meta.search_version > 0 {
-            Some(get(SEARCH).await?)
-        } else {
-            None
+        let mut meta = parse_meta(&meta_bytes, tenant, block_id)?;
+        // A lost search section is no reason to hold the traces back: the copy goes
+        // without one (and says so), and searches read its data.
+        let search = match meta.search_version {
+            0 => None,
+            _ => match get(SEARCH).await {
+                Ok(s) => Some(s),
+                Err(e) if matches!(e, object_store::Error::NotFound { .. }) => {
+                    tracing::warn!(
+                        tenant,
+                        block_id,
+                        "a block's search section is missing; copying the block without it"
+                    );
+                    meta.search_version = 0;
+                    meta.search_bytes = 0;
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         Ok(EncodedBlock {
             data: get(DATA).await?,
@@ -470,6 +484,22 @@ mod tests {
                 .expect("find"),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn a_block_whose_search_section_is_lost_is_still_read_whole_without_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::local(dir.path()).expect("store");
+        let b = block("t", "b", &[1, 2]).with_search(Bytes::from_static(b"section"), 1);
+        store.upload(&b).await.expect("upload");
+        let back = store.read_block("t", "b").await.expect("read");
+        assert_eq!(back.search.as_deref(), Some(&b"section"[..]));
+        assert_eq!(back.meta, b.meta);
+        std::fs::remove_file(dir.path().join("t/b/search")).expect("lose it");
+        let back = store.read_block("t", "b").await.expect("read");
+        assert!(back.search.is_none());
+        assert_eq!((back.meta.search_version, back.meta.search_bytes), (0, 0));
+        assert_eq!(back.data, b.data);
     }
 
     #[tokio::test]
