@@ -206,7 +206,7 @@ impl BlockStore {
             0 => None,
             _ => match get(SEARCH).await {
                 Ok(s) => Some(s),
-                Err(e) if matches!(e, object_store::Error::NotFound { .. }) => {
+                Err(object_store::Error::NotFound { .. }) => {
                     tracing::warn!(
                         tenant,
                         block_id,
