@@ -295,7 +295,7 @@ async fn traceql_finds_exactly_the_matching_traces_in_live_data_blocks_and_the_s
     )
     .await
     .is_empty());
-    assert_tags(&front).await;
+    assert_tags(&front, &[]).await;
     assert_tempo_contract(&front);
 
     // Blocks: cut and flush everything; the ingesters search their local blocks.
@@ -304,6 +304,8 @@ async fn traceql_finds_exactly_the_matching_traces_in_live_data_blocks_and_the_s
     }
     assert_queries(&front, &labels, &[], "ingesters' blocks").await;
     assert_sections_read(&cluster.ingesters, "the ingesters' local blocks").await;
+    assert_tags(&front, &[]).await;
+    assert_tag_tables_read(&cluster.ingesters, "the ingesters' local blocks").await;
 
     // The store: every ingester loses everything; a range search reads the blocks.
     let dir = cluster.dir.path().to_owned();
@@ -325,6 +327,8 @@ async fn traceql_finds_exactly_the_matching_traces_in_live_data_blocks_and_the_s
     .await;
     assert_queries(&front, &labels, &range, "object store").await;
     assert_sections_read(std::slice::from_ref(&cluster.front), "the store's blocks").await;
+    assert_tags(&front, &range).await;
+    assert_tag_tables_read(std::slice::from_ref(&cluster.front), "the store's blocks").await;
     let mut params = vec![("q", "{}")];
     params.extend_from_slice(&range);
     assert_eq!(
@@ -348,8 +352,18 @@ async fn assert_sections_read(nodes: &[common::Node], what: &str) {
     assert_eq!(damaged, 0.0, "{what}: sections failed to decode");
 }
 
-/// Tag names and values list exactly what was exported, per tenant.
-async fn assert_tags(front: &str) {
+/// Tag requests were answered from blocks' tag tables (no page read for them).
+async fn assert_tag_tables_read(nodes: &[common::Node], what: &str) {
+    let mut read = 0.0;
+    for node in nodes {
+        read += metric(node, "ringtail_search_section_tag_tables_read_total").await;
+    }
+    assert!(read > 0.0, "{what}: no tag table was read");
+}
+
+/// Tag names and values list exactly what was exported, per tenant (`extra`: parameters
+/// such as a time range, for every request).
+async fn assert_tags(front: &str, extra: &[(&str, &str)]) {
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
             .expect("array")
@@ -357,7 +371,7 @@ async fn assert_tags(front: &str) {
             .map(|s| s.as_str().expect("string").to_owned())
             .collect()
     };
-    let (status, body) = get(front, A, "/api/v2/search/tags", &[]).await;
+    let (status, body) = get(front, A, "/api/v2/search/tags", extra).await;
     assert_eq!(status, 200, "{body}");
     let body = json(&body);
     let scope = |name: &str| {
@@ -388,14 +402,14 @@ async fn assert_tags(front: &str) {
     );
     assert!(scope("intrinsic").contains(&"duration".to_owned()));
 
-    let (_, body) = get(front, A, "/api/search/tags", &[]).await;
+    let (_, body) = get(front, A, "/api/search/tags", extra).await;
     let names = strings(&json(&body)["tagNames"]);
     assert!(names.contains(&"service.name".to_owned()) && names.contains(&"db.system".to_owned()));
     assert!(
         !names.contains(&"secret.key".to_owned()),
         "another tenant's tag: {names:?}"
     );
-    let (_, body) = get(front, B, "/api/search/tags", &[]).await;
+    let (_, body) = get(front, B, "/api/search/tags", extra).await;
     assert_eq!(
         strings(&json(&body)["tagNames"]),
         ["deployment.environment", "secret.key", "service.name"]
@@ -418,7 +432,7 @@ async fn assert_tags(front: &str) {
         front,
         A,
         "/api/v2/search/tag/resource.service.name/values",
-        &[],
+        extra,
     )
     .await;
     let s = |v: &str| ("string".to_owned(), v.to_owned());
@@ -430,16 +444,16 @@ async fn assert_tags(front: &str) {
         front,
         A,
         "/api/v2/search/tag/resource.service.name/values",
-        &[("q", "{ status = error }")],
+        &[extra, &[("q", "{ status = error }")]].concat(),
     )
     .await;
     assert_eq!(values(&body), [s("checkout")], "q narrows the values");
-    let (_, body) = get(front, A, "/api/v2/search/tag/span.count/values", &[]).await;
+    let (_, body) = get(front, A, "/api/v2/search/tag/span.count/values", extra).await;
     assert_eq!(values(&body), [("int".to_owned(), "3".to_owned())]);
-    let (_, body) = get(front, A, "/api/v2/search/tag/status/values", &[]).await;
+    let (_, body) = get(front, A, "/api/v2/search/tag/status/values", extra).await;
     let st = |v: &str| ("status".to_owned(), v.to_owned());
     assert_eq!(values(&body), [st("error"), st("ok"), st("unset")]);
-    let (_, body) = get(front, A, "/api/search/tag/service.name/values", &[]).await;
+    let (_, body) = get(front, A, "/api/search/tag/service.name/values", extra).await;
     assert_eq!(
         strings(&json(&body)["tagValues"]),
         ["cart", "checkout", "frontend", "worker"]
@@ -447,9 +461,9 @@ async fn assert_tags(front: &str) {
 
     // The capped tenant holds the same data; its answers stop at 12 bytes and say so.
     let path = "/api/v2/search/tag/resource.service.name/values";
-    let r = get_response(front, A, path, &[]).await;
+    let r = get_response(front, A, path, extra).await;
     assert!(r.headers().get("x-ringtail-truncated").is_none());
-    let r = get_response(front, CAPPED, path, &[]).await;
+    let r = get_response(front, CAPPED, path, extra).await;
     assert_eq!(
         r.headers()
             .get("x-ringtail-truncated")
@@ -461,7 +475,7 @@ async fn assert_tags(front: &str) {
     assert!(!listed.is_empty() && bytes <= 12, "{listed:?}");
     let all = [s("cart"), s("checkout"), s("frontend"), s("worker")];
     assert!(listed.iter().all(|v| all.contains(v)), "{listed:?}");
-    let r = get_response(front, CAPPED, "/api/v2/search/tags", &[]).await;
+    let r = get_response(front, CAPPED, "/api/v2/search/tags", extra).await;
     assert!(
         r.headers().get("x-ringtail-truncated").is_some(),
         "tag names too"

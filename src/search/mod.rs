@@ -61,6 +61,11 @@ pub(crate) trait Scanner: Send + 'static {
     fn may_match(&self, _index: &section::SectionIndex, _page: usize) -> bool {
         true
     }
+    /// Takes what it needs from a block's tag table, when the block lies in its range;
+    /// true when that is all it needs from the block (its pages are not read).
+    fn take_table(&mut self, _table: &section::TagTable) -> bool {
+        false
+    }
     fn offer(&mut self, trace: &model::SearchTrace);
 }
 
@@ -168,6 +173,9 @@ impl Scanner for NameScan {
     fn is_full(&self) -> bool {
         self.names.truncated
     }
+    fn take_table(&mut self, table: &section::TagTable) -> bool {
+        self.names.offer_table(table)
+    }
     fn offer(&mut self, trace: &model::SearchTrace) {
         self.names.offer(trace);
     }
@@ -200,6 +208,10 @@ impl Scanner for ValueScan {
                 .as_ref()
                 .is_none_or(|q| index.may_match(page, q))
     }
+    fn take_table(&mut self, table: &section::TagTable) -> bool {
+        // Values next to a filter are found on the spans it selects.
+        self.filter.is_none() && self.values.offer_table(table)
+    }
     fn offer(&mut self, trace: &model::SearchTrace) {
         self.values.offer(trace, self.filter.as_ref());
     }
@@ -230,7 +242,7 @@ async fn fetch_block(
     meta: &crate::storage::block::BlockMeta,
     use_section: bool,
 ) -> Result<BlockSource, crate::storage::StoreError> {
-    if use_section && meta.search_version == section::VERSION {
+    if use_section && section::readable(meta.search_version) {
         // A section that is missing or does not decode: the data is searched instead.
         let index = match store.search_section(meta).await {
             Ok(bytes) => section::SectionIndex::decode(&bytes)
@@ -257,6 +269,8 @@ struct BlockScan {
     bytes: u64,
     pages: u64,
     skipped_pages: u64,
+    /// Answered from the block's tag table.
+    table: bool,
 }
 
 /// Offers a block's traces from its section, skipping pages the scanner cannot use.
@@ -266,6 +280,18 @@ fn scan_section<S: Scanner>(
     bytes: &[u8],
 ) -> Result<BlockScan, section::SectionError> {
     let mut out = BlockScan::default();
+    let (start, end) = index.time_range();
+    let whole = scanner
+        .range()
+        .is_none_or(|r| r.start <= start && end <= r.end);
+    // A table that does not decode: the pages still do (or the data is read).
+    if let Some(Ok(table)) = whole.then(|| index.tag_table()).flatten() {
+        if scanner.take_table(&table) {
+            out.table = true;
+            out.skipped_pages = index.pages() as u64;
+            return Ok(out);
+        }
+    }
     for page in 0..index.pages() {
         if scanner.is_full() {
             break;
@@ -385,6 +411,10 @@ pub(crate) async fn scan_blocks<S: Scanner>(
                         .increment(scan.pages);
                     metrics::counter!("ringtail_search_section_pages_skipped_total")
                         .increment(scan.skipped_pages);
+                    if scan.table {
+                        metrics::counter!("ringtail_search_section_tag_tables_read_total")
+                            .increment(1);
+                    }
                 }
                 // A damaged section: its data is still there. (What the scanner was
                 // offered before the damage may be offered again: hits are merged by

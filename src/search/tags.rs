@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::eval::{field_value, Val};
 use super::model::{Attr, SearchTrace};
+use super::section::{Lookup, Owner, TableValue, TagTable};
 use crate::traceql::ast::{Field, Intrinsic, Scope};
 use crate::traceql::Query;
 
@@ -48,43 +49,53 @@ impl TagNames {
         }
     }
 
+    /// Takes a block's names from its tag table; false when the table's lists are
+    /// incomplete (the block's pages are read instead).
+    pub(crate) fn offer_table(&mut self, table: &TagTable) -> bool {
+        if table.keys_overflow {
+            return false;
+        }
+        for (scope, owner) in [
+            (TagScope::Resource, Owner::Resource),
+            (TagScope::Span, Owner::Span),
+        ] {
+            for key in table.keys(owner) {
+                self.add_name(scope, key);
+            }
+        }
+        true
+    }
+
     fn add(&mut self, scope: TagScope, attributes: &[Attr]) {
         for attr in attributes {
-            let set = match scope {
-                TagScope::Resource => &mut self.resource,
-                TagScope::Span => &mut self.span,
-            };
-            if set.contains(attr.key) {
-                continue;
-            }
-            if self.bytes + attr.key.len() > self.cap {
-                self.truncated = true;
-                return;
-            }
-            self.bytes += attr.key.len();
-            set.insert(attr.key.to_owned());
+            self.add_name(scope, attr.key);
         }
+    }
+
+    fn add_name(&mut self, scope: TagScope, name: &str) {
+        let set = match scope {
+            TagScope::Resource => &mut self.resource,
+            TagScope::Span => &mut self.span,
+        };
+        if self.truncated || set.contains(name) {
+            return;
+        }
+        if self.bytes + name.len() > self.cap {
+            self.truncated = true;
+            return;
+        }
+        self.bytes += name.len();
+        set.insert(name.to_owned());
     }
 
     /// Adds another node's names (`truncated`: it stopped at its cap).
     pub(crate) fn absorb(&mut self, resource: Vec<String>, span: Vec<String>, truncated: bool) {
-        self.truncated |= truncated;
         for (scope, names) in [(TagScope::Resource, resource), (TagScope::Span, span)] {
             for name in names {
-                let set = match scope {
-                    TagScope::Resource => &mut self.resource,
-                    TagScope::Span => &mut self.span,
-                };
-                if !set.contains(&name) {
-                    if self.bytes + name.len() > self.cap {
-                        self.truncated = true;
-                        return;
-                    }
-                    self.bytes += name.len();
-                    set.insert(name);
-                }
+                self.add_name(scope, &name);
             }
         }
+        self.truncated |= truncated;
     }
 
     /// Every name once, scopes merged (the v1 API's `tagNames`).
@@ -144,8 +155,58 @@ impl TagValues {
         }
     }
 
+    /// Takes a block's values of the tag from its tag table; false when the table does
+    /// not have them (too many to keep, or a field it does not list: the block's pages
+    /// are read instead).
+    pub(crate) fn offer_table(&mut self, table: &TagTable) -> bool {
+        let owners: &[Owner] = match &self.field {
+            Field::Intrinsic(Intrinsic::Status) => {
+                for s in table.statuses() {
+                    self.add(TagValue::of("status", s.as_str()));
+                }
+                return true;
+            }
+            Field::Intrinsic(Intrinsic::Kind) => {
+                for k in table.kinds() {
+                    self.add(TagValue::of("kind", k.as_str()));
+                }
+                return true;
+            }
+            Field::Intrinsic(Intrinsic::Name) => &[Owner::SpanName],
+            Field::Intrinsic(_) => return false,
+            Field::Attribute { scope, .. } => match scope {
+                Scope::Resource => &[Owner::Resource],
+                Scope::Span => &[Owner::Span],
+                Scope::Any => &[Owner::Resource, Owner::Span],
+            },
+        };
+        let key = match &self.field {
+            Field::Attribute { key, .. } => key.clone(),
+            Field::Intrinsic(_) => String::new(),
+        };
+        let mut found = Vec::new();
+        for &owner in owners {
+            match table.lookup(owner, &key) {
+                Lookup::Absent => {}
+                Lookup::Overflow => return false,
+                Lookup::Values(values) => found.push(values),
+            }
+        }
+        for v in found.into_iter().flatten() {
+            self.add(match v {
+                TableValue::Str(s) => TagValue::of("string", s),
+                TableValue::Int(i) => TagValue::of("int", &i.to_string()),
+                TableValue::Float(bits) => {
+                    TagValue::of("float", &f64::from_bits(*bits).to_string())
+                }
+                TableValue::Bool(b) => TagValue::of("bool", &b.to_string()),
+            });
+        }
+        true
+    }
+
     fn add(&mut self, v: TagValue) {
-        if self.values.contains(&v) {
+        if self.truncated || self.values.contains(&v) {
             return;
         }
         if self.bytes + v.value.len() > self.cap {
@@ -157,9 +218,18 @@ impl TagValues {
     }
 
     pub(crate) fn absorb(&mut self, values: impl IntoIterator<Item = TagValue>, truncated: bool) {
-        self.truncated |= truncated;
         for v in values {
             self.add(v);
+        }
+        self.truncated |= truncated;
+    }
+}
+
+impl TagValue {
+    fn of(kind: &str, value: &str) -> Self {
+        Self {
+            kind: kind.into(),
+            value: value.into(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! A block's search section (the `search` object, version 1): what TraceQL and the tag
+//! A block's search section (the `search` object, version 2): what TraceQL and the tag
 //! APIs read, per trace, in a columnar, dictionary-encoded, zstd-compressed layout that
 //! lets a query skip pages before decoding a span. Written when a block is completed
 //! (from the same decode a search of the records does); blocks without it are searched
@@ -8,7 +8,8 @@
 //! "RTSS" ‖ version (u8) ‖ header length (u32 LE) ‖ header (zstd) ‖ pages (each zstd)
 //! header: page count, then per page (varints): offset from the first page, length,
 //!         traces, min trace start, max trace end, min and max span duration, min and
-//!         max trace duration, then its term filter (length ‖ `block::encode_keys`).
+//!         max trace duration, then its term filter (length ‖ `block::encode_keys`);
+//!         then (version 2; version 1 ends before it) the block's tag table (`tags`).
 //! page:   a string dictionary (count, lengths, bytes), then columns (each: length ‖
 //!         bytes), see `Col`.
 //! ```
@@ -21,12 +22,14 @@
 
 mod prune;
 mod read;
+mod tags;
 mod write;
 
 #[cfg(test)]
 mod tests;
 
 pub(crate) use read::{decode_page, SectionIndex};
+pub(crate) use tags::{Lookup, Owner, TableValue, TagTable};
 pub(crate) use write::SectionWriter;
 
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
@@ -35,8 +38,15 @@ use super::model::SearchTrace;
 use crate::model::TraceId;
 use crate::traceql::ast::Scope;
 
-pub(crate) const VERSION: u32 = 1;
+/// The version written; [`readable`] tells which are read.
+pub(crate) const VERSION: u32 = 2;
 const MAGIC: &[u8; 4] = b"RTSS";
+
+/// Whether sections of `version` (a block meta's `search_version`) are read: 1 (no tag
+/// table) and 2. Others (0: none; newer: unknown) are searched through the data.
+pub(crate) fn readable(version: u32) -> bool {
+    (1..=VERSION).contains(&version)
+}
 /// Traces per page: small enough that a selective query skips most of a block, large
 /// enough that a page's dictionary and filter pay for themselves.
 const PAGE_TRACES: usize = 512;
@@ -175,6 +185,15 @@ impl<'a> Cursor<'a> {
             }
         }
         Err(SectionError("truncated varint"))
+    }
+
+    fn string(&mut self) -> Result<&'a str, SectionError> {
+        let n = self.varint()? as usize;
+        std::str::from_utf8(self.bytes(n)?).map_err(|_| SectionError("string"))
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.buf)
     }
 
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], SectionError> {

@@ -1,6 +1,7 @@
 //! Reading a section: the header's page index and statistics, and a page's traces.
 
-use super::{prune, unzigzag, Col, Cursor, PageStats, SectionError, COLUMNS, MAGIC, VERSION};
+use super::tags::TagTable;
+use super::{prune, readable, unzigzag, Col, Cursor, PageStats, SectionError, COLUMNS, MAGIC};
 use crate::model::TraceId;
 use crate::search::model::{Attr, AttrValue, Resource, SearchSpan, SearchTrace};
 use crate::storage::block::KeyFilter;
@@ -10,6 +11,9 @@ use crate::traceql::ast::{Kind, Query, Scope, Status};
 pub(crate) struct SectionIndex {
     pages: Vec<PageEntry>,
     body_start: usize,
+    /// The tag table's bytes (decoded on demand: searches do not need it); `None` in a
+    /// version 1 section.
+    tags: Option<Vec<u8>>,
 }
 
 struct PageEntry {
@@ -24,7 +28,8 @@ impl SectionIndex {
         if bytes.len() < 9 || &bytes[..4] != MAGIC {
             return Err(SectionError("bad magic"));
         }
-        if u32::from(bytes[4]) != VERSION {
+        let version = u32::from(bytes[4]);
+        if !readable(version) {
             return Err(SectionError("unsupported version"));
         }
         let header_len = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
@@ -60,7 +65,24 @@ impl SectionIndex {
                 terms: KeyFilter::decode(filter).map_err(|_| SectionError("term filter"))?,
             });
         }
-        Ok(Self { pages, body_start })
+        let tags = (version >= 2).then(|| r.rest().to_vec());
+        Ok(Self {
+            pages,
+            body_start,
+            tags,
+        })
+    }
+
+    /// The block's tag table (`None`: a version 1 section has none).
+    pub(crate) fn tag_table(&self) -> Option<Result<TagTable, SectionError>> {
+        self.tags.as_deref().map(TagTable::decode)
+    }
+
+    /// The earliest start and latest end of the section's traces.
+    pub(crate) fn time_range(&self) -> (u64, u64) {
+        self.pages.iter().fold((u64::MAX, 0), |(start, end), p| {
+            (start.min(p.stats.start), end.max(p.stats.end))
+        })
     }
 
     pub(crate) fn pages(&self) -> usize {

@@ -8,6 +8,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::*;
 use crate::search::eval::evaluate;
+use crate::traceql::ast::Field;
 use crate::traceql::parse;
 
 const BASE: u64 = 1_700_000_000_000_000_000;
@@ -282,6 +283,7 @@ fn a_damaged_section_is_an_error_never_a_panic() {
             bad[at] ^= 1 << rng.random_range(0..8);
         }
         if let Ok(index) = SectionIndex::decode(&bad) {
+            let _ = index.tag_table();
             for p in 0..index.pages() {
                 if let Ok(raw) = index.read_page(&bad, p) {
                     let _ = decode_page(&raw);
@@ -301,4 +303,145 @@ fn a_damaged_section_is_an_error_never_a_panic() {
 fn the_empty_strings_hash_is_the_one_the_dictionary_would_compute() {
     assert_eq!(xxh3_128(b"") as u64, EMPTY_HASH);
     assert_eq!(hash(""), EMPTY_HASH);
+}
+
+/// The names and values a scan of the pages collects (`None`: the field's values).
+fn from_pages(index: &SectionIndex, bytes: &[u8], field: Option<&Field>) -> Vec<String> {
+    let mut names = crate::search::TagNames::new(usize::MAX);
+    let mut values = field.map(|f| crate::search::TagValues::new(f.clone(), usize::MAX));
+    for p in 0..index.pages() {
+        let raw = index.read_page(bytes, p).expect("page");
+        for t in decode_page(&raw).expect("decode") {
+            names.offer(&t);
+            if let Some(v) = values.as_mut() {
+                v.offer(&t, None);
+            }
+        }
+    }
+    listed(&names, values.as_ref())
+}
+
+fn listed(
+    names: &crate::search::TagNames,
+    values: Option<&crate::search::TagValues>,
+) -> Vec<String> {
+    match values {
+        Some(v) => v
+            .values
+            .iter()
+            .map(|v| format!("{}:{}", v.kind, v.value))
+            .collect(),
+        None => names
+            .resource
+            .iter()
+            .map(|n| format!("resource.{n}"))
+            .chain(names.span.iter().map(|n| format!("span.{n}")))
+            .collect(),
+    }
+}
+
+#[test]
+fn the_tag_table_lists_what_the_pages_hold() {
+    let recs = records(1200, 6);
+    let bytes = section_of(&recs);
+    let index = SectionIndex::decode(&bytes).expect("index");
+    let table = index.tag_table().expect("version 2").expect("decodes");
+    let mut names = crate::search::TagNames::new(usize::MAX);
+    assert!(names.offer_table(&table));
+    assert_eq!(listed(&names, None), from_pages(&index, &bytes, None));
+    assert!(names.resource.contains("tags"), "{names:?}");
+    for tag in [
+        "resource.service.name",
+        "resource.region",
+        "resource.tags",
+        "span.http.status_code",
+        "span.http.method",
+        "span.flag",
+        ".user",
+        ".service.name",
+        "span.region",
+        "name",
+        "status",
+        "kind",
+    ] {
+        let field = crate::search::tags::parse_tag(tag, true).expect("tag");
+        let mut values = crate::search::TagValues::new(field.clone(), usize::MAX);
+        assert!(values.offer_table(&table), "{tag} is in the table");
+        let expected = from_pages(&index, &bytes, Some(&field));
+        assert_eq!(listed(&names, Some(&values)), expected, "{tag}");
+        assert_eq!(
+            expected.is_empty(),
+            ["resource.tags", "span.region"].contains(&tag),
+            "{tag}: {expected:?}"
+        );
+    }
+    // A float per span: too many to keep; the pages answer.
+    for tag in [".ratio", "statusMessage", "trace:rootName"] {
+        let field = crate::search::tags::parse_tag(tag, true).expect("tag");
+        let mut values = crate::search::TagValues::new(field, usize::MAX);
+        assert!(!values.offer_table(&table), "{tag} is not in the table");
+    }
+}
+
+#[test]
+fn a_key_past_the_caps_keeps_no_values_and_says_so() {
+    let mut table = TagTable::default();
+    let e = table.entry(Owner::Span, "id").expect("entry");
+    for i in 0..tags::MAX_VALUES {
+        e.add(TableValue::Int(i as i64));
+    }
+    assert!(!e.overflow);
+    e.add(TableValue::Int(-1));
+    assert!(e.overflow && e.values.is_empty());
+    let long = "x".repeat(tags::MAX_VALUE_BYTES + 1);
+    let e = table.entry(Owner::Span, "url").expect("entry");
+    e.add(TableValue::Str(long.into()));
+    assert!(e.overflow);
+    for i in 0..tags::MAX_KEYS {
+        table.entry(Owner::Resource, &format!("k{i}"));
+    }
+    assert!(!table.keys_overflow);
+    assert!(table.entry(Owner::Resource, "one more").is_none());
+    assert!(table.keys_overflow);
+    assert!(matches!(
+        table.lookup(Owner::Span, "absent"),
+        Lookup::Overflow
+    ));
+    let mut encoded = Vec::new();
+    table.encode(&mut encoded);
+    assert_eq!(TagTable::decode(&encoded).expect("decode"), table);
+    assert!(TagTable::decode(&encoded[..encoded.len() - 1]).is_err());
+}
+
+#[test]
+fn a_version_1_section_without_a_tag_table_is_still_read() {
+    let recs = records(700, 7);
+    let v2 = section_of(&recs);
+    let index = SectionIndex::decode(&v2).expect("index");
+    let mut table = Vec::new();
+    index
+        .tag_table()
+        .expect("table")
+        .expect("decodes")
+        .encode(&mut table);
+    // The same section as version 1 wrote it: the header without the table.
+    let header_len = u32::from_le_bytes(v2[5..9].try_into().expect("4 bytes")) as usize;
+    let header = zstd::stream::decode_all(&v2[9..9 + header_len]).expect("header");
+    assert!(header.ends_with(&table));
+    let header = zstd::bulk::compress(&header[..header.len() - table.len()], 3).expect("zstd");
+    let mut v1 = b"RTSS\x01".to_vec();
+    v1.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    v1.extend_from_slice(&header);
+    v1.extend_from_slice(&v2[9 + header_len..]);
+    assert!(readable(1) && readable(VERSION) && !readable(0) && !readable(VERSION + 1));
+    let old = SectionIndex::decode(&v1).expect("a version 1 section decodes");
+    assert!(old.tag_table().is_none());
+    assert_eq!(old.pages(), index.pages());
+    for p in 0..old.pages() {
+        let (a, b) = (
+            old.read_page(&v1, p).expect("page"),
+            index.read_page(&v2, p).expect("page"),
+        );
+        assert_eq!(a, b);
+    }
 }

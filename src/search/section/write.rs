@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::tags::{Owner, TableValue, TagTable};
 use super::{
     key_term, name_term, put_varint, value_term, zigzag, Col, PageStats, Prehashed, SectionError,
     COLUMNS, EMPTY_HASH, MAGIC, PAGE_TRACES, VERSION, ZSTD_LEVEL,
@@ -18,6 +19,7 @@ pub(crate) struct SectionWriter {
     header: Vec<u8>,
     page_count: u64,
     page: PageBuilder,
+    tags: TagTable,
 }
 
 #[derive(Default)]
@@ -27,8 +29,16 @@ struct PageBuilder {
     /// ~2^-100 likely for a page's strings), so a hit is not compared byte by byte.
     strings: HashMap<u128, u64, Prehashed>,
     order: Vec<Box<str>>,
+    /// Each string's hash, by ID (terms are made of them).
+    hashes: Vec<u64>,
     cols: [Vec<u8>; COLUMNS],
-    terms: Vec<u64>,
+    /// Every attribute's and span name's `(value_ref, value)`: sorted and de-duplicated
+    /// when the page is sealed, they make the page's terms and feed the block's tag table
+    /// (one push per attribute here; the work per distinct value is done once per page).
+    values: Vec<(u64, u64)>,
+    /// Bit `i`: a span has `Status::ALL[i]`, `Kind::ALL[i]`.
+    statuses: u8,
+    kinds: u8,
     /// Scratch: each attribute's scope in the trace being added.
     scopes: Vec<Scope>,
     stats: Option<PageStats>,
@@ -47,6 +57,7 @@ impl SectionWriter {
             header: Vec::new(),
             page_count: 0,
             page: PageBuilder::default(),
+            tags: TagTable::default(),
         }
     }
 
@@ -68,7 +79,7 @@ impl SectionWriter {
         let Some(stats) = page.stats.clone() else {
             return Ok(());
         };
-        let (body, mut terms) = page.finish();
+        let (body, mut terms) = page.finish(&mut self.tags);
         let compressed =
             zstd::bulk::compress(&body, ZSTD_LEVEL).map_err(|_| SectionError("compression"))?;
         terms.sort_unstable();
@@ -104,6 +115,7 @@ impl SectionWriter {
         let mut header = Vec::with_capacity(self.header.len() + 10);
         put_varint(&mut header, self.page_count);
         header.extend_from_slice(&self.header);
+        self.tags.encode(&mut header);
         let header =
             zstd::bulk::compress(&header, ZSTD_LEVEL).map_err(|_| SectionError("compression"))?;
         let mut out = Vec::with_capacity(9 + header.len() + self.pages.len());
@@ -127,6 +139,7 @@ impl PageBuilder {
         let id = *self.strings.entry(h).or_insert(next);
         if id == next {
             self.order.push(s.into());
+            self.hashes.push(h as u64);
         }
         (id, h as u64)
     }
@@ -192,9 +205,11 @@ impl PageBuilder {
             }
         }
         for s in &t.spans {
-            let (name, name_hash) = self.string(s.name);
+            let name = self.string(s.name).0;
             let message = self.string(s.status_message).0;
-            self.terms.push(name_term(name_hash));
+            self.values.push((value_ref(REF_NAME, 0, 0), name));
+            self.statuses |= 1 << status_index(s.status);
+            self.kinds |= 1 << kind_index(s.kind);
             let ids = self.col(Col::SpanId);
             put_varint(ids, s.span_id.len() as u64);
             ids.extend_from_slice(s.span_id);
@@ -220,36 +235,88 @@ impl PageBuilder {
     }
 
     fn add_attr(&mut self, a: &Attr, scope: Scope) {
-        let (key, key_hash) = self.string(a.key);
+        let key = self.string(a.key).0;
         put_varint(self.col(Col::AttrKey), key);
-        self.terms.push(key_term(scope, key_hash));
-        let ty = match a.value {
+        let (ty, value) = match a.value {
             AttrValue::Str(s) => {
-                let (id, value_hash) = self.string(s);
-                self.terms.push(value_term(scope, key_hash, value_hash));
+                let id = self.string(s).0;
                 put_varint(self.col(Col::AttrStr), id);
-                0
+                (0, id)
             }
             AttrValue::Int(i) => {
                 put_varint(self.col(Col::AttrInt), zigzag(i));
-                1
+                (1, i as u64)
             }
             AttrValue::Float(f) => {
                 self.col(Col::AttrFloat).extend_from_slice(&f.to_le_bytes());
-                2
+                (2, f.to_bits())
             }
-            AttrValue::Bool(b) => 3 + u8::from(b),
+            AttrValue::Bool(b) => (3 + u8::from(b), 0),
             AttrValue::Other(bytes) => {
                 let col = self.col(Col::AttrOther);
                 put_varint(col, bytes.len() as u64);
                 col.extend_from_slice(bytes);
-                5
+                (5, 0)
             }
         };
         self.col(Col::AttrType).push(ty);
+        let owner = match scope {
+            Scope::Resource => REF_RESOURCE,
+            _ => REF_SPAN,
+        };
+        self.values.push((value_ref(owner, key, ty), value));
     }
 
-    fn finish(self) -> (Vec<u8>, Vec<u64>) {
+    /// The page's distinct attributes and names, once each: its terms (returned) and
+    /// the block's tag table (folded into `table`).
+    fn fold_values(&mut self, table: &mut TagTable) -> Vec<u64> {
+        let mut values = std::mem::take(&mut self.values);
+        values.sort_unstable();
+        values.dedup();
+        let mut terms = Vec::with_capacity(values.len());
+        let mut group = u64::MAX;
+        let mut entry = None;
+        for &(r, v) in &values {
+            let (owner, key, ty) = (r >> 62, (r >> 3) & KEY_MASK, (r & 7) as u8);
+            let hash = |id: u64| self.hashes.get(id as usize).copied().unwrap_or(EMPTY_HASH);
+            let string = |id: u64| self.order.get(id as usize).map_or("", |s| &**s);
+            let scope = if owner == REF_RESOURCE {
+                Scope::Resource
+            } else {
+                Scope::Span
+            };
+            if r >> 3 != group {
+                group = r >> 3;
+                entry = if owner == REF_NAME {
+                    table.entry(Owner::SpanName, "")
+                } else {
+                    terms.push(key_term(scope, hash(key)));
+                    table.entry(Owner::of(scope), string(key))
+                };
+            }
+            if owner == REF_NAME {
+                terms.push(name_term(hash(v)));
+            } else if ty == 0 {
+                terms.push(value_term(scope, hash(key), hash(v)));
+            }
+            let Some(e) = entry.as_deref_mut().filter(|e| !e.overflow) else {
+                continue;
+            };
+            e.add(match ty {
+                0 => TableValue::Str(string(v).into()),
+                1 => TableValue::Int(v as i64),
+                2 => TableValue::Float(v),
+                3 | 4 => TableValue::Bool(ty == 4),
+                _ => continue, // arrays and maps: the key only
+            });
+        }
+        table.statuses |= self.statuses;
+        table.kinds |= self.kinds;
+        terms
+    }
+
+    fn finish(mut self, table: &mut TagTable) -> (Vec<u8>, Vec<u64>) {
+        let terms = self.fold_values(table);
         let mut out = Vec::new();
         put_varint(&mut out, self.order.len() as u64);
         for s in &self.order {
@@ -262,8 +329,20 @@ impl PageBuilder {
             put_varint(&mut out, c.len() as u64);
             out.extend_from_slice(c);
         }
-        (out, self.terms)
+        (out, terms)
     }
+}
+
+/// Whose value a `PageBuilder::values` entry is (its top two bits).
+const REF_SPAN: u64 = 0;
+const REF_RESOURCE: u64 = 1;
+const REF_NAME: u64 = 2;
+const KEY_MASK: u64 = (1 << 59) - 1;
+
+/// `owner ‖ key's string ID ‖ value type (3 bits)`: sorting the entries groups each key's
+/// values (of every type) together.
+fn value_ref(owner: u64, key: u64, ty: u8) -> u64 {
+    (owner << 62) | ((key & KEY_MASK) << 3) | u64::from(ty)
 }
 
 fn kind_index(k: Kind) -> u64 {

@@ -1,0 +1,147 @@
+//! What an ingester's block completion costs, part by part: the data (zstd pages, index,
+//! filter) and the search section, over traces shaped as SDKs send them (10 spans per
+//! trace; 6 resource attributes, 4-6 span attributes; ~180 bytes per span).
+//!
+//! `cargo bench --bench block`
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
+use prost::Message;
+use ringtail::model::TraceId;
+use ringtail::storage::block::{encode_sorted, BlockInfo, BlockTrace};
+
+const TRACES: usize = 4000;
+const SPANS_PER_TRACE: usize = 10;
+
+fn kv(key: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn s(key: &str, v: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(v.into()))
+}
+
+/// Trace `t`: one service's spans, attribute values of realistic cardinality.
+fn trace(t: usize) -> (TraceId, Bytes) {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&(t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+    id[8..].copy_from_slice(&(t as u64).to_le_bytes());
+    let services = ["checkout", "cart", "payments", "frontend", "inventory"];
+    let service = services[t % services.len()];
+    let start = 1_700_000_000_000_000_000 + t as u64 * 1_000_000;
+    let spans = (0..SPANS_PER_TRACE)
+        .map(|i| {
+            let route = ["/api/cart", "/api/checkout", "/api/items/{id}", "/health"][(t + i) % 4];
+            let mut attributes = vec![
+                s("http.request.method", ["GET", "POST"][i % 2]),
+                s("http.route", route),
+                kv(
+                    "http.response.status_code",
+                    any_value::Value::IntValue([200, 200, 200, 404, 500][(t * 7 + i) % 5]),
+                ),
+                s("url.path", &format!("{route}/{}", t % 997)),
+            ];
+            if i % 2 == 0 {
+                attributes.push(s("net.peer.name", &format!("10.0.{}.{}", t % 4, i)));
+            }
+            if i % 3 == 0 {
+                attributes.push(s("user.id", &format!("user-{}", t % 5000)));
+            }
+            Span {
+                trace_id: id.to_vec(),
+                span_id: ((t * SPANS_PER_TRACE + i) as u64 + 1)
+                    .to_le_bytes()
+                    .to_vec(),
+                parent_span_id: if i == 0 {
+                    Vec::new()
+                } else {
+                    ((t * SPANS_PER_TRACE) as u64 + 1).to_le_bytes().to_vec()
+                },
+                name: format!("{} {route}", ["GET", "POST"][i % 2]),
+                kind: 1 + (i % 3) as i32,
+                start_time_unix_nano: start + i as u64 * 1000,
+                end_time_unix_nano: start
+                    + i as u64 * 1000
+                    + 1_000_000
+                    + (t % 250) as u64 * 1_000_000,
+                attributes,
+                ..Default::default()
+            }
+        })
+        .collect();
+    let resource = vec![
+        s("service.name", service),
+        s("service.version", "1.4.2"),
+        s("deployment.environment", "production"),
+        s("host.name", &format!("node-{}", t % 12)),
+        s("k8s.pod.name", &format!("{service}-7d9f8b-{}", t % 40)),
+        s("telemetry.sdk.language", "go"),
+    ];
+    let data = TracesData {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: resource,
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "io.opentelemetry.http".into(),
+                    ..Default::default()
+                }),
+                spans,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    (TraceId(id), Bytes::from(data.encode_to_vec()))
+}
+
+fn info() -> BlockInfo {
+    BlockInfo {
+        tenant: "bench".into(),
+        block_id: "bench-block".into(),
+        ingester: "ingester-1".into(),
+        start_unix_nano: 0,
+        end_unix_nano: 0,
+        created_unix_secs: 0,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut traces: Vec<BlockTrace> = (0..TRACES)
+        .map(|t| {
+            let (id, data) = trace(t);
+            BlockTrace { id, data }
+        })
+        .collect();
+    traces.sort_by_key(|t| t.id);
+    let bytes: usize = traces.iter().map(|t| t.data.len()).sum();
+    let spans = (TRACES * SPANS_PER_TRACE) as u64;
+    let data = encode_sorted(&traces, info()).expect("encodes");
+    let section = ringtail::search_section_of(&traces).expect("a section");
+    eprintln!(
+        "{spans} spans, {:.0} bytes per span: data {:.1} bytes per span, search section {:.1}",
+        bytes as f64 / spans as f64,
+        data.data.len() as f64 / spans as f64,
+        section.len() as f64 / spans as f64
+    );
+    let mut g = c.benchmark_group("block completion");
+    g.throughput(Throughput::Elements(spans));
+    g.sample_size(20);
+    g.bench_function("data", |b| b.iter(|| encode_sorted(&traces, info())));
+    g.bench_function("search section", |b| {
+        b.iter(|| ringtail::search_section_of(&traces))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
