@@ -50,7 +50,7 @@ pub(crate) fn readable(version: u32) -> bool {
 /// Traces per page: small enough that a selective query skips most of a block, large
 /// enough that a page's dictionary and filter pay for themselves.
 const PAGE_TRACES: usize = 512;
-const ZSTD_LEVEL: i32 = 3;
+const ZSTD_LEVEL: i32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 #[error("search section is malformed: {0}")]

@@ -36,6 +36,10 @@ struct PageBuilder {
     /// when the page is sealed, they make the page's terms and feed the block's tag table
     /// (one push per attribute here; the work per distinct value is done once per page).
     values: Vec<(u64, u64)>,
+    /// The last entry pushed to each of `RECENT` slots: a repeat of one (most are
+    /// repeats: the same keys and values span after span) is not pushed again, which
+    /// keeps the sort at sealing short.
+    recent: Vec<(u64, u64)>,
     /// Bit `i`: a span has `Status::ALL[i]`, `Kind::ALL[i]`.
     statuses: u8,
     kinds: u8,
@@ -207,7 +211,7 @@ impl PageBuilder {
         for s in &t.spans {
             let name = self.string(s.name).0;
             let message = self.string(s.status_message).0;
-            self.values.push((value_ref(REF_NAME, 0, 0), name));
+            self.note(value_ref(REF_NAME, 0, 0), name);
             self.statuses |= 1 << status_index(s.status);
             self.kinds |= 1 << kind_index(s.kind);
             let ids = self.col(Col::SpanId);
@@ -264,7 +268,24 @@ impl PageBuilder {
             Scope::Resource => REF_RESOURCE,
             _ => REF_SPAN,
         };
-        self.values.push((value_ref(owner, key, ty), value));
+        self.note(value_ref(owner, key, ty), value);
+    }
+
+    /// Records `(value_ref, value)` unless it was just recorded.
+    #[inline]
+    fn note(&mut self, r: u64, v: u64) {
+        if self.recent.is_empty() {
+            // No entry is all ones (the owner takes two bits and is at most 2).
+            self.recent = vec![(u64::MAX, u64::MAX); RECENT];
+        }
+        let slot = ((r ^ v.rotate_left(23)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize;
+        if let Some(last) = self.recent.get_mut(slot) {
+            if *last == (r, v) {
+                return;
+            }
+            *last = (r, v);
+        }
+        self.values.push((r, v));
     }
 
     /// The page's distinct attributes and names, once each: its terms (returned) and
@@ -338,6 +359,8 @@ const REF_SPAN: u64 = 0;
 const REF_RESOURCE: u64 = 1;
 const REF_NAME: u64 = 2;
 const KEY_MASK: u64 = (1 << 59) - 1;
+/// Slots of `PageBuilder::recent` (`1 << 10`: the top 10 bits of a 64-bit mix).
+const RECENT: usize = 1 << 10;
 
 /// `owner ‖ key's string ID ‖ value type (3 bits)`: sorting the entries groups each key's
 /// values (of every type) together.
