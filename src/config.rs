@@ -129,6 +129,14 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_SEARCH_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub search_timeout_ms: Option<u64>,
+    /// Search jobs over the store's blocks one querier runs at once per request [default: 2]
+    #[arg(long, env = "RINGTAIL_SEARCH_CONCURRENT_JOBS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_concurrent_jobs: Option<usize>,
+    /// Bytes of blocks (search sections, else data) one search job reads [default: 33554432]
+    #[arg(long, env = "RINGTAIL_SEARCH_TARGET_BYTES_PER_JOB")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_target_bytes_per_job: Option<u64>,
     /// After the read quorum, how long to wait for the other replicas, ms [default: 50]
     #[arg(long, env = "RINGTAIL_READ_LINGER_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -379,6 +387,10 @@ pub struct Config {
     pub push_timeout: Duration,
     pub read_timeout: Duration,
     pub search_timeout: Duration,
+    /// Search jobs over the store's blocks run at once per request, and the bytes of
+    /// blocks one reads.
+    pub search_concurrent_jobs: usize,
+    pub search_target_bytes_per_job: u64,
     pub read_linger: Duration,
     pub multitenancy_enabled: bool,
     pub max_recv_msg_size: usize,
@@ -516,6 +528,19 @@ impl RawConfig {
             push_timeout: positive_ms("push_timeout_ms", self.push_timeout_ms, 2000)?,
             read_timeout: positive_ms("read_timeout_ms", self.read_timeout_ms, 2000)?,
             search_timeout: positive_ms("search_timeout_ms", self.search_timeout_ms, 30_000)?,
+            search_concurrent_jobs: match self.search_concurrent_jobs.unwrap_or(2) {
+                0 => return Err(invalid("search_concurrent_jobs", "must be greater than 0")),
+                n => n,
+            },
+            search_target_bytes_per_job: match self.search_target_bytes_per_job {
+                Some(0) => {
+                    return Err(invalid(
+                        "search_target_bytes_per_job",
+                        "must be greater than 0",
+                    ))
+                }
+                n => n.unwrap_or(32 << 20),
+            },
             read_linger: Duration::from_millis(self.read_linger_ms.unwrap_or(50)),
             multitenancy_enabled: self.multitenancy_enabled.unwrap_or(false),
             max_recv_msg_size,

@@ -24,6 +24,10 @@ pub(super) fn querier(
             replication: config.replication,
             read_timeout: config.read_timeout,
             search_timeout: config.search_timeout,
+            search_jobs: crate::search::jobs::JobLimits {
+                concurrency: config.search_concurrent_jobs,
+                target_bytes: config.search_target_bytes_per_job,
+            },
             read_linger: config.read_linger,
             multitenancy_enabled: config.multitenancy_enabled,
             overrides: config.retention.overrides.clone(),

@@ -47,6 +47,8 @@ pub(crate) struct QuerierSettings {
     pub read_timeout: Duration,
     /// Timeout of one search or tag request on one ingester.
     pub search_timeout: Duration,
+    /// How a search over the store's blocks is split and run.
+    pub search_jobs: crate::search::jobs::JobLimits,
     pub read_linger: Duration,
     pub multitenancy_enabled: bool,
     /// Per-tenant limits (the tag requests' byte cap).

@@ -17,9 +17,6 @@ use crate::search::{
 };
 use crate::traceql::ast::Field;
 
-/// Store blocks fetched ahead while one is evaluated.
-const BLOCKS_AHEAD: usize = 4;
-
 /// Tempo's `SearchMetrics`.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -61,6 +58,17 @@ impl Querier {
             .max_bytes_per_tag_values_query
     }
 
+    /// Scans `blocks` as jobs (`search::jobs`) with this querier's limits.
+    async fn scan_jobs<S: search::Scanner>(
+        &self,
+        blocks: Vec<crate::storage::block::BlockMeta>,
+        scanner: S,
+    ) -> (S, search::jobs::JobStats) {
+        let limits = self.settings.search_jobs;
+        let jobs = search::jobs::plan(blocks, limits.target_bytes);
+        search::jobs::run(&self.store, jobs, scanner, limits.concurrency).await
+    }
+
     /// The tenant's blocks in the store (as last listed) that may hold `range`.
     fn blocks_in(
         &self,
@@ -94,18 +102,19 @@ impl Querier {
             .unwrap_or_default();
         let total_blocks = blocks.len() as u64;
         let scanner = Search::new(p.query.clone(), p.range, p.limit, p.spans_per_set);
-        let (answers, (from_blocks, block_stats)) = tokio::join!(
+        let (answers, (from_blocks, jobs)) = tokio::join!(
             self.ask_ingesters(|c| c.search(request.clone())),
-            search::scan_blocks(&self.store, blocks, scanner, BLOCKS_AHEAD),
+            self.scan_jobs(blocks, scanner),
         );
+        // A job per ingester and per group of blocks (`search::jobs`).
         let mut metrics = SearchMetrics {
             total_blocks,
-            total_jobs: answers.len() as u64 + total_blocks,
-            completed_jobs: block_stats.blocks,
-            inspected_traces: block_stats.traces,
-            inspected_bytes: block_stats.bytes,
+            total_jobs: answers.len() as u64 + jobs.total,
+            completed_jobs: jobs.completed,
+            inspected_traces: jobs.scan.traces,
+            inspected_bytes: jobs.scan.bytes,
         };
-        let mut partial = failed_blocks(&block_stats);
+        let mut partial = failed_blocks(&jobs.scan);
         let mut hits = from_blocks.hits;
         for (name, answer) in answers {
             match answer {
@@ -157,10 +166,10 @@ impl Querier {
         };
         let (answers, (scan, stats)) = tokio::join!(
             self.ask_ingesters(|c| c.search_tags(request.clone())),
-            search::scan_blocks(&self.store, blocks, scan, BLOCKS_AHEAD),
+            self.scan_jobs(blocks, scan),
         );
         let mut names = scan.names;
-        let mut partial = failed_blocks(&stats);
+        let mut partial = failed_blocks(&stats.scan);
         for (name, answer) in answers {
             match answer {
                 Ok(r) => names.absorb(r.resource_tags, r.span_tags, r.truncated),
@@ -199,10 +208,10 @@ impl Querier {
         };
         let (answers, (scan, stats)) = tokio::join!(
             self.ask_ingesters(|c| c.search_tags(request.clone())),
-            search::scan_blocks(&self.store, blocks, scan, BLOCKS_AHEAD),
+            self.scan_jobs(blocks, scan),
         );
         let mut values = scan.values;
-        let mut partial = failed_blocks(&stats);
+        let mut partial = failed_blocks(&stats.scan);
         for (name, answer) in answers {
             match answer {
                 Ok(r) => values.absorb(

@@ -21,6 +21,10 @@ fn querier_over_fakes(read_timeout: Duration) -> (Arc<Querier>, FakeIngesters, V
         replication: ReplicationFactor::default(),
         read_timeout,
         search_timeout: read_timeout,
+        search_jobs: crate::search::jobs::JobLimits {
+            concurrency: 2,
+            target_bytes: 1 << 20,
+        },
         read_linger: Duration::from_millis(10),
         multitenancy_enabled: false,
         overrides: Arc::new(crate::overrides::LiveOverrides::fixed(

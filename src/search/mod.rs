@@ -9,6 +9,7 @@
 
 pub(crate) mod eval;
 pub(crate) mod hit;
+pub(crate) mod jobs;
 pub(crate) mod model;
 pub(crate) mod params;
 pub(crate) mod section;
@@ -67,6 +68,15 @@ pub(crate) trait Scanner: Send + 'static {
         false
     }
     fn offer(&mut self, trace: &model::SearchTrace);
+    /// A scanner for another job of the same request, with an empty answer but what this
+    /// one knows about what is still wanted (a search's oldest kept hit).
+    fn fork(&self) -> Self
+    where
+        Self: Sized;
+    /// Takes another job's answer.
+    fn merge(&mut self, other: Self)
+    where
+        Self: Sized;
 }
 
 /// Whether something spanning `[start, end]` can be in `range`.
@@ -99,6 +109,9 @@ pub(crate) struct Search {
     limit: usize,
     spans_per_set: usize,
     pub hits: Vec<TraceHit>,
+    /// The start of the oldest hit the search this one was forked from kept, once it had
+    /// `limit` (0: none): anything that ended before it cannot make the cut.
+    floor: u64,
 }
 
 impl Search {
@@ -116,7 +129,18 @@ impl Search {
             limit,
             spans_per_set,
             hits: Vec::new(),
+            floor: 0,
         }
+    }
+
+    /// Data that ended before this cannot make the cut (0: anything can).
+    fn bound(&self) -> u64 {
+        let own = if self.hits.len() < self.limit {
+            0
+        } else {
+            self.hits.last().map_or(0, |h| h.start_time_unix_nano)
+        };
+        own.max(self.floor)
     }
 }
 
@@ -129,11 +153,28 @@ impl Scanner for Search {
         if !may_hold(self.range, start, end) {
             return false;
         }
-        if self.hits.len() < self.limit || start == 0 || start > end {
+        let bound = self.bound();
+        if bound == 0 || start == 0 || start > end {
             return true;
         }
-        let oldest = self.hits.last().map_or(0, |h| h.start_time_unix_nano);
-        end >= oldest
+        end >= bound
+    }
+
+    fn fork(&self) -> Self {
+        Self {
+            query: self.query.clone(),
+            fields: self.fields.clone(),
+            range: self.range,
+            limit: self.limit,
+            spans_per_set: self.spans_per_set,
+            hits: Vec::new(),
+            floor: self.bound(),
+        }
+    }
+
+    fn merge(&mut self, other: Self) {
+        let hits = std::mem::take(&mut self.hits).into_iter().chain(other.hits);
+        self.hits = merge_hits(hits, self.limit, self.spans_per_set);
     }
 
     fn may_match(&self, index: &section::SectionIndex, page: usize) -> bool {
@@ -179,6 +220,25 @@ impl Scanner for NameScan {
     fn offer(&mut self, trace: &model::SearchTrace) {
         self.names.offer(trace);
     }
+    fn fork(&self) -> Self {
+        Self {
+            range: self.range,
+            names: self.names.empty_like(),
+        }
+    }
+    fn merge(&mut self, other: Self) {
+        let TagNames {
+            resource,
+            span,
+            truncated,
+            ..
+        } = other.names;
+        self.names.absorb(
+            resource.into_iter().collect(),
+            span.into_iter().collect(),
+            truncated,
+        );
+    }
 }
 
 /// One tag's values in range, on the spans `filter` selects.
@@ -214,6 +274,17 @@ impl Scanner for ValueScan {
     }
     fn offer(&mut self, trace: &model::SearchTrace) {
         self.values.offer(trace, self.filter.as_ref());
+    }
+    fn fork(&self) -> Self {
+        Self {
+            range: self.range,
+            filter: self.filter.clone(),
+            values: self.values.empty_like(),
+        }
+    }
+    fn merge(&mut self, other: Self) {
+        self.values
+            .absorb(other.values.values, other.values.truncated);
     }
 }
 

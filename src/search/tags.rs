@@ -49,6 +49,11 @@ impl TagNames {
         }
     }
 
+    /// An empty collection with the same cap.
+    pub(crate) fn empty_like(&self) -> Self {
+        Self::new(self.cap)
+    }
+
     /// Takes a block's names from its tag table; false when the table's lists are
     /// incomplete (the block's pages are read instead).
     pub(crate) fn offer_table(&mut self, table: &TagTable) -> bool {
@@ -153,6 +158,11 @@ impl TagValues {
                 return;
             }
         }
+    }
+
+    /// An empty collection of the same tag with the same cap.
+    pub(crate) fn empty_like(&self) -> Self {
+        Self::new(self.field.clone(), self.cap)
     }
 
     /// Takes a block's values of the tag from its tag table; false when the table does

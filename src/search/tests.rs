@@ -519,3 +519,96 @@ fn copies_of_many_spans_count_once_too() {
     assert_eq!(t.spans.len(), 40);
     assert_eq!(t.root_name, Some("op"));
 }
+
+#[tokio::test]
+async fn jobs_over_blocks_find_the_most_recent_hits_and_skip_what_cannot_make_the_cut() {
+    use crate::storage::block::{encode, BlockInfo, BlockTrace};
+    use crate::storage::BlockStore;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = BlockStore::local(dir.path()).expect("store");
+    let base = 1_000_000_000_000u64;
+    let mut metas = Vec::new();
+    // Block i holds traces 2i+1 and 2i+2, starting at i × 100 ms (+1 ms for the odd one).
+    for i in 0..12u8 {
+        let traces = || -> Vec<BlockTrace> {
+            [2 * i + 1, 2 * i + 2]
+                .iter()
+                .map(|&id| BlockTrace {
+                    id: TraceId([id; 16]),
+                    data: record(
+                        id,
+                        vec![(
+                            if id % 2 == 0 { "even" } else { "odd" },
+                            vec![span(
+                                1,
+                                None,
+                                "op",
+                                u64::from(i) * 100 + u64::from(id % 2),
+                                5,
+                            )],
+                        )],
+                    )
+                    .into(),
+                })
+                .collect()
+        };
+        let mut block = encode(
+            traces(),
+            BlockInfo {
+                tenant: "t".into(),
+                block_id: format!("b{i:02}"),
+                ingester: "i".into(),
+                start_unix_nano: base + u64::from(i) * 100 * MS,
+                end_unix_nano: base + (u64::from(i) * 100 + 6) * MS,
+                created_unix_secs: 0,
+            },
+        )
+        .expect("encode");
+        let mut sorted = traces();
+        sorted.sort_by_key(|t| t.id);
+        let section = super::section::build(&sorted)
+            .expect("section")
+            .expect("some");
+        block = block.with_search(section.into(), super::section::VERSION);
+        store.upload(&block).await.expect("upload");
+        metas.push(block.meta);
+    }
+    let target = metas.iter().map(|m| m.search_bytes).max().unwrap_or(1) * 2;
+    let jobs = super::jobs::plan(metas.clone(), target);
+    assert_eq!(jobs.len(), 6, "two blocks a job");
+
+    let search = Search::new(parse("{}").expect("parse"), None, 5, 3);
+    let (search, stats) = super::jobs::run(&store, jobs.clone(), search, 2).await;
+    let ids: Vec<String> = search.hits.iter().map(|h| h.trace_id.clone()).collect();
+    let expected: Vec<String> = [23u8, 24, 21, 22, 19]
+        .iter()
+        .map(|&id| TraceId([id; 16]).to_hex())
+        .collect();
+    assert_eq!(ids, expected, "the five most recent, newest first");
+    assert_eq!((stats.total, stats.completed), (6, 6));
+    assert!(
+        stats.scan.blocks < 12,
+        "older blocks are not read once five recent hits are kept ({} read)",
+        stats.scan.blocks
+    );
+
+    // Tag values: every job's values, merged.
+    let field = super::tags::parse_tag("resource.service.name", true).expect("tag");
+    let scan = super::ValueScan {
+        range: None,
+        filter: None,
+        values: super::TagValues::new(field, 1 << 20),
+    };
+    let (scan, stats) = super::jobs::run(&store, jobs, scan, 2).await;
+    let values: Vec<&str> = scan
+        .values
+        .values
+        .iter()
+        .map(|v| v.value.as_str())
+        .collect();
+    assert_eq!(values, ["even", "odd"]);
+    assert_eq!(
+        (stats.total, stats.completed, stats.scan.blocks),
+        (6, 6, 12)
+    );
+}
