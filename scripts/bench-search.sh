@@ -7,6 +7,8 @@
 # a start/end range covering the load (the store's blocks too, once flushed).
 #
 #   scripts/bench-search.sh                 RATE=20000 LOAD_SECS=300 RUNS=20 by default
+#   SPREAD_SECS=3600 scripts/bench-search.sh   span times spread over the hour before the load
+#                                              (an hour of blocks from a shorter run)
 #
 # Figures go to BENCHMARKS.md with the command that produced them.
 set -euo pipefail
@@ -15,7 +17,7 @@ bin="$repo/target/release/ringtail"
 py="$repo/.venv/bin/python"
 [ -x "$bin" ] || cargo build --release --manifest-path "$repo/Cargo.toml"
 [ -x "$py" ] || "$repo/scripts/setup-python.sh"
-rate=${RATE:-20000} load_secs=${LOAD_SECS:-300} runs=${RUNS:-20}
+rate=${RATE:-20000} load_secs=${LOAD_SECS:-300} runs=${RUNS:-20} spread=${SPREAD_SECS:-0}
 work=$(mktemp -d)
 trap 'kill -9 $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 cd "$work"
@@ -29,8 +31,8 @@ done
 kill -0 $pid 2>/dev/null || { echo "ringtail local did not start:"; cat local.log; exit 1; }
 ticks=$(getconf CLK_TCK)
 cpu() { awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$pid/stat"; }
-start=$(date +%s)
-"$bin" bench --rate "$rate" --duration-secs "$load_secs" --concurrency 4 | tail -3
+start=$(( $(date +%s) - spread ))
+"$bin" bench --rate "$rate" --duration-secs "$load_secs" --spread-secs "$spread" --concurrency 4 | tail -3
 "$py" "$repo/tests/python/search_dataset.py" --endpoint 127.0.0.1:4317 --out dataset.txt
 end=$(( $(date +%s) + 60 ))
 sleep 2

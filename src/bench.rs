@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// Stamp spans this many seconds in the past (to exercise retention)
     #[arg(long, default_value_t = 0)]
     pub span_age_secs: u64,
+    /// Spread the run's span times over this many seconds before it started, oldest
+    /// first, moving on evenly with the run (an hour of blocks from a shorter run)
+    #[arg(long, default_value_t = 0)]
+    pub spread_secs: u64,
     /// Skip pushing: read back the traces of an earlier --record file (given here)
     #[arg(long)]
     pub verify_only: Option<PathBuf>,
@@ -78,6 +82,8 @@ struct Template {
     /// Where each span's start and end time are, and how long it lasts.
     time_offsets: Vec<(usize, usize, u64)>,
     span_age: Duration,
+    /// With `--spread-secs`: when the run started, how long it lasts, the spread.
+    spread: Option<(std::time::Instant, Duration, Duration)>,
     spans_per_trace: usize,
 }
 
@@ -175,8 +181,25 @@ impl Template {
             span_offsets,
             time_offsets,
             span_age: Duration::from_secs(args.span_age_secs),
+            spread: (args.spread_secs > 0).then(|| {
+                (
+                    std::time::Instant::now(),
+                    Duration::from_secs(args.duration_secs.max(1)),
+                    Duration::from_secs(args.spread_secs),
+                )
+            }),
             spans_per_trace: args.spans_per_trace.max(1),
         }
+    }
+
+    /// How far behind the clock `--spread-secs` puts a request sent now: the whole spread
+    /// at the start of the run, nothing at its end.
+    fn spread_age(&self) -> Duration {
+        let Some((started, run, spread)) = self.spread else {
+            return Duration::ZERO;
+        };
+        let left = 1.0 - (started.elapsed().as_secs_f64() / run.as_secs_f64()).min(1.0);
+        spread.mul_f64(left)
     }
 
     /// A fresh request with random IDs, and its trace IDs with their span counts.
@@ -185,7 +208,7 @@ impl Template {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
-            .saturating_sub(self.span_age)
+            .saturating_sub(self.span_age + self.spread_age())
             .as_nanos() as u64;
         for &(start, end, duration) in &self.time_offsets {
             out[start..start + 8].copy_from_slice(&now.saturating_sub(duration).to_le_bytes());
@@ -586,5 +609,31 @@ mod tests {
             );
         }
         assert!((0..50).any(|i| span_duration(i) > 200_000_000));
+    }
+
+    #[test]
+    fn a_spread_run_starts_its_spans_the_whole_spread_in_the_past() {
+        let args = Cli::parse_from([
+            "bench",
+            "--batch-spans",
+            "10",
+            "--duration-secs",
+            "600",
+            "--spread-secs",
+            "3600",
+        ])
+        .bench;
+        let template = Template::new(&args);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let (body, _) = template.instantiate(&mut rand::rng());
+        let request = ExportTraceServiceRequest::decode(&body[..]).expect("decodes");
+        let end = request.resource_spans[0].scope_spans[0].spans[0].end_time_unix_nano;
+        let age = now.saturating_sub(end) as f64 / 1e9;
+        // At the start of the run: about the whole hour behind (less what has elapsed).
+        assert!((3590.0..=3601.0).contains(&age), "{age} s in the past");
+        assert!(template.spread_age() < Duration::from_secs(3601));
     }
 }
