@@ -465,11 +465,24 @@ impl RawConfig {
         )
     }
 
+    /// `search_concurrent_jobs` and `search_target_bytes_per_job`.
+    fn search_jobs(&self) -> Result<(usize, u64), ConfigError> {
+        Ok((
+            positive("search_concurrent_jobs", self.search_concurrent_jobs, 2)?,
+            positive(
+                "search_target_bytes_per_job",
+                self.search_target_bytes_per_job,
+                32 << 20,
+            )?,
+        ))
+    }
+
     pub fn validate(self) -> Result<Config, ConfigError> {
         let (blocklist_poll, complete_block_timeout) = self.block_timing()?;
         let (cut, retention) = self.limits(complete_block_timeout)?;
         let (wal_sync, wal_store) = self.wal()?;
         let gossip = self.gossip()?;
+        let (search_concurrent_jobs, search_target_bytes_per_job) = self.search_jobs()?;
         let node_name = match &self.node_name {
             Some(n) if n.trim().is_empty() => return Err(invalid("node_name", "is empty")),
             Some(n) if n.chars().any(char::is_control) => {
@@ -528,19 +541,8 @@ impl RawConfig {
             push_timeout: positive_ms("push_timeout_ms", self.push_timeout_ms, 2000)?,
             read_timeout: positive_ms("read_timeout_ms", self.read_timeout_ms, 2000)?,
             search_timeout: positive_ms("search_timeout_ms", self.search_timeout_ms, 30_000)?,
-            search_concurrent_jobs: match self.search_concurrent_jobs.unwrap_or(2) {
-                0 => return Err(invalid("search_concurrent_jobs", "must be greater than 0")),
-                n => n,
-            },
-            search_target_bytes_per_job: match self.search_target_bytes_per_job {
-                Some(0) => {
-                    return Err(invalid(
-                        "search_target_bytes_per_job",
-                        "must be greater than 0",
-                    ))
-                }
-                n => n.unwrap_or(32 << 20),
-            },
+            search_concurrent_jobs,
+            search_target_bytes_per_job,
             read_linger: Duration::from_millis(self.read_linger_ms.unwrap_or(50)),
             multitenancy_enabled: self.multitenancy_enabled.unwrap_or(false),
             max_recv_msg_size,
@@ -563,6 +565,18 @@ impl RawConfig {
             shutdown_timeout: self.shutdown_timeout()?,
             wal_cache_bytes: self.wal_cache_bytes.unwrap_or(64 << 20),
         })
+    }
+}
+
+/// `v` (or `default`), which must not be zero.
+fn positive<T: Copy + Default + PartialEq>(
+    field: &'static str,
+    v: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match v.unwrap_or(default) {
+        v if v == T::default() => Err(invalid(field, "must be greater than 0")),
+        v => Ok(v),
     }
 }
 

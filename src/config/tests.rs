@@ -143,6 +143,20 @@ fn bad_values_name_the_field() {
         ),
         (
             RawConfig {
+                search_concurrent_jobs: Some(0),
+                ..Default::default()
+            },
+            "search_concurrent_jobs",
+        ),
+        (
+            RawConfig {
+                search_target_bytes_per_job: Some(0),
+                ..Default::default()
+            },
+            "search_target_bytes_per_job",
+        ),
+        (
+            RawConfig {
                 gossip_join: Some(vec!["nohost".into()]),
                 ..Default::default()
             },
