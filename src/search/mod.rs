@@ -62,6 +62,11 @@ pub(crate) trait Scanner: Send + 'static {
     fn may_match(&self, _index: &section::SectionIndex, _page: usize) -> bool {
         true
     }
+    /// Whether it may be answered from blocks' tag tables (a search is not: the table is
+    /// then not even decoded).
+    fn reads_tables(&self) -> bool {
+        false
+    }
     /// Takes what it needs from a block's tag table, when the block lies in its range;
     /// true when that is all it needs from the block (its pages are not read).
     fn take_table(&mut self, _table: &section::TagTable) -> bool {
@@ -214,6 +219,9 @@ impl Scanner for NameScan {
     fn is_full(&self) -> bool {
         self.names.truncated
     }
+    fn reads_tables(&self) -> bool {
+        true
+    }
     fn take_table(&mut self, table: &section::TagTable) -> bool {
         self.names.offer_table(table)
     }
@@ -268,9 +276,12 @@ impl Scanner for ValueScan {
                 .as_ref()
                 .is_none_or(|q| index.may_match(page, q))
     }
-    fn take_table(&mut self, table: &section::TagTable) -> bool {
+    fn reads_tables(&self) -> bool {
         // Values next to a filter are found on the spans it selects.
-        self.filter.is_none() && self.values.offer_table(table)
+        self.filter.is_none()
+    }
+    fn take_table(&mut self, table: &section::TagTable) -> bool {
+        self.values.offer_table(table)
     }
     fn offer(&mut self, trace: &model::SearchTrace) {
         self.values.offer(trace, self.filter.as_ref());
@@ -352,9 +363,10 @@ fn scan_section<S: Scanner>(
 ) -> Result<BlockScan, section::SectionError> {
     let mut out = BlockScan::default();
     let (start, end) = index.time_range();
-    let whole = scanner
-        .range()
-        .is_none_or(|r| r.start <= start && end <= r.end);
+    let whole = scanner.reads_tables()
+        && scanner
+            .range()
+            .is_none_or(|r| r.start <= start && end <= r.end);
     // A table that does not decode: the pages still do (or the data is read).
     if let Some(Ok(table)) = whole.then(|| index.tag_table()).flatten() {
         if scanner.take_table(&table) {
