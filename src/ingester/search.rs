@@ -139,14 +139,8 @@ impl Ingester {
             search::scan_blocks(&self.local, blocks, scanner, BLOCKS_AHEAD).await;
         metrics::counter!("ringtail_ingester_search_traces_inspected_total")
             .increment(block_stats.traces);
-        (
-            scanner,
-            ScanStats {
-                blocks: block_stats.blocks,
-                traces: memory_stats.traces + block_stats.traces,
-                bytes: memory_stats.bytes + block_stats.bytes,
-                failed_blocks: block_stats.failed_blocks,
-            },
-        )
+        let mut stats = memory_stats;
+        stats.add(&block_stats);
+        (scanner, stats)
     }
 }

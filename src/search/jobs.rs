@@ -130,10 +130,7 @@ pub(crate) async fn run<S: Scanner>(
         };
         scanner.merge(found);
         stats.completed += 1;
-        stats.scan.blocks += scan.blocks;
-        stats.scan.traces += scan.traces;
-        stats.scan.bytes += scan.bytes;
-        stats.scan.failed_blocks += scan.failed_blocks;
+        stats.scan.add(&scan);
         metrics::counter!("ringtail_querier_search_jobs_total", "outcome" => "run").increment(1);
     }
     // Cut short (a tag cap reached): the jobs not started are not needed either.

@@ -374,6 +374,18 @@ impl BlockStore {
             .await?)
     }
 
+    /// Byte ranges of a block's search section (adjacent ones fetched together).
+    pub async fn search_section_ranges(
+        &self,
+        meta: &BlockMeta,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<Bytes>, StoreError> {
+        Ok(self
+            .store
+            .get_ranges(&object(&meta.tenant, &meta.block_id, SEARCH), ranges)
+            .await?)
+    }
+
     /// The trace's bytes in this block: ID range → filter → index → one page.
     pub async fn find_trace(
         &self,

@@ -28,7 +28,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use read::{decode_page, SectionIndex};
+pub(crate) use read::{decode_page, inflate_page, SectionIndex};
 pub(crate) use tags::{Lookup, Owner, TableValue, TagTable};
 pub(crate) use write::SectionWriter;
 
@@ -41,6 +41,8 @@ use crate::traceql::ast::Scope;
 /// The version written; [`readable`] tells which are read.
 pub(crate) const VERSION: u32 = 2;
 const MAGIC: &[u8; 4] = b"RTSS";
+/// Magic, version and header length: what tells how long the header is.
+pub(crate) const HEAD_PREFIX: usize = 9;
 
 /// Whether sections of `version` (a block meta's `search_version`) are read: 1 (no tag
 /// table) and 2. Others (0: none; newer: unknown) are searched through the data.

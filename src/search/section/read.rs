@@ -1,7 +1,9 @@
 //! Reading a section: the header's page index and statistics, and a page's traces.
 
 use super::tags::TagTable;
-use super::{prune, readable, unzigzag, Col, Cursor, PageStats, SectionError, COLUMNS, MAGIC};
+use super::{
+    prune, readable, unzigzag, Col, Cursor, PageStats, SectionError, COLUMNS, HEAD_PREFIX, MAGIC,
+};
 use crate::model::TraceId;
 use crate::search::model::{Attr, AttrValue, Resource, SearchSpan, SearchTrace};
 use crate::storage::block::KeyFilter;
@@ -24,20 +26,33 @@ struct PageEntry {
 }
 
 impl SectionIndex {
+    /// Decodes a whole section.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, SectionError> {
-        if bytes.len() < 9 || &bytes[..4] != MAGIC {
+        Self::decode_head(bytes, bytes.len())
+    }
+
+    /// How many leading bytes of a section hold its header, from its first
+    /// [`HEAD_PREFIX`] bytes.
+    pub(crate) fn head_len(prefix: &[u8]) -> Result<usize, SectionError> {
+        if prefix.len() < HEAD_PREFIX || &prefix[..4] != MAGIC {
             return Err(SectionError("bad magic"));
         }
-        let version = u32::from(bytes[4]);
-        if !readable(version) {
+        if !readable(u32::from(prefix[4])) {
             return Err(SectionError("unsupported version"));
         }
-        let header_len = u32::from_le_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
-        let body_start = 9usize
-            .checked_add(header_len)
-            .filter(|&e| e <= bytes.len())
-            .ok_or(SectionError("header runs past the object"))?;
-        let header = zstd::stream::decode_all(&bytes[9..body_start])
+        let header_len = u32::from_le_bytes([prefix[5], prefix[6], prefix[7], prefix[8]]);
+        Ok(HEAD_PREFIX + header_len as usize)
+    }
+
+    /// Decodes a section's header from its leading bytes (at least [`Self::head_len`]
+    /// of them) and the whole object's length, which every page must lie within.
+    pub(crate) fn decode_head(bytes: &[u8], object_len: usize) -> Result<Self, SectionError> {
+        let body_start = Self::head_len(bytes)?;
+        if body_start > bytes.len() || body_start > object_len {
+            return Err(SectionError("header runs past the object"));
+        }
+        let version = u32::from(bytes[4]);
+        let header = zstd::stream::decode_all(&bytes[HEAD_PREFIX..body_start])
             .map_err(|_| SectionError("header does not decompress"))?;
         let mut r = Cursor::new(&header);
         let count = r.varint()?;
@@ -49,7 +64,7 @@ impl SectionIndex {
             }
             let filter = r.bytes(v[9] as usize)?;
             let (offset, len) = (v[0] as usize, v[1] as usize);
-            if body_start + offset.saturating_add(len) > bytes.len() {
+            if body_start.saturating_add(offset.saturating_add(len)) > object_len {
                 return Err(SectionError("page runs past the object"));
             }
             pages.push(PageEntry {
@@ -105,15 +120,26 @@ impl SectionIndex {
         prune::has_key(&|t| p.terms.contains_key(t), scope, key)
     }
 
-    /// The page's decompressed bytes, for [`decode_page`].
-    pub(crate) fn read_page(&self, section: &[u8], page: usize) -> Result<Vec<u8>, SectionError> {
+    /// Where page `page` lies in the section object.
+    pub(crate) fn page_range(&self, page: usize) -> std::ops::Range<usize> {
         let p = &self.pages[page];
         let start = self.body_start + p.offset;
-        let bytes = section
-            .get(start..start + p.len)
-            .ok_or(SectionError("page runs past the object"))?;
-        zstd::stream::decode_all(bytes).map_err(|_| SectionError("page does not decompress"))
+        start..start + p.len
     }
+
+    /// The page's decompressed bytes from the whole section, for [`decode_page`].
+    #[cfg(test)]
+    pub(crate) fn read_page(&self, section: &[u8], page: usize) -> Result<Vec<u8>, SectionError> {
+        let bytes = section
+            .get(self.page_range(page))
+            .ok_or(SectionError("page runs past the object"))?;
+        inflate_page(bytes)
+    }
+}
+
+/// A page's decompressed bytes from its stored ones (`page_range` of the object).
+pub(crate) fn inflate_page(stored: &[u8]) -> Result<Vec<u8>, SectionError> {
+    zstd::stream::decode_all(stored).map_err(|_| SectionError("page does not decompress"))
 }
 
 /// The traces of a decompressed page, borrowing its bytes.

@@ -259,15 +259,28 @@ fn a_page_is_skipped_only_when_no_trace_in_it_matches() {
         skipped > queries / 4,
         "the statistics skip pages ({skipped} in {queries} queries)"
     );
-    // A value only the last traces have: every page before them is skipped.
+    // Names and keys no page holds are skipped but for the term filter's false positives
+    // (~0.4% a term; which terms depends on the build's order, so not asserted one by
+    // one): of 400 lookups, a handful at most.
+    let pages = index.pages();
+    let mut false_positives = 0;
+    for i in 0..40 {
+        let q = parse(&format!(r#"{{ name = "absent-{i}" }}"#)).expect("parse");
+        false_positives += (0..pages).filter(|&p| index.may_match(p, &q)).count();
+        let key = format!("absent-{i}");
+        false_positives += (0..pages)
+            .filter(|&p| index.may_have(p, Scope::Span, &key))
+            .count();
+    }
+    assert!(
+        false_positives <= 12,
+        "{false_positives} false positives in {} lookups",
+        80 * pages
+    );
+    // A value the later traces have: kept on every page that holds one of them.
     let q = parse(r#"{ .user = "late" }"#).expect("parse");
-    let kept: Vec<usize> = (0..index.pages())
-        .filter(|&p| index.may_match(p, &q))
-        .collect();
-    assert!(kept.len() < index.pages(), "{kept:?}");
-    let q = parse(r#"{ name = "absent" }"#).expect("parse");
-    assert!((0..index.pages()).all(|p| !index.may_match(p, &q)));
-    assert!(!index.may_have(0, Scope::Span, "region") && index.may_have(0, Scope::Any, "region"));
+    assert!((1..pages).all(|p| index.may_match(p, &q)));
+    assert!((0..pages).all(|p| index.may_have(p, Scope::Any, "region")));
 }
 
 #[test]
