@@ -79,8 +79,30 @@ echo "after a flush of every ingester (blocks in the store), start/end again:"
 for port in 3201 3202 3203; do curl -fsS -X POST "http://127.0.0.1:$port/flush" > /dev/null; done
 sleep 2
 queries -d "start=$start" -d "end=$end"
+# What the section reads did over every query above, in every role of the process
+# (pages read and skipped, bytes fetched).
+curl -fsS http://127.0.0.1:3200/metrics 2>/dev/null |
+  grep -E '^ringtail_search_section_(pages_read|pages_skipped|bytes_fetched|tag_tables_read)_total' |
+  sed 's/^/  /' || true
 # What the blocks in the store hold (each span is in its three replicas' blocks).
 metas=$(find "$work" -name meta.json -not -path '*/complete/*')
 echo "$metas" | xargs cat | awk -F'[:,]' -v n="$(echo "$metas" | grep -c .)" '
   /"data_bytes"/ {d += $2} /"search_bytes"/ {s += $2} /"total_traces"/ {t += $2}
   END { printf "store: %d blocks, %d trace copies, data %.1f MB, search sections %.1f MB (%.0f%% of data)\n", n, t, d / 1e6, s / 1e6, (d ? 100 * s / d : 0) }'
+# How much of a section a query reads before its pages: the header (page index, filters,
+# tag table).
+echo "$metas" | sed 's|meta.json$|search|' | "$py" -c '
+import struct, sys
+heads = []
+for path in sys.stdin.read().split():
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(9)
+    except OSError:
+        continue
+    if len(prefix) == 9 and prefix[:4] == b"RTSS":
+        heads.append(9 + struct.unpack("<I", prefix[5:9])[0])
+if heads:
+    heads.sort()
+    print("section headers: %d, median %.1f KB, max %.1f KB" % (len(heads), heads[len(heads) // 2] / 1e3, heads[-1] / 1e3))
+'

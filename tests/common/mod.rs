@@ -887,3 +887,11 @@ pub async fn post_protobuf(node: &Node, body: Vec<u8>) -> (u16, Vec<u8>) {
         .expect("post");
     (r.status().as_u16(), r.bytes().await.expect("body").to_vec())
 }
+
+/// Seconds since the epoch, now.
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
