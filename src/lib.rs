@@ -83,6 +83,7 @@ pub mod tls;
 
 pub(crate) mod admin;
 pub(crate) mod cluster;
+pub(crate) mod compactor;
 pub(crate) mod distributor;
 pub(crate) mod error;
 pub(crate) mod http_server;

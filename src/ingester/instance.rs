@@ -332,6 +332,7 @@ mod tests {
             created_unix_secs: head.seq,
             search_version: 0,
             search_bytes: 0,
+            sources: Vec::new(),
         }
     }
 

@@ -155,7 +155,7 @@ impl Querier {
         for tenant in tenants {
             match self.store.list_blocks(&tenant).await {
                 Ok(metas) => {
-                    lists.insert(tenant, metas);
+                    lists.insert(tenant, crate::storage::block::without_replaced(metas));
                 }
                 Err(e) => {
                     metrics::counter!("ringtail_querier_blocklist_errors_total").increment(1);

@@ -15,6 +15,8 @@
 //! with a range request → decompress → scan. The meta carries what a compactor needs to
 //! merge blocks later (tenant, level, ID and time ranges, sizes, source ingester).
 
+use std::collections::HashSet;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -74,10 +76,35 @@ pub struct BlockMeta {
     pub search_version: u32,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub search_bytes: u64,
+    /// The blocks this one replaces (a compactor's merge): readers skip those once this
+    /// one is visible.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
+}
+
+/// The IDs of the blocks that listed blocks replace (their `sources`).
+pub fn replaced_ids<'a>(metas: impl IntoIterator<Item = &'a BlockMeta>) -> HashSet<&'a str> {
+    metas
+        .into_iter()
+        .flat_map(|m| m.sources.iter().map(String::as_str))
+        .collect()
+}
+
+/// The blocks a reader reads: those no listed block replaces. Once a merge's output is
+/// visible its inputs are skipped, so no trace is counted from both.
+pub fn without_replaced(metas: Vec<BlockMeta>) -> Vec<BlockMeta> {
+    let replaced: HashSet<String> = replaced_ids(&metas)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    metas
+        .into_iter()
+        .filter(|m| !replaced.contains(&m.block_id))
+        .collect()
 }
 
 /// A trace to put in a block.
@@ -211,6 +238,7 @@ pub fn encode_sorted(traces: &[BlockTrace], info: BlockInfo) -> Result<EncodedBl
         created_unix_secs: info.created_unix_secs,
         search_version: 0,
         search_bytes: 0,
+        sources: Vec::new(),
     };
     Ok(EncodedBlock {
         data: data.freeze(),
@@ -427,6 +455,46 @@ mod tests {
 
     fn payload(i: u32) -> Bytes {
         Bytes::from(format!("trace-{i}-").repeat(50))
+    }
+
+    #[test]
+    fn a_merges_inputs_are_not_read_once_its_output_is_listed_and_old_metas_parse() {
+        let meta = |block_id: &str, sources: &[&str]| {
+            let mut m = encode(
+                vec![BlockTrace {
+                    id: id(1),
+                    data: payload(1),
+                }],
+                BlockInfo {
+                    block_id: block_id.into(),
+                    ..info()
+                },
+            )
+            .expect("encode")
+            .meta;
+            m.sources = sources.iter().map(|s| (*s).to_owned()).collect();
+            m
+        };
+        let listed = vec![
+            meta("a", &[]),
+            meta("b", &[]),
+            meta("c", &[]),
+            meta("ab", &["a", "b"]),
+        ];
+        let read: Vec<String> = without_replaced(listed.clone())
+            .into_iter()
+            .map(|m| m.block_id)
+            .collect();
+        assert_eq!(read, ["c", "ab"]);
+        // Without the output (not uploaded yet, or its meta not written): the inputs.
+        assert_eq!(without_replaced(listed[..3].to_vec()).len(), 3);
+        // A meta written before `sources` existed parses, and one without sources says none.
+        let json = serde_json::to_value(&listed[0]).expect("json");
+        assert!(json.get("sources").is_none());
+        let back: BlockMeta = serde_json::from_value(json).expect("parse");
+        assert!(back.sources.is_empty());
+        let json = serde_json::to_string(&listed[3]).expect("json");
+        assert!(json.contains(r#""sources":["a","b"]"#), "{json}");
     }
 
     #[test]

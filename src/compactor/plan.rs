@@ -1,0 +1,324 @@
+//! Compaction planning (pure): from one tenant's listing, what to merge, which inputs
+//! to mark replaced, and which replaced inputs may be deleted.
+//!
+//! - Blocks are grouped by window: the window their newest span falls in (`end` /
+//!   `window`). Each trace's three replicas land in the same window unless it spans a
+//!   window boundary.
+//! - In a window, settled blocks (level 0 older than `settle`: the other replicas' blocks
+//!   of the window have had time to arrive; any level above 0) are taken lowest level
+//!   first, then oldest, and packed into merges while their data stays under
+//!   `max_block_bytes`. A merge needs two inputs; its output is one level above its
+//!   highest input.
+//! - A block is *replaced* once a visible block lists it among its `sources`. Readers skip
+//!   it from then on; the planner never takes it again, marks it (a `compacted` object
+//!   records when) if it is not marked yet, and deletes it once the mark is older than
+//!   `retention`: longer than two block-list polls, so no reader still lists it without
+//!   its replacement.
+//! - Output IDs are a function of the inputs: a merge retried after a crash writes the
+//!   same block again instead of a second one.
+
+use std::collections::BTreeMap;
+
+use crate::storage::block::{self, BlockMeta};
+
+/// Nanoseconds per second.
+const NANOS: u64 = 1_000_000_000;
+
+/// What a tenant's compaction follows (from its overrides).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PlanSettings {
+    /// The width of a window, in seconds.
+    pub(crate) window_secs: u64,
+    /// A merge's inputs stay under this many data bytes together.
+    pub(crate) max_block_bytes: u64,
+    /// Level-0 blocks younger than this (by `created_unix_secs`) wait.
+    pub(crate) settle_secs: u64,
+    /// Replaced blocks are deleted this long after they were marked.
+    pub(crate) retention_secs: u64,
+}
+
+/// A block as listed: its meta, and when it was marked replaced (seconds since the
+/// epoch), if it was.
+#[derive(Clone, Debug)]
+pub(crate) struct Listed {
+    pub(crate) meta: BlockMeta,
+    pub(crate) marked_unix_secs: Option<u64>,
+}
+
+/// One merge: `inputs` (block IDs, sorted) of a tenant's window become block `output`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Merge {
+    pub(crate) tenant: String,
+    /// The window's index (`end` / `window`).
+    pub(crate) window: u64,
+    pub(crate) level: u32,
+    pub(crate) inputs: Vec<String>,
+    pub(crate) output: String,
+    /// The inputs' data bytes together.
+    pub(crate) bytes: u64,
+}
+
+/// What a pass over one tenant does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub(crate) merges: Vec<Merge>,
+    /// Replaced blocks not marked yet.
+    pub(crate) mark: Vec<String>,
+    /// Replaced blocks marked longer ago than the retention.
+    pub(crate) delete: Vec<String>,
+    /// Blocks waiting for a merge (settled, not replaced): the backlog.
+    pub(crate) waiting: usize,
+}
+
+/// The output ID of merging `inputs` (sorted): stable across retries and compactors.
+pub(crate) fn output_id(tenant: &str, inputs: &[String]) -> String {
+    let mut key = format!("compacted/{tenant}");
+    for id in inputs {
+        key.push('/');
+        key.push_str(id);
+    }
+    // 32 hex digits, as the ingesters' block IDs.
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+}
+
+/// The window a block belongs to (blocks without span times: by when they were cut).
+pub(crate) fn window_of(meta: &BlockMeta, window_secs: u64) -> u64 {
+    let end_secs = match meta.end_unix_nano {
+        0 => meta.created_unix_secs,
+        end => end / NANOS,
+    };
+    end_secs / window_secs.max(1)
+}
+
+/// The plan for one tenant's listing at `now_unix_secs`.
+pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &PlanSettings) -> Plan {
+    let replaced = block::replaced_ids(blocks.iter().map(|b| &b.meta));
+    let mut out = Plan::default();
+    let mut windows: BTreeMap<u64, Vec<&BlockMeta>> = BTreeMap::new();
+    for b in blocks {
+        let id = b.meta.block_id.as_str();
+        if replaced.contains(id) {
+            match b.marked_unix_secs {
+                None => out.mark.push(id.to_owned()),
+                Some(at) if now_unix_secs.saturating_sub(at) >= s.retention_secs => {
+                    out.delete.push(id.to_owned());
+                }
+                Some(_) => {}
+            }
+            continue;
+        }
+        let settled = b.meta.compaction_level > 0
+            || now_unix_secs.saturating_sub(b.meta.created_unix_secs) >= s.settle_secs;
+        if settled {
+            windows
+                .entry(window_of(&b.meta, s.window_secs))
+                .or_default()
+                .push(&b.meta);
+        }
+    }
+    for (window, mut metas) in windows {
+        metas.sort_by(|a, b| {
+            (a.compaction_level, a.start_unix_nano, &a.block_id).cmp(&(
+                b.compaction_level,
+                b.start_unix_nano,
+                &b.block_id,
+            ))
+        });
+        let merges = pack(&metas, s.max_block_bytes);
+        out.waiting += merges.iter().map(Vec::len).sum::<usize>();
+        for group in merges {
+            let mut inputs: Vec<String> = group.iter().map(|m| m.block_id.clone()).collect();
+            inputs.sort();
+            out.merges.push(Merge {
+                tenant: tenant.to_owned(),
+                window,
+                level: group.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1,
+                output: output_id(tenant, &inputs),
+                bytes: group.iter().map(|m| m.data_bytes).sum(),
+                inputs,
+            });
+        }
+    }
+    out.mark.sort();
+    out.delete.sort();
+    out
+}
+
+/// Packs `metas` (in order) into groups of two or more under `max_bytes` together; a
+/// block that fits with nothing after it is left alone.
+fn pack<'a>(metas: &[&'a BlockMeta], max_bytes: u64) -> Vec<Vec<&'a BlockMeta>> {
+    let mut groups = Vec::new();
+    let mut current: Vec<&BlockMeta> = Vec::new();
+    let mut bytes = 0u64;
+    for &m in metas {
+        if !current.is_empty() && bytes.saturating_add(m.data_bytes) > max_bytes {
+            if current.len() >= 2 {
+                groups.push(std::mem::take(&mut current));
+            } else {
+                current.clear();
+            }
+            bytes = 0;
+        }
+        current.push(m);
+        bytes = bytes.saturating_add(m.data_bytes);
+    }
+    if current.len() >= 2 {
+        groups.push(current);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: u64 = 3600;
+
+    fn settings() -> PlanSettings {
+        PlanSettings {
+            window_secs: HOUR,
+            max_block_bytes: 1000,
+            settle_secs: 60,
+            retention_secs: 300,
+        }
+    }
+
+    /// A block of `level` whose spans end at `end_secs`, cut at `created`, of `bytes`.
+    fn block(id: &str, level: u32, end_secs: u64, created: u64, bytes: u64) -> Listed {
+        let mut meta: BlockMeta = serde_json::from_value(serde_json::json!({
+            "format_version": 1, "tenant": "t", "block_id": id, "ingester": "i",
+            "compaction_level": level, "min_trace_id": "00", "max_trace_id": "ff",
+            "start_unix_nano": (end_secs - 10) * NANOS, "end_unix_nano": end_secs * NANOS,
+            "total_traces": 1, "data_pages": 1, "data_bytes": bytes, "index_bytes": 1,
+            "filter_bytes": 1, "created_unix_secs": created,
+        }))
+        .expect("meta");
+        meta.compaction_level = level;
+        Listed {
+            meta,
+            marked_unix_secs: None,
+        }
+    }
+
+    fn replacing(mut b: Listed, sources: &[&str]) -> Listed {
+        b.meta.sources = sources.iter().map(|s| (*s).to_owned()).collect();
+        b
+    }
+
+    fn inputs(p: &Plan) -> Vec<Vec<&str>> {
+        p.merges
+            .iter()
+            .map(|m| m.inputs.iter().map(String::as_str).collect())
+            .collect()
+    }
+
+    #[test]
+    fn the_replicas_blocks_of_a_window_merge_into_one_level_1_block() {
+        let now = 10 * HOUR;
+        let blocks = [
+            block("a", 0, 5 * HOUR + 10, now - 600, 100),
+            block("b", 0, 5 * HOUR + 20, now - 600, 100),
+            block("c", 0, 5 * HOUR + 30, now - 600, 100),
+            // Another window.
+            block("d", 0, 6 * HOUR + 10, now - 600, 100),
+            block("e", 0, 6 * HOUR + 10, now - 600, 100),
+        ];
+        let p = plan("t", &blocks, now, &settings());
+        assert_eq!(inputs(&p), [vec!["a", "b", "c"], vec!["d", "e"]]);
+        assert_eq!(
+            (p.merges[0].window, p.merges[0].level, p.merges[0].bytes),
+            (5, 1, 300)
+        );
+        assert_eq!(p.waiting, 5);
+        assert!(p.mark.is_empty() && p.delete.is_empty());
+    }
+
+    #[test]
+    fn young_level_0_blocks_wait_for_their_replicas() {
+        let now = 10 * HOUR;
+        let blocks = [
+            block("a", 0, 9 * HOUR, now - 600, 100),
+            block("b", 0, 9 * HOUR, now - 10, 100),
+            block("c", 0, 9 * HOUR, now - 20, 100),
+        ];
+        let p = plan("t", &blocks, now, &settings());
+        assert!(
+            p.merges.is_empty(),
+            "one settled block has nothing to merge with"
+        );
+        let p = plan("t", &blocks, now + 60, &settings());
+        assert_eq!(inputs(&p), [vec!["a", "b", "c"]]);
+    }
+
+    #[test]
+    fn merges_stay_under_the_size_cap_and_go_up_by_level() {
+        let now = 10 * HOUR;
+        let blocks = [
+            block("l1-a", 1, 5 * HOUR, now, 400),
+            block("l1-b", 1, 5 * HOUR, now, 400),
+            block("l1-c", 1, 5 * HOUR, now, 400),
+            block("l2", 2, 5 * HOUR, now, 900),
+            block("late", 0, 5 * HOUR, now - 600, 50),
+        ];
+        let p = plan("t", &blocks, now, &settings());
+        // Lowest level first: the late level-0 block joins two level-1 blocks (850 bytes);
+        // the third level-1 block has nothing that fits beside it but the level-2 one,
+        // which does not fit.
+        assert_eq!(inputs(&p), [vec!["l1-a", "l1-b", "late"]]);
+        assert_eq!(p.merges[0].level, 2);
+        assert!(p.merges.iter().all(|m| m.bytes <= 1000));
+    }
+
+    #[test]
+    fn replaced_blocks_are_marked_then_deleted_after_the_retention_and_never_merged_again() {
+        let now = 10 * HOUR;
+        let out = output_id("t", &["a".into(), "b".into()]);
+        let mut blocks = vec![
+            block("a", 0, 5 * HOUR, now - 900, 100),
+            block("b", 0, 5 * HOUR, now - 900, 100),
+            replacing(block(&out, 1, 5 * HOUR, now - 100, 150), &["a", "b"]),
+        ];
+        let p = plan("t", &blocks, now, &settings());
+        assert!(p.merges.is_empty(), "{:?}", p.merges);
+        assert_eq!(p.mark, ["a", "b"]);
+        assert_eq!(p.waiting, 0);
+
+        blocks[0].marked_unix_secs = Some(now - 100);
+        blocks[1].marked_unix_secs = Some(now - 100);
+        let p = plan("t", &blocks, now, &settings());
+        assert!(p.mark.is_empty() && p.delete.is_empty());
+        let p = plan("t", &blocks, now + 200, &settings());
+        assert_eq!(p.delete, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_retried_merge_writes_the_same_output() {
+        let now = 10 * HOUR;
+        let blocks = [
+            block("b", 0, 5 * HOUR, now - 600, 100),
+            block("a", 0, 5 * HOUR, now - 600, 100),
+        ];
+        let first = plan("t", &blocks, now, &settings());
+        let again = plan("t", &blocks, now + 30, &settings());
+        assert_eq!(first.merges, again.merges);
+        assert_eq!(first.merges[0].inputs, ["a", "b"]);
+        assert_eq!(
+            first.merges[0].output,
+            output_id("t", &["a".into(), "b".into()])
+        );
+        assert_ne!(
+            output_id("t", &["a".into(), "b".into()]),
+            output_id("u", &["a".into(), "b".into()]),
+            "tenants do not share outputs"
+        );
+        assert_eq!(first.merges[0].output.len(), 32);
+    }
+
+    #[test]
+    fn blocks_without_span_times_are_windowed_by_when_they_were_cut() {
+        let mut b = block("a", 0, 5 * HOUR, 7 * HOUR + 5, 1);
+        b.meta.end_unix_nano = 0;
+        assert_eq!(window_of(&b.meta, HOUR), 7);
+        assert_eq!(window_of(&block("x", 0, 5 * HOUR + 1, 0, 1).meta, HOUR), 5);
+    }
+}
