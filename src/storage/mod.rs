@@ -1,8 +1,9 @@
 //! Object storage for blocks, through the `object_store` crate.
 //!
-//! Layout: `<tenant>/<block id>/{data,index,filter,meta.json}`. Uploads write `meta.json`
-//! last, so a half-uploaded block is never visible; block IDs are deterministic per cut,
-//! so a retried upload overwrites instead of duplicating.
+//! Layout: `<tenant>/<block id>/{data,index,filter,search,meta.json}`, and `compacted` once
+//! a merge replaced the block. Uploads write `meta.json` last, so a half-uploaded block is
+//! never visible; block IDs are deterministic per cut (and per merge), so a retried upload
+//! overwrites instead of duplicating.
 //!
 //! Missing or partial files are normal states: a block without `meta.json` is not listed;
 //! a `meta.json` whose data is gone is skipped with a warning and
@@ -30,6 +31,8 @@ pub const INDEX: &str = "index";
 pub const FILTER: &str = "filter";
 pub const META: &str = "meta.json";
 pub const SEARCH: &str = "search";
+/// A block's mark that a merge replaced it (`BlockStore::mark_replaced`).
+pub const COMPACTED: &str = "compacted";
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -47,6 +50,34 @@ impl StoreError {
             self,
             StoreError::ObjectStore(object_store::Error::NotFound { .. })
         )
+    }
+}
+
+/// A block's data being streamed to the store ([`BlockStore::begin_data`]).
+pub struct DataUpload {
+    upload: object_store::WriteMultipart,
+}
+
+impl DataUpload {
+    /// Appends `bytes`, waiting while two parts are still in flight (memory stays at a
+    /// few parts whatever the block's size).
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.upload.wait_for_capacity(2).await?;
+        self.upload.write(bytes);
+        Ok(())
+    }
+
+    /// Completes the object.
+    pub async fn finish(self) -> Result<(), StoreError> {
+        self.upload.finish().await?;
+        Ok(())
+    }
+
+    /// Gives the upload up (its parts are discarded).
+    pub async fn abort(self) {
+        if let Err(e) = self.upload.abort().await {
+            tracing::warn!(error = %e, "aborting a block's data upload failed");
+        }
     }
 }
 
@@ -157,18 +188,50 @@ impl BlockStore {
     /// Uploads a block: data, index and filter, then `meta.json`.
     pub async fn upload(&self, block: &EncodedBlock) -> Result<(), StoreError> {
         let m = &block.meta;
-        for (name, bytes) in [
-            (DATA, &block.data),
-            (INDEX, &block.index),
-            (FILTER, &block.filter),
-        ]
-        .into_iter()
-        .chain(block.search.as_ref().map(|s| (SEARCH, s)))
+        self.store
+            .put(
+                &object(&m.tenant, &m.block_id, DATA),
+                PutPayload::from(block.data.clone()),
+            )
+            .await?;
+        self.finish_block(
+            block.index.clone(),
+            block.filter.clone(),
+            block.search.clone(),
+            m,
+        )
+        .await
+    }
+
+    /// Starts a block's data as a stream (a multipart upload): a merge's output, written
+    /// a page at a time.
+    pub async fn begin_data(&self, tenant: &str, block_id: &str) -> Result<DataUpload, StoreError> {
+        let upload = self
+            .store
+            .put_multipart(&object(tenant, block_id, DATA))
+            .await?;
+        Ok(DataUpload {
+            upload: object_store::WriteMultipart::new(upload),
+        })
+    }
+
+    /// Uploads what follows a block's data: index, filter, search section, and
+    /// `meta.json` last (the block is visible from then on).
+    pub async fn finish_block(
+        &self,
+        index: Bytes,
+        filter: Bytes,
+        search: Option<Bytes>,
+        m: &BlockMeta,
+    ) -> Result<(), StoreError> {
+        for (name, bytes) in [(INDEX, index), (FILTER, filter)]
+            .into_iter()
+            .chain(search.map(|s| (SEARCH, s)))
         {
             self.store
                 .put(
                     &object(&m.tenant, &m.block_id, name),
-                    PutPayload::from(bytes.clone()),
+                    PutPayload::from(bytes),
                 )
                 .await?;
         }
@@ -180,6 +243,24 @@ impl BlockStore {
             .put(
                 &object(&m.tenant, &m.block_id, META),
                 PutPayload::from(meta),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a block replaced by block `by` (a small `compacted` object beside its meta;
+    /// its time tells when the block may be deleted).
+    pub async fn mark_replaced(
+        &self,
+        tenant: &str,
+        block_id: &str,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::json!({ "replaced_by": by }).to_string();
+        self.store
+            .put(
+                &object(tenant, block_id, COMPACTED),
+                PutPayload::from(body.into_bytes()),
             )
             .await?;
         Ok(())
@@ -289,7 +370,7 @@ impl BlockStore {
     /// Deletes a block: `meta.json` first (the block stops being visible), then the rest.
     /// Objects already gone are fine.
     pub async fn delete_block(&self, tenant: &str, block_id: &str) -> Result<(), StoreError> {
-        for name in [META, DATA, INDEX, FILTER, SEARCH] {
+        for name in [META, DATA, INDEX, FILTER, SEARCH, COMPACTED] {
             match self.store.delete(&object(tenant, block_id, name)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -364,6 +445,27 @@ impl BlockStore {
         Ok((index, data))
     }
 
+    /// A block's page index (cached).
+    pub async fn page_index(&self, meta: &BlockMeta) -> Result<Arc<PageIndex>, StoreError> {
+        self.cached(&self.indexes, meta, INDEX, PageIndex::decode)
+            .await
+    }
+
+    /// One page of a block's data, as stored (compressed).
+    pub async fn data_page(
+        &self,
+        meta: &BlockMeta,
+        page: block::PageRange,
+    ) -> Result<Bytes, StoreError> {
+        Ok(self
+            .store
+            .get_range(
+                &object(&meta.tenant, &meta.block_id, DATA),
+                page.offset..page.offset + u64::from(page.len),
+            )
+            .await?)
+    }
+
     /// A block's search section (`meta.search_version` > 0).
     pub async fn search_section(&self, meta: &BlockMeta) -> Result<Bytes, StoreError> {
         Ok(self
@@ -435,133 +537,4 @@ fn parse_meta(bytes: &[u8], tenant: &str, block_id: &str) -> Result<BlockMeta, S
 }
 
 #[cfg(test)]
-mod tests {
-    use super::block::{encode, BlockInfo, BlockTrace};
-    use super::*;
-
-    fn block(tenant: &str, block_id: &str, ids: &[u8]) -> EncodedBlock {
-        let traces = ids
-            .iter()
-            .map(|&i| BlockTrace {
-                id: TraceId([i; 16]),
-                data: Bytes::from(vec![i; 100]),
-            })
-            .collect();
-        encode(
-            traces,
-            BlockInfo {
-                tenant: tenant.into(),
-                block_id: block_id.into(),
-                ingester: "ingester-1".into(),
-                start_unix_nano: 0,
-                end_unix_nano: 0,
-                created_unix_secs: 0,
-            },
-        )
-        .expect("encode")
-    }
-
-    #[tokio::test]
-    async fn uploaded_blocks_are_listed_and_their_traces_found() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = BlockStore::local(dir.path()).expect("store");
-        assert!(
-            store.tenants().await.expect("list").is_empty(),
-            "a fresh store is a normal state"
-        );
-        store
-            .upload(&block("t1", "b1", &[1, 2, 3]))
-            .await
-            .expect("upload");
-        store
-            .upload(&block("t1", "b1", &[1, 2, 3]))
-            .await
-            .expect("re-upload overwrites");
-        store
-            .upload(&block("t2", "b2", &[4]))
-            .await
-            .expect("upload");
-        let metas = store.list_blocks("t1").await.expect("list");
-        assert_eq!(metas.len(), 1);
-        assert_eq!(store.tenants().await.expect("tenants").len(), 2);
-        let found = store
-            .find_trace(&metas[0], &TraceId([2; 16]))
-            .await
-            .expect("find");
-        assert_eq!(found, Some(Bytes::from(vec![2; 100])));
-        assert_eq!(
-            store
-                .find_trace(&metas[0], &TraceId([9; 16]))
-                .await
-                .expect("find"),
-            None
-        );
-    }
-
-    #[tokio::test]
-    async fn a_block_whose_search_section_is_lost_is_still_read_whole_without_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = BlockStore::local(dir.path()).expect("store");
-        let b = block("t", "b", &[1, 2]).with_search(Bytes::from_static(b"section"), 1);
-        store.upload(&b).await.expect("upload");
-        let back = store.read_block("t", "b").await.expect("read");
-        assert_eq!(back.search.as_deref(), Some(&b"section"[..]));
-        assert_eq!(back.meta, b.meta);
-        std::fs::remove_file(dir.path().join("t/b/search")).expect("lose it");
-        let back = store.read_block("t", "b").await.expect("read");
-        assert!(back.search.is_none());
-        assert_eq!((back.meta.search_version, back.meta.search_bytes), (0, 0));
-        assert_eq!(back.data, b.data);
-    }
-
-    #[tokio::test]
-    async fn a_block_without_meta_is_invisible_and_a_meta_without_data_is_skipped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = BlockStore::local(dir.path()).expect("store");
-        store
-            .upload(&block("t", "whole", &[1]))
-            .await
-            .expect("upload");
-        store
-            .upload(&block("t", "half", &[2]))
-            .await
-            .expect("upload");
-        store
-            .inner()
-            .delete(&object("t", "half", META))
-            .await
-            .expect("delete meta");
-        store
-            .upload(&block("t", "gone", &[3]))
-            .await
-            .expect("upload");
-        store
-            .inner()
-            .delete(&object("t", "gone", DATA))
-            .await
-            .expect("delete data");
-        store
-            .inner()
-            .delete(&object("t", "gone", FILTER))
-            .await
-            .expect("delete filter");
-        std::fs::write(dir.path().join("t/bad/meta.json").as_path(), b"{").ok();
-        std::fs::create_dir_all(dir.path().join("t/bad")).expect("mkdir");
-        std::fs::write(dir.path().join("t/bad/meta.json"), b"{").expect("write");
-        let metas = store.list_blocks("t").await.expect("list");
-        let mut ids: Vec<_> = metas.iter().map(|m| m.block_id.as_str()).collect();
-        ids.sort();
-        assert_eq!(ids, vec!["gone", "whole"]);
-        let gone = metas.iter().find(|m| m.block_id == "gone").expect("gone");
-        let err = store
-            .find_trace(gone, &TraceId([3; 16]))
-            .await
-            .expect_err("data is gone");
-        assert!(err.is_not_found());
-        store.delete_block("t", "gone").await.expect("delete");
-        store
-            .delete_block("t", "gone")
-            .await
-            .expect("deleting twice is fine");
-    }
-}
+mod tests;

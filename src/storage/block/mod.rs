@@ -160,93 +160,166 @@ pub fn encode(mut traces: Vec<BlockTrace>, info: BlockInfo) -> Result<EncodedBlo
 
 /// [`encode`] of traces already sorted by ID.
 pub fn encode_sorted(traces: &[BlockTrace], info: BlockInfo) -> Result<EncodedBlock, BlockError> {
-    if traces.is_empty() {
-        return Err(malformed("input", "a block needs at least one trace"));
-    }
     debug_assert!(traces.windows(2).all(|w| w[0].id <= w[1].id));
+    let mut writer = BlockWriter::new(info);
     let mut data = BytesMut::new();
-    let mut pages = Vec::new();
-    let mut page = Vec::with_capacity(PAGE_BYTES + 4096);
-    let mut first: Option<TraceId> = None;
-    let mut last = traces[0].id;
-    let mut in_page = 0u32;
-    let mut keys = Vec::with_capacity(traces.len());
     let mut i = 0;
     while i < traces.len() {
         let id = traces[i].id;
-        let mut len = 0usize;
-        let mut j = i;
-        while j < traces.len() && traces[j].id == id {
-            len += traces[j].data.len();
-            j += 1;
+        let j = i + traces[i..].iter().take_while(|t| t.id == id).count();
+        let chunks: Vec<&[u8]> = traces[i..j].iter().map(|t| &t.data[..]).collect();
+        if let Some(page) = writer.push(id, &chunks)? {
+            data.extend_from_slice(&page);
         }
-        let len32 =
-            u32::try_from(len).map_err(|_| malformed("input", "trace larger than 4 GiB"))?;
-        page.extend_from_slice(&id.0);
-        page.extend_from_slice(&len32.to_le_bytes());
-        for t in &traces[i..j] {
-            page.extend_from_slice(&t.data);
-        }
-        keys.push(xxh3_64(&id.0));
-        first.get_or_insert(id);
-        last = id;
-        in_page += 1;
         i = j;
-        if page.len() >= PAGE_BYTES || i == traces.len() {
-            let compressed = zstd::bulk::compress(&page, ZSTD_LEVEL)?;
-            pages.push(PageEntry {
-                first: first.take().unwrap_or(id),
-                last,
-                offset: data.len() as u64,
-                len: compressed.len() as u32,
-                traces: in_page,
-            });
-            data.extend_from_slice(&compressed);
-            page.clear();
-            in_page = 0;
-        }
     }
-    let mut index = BytesMut::with_capacity(9 + pages.len() * INDEX_ENTRY);
-    index.put_slice(INDEX_MAGIC);
-    index.put_u8(FORMAT_VERSION as u8);
-    index.put_u32_le(pages.len() as u32);
-    for p in &pages {
-        index.put_slice(&p.first.0);
-        index.put_slice(&p.last.0);
-        index.put_u64_le(p.offset);
-        index.put_u32_le(p.len);
-        index.put_u32_le(p.traces);
-    }
-    keys.sort_unstable();
-    keys.dedup();
-    let filter = encode_keys(&keys)?;
-    let meta = BlockMeta {
-        format_version: FORMAT_VERSION,
-        tenant: info.tenant,
-        block_id: info.block_id,
-        ingester: info.ingester,
-        compaction_level: 0,
-        min_trace_id: traces[0].id.to_hex(),
-        max_trace_id: last.to_hex(),
-        start_unix_nano: info.start_unix_nano,
-        end_unix_nano: info.end_unix_nano,
-        total_traces: keys.len() as u64,
-        data_pages: pages.len() as u32,
-        data_bytes: data.len() as u64,
-        index_bytes: index.len() as u64,
-        filter_bytes: filter.len() as u64,
-        created_unix_secs: info.created_unix_secs,
-        search_version: 0,
-        search_bytes: 0,
-        sources: Vec::new(),
-    };
+    let (last, tail) = writer.finish()?;
+    data.extend_from_slice(&last);
     Ok(EncodedBlock {
         data: data.freeze(),
-        index: index.freeze(),
-        filter: Bytes::from(filter),
+        index: tail.index,
+        filter: tail.filter,
         search: None,
-        meta,
+        meta: tail.meta,
     })
+}
+
+/// A block's data written trace by trace in ID order, a compressed page at a time: what
+/// a merge streams out without holding the whole block.
+pub struct BlockWriter {
+    info: BlockInfo,
+    page: Vec<u8>,
+    pages: Vec<PageEntry>,
+    offset: u64,
+    first: Option<TraceId>,
+    min: Option<TraceId>,
+    last: TraceId,
+    in_page: u32,
+    keys: Vec<u64>,
+}
+
+/// What follows a block's data: its index, filter and meta.
+pub struct BlockTail {
+    pub index: Bytes,
+    pub filter: Bytes,
+    pub meta: BlockMeta,
+}
+
+impl BlockWriter {
+    pub fn new(info: BlockInfo) -> Self {
+        Self {
+            info,
+            page: Vec::with_capacity(PAGE_BYTES + 4096),
+            pages: Vec::new(),
+            offset: 0,
+            first: None,
+            min: None,
+            last: TraceId([0; 16]),
+            in_page: 0,
+            keys: Vec::new(),
+        }
+    }
+
+    /// Adds a trace (IDs in ascending order, each once) whose bytes are `chunks`
+    /// concatenated. Returns a compressed page when one is full: the caller writes it at
+    /// the end of the data so far.
+    pub fn push(&mut self, id: TraceId, chunks: &[&[u8]]) -> Result<Option<Vec<u8>>, BlockError> {
+        if self.min.is_some() && id <= self.last {
+            return Err(malformed("input", "trace IDs out of order"));
+        }
+        let len: usize = chunks.iter().map(|c| c.len()).sum();
+        let len32 =
+            u32::try_from(len).map_err(|_| malformed("input", "trace larger than 4 GiB"))?;
+        self.page.extend_from_slice(&id.0);
+        self.page.extend_from_slice(&len32.to_le_bytes());
+        for c in chunks {
+            self.page.extend_from_slice(c);
+        }
+        self.keys.push(xxh3_64(&id.0));
+        self.first.get_or_insert(id);
+        self.min.get_or_insert(id);
+        self.last = id;
+        self.in_page += 1;
+        if self.page.len() >= PAGE_BYTES {
+            return self.seal().map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Data bytes written so far (sealed pages).
+    pub fn data_bytes(&self) -> u64 {
+        self.offset
+    }
+
+    fn seal(&mut self) -> Result<Vec<u8>, BlockError> {
+        let compressed = zstd::bulk::compress(&self.page, ZSTD_LEVEL)?;
+        self.pages.push(PageEntry {
+            first: self.first.take().unwrap_or(self.last),
+            last: self.last,
+            offset: self.offset,
+            len: compressed.len() as u32,
+            traces: self.in_page,
+        });
+        self.offset += compressed.len() as u64;
+        self.page.clear();
+        self.in_page = 0;
+        Ok(compressed)
+    }
+
+    /// The last page (empty when the data ended on a full one) and what follows the data.
+    pub fn finish(mut self) -> Result<(Vec<u8>, BlockTail), BlockError> {
+        let Some(min) = self.min else {
+            return Err(malformed("input", "a block needs at least one trace"));
+        };
+        let last = if self.in_page > 0 {
+            self.seal()?
+        } else {
+            Vec::new()
+        };
+        let mut index = BytesMut::with_capacity(9 + self.pages.len() * INDEX_ENTRY);
+        index.put_slice(INDEX_MAGIC);
+        index.put_u8(FORMAT_VERSION as u8);
+        index.put_u32_le(self.pages.len() as u32);
+        for p in &self.pages {
+            index.put_slice(&p.first.0);
+            index.put_slice(&p.last.0);
+            index.put_u64_le(p.offset);
+            index.put_u32_le(p.len);
+            index.put_u32_le(p.traces);
+        }
+        self.keys.sort_unstable();
+        self.keys.dedup();
+        let filter = encode_keys(&self.keys)?;
+        let info = self.info;
+        let meta = BlockMeta {
+            format_version: FORMAT_VERSION,
+            tenant: info.tenant,
+            block_id: info.block_id,
+            ingester: info.ingester,
+            compaction_level: 0,
+            min_trace_id: min.to_hex(),
+            max_trace_id: self.last.to_hex(),
+            start_unix_nano: info.start_unix_nano,
+            end_unix_nano: info.end_unix_nano,
+            total_traces: self.keys.len() as u64,
+            data_pages: self.pages.len() as u32,
+            data_bytes: self.offset,
+            index_bytes: index.len() as u64,
+            filter_bytes: filter.len() as u64,
+            created_unix_secs: info.created_unix_secs,
+            search_version: 0,
+            search_bytes: 0,
+            sources: Vec::new(),
+        };
+        Ok((
+            last,
+            BlockTail {
+                index: index.freeze(),
+                filter: Bytes::from(filter),
+                meta,
+            },
+        ))
+    }
 }
 
 const FILTER_MAGIC: &[u8; 4] = b"RTBF";
@@ -340,6 +413,14 @@ pub struct PageRange {
 }
 
 impl PageIndex {
+    /// Where each page lies in `data`, in order.
+    pub fn ranges(&self) -> impl Iterator<Item = PageRange> + '_ {
+        self.pages.iter().map(|p| PageRange {
+            offset: p.offset,
+            len: p.len,
+        })
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, BlockError> {
         if bytes.len() < 9 || &bytes[..4] != INDEX_MAGIC {
             return Err(malformed("index", "bad magic"));
@@ -407,7 +488,30 @@ pub fn find_in_page(page: &[u8], id: &TraceId) -> Result<Option<Bytes>, BlockErr
     Ok(None)
 }
 
-/// Every trace of a block's data, in order (for verification and future compaction).
+/// The traces of one compressed page, in order (what a merge reads): a record that runs
+/// past its page is an error.
+pub fn decode_page(page: &[u8]) -> Result<Vec<(TraceId, Bytes)>, BlockError> {
+    let raw = Bytes::from(zstd::stream::decode_all(page)?);
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < raw.len() {
+        let head = raw
+            .get(pos..pos + 20)
+            .ok_or_else(|| malformed("data", "record header runs past its page"))?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&head[..16]);
+        let len = u32::from_le_bytes([head[16], head[17], head[18], head[19]]) as usize;
+        let end = pos + 20 + len;
+        if end > raw.len() {
+            return Err(malformed("data", "record runs past its page"));
+        }
+        out.push((TraceId(id), raw.slice(pos + 20..end)));
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// Every trace of a block's data, in order (for a search of a block without a section).
 pub fn decode_all(data: &[u8], index: &PageIndex) -> Result<Vec<(TraceId, Bytes)>, BlockError> {
     let mut out = Vec::new();
     for p in &index.pages {
@@ -432,143 +536,4 @@ pub fn decode_all(data: &[u8], index: &PageIndex) -> Result<Vec<(TraceId, Bytes)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(i: u32) -> TraceId {
-        let mut a = [0u8; 16];
-        a[..4].copy_from_slice(&xxh3_64(&i.to_le_bytes()).to_be_bytes()[..4]);
-        a[12..].copy_from_slice(&i.to_be_bytes());
-        TraceId(a)
-    }
-
-    fn info() -> BlockInfo {
-        BlockInfo {
-            tenant: "t".into(),
-            block_id: "b".into(),
-            ingester: "ingester-1".into(),
-            start_unix_nano: 1,
-            end_unix_nano: 2,
-            created_unix_secs: 3,
-        }
-    }
-
-    fn payload(i: u32) -> Bytes {
-        Bytes::from(format!("trace-{i}-").repeat(50))
-    }
-
-    #[test]
-    fn a_merges_inputs_are_not_read_once_its_output_is_listed_and_old_metas_parse() {
-        let meta = |block_id: &str, sources: &[&str]| {
-            let mut m = encode(
-                vec![BlockTrace {
-                    id: id(1),
-                    data: payload(1),
-                }],
-                BlockInfo {
-                    block_id: block_id.into(),
-                    ..info()
-                },
-            )
-            .expect("encode")
-            .meta;
-            m.sources = sources.iter().map(|s| (*s).to_owned()).collect();
-            m
-        };
-        let listed = vec![
-            meta("a", &[]),
-            meta("b", &[]),
-            meta("c", &[]),
-            meta("ab", &["a", "b"]),
-        ];
-        let read: Vec<String> = without_replaced(listed.clone())
-            .into_iter()
-            .map(|m| m.block_id)
-            .collect();
-        assert_eq!(read, ["c", "ab"]);
-        // Without the output (not uploaded yet, or its meta not written): the inputs.
-        assert_eq!(without_replaced(listed[..3].to_vec()).len(), 3);
-        // A meta written before `sources` existed parses, and one without sources says none.
-        let json = serde_json::to_value(&listed[0]).expect("json");
-        assert!(json.get("sources").is_none());
-        let back: BlockMeta = serde_json::from_value(json).expect("parse");
-        assert!(back.sources.is_empty());
-        let json = serde_json::to_string(&listed[3]).expect("json");
-        assert!(json.contains(r#""sources":["a","b"]"#), "{json}");
-    }
-
-    #[test]
-    fn every_trace_is_found_through_filter_index_and_page() {
-        let traces: Vec<BlockTrace> = (0..5000)
-            .map(|i| BlockTrace {
-                id: id(i),
-                data: payload(i),
-            })
-            .collect();
-        let block = encode(traces, info()).expect("encode");
-        assert!(block.meta.data_pages > 1, "several pages");
-        assert_eq!(block.meta.total_traces, 5000);
-        let filter = TraceFilter::decode(&block.filter).expect("filter");
-        let index = PageIndex::decode(&block.index).expect("index");
-        assert_eq!(index.traces(), 5000);
-        for i in (0..5000).step_by(7) {
-            assert!(filter.may_contain(&id(i)));
-            let page = index.find(&id(i)).expect("page");
-            let bytes = &block.data[page.offset as usize..(page.offset + page.len as u64) as usize];
-            assert_eq!(
-                find_in_page(bytes, &id(i)).expect("page decodes"),
-                Some(payload(i))
-            );
-        }
-        let absent = (10_000..12_000)
-            .filter(|&i| filter.may_contain(&id(i)))
-            .count();
-        assert!(absent < 40, "{absent} false positives in 2000");
-        assert_eq!(decode_all(&block.data, &index).expect("decode").len(), 5000);
-    }
-
-    #[test]
-    fn segments_of_one_trace_are_merged() {
-        let traces = vec![
-            BlockTrace {
-                id: id(1),
-                data: Bytes::from_static(b"a"),
-            },
-            BlockTrace {
-                id: id(2),
-                data: Bytes::from_static(b"x"),
-            },
-            BlockTrace {
-                id: id(1),
-                data: Bytes::from_static(b"b"),
-            },
-        ];
-        let block = encode(traces, info()).expect("encode");
-        let index = PageIndex::decode(&block.index).expect("index");
-        let page = index.find(&id(1)).expect("page");
-        let bytes = &block.data[page.offset as usize..(page.offset + page.len as u64) as usize];
-        let found = find_in_page(bytes, &id(1))
-            .expect("decodes")
-            .expect("found");
-        assert!(found == Bytes::from_static(b"ab") || found == Bytes::from_static(b"ba"));
-        assert_eq!(block.meta.total_traces, 2);
-    }
-
-    #[test]
-    fn meta_round_trips_as_json_and_garbage_is_an_error() {
-        let block = encode(
-            vec![BlockTrace {
-                id: id(1),
-                data: payload(1),
-            }],
-            info(),
-        )
-        .expect("encode");
-        let json = serde_json::to_string(&block.meta).expect("json");
-        let back: BlockMeta = serde_json::from_str(&json).expect("parse");
-        assert_eq!(back, block.meta);
-        assert!(PageIndex::decode(b"nope").is_err());
-        assert!(TraceFilter::decode(b"\xff\xff").is_err());
-        assert!(find_in_page(b"not zstd", &id(1)).is_err());
-    }
-}
+mod tests;

@@ -1,0 +1,222 @@
+//! A merge against a real (filesystem) store: three replicas' blocks become one copy.
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
+use prost::Message;
+
+use super::merge::dedupe;
+use super::plan::{self, Listed, PlanSettings};
+use super::run::compact;
+use crate::model::TraceId;
+use crate::storage::block::{self, encode, BlockInfo, BlockMeta, BlockTrace};
+use crate::storage::{BlockStore, COMPACTED};
+
+const BASE: u64 = 1_700_000_000_000_000_000;
+
+fn trace_id(i: u32) -> TraceId {
+    TraceId(
+        u128::from(i)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+            .to_be_bytes(),
+    )
+}
+
+/// One push's bytes for trace `i` (`resource_spans` fields, as blocks store them): a
+/// resource and three spans, the span IDs offset by `push`.
+fn push_bytes(i: u32, push: u8) -> Vec<u8> {
+    let id = trace_id(i);
+    let spans = (0..3u8)
+        .map(|s| Span {
+            trace_id: id.0.to_vec(),
+            span_id: vec![push * 8 + s + 1; 8],
+            name: format!("op-{}", i % 7),
+            start_time_unix_nano: BASE + u64::from(i) * 1_000_000,
+            end_time_unix_nano: BASE + u64::from(i) * 1_000_000 + 500_000,
+            attributes: vec![KeyValue {
+                key: "http.route".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(format!("/r/{}", i % 13))),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    TracesData {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("checkout".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn block_of(name: &str, traces: Vec<BlockTrace>) -> crate::storage::block::EncodedBlock {
+    encode(
+        traces,
+        BlockInfo {
+            tenant: "t".into(),
+            block_id: name.into(),
+            ingester: name.into(),
+            start_unix_nano: BASE,
+            end_unix_nano: BASE + 1000 * 1_000_000,
+            created_unix_secs: 100,
+        },
+    )
+    .expect("encode")
+}
+
+/// What every trace should read back as: trace `i` holds push 0, and trace 5 push 1 too.
+fn expected(i: u32) -> Vec<u8> {
+    let mut b = push_bytes(i, 0);
+    if i == 5 {
+        b.extend(push_bytes(i, 1));
+    }
+    b
+}
+
+#[test]
+fn copies_of_the_same_push_are_kept_once_and_different_pushes_are_all_kept() {
+    let a = push_bytes(1, 0);
+    let b = push_bytes(1, 1);
+    let ab = [a.clone(), b.clone()].concat();
+    let kept: Vec<u8> = dedupe(&[&a, &ab, &a]).concat();
+    assert_eq!(kept, ab);
+    assert_eq!(dedupe(&[&a]).concat(), a);
+    // Bytes that are not `resource_spans` fields are kept whole, once.
+    let junk = [0xffu8, 0xff, 0x01];
+    assert_eq!(
+        dedupe(&[&junk, &junk, &a]).concat(),
+        [&junk[..], &a].concat()
+    );
+}
+
+/// Uploads three replicas' blocks of `n` traces: replica r holds those with i % 3 != r
+/// (two of three replicas each, as a write quorum of 2 may leave it), trace 5's second
+/// push only on one replica. Returns the block one copy of each would make.
+async fn upload_replicas(store: &BlockStore, n: u32) -> BlockMeta {
+    for r in 0..3u32 {
+        let traces = (0..n)
+            .filter(|i| i % 3 != r)
+            .map(|i| BlockTrace {
+                id: trace_id(i),
+                data: Bytes::from(if i == 5 && r == 1 {
+                    expected(5)
+                } else {
+                    push_bytes(i, 0)
+                }),
+            })
+            .collect();
+        store
+            .upload(&block_of(&format!("r{r}"), traces))
+            .await
+            .expect("upload");
+    }
+    block_of(
+        "one",
+        (0..n)
+            .map(|i| BlockTrace {
+                id: trace_id(i),
+                data: Bytes::from(expected(i)),
+            })
+            .collect(),
+    )
+    .meta
+}
+
+#[tokio::test]
+async fn three_replicas_blocks_become_one_copy_that_reads_back_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = BlockStore::local(dir.path()).expect("store");
+    let n = 3000u32;
+    let one_copy = upload_replicas(&store, n).await;
+    let listed = store.list_blocks("t").await.expect("list");
+    let settings = PlanSettings {
+        window_secs: 3600,
+        max_block_bytes: 1 << 30,
+        settle_secs: 60,
+        retention_secs: 300,
+    };
+    let as_listed = |metas: &[BlockMeta], marked: Option<u64>| -> Vec<Listed> {
+        metas
+            .iter()
+            .map(|m| Listed {
+                meta: m.clone(),
+                marked_unix_secs: marked,
+            })
+            .collect()
+    };
+    let p = plan::plan("t", &as_listed(&listed, None), 10_000, &settings);
+    assert_eq!(p.merges.len(), 1);
+    let merge = &p.merges[0];
+    assert_eq!(merge.inputs, ["r0", "r1", "r2"]);
+
+    let done = compact(&store, merge, &listed, "compactor-1", 10_000)
+        .await
+        .expect("compact");
+    let out = &done.output;
+    assert_eq!(
+        (out.total_traces, out.compaction_level, out.sources.clone()),
+        (u64::from(n), 1, merge.inputs.clone())
+    );
+    assert_eq!(done.copies_read, u64::from(2 * n));
+    assert!(out.data_pages > 1, "the merge streamed several pages");
+    assert!(
+        out.data_bytes * 10 <= one_copy.data_bytes * 11,
+        "one copy's bytes: {} against {}",
+        out.data_bytes,
+        one_copy.data_bytes
+    );
+    for i in 0..n {
+        let got = store.find_trace(out, &trace_id(i)).await.expect("find");
+        assert_eq!(got.as_deref(), Some(&expected(i)[..]), "trace {i}");
+    }
+    // Readers see the output alone; the inputs carry their mark.
+    let after = store.list_blocks("t").await.expect("list");
+    let read: Vec<String> = block::without_replaced(after.clone())
+        .into_iter()
+        .map(|m| m.block_id)
+        .collect();
+    assert_eq!(read, std::slice::from_ref(&merge.output));
+    for r in 0..3 {
+        assert!(dir.path().join(format!("t/r{r}/{COMPACTED}")).exists());
+    }
+    // The output's section finds every trace once.
+    let search = crate::search::Search::new(
+        crate::traceql::parse(r#"{ resource.service.name = "checkout" }"#).expect("parse"),
+        None,
+        10_000,
+        3,
+    );
+    let (search, _) = crate::search::scan_blocks(&store, vec![out.clone()], search, 2).await;
+    assert_eq!(search.hits.len(), n as usize);
+    assert_eq!(out.search_version, crate::search::section::VERSION);
+
+    // Nothing left to merge; the inputs go once their mark is past the retention.
+    let p = plan::plan("t", &as_listed(&after, Some(10_000)), 10_100, &settings);
+    assert!(p.merges.is_empty() && p.mark.is_empty() && p.delete.is_empty());
+    let p = plan::plan("t", &as_listed(&after, Some(10_000)), 10_300, &settings);
+    assert_eq!(p.delete, ["r0", "r1", "r2"]);
+
+    // A retried merge (a crash after the output's meta) writes the same block again.
+    let again = compact(&store, merge, &listed, "compactor-2", 10_050)
+        .await
+        .expect("again");
+    assert_eq!(again.output.block_id, out.block_id);
+    assert_eq!(store.list_blocks("t").await.expect("list").len(), 4);
+}
