@@ -6,6 +6,8 @@
 #[allow(dead_code)]
 pub(crate) mod merge;
 #[allow(dead_code)]
+pub(crate) mod pass;
+#[allow(dead_code)]
 pub(crate) mod plan;
 #[allow(dead_code)]
 pub(crate) mod run;

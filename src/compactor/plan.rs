@@ -62,8 +62,8 @@ pub(crate) struct Merge {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
     pub(crate) merges: Vec<Merge>,
-    /// Replaced blocks not marked yet.
-    pub(crate) mark: Vec<String>,
+    /// Replaced blocks not marked yet, with the block that replaced each.
+    pub(crate) mark: Vec<(String, String)>,
     /// Replaced blocks marked longer ago than the retention.
     pub(crate) delete: Vec<String>,
     /// Blocks waiting for a merge (settled, not replaced): the backlog.
@@ -93,13 +93,19 @@ pub(crate) fn window_of(meta: &BlockMeta, window_secs: u64) -> u64 {
 /// The plan for one tenant's listing at `now_unix_secs`.
 pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &PlanSettings) -> Plan {
     let replaced = block::replaced_ids(blocks.iter().map(|b| &b.meta));
+    let replaced_by = |id: &str| {
+        blocks
+            .iter()
+            .find(|b| b.meta.sources.iter().any(|s| s == id))
+            .map_or_else(String::new, |b| b.meta.block_id.clone())
+    };
     let mut out = Plan::default();
     let mut windows: BTreeMap<u64, Vec<&BlockMeta>> = BTreeMap::new();
     for b in blocks {
         let id = b.meta.block_id.as_str();
         if replaced.contains(id) {
             match b.marked_unix_secs {
-                None => out.mark.push(id.to_owned()),
+                None => out.mark.push((id.to_owned(), replaced_by(id))),
                 Some(at) if now_unix_secs.saturating_sub(at) >= s.retention_secs => {
                     out.delete.push(id.to_owned());
                 }
@@ -280,7 +286,10 @@ mod tests {
         ];
         let p = plan("t", &blocks, now, &settings());
         assert!(p.merges.is_empty(), "{:?}", p.merges);
-        assert_eq!(p.mark, ["a", "b"]);
+        assert_eq!(
+            p.mark,
+            [("a".to_owned(), out.clone()), ("b".to_owned(), out.clone())]
+        );
         assert_eq!(p.waiting, 0);
 
         blocks[0].marked_unix_secs = Some(now - 100);

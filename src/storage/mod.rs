@@ -322,19 +322,42 @@ impl BlockStore {
     /// The visible blocks of a tenant: every `<block>/meta.json` that parses. A meta that
     /// does not parse is skipped with a warning.
     pub async fn list_blocks(&self, tenant: &str) -> Result<Vec<BlockMeta>, StoreError> {
+        Ok(self
+            .list_marked(tenant)
+            .await?
+            .into_iter()
+            .map(|(meta, _)| meta)
+            .collect())
+    }
+
+    /// [`Self::list_blocks`], with when each block was marked replaced (its `compacted`
+    /// object's time), from the same listing.
+    pub async fn list_marked(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<(BlockMeta, Option<std::time::SystemTime>)>, StoreError> {
         let prefix = Path::from(tenant);
         let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        let block_of =
+            |o: &object_store::ObjectMeta| o.location.parts().nth(1).map(|p| p.as_ref().to_owned());
+        let marks: HashMap<String, std::time::SystemTime> = objects
+            .iter()
+            .filter(|o| o.location.filename() == Some(COMPACTED))
+            .filter_map(|o| Some((block_of(o)?, o.last_modified.into())))
+            .collect();
         let mut metas = Vec::new();
         for o in objects
             .iter()
             .filter(|o| o.location.filename() == Some(META))
         {
-            let parts: Vec<_> = o.location.parts().collect();
-            let Some(block_id) = parts.get(1).map(|p| p.as_ref().to_owned()) else {
+            let Some(block_id) = block_of(o) else {
                 continue;
             };
             match self.read_meta(tenant, &block_id).await {
-                Ok(m) => metas.push(m),
+                Ok(m) => {
+                    let mark = marks.get(&block_id).copied();
+                    metas.push((m, mark));
+                }
                 Err(e) if e.is_not_found() => {} // deleted since the listing
                 Err(e) => {
                     metrics::counter!("ringtail_storage_unreadable_blocks_total").increment(1);

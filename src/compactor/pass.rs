@@ -1,0 +1,108 @@
+//! One compaction pass over every tenant of a store: list, plan, then the merges, marks
+//! and deletions of the windows this compactor owns. A failed merge is logged, counted
+//! and retried next pass; the others go on.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::plan::{self, Listed, PlanSettings};
+use super::run::compact;
+use crate::storage::{BlockStore, StoreError};
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct PassStats {
+    pub merges: usize,
+    pub failed_merges: usize,
+    pub marked: usize,
+    pub deleted: usize,
+    /// Blocks that wait for a merge in the windows this compactor owns.
+    pub waiting: usize,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// Runs a pass at `now`. `settings` gives each tenant's plan settings; `owns(tenant,
+/// window)` whether this compactor does that window's work (the ring's answer).
+pub(crate) async fn run_pass(
+    store: &BlockStore,
+    name: &str,
+    settings: &(dyn Fn(&str) -> PlanSettings + Sync),
+    owns: &(dyn Fn(&str, u64) -> bool + Sync),
+    now: SystemTime,
+) -> Result<PassStats, StoreError> {
+    let mut stats = PassStats::default();
+    let now_secs = unix_secs(now);
+    for tenant in store.tenants().await? {
+        let s = settings(&tenant);
+        let listed: Vec<Listed> = store
+            .list_marked(&tenant)
+            .await?
+            .into_iter()
+            .map(|(meta, mark)| Listed {
+                meta,
+                marked_unix_secs: mark.map(unix_secs),
+            })
+            .collect();
+        let window_of = |id: &str| {
+            listed
+                .iter()
+                .find(|b| b.meta.block_id == id)
+                .map(|b| plan::window_of(&b.meta, s.window_secs))
+        };
+        let mine = |id: &str| window_of(id).is_some_and(|w| owns(&tenant, w));
+        let p = plan::plan(&tenant, &listed, now_secs, &s);
+        let metas: Vec<_> = listed.iter().map(|b| b.meta.clone()).collect();
+        let mut waiting = 0;
+        for merge in p.merges.iter().filter(|m| owns(&tenant, m.window)) {
+            waiting += merge.inputs.len();
+            let started = std::time::Instant::now();
+            match compact(store, merge, &metas, name, now_secs).await {
+                Ok(done) => {
+                    stats.merges += 1;
+                    stats.bytes_read += done.bytes_read;
+                    stats.bytes_written += done.output.data_bytes + done.output.search_bytes;
+                    metrics::counter!("ringtail_compactor_merges_total", "outcome" => "ok")
+                        .increment(1);
+                    metrics::histogram!("ringtail_compactor_merge_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    tracing::info!(
+                        tenant,
+                        output = done.output.block_id,
+                        inputs = merge.inputs.len(),
+                        level = merge.level,
+                        traces = done.output.total_traces,
+                        bytes = done.output.data_bytes,
+                        "merged blocks"
+                    );
+                }
+                Err(e) => {
+                    stats.failed_merges += 1;
+                    metrics::counter!("ringtail_compactor_merges_total", "outcome" => "failed")
+                        .increment(1);
+                    tracing::warn!(tenant, output = merge.output, error = %e, "a merge failed; retrying next pass");
+                }
+            }
+        }
+        for (id, by) in p.mark.iter().filter(|(id, _)| mine(id)) {
+            store.mark_replaced(&tenant, id, by).await?;
+            stats.marked += 1;
+        }
+        for id in p.delete.iter().filter(|id| mine(id)) {
+            store.delete_block(&tenant, id).await?;
+            stats.deleted += 1;
+        }
+        stats.waiting += waiting;
+        metrics::gauge!("ringtail_compactor_backlog_blocks", "tenant" => tenant.clone())
+            .set(waiting as f64);
+    }
+    metrics::counter!("ringtail_compactor_bytes_read_total").increment(stats.bytes_read);
+    metrics::counter!("ringtail_compactor_bytes_written_total").increment(stats.bytes_written);
+    metrics::counter!("ringtail_compactor_blocks_deleted_total").increment(stats.deleted as u64);
+    Ok(stats)
+}
