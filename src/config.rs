@@ -314,6 +314,29 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_RETENTION_INTERVAL_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_interval_ms: Option<u64>,
+    /// How often compactors plan and merge, ms [default: 30000]
+    #[arg(long, env = "RINGTAIL_COMPACTION_INTERVAL_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compaction_interval_ms: Option<u64>,
+    /// Compactors merge the blocks of each window of this many seconds (by their newest
+    /// span) [default: 3600]
+    #[arg(long, env = "RINGTAIL_COMPACTION_WINDOW_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compaction_window_secs: Option<u64>,
+    /// Ingesters' blocks younger than this wait before a merge, so the other replicas'
+    /// blocks of their window arrive first, ms [default: 120000]
+    #[arg(long, env = "RINGTAIL_COMPACTION_SETTLE_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compaction_settle_ms: Option<u64>,
+    /// A merge's inputs stay under this many data bytes together [default: 1073741824]
+    #[arg(long, env = "RINGTAIL_MAX_COMPACTED_BLOCK_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_compacted_block_bytes: Option<u64>,
+    /// Blocks a merge replaced are deleted this long after, ms; must exceed twice
+    /// blocklist_poll_ms so every querier lists the replacement first [default: 600000]
+    #[arg(long, env = "RINGTAIL_COMPACTED_BLOCK_RETENTION_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compacted_block_retention_ms: Option<u64>,
     /// Bearer token for the admin API (tenant deletion); unset disables it [default: none]
     #[arg(long, env = "RINGTAIL_ADMIN_TOKEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -409,6 +432,7 @@ pub struct Config {
     pub blocklist_poll: Duration,
     pub retention: RetentionPolicy,
     pub retention_interval: Duration,
+    pub compaction: crate::compactor::CompactionSettings,
     pub admin_token: Option<String>,
     /// `None` only with `insecure_cluster`.
     pub cluster_keys: Option<Arc<ClusterKeys>>,
@@ -560,6 +584,7 @@ impl RawConfig {
                 self.retention_interval_ms,
                 600_000,
             )?,
+            compaction: self.compaction(blocklist_poll)?,
             admin_token,
             cluster_keys: gossip.keys,
             shutdown_timeout: self.shutdown_timeout()?,

@@ -44,7 +44,11 @@ pub async fn start(
     // The nodes share a secret nobody else knows: nothing else on this host joins them.
     let secret = Some(vec![crate::cluster_keys::random_secret()]);
     let front = RawConfig {
-        target: Some(vec!["distributor".into(), "querier".into()]),
+        target: Some(vec![
+            "distributor".into(),
+            "querier".into(),
+            "compactor".into(),
+        ]),
         node_name: Some("front".into()),
         http_listen: Some(addr(3200)),
         otlp_grpc_listen: Some(addr(4317)),

@@ -50,7 +50,8 @@ impl Roles {
     pub const DISTRIBUTOR: Roles = Roles(1);
     pub const INGESTER: Roles = Roles(2);
     pub const QUERIER: Roles = Roles(4);
-    pub const ALL: Roles = Roles(7);
+    pub const COMPACTOR: Roles = Roles(8);
+    pub const ALL: Roles = Roles(15);
 
     pub fn contains(self, other: Roles) -> bool {
         self.0 & other.0 == other.0
@@ -65,6 +66,7 @@ impl Roles {
             (Self::DISTRIBUTOR, "distributor"),
             (Self::INGESTER, "ingester"),
             (Self::QUERIER, "querier"),
+            (Self::COMPACTOR, "compactor"),
         ]
         .into_iter()
         .filter(|(r, _)| self.contains(*r))

@@ -80,6 +80,18 @@ impl ClusterView {
         }
     }
 
+    /// The ACTIVE compactors' names, sorted: who shares the compaction work.
+    pub fn compactors(&self) -> Vec<&str> {
+        self.members
+            .iter()
+            .map(|m| &m.identity)
+            .filter(|id| {
+                id.roles.contains(super::Roles::COMPACTOR) && id.state == NodeState::Active
+            })
+            .map(|id| id.name.as_str())
+            .collect()
+    }
+
     pub fn count_by_state(&self) -> HashMap<&'static str, usize> {
         let mut counts = HashMap::new();
         for m in &self.members {

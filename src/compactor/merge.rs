@@ -100,8 +100,7 @@ pub(crate) struct Merged {
     pub tail: BlockTail,
     /// The search section, built once per merged trace.
     pub section: Option<Vec<u8>>,
-    /// Traces in the output, and copies read from the inputs.
-    pub traces: u64,
+    /// Trace copies read from the inputs.
     pub copies: u64,
 }
 
@@ -111,7 +110,6 @@ pub(crate) struct Merger {
     inputs: Vec<Cursor>,
     writer: BlockWriter,
     section: SectionWriter,
-    traces: u64,
     copies: u64,
 }
 
@@ -121,7 +119,6 @@ impl Merger {
             inputs: (0..inputs).map(|_| Cursor::default()).collect(),
             writer: BlockWriter::new(info),
             section: SectionWriter::new(),
-            traces: 0,
             copies: 0,
         }
     }
@@ -177,13 +174,7 @@ impl Merger {
             if let Some(page) = self.writer.push(id, &kept)? {
                 pages.push(page);
             }
-            self.traces += 1;
         }
-    }
-
-    /// The data bytes written so far.
-    pub(crate) fn data_bytes(&self) -> u64 {
-        self.writer.data_bytes()
     }
 
     /// The last data page and what follows the data.
@@ -194,7 +185,6 @@ impl Merger {
             Merged {
                 tail,
                 section: self.section.finish()?,
-                traces: self.traces,
                 copies: self.copies,
             },
         ))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::security::{cluster_keys, internal_tls};
-use super::{default_advertise, invalid, positive_ms, ConfigError, RawConfig};
+use super::{default_advertise, invalid, positive, positive_ms, ConfigError, RawConfig};
 use crate::cluster::Roles;
 use crate::cluster_keys::ClusterKeys;
 use crate::http_server::HttpLimits;
@@ -45,11 +45,12 @@ impl RawConfig {
                 "distributor" => Roles::DISTRIBUTOR,
                 "ingester" => Roles::INGESTER,
                 "querier" => Roles::QUERIER,
+                "compactor" => Roles::COMPACTOR,
                 other => {
                     return Err(invalid(
                         "target",
                         format!(
-                            "unknown role {other:?}; expected distributor, ingester, querier or all"
+                            "unknown role {other:?}; expected distributor, ingester, querier, compactor or all"
                         ),
                     ))
                 }
@@ -165,6 +166,46 @@ impl RawConfig {
             ));
         }
         Ok((blocklist_poll, complete_block_timeout))
+    }
+
+    /// The compactor's settings; replaced blocks outlive two block-list polls.
+    pub(super) fn compaction(
+        &self,
+        blocklist_poll: Duration,
+    ) -> Result<crate::compactor::CompactionSettings, ConfigError> {
+        let retention = positive_ms(
+            "compacted_block_retention_ms",
+            self.compacted_block_retention_ms,
+            600_000,
+        )?;
+        if retention <= blocklist_poll * 2 {
+            return Err(invalid(
+                "compacted_block_retention_ms",
+                format!(
+                    "must exceed twice blocklist_poll_ms ({} ms) so queriers list a merge's output before its inputs go",
+                    blocklist_poll.as_millis()
+                ),
+            ));
+        }
+        Ok(crate::compactor::CompactionSettings {
+            interval: positive_ms(
+                "compaction_interval_ms",
+                self.compaction_interval_ms,
+                30_000,
+            )?,
+            window: Duration::from_secs(positive(
+                "compaction_window_secs",
+                self.compaction_window_secs,
+                3600,
+            )?),
+            settle: Duration::from_millis(self.compaction_settle_ms.unwrap_or(120_000)),
+            max_block_bytes: positive(
+                "max_compacted_block_bytes",
+                self.max_compacted_block_bytes,
+                1 << 30,
+            )?,
+            retention,
+        })
     }
 
     /// The per-tenant limits (defaults and `tenant_overrides`), as the ingesters' cut

@@ -167,3 +167,49 @@ fn bad_values_name_the_field() {
         assert!(err.to_string().contains(field), "{err}");
     }
 }
+
+#[test]
+fn compaction_settings_default_and_replaced_blocks_outlive_two_block_list_polls() {
+    let c = RawConfig::default().validate().expect("valid");
+    assert!(c.roles.contains(Roles::COMPACTOR), "all runs a compactor");
+    assert_eq!(
+        c.compaction,
+        crate::compactor::CompactionSettings {
+            interval: Duration::from_secs(30),
+            window: Duration::from_secs(3600),
+            settle: Duration::from_secs(120),
+            max_block_bytes: 1 << 30,
+            retention: Duration::from_secs(600),
+        }
+    );
+    let only = RawConfig {
+        target: Some(vec!["compactor".into()]),
+        ..Default::default()
+    }
+    .validate()
+    .expect("valid");
+    assert_eq!(only.roles, Roles::COMPACTOR);
+    let err = RawConfig {
+        blocklist_poll_ms: Some(30_000),
+        compacted_block_retention_ms: Some(60_000),
+        ..Default::default()
+    }
+    .validate()
+    .expect_err("too short");
+    assert!(
+        err.to_string().contains("compacted_block_retention_ms"),
+        "{err}"
+    );
+    for zero in [
+        RawConfig {
+            compaction_window_secs: Some(0),
+            ..Default::default()
+        },
+        RawConfig {
+            max_compacted_block_bytes: Some(0),
+            ..Default::default()
+        },
+    ] {
+        assert!(zero.validate().is_err());
+    }
+}

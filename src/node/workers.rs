@@ -3,6 +3,8 @@
 //! [`WorkerStatus`](crate::telemetry::WorkerStatus) (`GET /status/workers`):
 //! - `retention` (queriers): a pass over the store's listings every
 //!   `retention_interval`, removing expired blocks and orphans;
+//! - `compactor` (compactors): a compaction pass every `compaction_interval_ms` over the
+//!   windows this node owns (`crate::compactor::owner` over gossip's compactors);
 //! - `ingester-cut`: a cut round every second, and at once when the live traces outgrow
 //!   their memory budget;
 //! - `ingester-flush`: a flush round every second, in a task of its own so a hanging
@@ -48,6 +50,57 @@ pub(super) fn spawn_querier(
         config.retention.clone(),
         config.retention_interval,
     );
+}
+
+/// `compactor`: a pass every `compaction_interval_ms` over the windows this node owns
+/// among the ACTIVE compactors of the cluster view.
+pub(super) fn spawn_compactor(
+    bg: &Background,
+    store: &BlockStore,
+    membership: &Membership,
+    config: &Config,
+) {
+    let (status, stop) = (bg.workers.register("compactor"), bg.stop.clone());
+    let (store, membership) = (store.clone(), membership.clone());
+    let (settings, me) = (config.compaction.clone(), config.node_name.clone());
+    bg.tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(settings.interval) => {}
+            }
+            let view = membership.view();
+            let compactors = view.compactors();
+            let owns = |tenant: &str, window: u64| {
+                crate::compactor::owner(&compactors, tenant, window) == Some(me.as_str())
+            };
+            let plan = settings.plan();
+            let result = crate::compactor::pass::run_pass(
+                &store,
+                &me,
+                &|_| plan.clone(),
+                &owns,
+                SystemTime::now(),
+            )
+            .await;
+            match result {
+                Ok(stats) => {
+                    if stats != Default::default() {
+                        tracing::info!(?stats, "compaction pass");
+                    }
+                    if stats.failed_merges > 0 {
+                        status.round_failed(&format!("{} merges failed", stats.failed_merges));
+                    } else {
+                        status.round_ok();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "compaction pass failed; retrying next interval");
+                    status.round_failed(&e);
+                }
+            }
+        }
+    });
 }
 
 /// Expired blocks and orphans, from store listings, every `every`.
