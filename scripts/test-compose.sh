@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fault test of the docker-compose cluster (CI). docker-compose.yml runs 3 ingesters,
-# 2 distributors and 1 querier from the no-pull image (scripts/build-image.sh). Under a
+# 2 distributors, 1 querier and 1 compactor from the no-pull image (scripts/build-image.sh). Under a
 # steady OTLP load from the OpenTelemetry Python SDK (tests/python/steady_export.py,
 # the exporter's own retries, half of the traces to each distributor), one fault at a
 # time, every node back healthy before the next:
@@ -39,7 +39,7 @@ LOAD_RATE="${LOAD_RATE:-400}"
 HEALTHY_TIMEOUT="${HEALTHY_TIMEOUT:-120}"
 export RINGTAIL_IMAGE="${RINGTAIL_IMAGE:-ringtail:local}"
 PROJECT="ringtail-compose-test-$$-$(date +%s)"
-SERVICES=(ingester-1 ingester-2 ingester-3 distributor-1 distributor-2 querier)
+SERVICES=(ingester-1 ingester-2 ingester-3 distributor-1 distributor-2 querier compactor)
 T0=$SECONDS
 
 say() { printf '[%4ds] %s\n' $((SECONDS - T0)) "$*"; }

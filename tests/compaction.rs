@@ -49,49 +49,63 @@ async fn the_replicas_blocks_become_one_copy_and_every_acked_trace_reads_back_fr
         "three copies of each trace"
     );
 
-    let compactor = cluster.spawn_extra("compactor-1", 50, "compactor").await;
+    // The store alone answers from here on: once the querier lists the blocks, the
+    // ingesters lose everything. Then the compactor starts, and reads go on all through
+    // its merge, marks and deletions.
     wait_until(
-        "only merged blocks left in the store",
-        Duration::from_secs(60),
+        "the querier to list the blocks",
+        Duration::from_secs(20),
         || async {
-            let m = metas(&store);
-            !m.is_empty() && m.iter().all(|m| m["compaction_level"].as_u64() >= Some(1))
+            metric(&cluster.front, "ringtail_querier_blocklist_blocks").await as usize
+                == before.len()
         },
     )
     .await;
+    let dir = cluster.dir.path().to_owned();
+    for i in 0..cluster.ingesters.len() {
+        cluster.ingesters[i].restart_empty(&dir);
+    }
+    cluster.wait_ready().await;
+    let compactor = cluster.spawn_extra("compactor-1", 50, "compactor").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut rounds = 0;
+    loop {
+        common::assert_all_complete(
+            &cluster.front.http(),
+            &record,
+            "every acked trace reads back while the compactor works",
+        )
+        .await;
+        rounds += 1;
+        let m = metas(&store);
+        let merged_alone =
+            !m.is_empty() && m.iter().all(|m| m["compaction_level"].as_u64() >= Some(1));
+        let listed = metric(&cluster.front, "ringtail_querier_blocklist_blocks").await as usize;
+        if merged_alone && listed == m.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store still holds unmerged blocks after 60 s: {m:?}"
+        );
+    }
     let after = metas(&store);
+    let bytes_after = sum(&after, "data_bytes");
+    eprintln!(
+        "store: {} blocks, {bytes_before} data bytes before; {} blocks, {bytes_after} after; {rounds} rounds of reads meanwhile",
+        before.len(),
+        after.len()
+    );
     assert_eq!(
         sum(&after, "total_traces"),
         record.len() as u64,
         "one copy of each trace: {after:?}"
-    );
-    let bytes_after = sum(&after, "data_bytes");
-    eprintln!(
-        "store: {} blocks, {bytes_before} data bytes before; {} blocks, {bytes_after} after",
-        before.len(),
-        after.len()
     );
     assert!(
         bytes_after * 3 * 10 <= bytes_before * 11,
         "stored bytes within 1.1x of one replica's: {bytes_after} against {bytes_before} for three"
     );
     assert!(metric(&compactor, "ringtail_compactor_merges_total").await >= 1.0);
-
-    // The store alone answers: wipe the ingesters, then read every trace and search.
-    let dir = cluster.dir.path().to_owned();
-    for i in 0..cluster.ingesters.len() {
-        cluster.ingesters[i].restart_empty(&dir);
-    }
-    cluster.wait_ready().await;
-    wait_until(
-        "the querier to list the merged blocks alone",
-        Duration::from_secs(20),
-        || async {
-            metric(&cluster.front, "ringtail_querier_blocklist_blocks").await as usize
-                == after.len()
-        },
-    )
-    .await;
     common::assert_all_complete(
         &cluster.front.http(),
         &record,
@@ -132,4 +146,68 @@ async fn the_replicas_blocks_become_one_copy_and_every_acked_trace_reads_back_fr
         "each trace inspected once: {}",
         body["metrics"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_compactors_share_the_tenants_and_merge_nothing_twice() {
+    let mut flags = FAST.to_vec();
+    flags.push("--multitenancy-enabled=true");
+    let cluster = Cluster::start(65, 3, &flags).await;
+    let tenants: Vec<String> = (0..16).map(|i| format!("tenant-{i}")).collect();
+    let mut pushed = Vec::new();
+    for t in &tenants {
+        let record = common::push_recorded(
+            &cluster,
+            &[
+                "--requests=2",
+                "--batch-spans=100",
+                &format!("--tenant={t}"),
+            ],
+        );
+        pushed.push(record.len() as u64);
+    }
+    for n in &cluster.ingesters {
+        assert_eq!(flush(n).await["blocks_pending"], 0);
+    }
+    let store = cluster.dir.path().join("blocks");
+    let c1 = cluster.spawn_extra("compactor-1", 50, "compactor").await;
+    let c2 = cluster.spawn_extra("compactor-2", 51, "compactor").await;
+    let tenant_metas = |t: &str| -> Vec<serde_json::Value> {
+        visible_blocks(&store, t)
+            .iter()
+            .filter_map(|b| std::fs::read(store.join(t).join(b).join("meta.json")).ok())
+            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+            .collect()
+    };
+    wait_until(
+        "every tenant's blocks merged and the inputs gone",
+        Duration::from_secs(60),
+        || async {
+            tenants.iter().all(|t| {
+                let m = tenant_metas(t);
+                !m.is_empty() && m.iter().all(|m| m["compaction_level"].as_u64() >= Some(1))
+            })
+        },
+    )
+    .await;
+    for (t, traces) in tenants.iter().zip(&pushed) {
+        let m = tenant_metas(t);
+        assert_eq!(
+            sum(&m, "total_traces"),
+            *traces,
+            "{t}: one copy of each trace"
+        );
+    }
+    let (m1, m2) = (
+        metric(&c1, "ringtail_compactor_merges_total").await,
+        metric(&c2, "ringtail_compactor_merges_total").await,
+    );
+    let merged: usize = tenants.iter().map(|t| tenant_metas(t).len()).sum();
+    assert_eq!(
+        (m1 + m2) as usize,
+        merged,
+        "each merge ran once ({m1} and {m2})"
+    );
+    // 16 tenants over two compactors: each owns some (all on one: odds 2 in 65536).
+    assert!(m1 > 0.0 && m2 > 0.0, "the work is shared: {m1} and {m2}");
 }
