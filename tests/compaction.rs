@@ -211,3 +211,72 @@ async fn two_compactors_share_the_tenants_and_merge_nothing_twice() {
     // 16 tenants over two compactors: each owns some (all on one: odds 2 in 65536).
     assert!(m1 > 0.0 && m2 > 0.0, "the work is shared: {m1} and {m2}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_s3_a_merge_of_several_upload_parts_keeps_every_acked_trace() {
+    let s3 = common::S3Server::start(66, "ringtail").await;
+    let mut flags: Vec<String> = s3.flags();
+    flags.extend(FAST.iter().map(|f| f.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::start(66, 3, &flags).await;
+    // ~300k spans: the merged data outgrows one 5 MiB upload part.
+    let record = common::push_recorded(&cluster, &["--requests=600", "--batch-spans=500"]);
+    for n in &cluster.ingesters {
+        assert_eq!(flush(n).await["blocks_pending"], 0);
+    }
+    let store = s3.block_store();
+    let before = store.list_blocks(TENANT).await.expect("list");
+    let bytes_before: u64 = before.iter().map(|m| m.data_bytes).sum();
+    let compactor = cluster.spawn_extra("compactor-1", 50, "compactor").await;
+    let mut after = Vec::new();
+    wait_until(
+        "only merged blocks left in S3",
+        Duration::from_secs(120),
+        || {
+            let store = store.clone();
+            async move {
+                store
+                    .list_blocks(TENANT)
+                    .await
+                    .is_ok_and(|m| !m.is_empty() && m.iter().all(|m| m.compaction_level >= 1))
+            }
+        },
+    )
+    .await;
+    after.extend(store.list_blocks(TENANT).await.expect("list"));
+    let bytes_after: u64 = after.iter().map(|m| m.data_bytes).sum();
+    eprintln!(
+        "s3: {} blocks, {bytes_before} data bytes before; {} blocks, {bytes_after} after",
+        before.len(),
+        after.len()
+    );
+    assert!(bytes_after > 5 << 20, "several parts: {bytes_after} bytes");
+    assert_eq!(
+        after.iter().map(|m| m.total_traces).sum::<u64>(),
+        record.len() as u64
+    );
+    assert!(bytes_after * 3 * 10 <= bytes_before * 11);
+    assert!(metric(&compactor, "ringtail_compactor_merges_total").await >= 1.0);
+    let dir = cluster.dir.path().to_owned();
+    for i in 0..cluster.ingesters.len() {
+        cluster.ingesters[i].restart_empty(&dir);
+    }
+    cluster.wait_ready().await;
+    wait_until(
+        "the querier to list the merged blocks",
+        Duration::from_secs(20),
+        || async {
+            metric(&cluster.front, "ringtail_querier_blocklist_blocks").await as usize
+                == after.len()
+        },
+    )
+    .await;
+    // Every tenth (the count above covers all of them).
+    let sample: Vec<(String, usize)> = record.iter().step_by(10).cloned().collect();
+    common::assert_all_complete(
+        &cluster.front.http(),
+        &sample,
+        "acked traces read back from the merged blocks in S3",
+    )
+    .await;
+}
