@@ -45,11 +45,12 @@ cpu() { awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 # read (a block a merge replaced, marked `compacted`, waits for its deletion uncounted)
 store() {
   find "$work/blocks" -name meta.json 2>/dev/null | while read -r m; do
-    [ -e "$(dirname "$m")/compacted" ] || cat "$m"
+    # (a block deleted meanwhile is skipped)
+    [ -e "$(dirname "$m")/compacted" ] || cat "$m" 2>/dev/null || true
   done | awk -F'[:,]' '
     /"compaction_level"/ {l = $2 + 0} /"data_bytes"/ {d = $2 + 0}
     /^}/ { if (l == 0) {n0++; b0 += d} else {n1++; b1 += d} }
-    END { printf "%d %d %d %d\n", n0, n1, b0, b1 }'
+    END { printf "%d %d %.0f %.0f\n", n0, n1, b0, b1 }'
 }
 metric() { curl -fsS "http://$prefix.50:3200/metrics" 2>/dev/null | awk -v m="$1" '$1 ~ "^"m {s += $2} END {print s + 0}'; }
 lookup() { # p50/p99 of trace-by-ID over 200 recorded IDs
