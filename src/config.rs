@@ -23,6 +23,7 @@ use crate::storage::retention::RetentionPolicy;
 pub use crate::storage::settings::{S3Config, StorageConfig};
 use crate::tls::{HttpTls, InternalTls, TlsFiles};
 
+mod addresses;
 mod sections;
 mod security;
 use security::http_tls;
@@ -513,7 +514,7 @@ impl RawConfig {
                 return Err(invalid("node_name", "has a control character"))
             }
             Some(n) => n.clone(),
-            None => default_node_name(),
+            None => addresses::default_node_name(),
         };
         let zone = match self.zone.as_deref() {
             None => None,
@@ -611,44 +612,6 @@ fn positive_ms(field: &'static str, v: Option<u64>, default: u64) -> Result<Dura
         0 => Err(invalid(field, "must be greater than 0")),
         ms => Ok(Duration::from_millis(ms)),
     }
-}
-
-fn default_node_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-        })
-        .unwrap_or_else(|| "ringtail".to_owned())
-}
-
-/// The listen IP if it is specific; else the local IP that routes to the first seed that
-/// resolves; else the IP of the default route's interface (a seed's name may not resolve
-/// yet when a container starts); else loopback.
-fn default_advertise(listen: SocketAddr, seeds: &[String]) -> IpAddr {
-    if !listen.ip().is_unspecified() {
-        return listen.ip();
-    }
-    let routed_to = |target: SocketAddr| {
-        // Connecting a UDP socket sends nothing: it only asks the routing table.
-        let probe = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
-        probe.connect(target).ok()?;
-        let ip = probe.local_addr().ok()?.ip();
-        (!ip.is_unspecified()).then_some(ip)
-    };
-    seeds
-        .iter()
-        .find_map(|seed| {
-            use std::net::ToSocketAddrs;
-            routed_to(seed.to_socket_addrs().ok()?.next()?)
-        })
-        // TEST-NET-1 (RFC 5737): never a real host, routed like any remote address.
-        .or_else(|| routed_to(SocketAddr::from(([192, 0, 2, 1], 9))))
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
 impl Config {

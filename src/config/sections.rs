@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::addresses::default_advertise;
 use super::security::{cluster_keys, internal_tls};
-use super::{default_advertise, invalid, positive, positive_ms, ConfigError, RawConfig};
+use super::{invalid, positive, positive_ms, ConfigError, RawConfig};
 use crate::cluster::Roles;
 use crate::cluster_keys::ClusterKeys;
 use crate::http_server::HttpLimits;

@@ -185,9 +185,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let distributor = roles::distributor(&config, &membership, &clients);
         servers::spawn_otlp(&bg, listeners.otlp, distributor, &config)?;
     }
-    if roles.contains(Roles::COMPACTOR) {
-        workers::spawn_compactor(&bg, &store, &membership, &config);
-    }
+    workers::spawn_compactor(&bg, &store, &membership, &config);
     workers::spawn_channel_sweeper(&bg, &membership, clients);
     workers::spawn_overrides_reload(&bg, config.cut.overrides.clone());
 
