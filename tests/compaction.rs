@@ -112,30 +112,8 @@ async fn the_replicas_blocks_become_one_copy_and_every_acked_trace_reads_back_fr
         "every acked trace reads back from the merged blocks",
     )
     .await;
-    let range = [
-        ("q", "{}".to_owned()),
-        ("limit", "10000".to_owned()),
-        ("start", start.to_string()),
-        ("end", (common::unix_secs() + 60).to_string()),
-    ];
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/search", cluster.front.http()))
-        .query(&range)
-        .send()
-        .await
-        .expect("search")
-        .json()
-        .await
-        .expect("json");
-    let mut found: Vec<String> = body["traces"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{body}"))
-        .iter()
-        .filter_map(|t| t["traceID"].as_str().map(str::to_owned))
-        .collect();
-    found.sort();
-    let mut acked: Vec<String> = record.iter().map(|(id, _)| id.clone()).collect();
-    acked.sort();
+    let (found, body) = common::search_everything_since(&cluster.front, start).await;
+    let acked = common::sorted_ids(&record);
     assert_eq!(
         found, acked,
         "a search over the merged blocks finds each trace once"

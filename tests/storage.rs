@@ -284,30 +284,8 @@ async fn blocks_flushed_to_s3_read_back_after_the_ingesters_lost_everything() {
 
     // Search over S3 alone: sections read by their headers and ranged page reads find
     // every acked trace once.
-    let range = [
-        ("q", "{}".to_owned()),
-        ("limit", "10000".to_owned()),
-        ("start", start.to_string()),
-        ("end", (common::unix_secs() + 60).to_string()),
-    ];
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/search", cluster.front.http()))
-        .query(&range)
-        .send()
-        .await
-        .expect("search")
-        .json()
-        .await
-        .expect("json");
-    let mut found: Vec<String> = body["traces"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{body}"))
-        .iter()
-        .filter_map(|t| t["traceID"].as_str().map(str::to_owned))
-        .collect();
-    found.sort();
-    let mut acked: Vec<String> = record.iter().map(|(id, _)| id.clone()).collect();
-    acked.sort();
+    let (found, _) = common::search_everything_since(&cluster.front, start).await;
+    let acked = common::sorted_ids(&record);
     assert_eq!(found, acked, "every acked trace, once");
     assert!(
         metric(

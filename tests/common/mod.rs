@@ -895,3 +895,38 @@ pub fn unix_secs() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or_default()
 }
+
+/// `{}` over `[start, now + 60 s]` through the querier (limit 10,000): the trace IDs
+/// found, sorted, and the whole response.
+pub async fn search_everything_since(front: &Node, start: u64) -> (Vec<String>, serde_json::Value) {
+    let range = [
+        ("q", "{}".to_owned()),
+        ("limit", "10000".to_owned()),
+        ("start", start.to_string()),
+        ("end", (unix_secs() + 60).to_string()),
+    ];
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/search", front.http()))
+        .query(&range)
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    let mut found: Vec<String> = body["traces"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .filter_map(|t| t["traceID"].as_str().map(str::to_owned))
+        .collect();
+    found.sort();
+    (found, body)
+}
+
+/// The recorded trace IDs, sorted.
+pub fn sorted_ids(record: &[(String, usize)]) -> Vec<String> {
+    let mut ids: Vec<String> = record.iter().map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    ids
+}
