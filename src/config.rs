@@ -329,6 +329,10 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_COMPACTION_SETTLE_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compaction_settle_ms: Option<u64>,
+    /// Merges a compactor runs at once [default: 2]
+    #[arg(long, env = "RINGTAIL_COMPACTION_CONCURRENCY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compaction_concurrency: Option<u64>,
     /// A merge's inputs stay under this many data bytes together [default: 1073741824]
     #[arg(long, env = "RINGTAIL_MAX_COMPACTED_BLOCK_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]

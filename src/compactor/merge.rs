@@ -98,8 +98,9 @@ impl Cursor {
 /// What a finished merge wrote after its data.
 pub(crate) struct Merged {
     pub tail: BlockTail,
-    /// The search section, built once per merged trace.
-    pub section: Option<Vec<u8>>,
+    /// The search section, built once per merged trace: its start and the pages not
+    /// taken by [`Merger::take_section_pages`] (`None`: no trace).
+    pub section: Option<(Vec<u8>, Vec<u8>)>,
     /// Trace copies read from the inputs.
     pub copies: u64,
 }
@@ -177,6 +178,12 @@ impl Merger {
         }
     }
 
+    /// The search section's pages sealed since the last call (they follow the section's
+    /// start, which only [`Merger::finish`] knows).
+    pub(crate) fn take_section_pages(&mut self) -> Vec<u8> {
+        self.section.take_pages()
+    }
+
     /// The last data page and what follows the data.
     pub(crate) fn finish(self) -> Result<(Vec<u8>, Merged), MergeError> {
         let (last, tail) = self.writer.finish()?;
@@ -184,7 +191,7 @@ impl Merger {
             last,
             Merged {
                 tail,
-                section: self.section.finish()?,
+                section: self.section.finish_parts()?,
                 copies: self.copies,
             },
         ))

@@ -21,6 +21,8 @@ pub struct CompactionSettings {
     pub interval: Duration,
     pub window: Duration,
     pub settle: Duration,
+    /// Merges run at once.
+    pub concurrency: usize,
     pub max_block_bytes: u64,
     pub retention: Duration,
 }

@@ -2,11 +2,24 @@
 //! and deletions of the windows this compactor owns. A failed merge is logged, counted
 //! and retried next pass; the others go on.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::plan::{self, Listed, PlanSettings};
-use super::run::compact;
+use futures::StreamExt;
+
+use super::plan::{self, Listed, Merge, PlanSettings};
+use super::run::{compact, CompactError, Compacted};
 use crate::storage::{BlockStore, StoreError};
+
+/// Who runs a pass and with what: the store, the compactor's name (written in outputs'
+/// metas), a folder for scratch files, and how many merges run at once.
+#[derive(Clone, Copy)]
+pub(crate) struct Worker<'a> {
+    pub store: &'a BlockStore,
+    pub name: &'a str,
+    pub scratch: &'a Path,
+    pub concurrency: usize,
+}
 
 /// What a pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -28,14 +41,15 @@ fn unix_secs(t: SystemTime) -> u64 {
 }
 
 /// Runs a pass at `now`. `settings` gives each tenant's plan settings; `owns(tenant,
-/// window)` whether this compactor does that window's work (the ring's answer).
+/// window)` whether this compactor does that window's work (the ring's answer). A
+/// tenant's merges (their inputs never overlap) run `worker.concurrency` at a time.
 pub(crate) async fn run_pass(
-    store: &BlockStore,
-    name: &str,
+    worker: Worker<'_>,
     settings: &(dyn Fn(&str) -> PlanSettings + Sync),
     owns: &(dyn Fn(&str, u64) -> bool + Sync),
     now: SystemTime,
 ) -> Result<PassStats, StoreError> {
+    let store = worker.store;
     let mut stats = PassStats::default();
     let now_secs = unix_secs(now);
     for tenant in store.tenants().await? {
@@ -58,37 +72,21 @@ pub(crate) async fn run_pass(
         let mine = |id: &str| window_of(id).is_some_and(|w| owns(&tenant, w));
         let p = plan::plan(&tenant, &listed, now_secs, &s);
         let metas: Vec<_> = listed.iter().map(|b| b.meta.clone()).collect();
-        let mut waiting = 0;
-        for merge in p.merges.iter().filter(|m| owns(&tenant, m.window)) {
-            waiting += merge.inputs.len();
-            let started = std::time::Instant::now();
-            match compact(store, merge, &metas, name, now_secs).await {
-                Ok(done) => {
-                    stats.merges += 1;
-                    stats.bytes_read += done.bytes_read;
-                    stats.bytes_written += done.output.data_bytes + done.output.search_bytes;
-                    metrics::counter!("ringtail_compactor_merges_total", "outcome" => "ok")
-                        .increment(1);
-                    metrics::histogram!("ringtail_compactor_merge_duration_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    tracing::info!(
-                        tenant,
-                        output = done.output.block_id,
-                        inputs = merge.inputs.len(),
-                        level = merge.level,
-                        traces = done.output.total_traces,
-                        bytes = done.output.data_bytes,
-                        "merged blocks"
-                    );
-                }
-                Err(e) => {
-                    stats.failed_merges += 1;
-                    metrics::counter!("ringtail_compactor_merges_total", "outcome" => "failed")
-                        .increment(1);
-                    tracing::warn!(tenant, output = merge.output, error = %e, "a merge failed; retrying next pass");
-                }
-            }
+        let owned: Vec<&Merge> = p
+            .merges
+            .iter()
+            .filter(|m| owns(&tenant, m.window))
+            .collect();
+        let waiting: usize = owned.iter().map(|m| m.inputs.len()).sum();
+        let runs: Vec<_> = owned
+            .iter()
+            .map(|&merge| timed(worker, merge, &metas, now_secs))
+            .collect();
+        let mut merges = futures::stream::iter(runs).buffer_unordered(worker.concurrency.max(1));
+        while let Some((merge, result, took)) = merges.next().await {
+            record(&mut stats, &tenant, merge, result, took);
         }
+        drop(merges);
         for (id, by) in p.mark.iter().filter(|(id, _)| mine(id)) {
             store.mark_replaced(&tenant, id, by).await?;
             stats.marked += 1;
@@ -105,4 +103,59 @@ pub(crate) async fn run_pass(
     metrics::counter!("ringtail_compactor_bytes_written_total").increment(stats.bytes_written);
     metrics::counter!("ringtail_compactor_blocks_deleted_total").increment(stats.deleted as u64);
     Ok(stats)
+}
+
+/// One merge, with how long it took.
+async fn timed<'a>(
+    worker: Worker<'_>,
+    merge: &'a Merge,
+    metas: &[crate::storage::block::BlockMeta],
+    now_secs: u64,
+) -> (&'a Merge, Result<Compacted, CompactError>, Duration) {
+    let started = std::time::Instant::now();
+    let result = compact(
+        worker.store,
+        merge,
+        metas,
+        worker.name,
+        worker.scratch,
+        now_secs,
+    )
+    .await;
+    (merge, result, started.elapsed())
+}
+
+/// Counts and logs one merge's outcome.
+fn record(
+    stats: &mut PassStats,
+    tenant: &str,
+    merge: &Merge,
+    result: Result<Compacted, CompactError>,
+    took: Duration,
+) {
+    match result {
+        Ok(done) => {
+            stats.merges += 1;
+            stats.bytes_read += done.bytes_read;
+            stats.bytes_written += done.output.data_bytes + done.output.search_bytes;
+            metrics::counter!("ringtail_compactor_merges_total", "outcome" => "ok").increment(1);
+            metrics::histogram!("ringtail_compactor_merge_duration_seconds")
+                .record(took.as_secs_f64());
+            tracing::info!(
+                tenant,
+                output = done.output.block_id,
+                inputs = merge.inputs.len(),
+                level = merge.level,
+                traces = done.output.total_traces,
+                bytes = done.output.data_bytes,
+                "merged blocks"
+            );
+        }
+        Err(e) => {
+            stats.failed_merges += 1;
+            metrics::counter!("ringtail_compactor_merges_total", "outcome" => "failed")
+                .increment(1);
+            tracing::warn!(tenant, output = merge.output, error = %e, "a merge failed; retrying next pass");
+        }
+    }
 }

@@ -1,15 +1,26 @@
 //! Running one merge against a store: the inputs' pages streamed through a [`Merger`],
-//! the output uploaded (data as a stream, then index, filter, search section, and
+//! the output uploaded (data as a stream, then the search section, index, filter, and
 //! `meta.json` last), then the inputs marked replaced. A crash at any step leaves the
 //! inputs readable (no output meta yet) or the output readable (its `sources` hide the
 //! inputs from readers); a retry writes the same output ID.
+//!
+//! Memory stays bounded whatever the inputs' sizes: each input has its current page and
+//! the next one (fetched and decompressed ahead, while the merge runs), and the output's
+//! search section is spilled to a scratch file as its pages seal, then uploaded from it.
 
+use std::io::{SeekFrom, Write};
+use std::path::Path;
 use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::task::JoinHandle;
 
 use super::merge::{MergeError, Merger};
 use super::plan::Merge;
-use crate::storage::block::{self, BlockInfo, BlockMeta, PageIndex};
-use crate::storage::{BlockStore, DataUpload, StoreError};
+use crate::model::TraceId;
+use crate::storage::block::{self, BlockInfo, BlockMeta, PageRange};
+use crate::storage::{BlockStore, ObjectUpload, StoreError, DATA, SEARCH};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CompactError {
@@ -21,6 +32,8 @@ pub(crate) enum CompactError {
     MissingInput(String),
     #[error("a merge task failed: {0}")]
     Task(String),
+    #[error("the scratch file for the search section: {0}")]
+    Scratch(#[from] std::io::Error),
 }
 
 /// What a merge read and wrote.
@@ -31,20 +44,68 @@ pub(crate) struct Compacted {
     pub copies_read: u64,
 }
 
-/// One input's pages, read in order.
+/// A page fetched and decompressed: its traces and its stored size (`None`: the input
+/// has no more pages).
+type Fetched = Result<Option<(Vec<(TraceId, Bytes)>, u64)>, CompactError>;
+
+/// One input's pages, read in order, one ahead of the merge.
 struct Input {
-    meta: BlockMeta,
-    index: Arc<PageIndex>,
+    meta: Arc<BlockMeta>,
+    ranges: Vec<PageRange>,
     next: usize,
+    ahead: Option<JoinHandle<Fetched>>,
+}
+
+impl Input {
+    /// The next page: the one on its way, or one fetched now.
+    fn take_next(&mut self, store: &BlockStore) -> JoinHandle<Fetched> {
+        match self.ahead.take() {
+            Some(h) => h,
+            None => self.fetch(store),
+        }
+    }
+
+    /// Starts fetching the page after the one taken.
+    fn read_ahead(&mut self, store: &BlockStore) {
+        if self.ahead.is_none() {
+            self.ahead = Some(self.fetch(store));
+        }
+    }
+
+    fn fetch(&mut self, store: &BlockStore) -> JoinHandle<Fetched> {
+        let range = self.ranges.get(self.next).copied();
+        self.next += 1;
+        let (store, meta) = (store.clone(), self.meta.clone());
+        tokio::spawn(async move {
+            let Some(r) = range else { return Ok(None) };
+            let page = store.data_page(&meta, r).await?;
+            let stored = page.len() as u64;
+            let traces = blocking(move || {
+                block::decode_page(&page).map_err(|e| CompactError::Merge(e.into()))
+            })
+            .await?;
+            Ok(Some((traces, stored)))
+        })
+    }
+}
+
+impl Drop for Input {
+    fn drop(&mut self) {
+        if let Some(h) = self.ahead.take() {
+            h.abort();
+        }
+    }
 }
 
 /// Runs `merge` over `listed` (the tenant's blocks; its inputs must be among them) and
-/// marks its inputs replaced. `compactor` names the writer in the output's meta.
+/// marks its inputs replaced. `compactor` names the writer in the output's meta;
+/// `scratch` is the folder for the section's scratch file (deleted when the merge ends).
 pub(crate) async fn compact(
     store: &BlockStore,
     merge: &Merge,
     listed: &[BlockMeta],
     compactor: &str,
+    scratch: &Path,
     now_unix_secs: u64,
 ) -> Result<Compacted, CompactError> {
     let mut inputs = Vec::with_capacity(merge.inputs.len());
@@ -54,11 +115,12 @@ pub(crate) async fn compact(
             .find(|m| &m.block_id == id)
             .ok_or_else(|| CompactError::MissingInput(id.clone()))?
             .clone();
-        let index = store.page_index(&meta).await?;
+        let ranges = store.page_index(&meta).await?.ranges().collect();
         inputs.push(Input {
-            meta,
-            index,
+            meta: Arc::new(meta),
+            ranges,
             next: 0,
+            ahead: None,
         });
     }
     let info = BlockInfo {
@@ -78,34 +140,46 @@ pub(crate) async fn compact(
             .unwrap_or(0),
         created_unix_secs: now_unix_secs,
     };
-    let mut data = store.begin_data(&merge.tenant, &merge.output).await?;
+    let spill = tempfile::tempfile_in(scratch)?;
+    let mut data = store
+        .begin_object(&merge.tenant, &merge.output, DATA)
+        .await?;
     let merger = Merger::new(inputs.len(), info);
-    let streamed = stream(store, &mut inputs, merger, &mut data).await;
-    let (merger, bytes_read) = match streamed {
+    let streamed = async {
+        let (merger, spill, bytes_read) =
+            stream(store, &mut inputs, merger, spill, &mut data).await?;
+        let (last, merged) = blocking(move || merger.finish().map_err(CompactError::from)).await?;
+        data.write(&last).await?;
+        Ok::<_, CompactError>((merged, spill, bytes_read))
+    }
+    .await;
+    let (merged, spill, bytes_read) = match streamed {
         Ok(done) => done,
         Err(e) => {
             data.abort().await;
             return Err(e);
         }
     };
-    let (last, merged) = blocking(move || merger.finish().map_err(CompactError::from)).await?;
-    data.write(&last).await?;
     data.finish().await?;
+    drop(inputs);
     let mut meta = merged.tail.meta;
     meta.compaction_level = merge.level;
     meta.sources = merge.inputs.clone();
-    let search = merged.section.map(bytes::Bytes::from);
-    if let Some(s) = &search {
+    if let Some((head, rest)) = merged.section {
+        let section = store
+            .begin_object(&merge.tenant, &merge.output, SEARCH)
+            .await?;
         meta.search_version = crate::search::section::VERSION;
-        meta.search_bytes = s.len() as u64;
+        meta.search_bytes = upload_section(section, &head, spill, &rest).await?;
     }
     store
-        .finish_block(merged.tail.index, merged.tail.filter, search, &meta)
+        .finish_block(merged.tail.index, merged.tail.filter, None, &meta)
         .await?;
     for id in &merge.inputs {
         store
             .mark_replaced(&merge.tenant, id, &merge.output)
             .await?;
+        store.forget(&format!("{}/{id}", merge.tenant));
     }
     Ok(Compacted {
         output: meta,
@@ -115,53 +189,76 @@ pub(crate) async fn compact(
 }
 
 /// Feeds the inputs' pages to the merger until every input is used up, writing the
-/// output's data pages as they complete. Returns the merger and the bytes read.
+/// output's data pages as they complete and its section's pages to `spill`. Returns the
+/// merger, the spill file and the bytes read.
 async fn stream(
     store: &BlockStore,
     inputs: &mut [Input],
     mut merger: Merger,
-    data: &mut DataUpload,
-) -> Result<(Merger, u64), CompactError> {
+    mut spill: std::fs::File,
+    data: &mut ObjectUpload,
+) -> Result<(Merger, std::fs::File, u64), CompactError> {
     let mut bytes_read = 0u64;
     loop {
         let wanted = merger.wants();
         if wanted.is_empty() {
-            return Ok((merger, bytes_read));
+            return Ok((merger, spill, bytes_read));
         }
-        let fetches = wanted.iter().map(|&i| {
-            let input = &inputs[i];
-            let range = input.index.ranges().nth(input.next);
-            async move {
-                match range {
-                    Some(r) => store.data_page(&input.meta, r).await.map(Some),
-                    None => Ok(None),
-                }
-            }
-        });
-        let pages = futures::future::try_join_all(fetches).await?;
-        for (&i, page) in wanted.iter().zip(pages) {
-            inputs[i].next += 1;
-            bytes_read += page.as_ref().map_or(0, |p| p.len() as u64);
-            let traces = match page {
-                Some(p) => Some(
-                    blocking(move || {
-                        block::decode_page(&p).map_err(|e| CompactError::Merge(e.into()))
-                    })
-                    .await?,
-                ),
-                None => None,
-            };
-            merger.feed(i, traces);
+        let handles: Vec<_> = wanted.iter().map(|&i| inputs[i].take_next(store)).collect();
+        for (&i, handle) in wanted.iter().zip(handles) {
+            let page = handle
+                .await
+                .map_err(|e| CompactError::Task(e.to_string()))??;
+            inputs[i].read_ahead(store);
+            bytes_read += page.as_ref().map_or(0, |(_, stored)| *stored);
+            merger.feed(i, page.map(|(traces, _)| traces));
         }
-        let (m, pages) = blocking(move || {
-            let mut merger = merger;
-            let pages = merger.step();
-            Ok((merger, pages))
+        let (m, f, pages) = blocking(move || {
+            let pages = merger.step()?;
+            spill.write_all(&merger.take_section_pages())?;
+            Ok((merger, spill, pages))
         })
         .await?;
-        merger = m;
-        for page in pages? {
+        (merger, spill) = (m, f);
+        for page in pages {
             data.write(&page).await?;
+        }
+    }
+}
+
+/// Uploads a section: its start, the pages spilled, then the rest. Returns its size.
+async fn upload_section(
+    mut upload: ObjectUpload,
+    head: &[u8],
+    spill: std::fs::File,
+    rest: &[u8],
+) -> Result<u64, CompactError> {
+    let written = async {
+        upload.write(head).await?;
+        let mut file = tokio::fs::File::from_std(spill);
+        file.seek(SeekFrom::Start(0)).await?;
+        let mut total = (head.len() + rest.len()) as u64;
+        let mut buf = vec![0u8; 8 << 20];
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            upload.write(&buf[..n]).await?;
+            total += n as u64;
+        }
+        upload.write(rest).await?;
+        Ok::<_, CompactError>(total)
+    }
+    .await;
+    match written {
+        Ok(total) => {
+            upload.finish().await?;
+            Ok(total)
+        }
+        Err(e) => {
+            upload.abort().await;
+            Err(e)
         }
     }
 }

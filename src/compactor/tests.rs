@@ -166,9 +166,17 @@ async fn three_replicas_blocks_become_one_copy_that_reads_back_whole() {
     let merge = &p.merges[0];
     assert_eq!(merge.inputs, ["r0", "r1", "r2"]);
 
-    let done = compact(&store, merge, &listed, "compactor-1", 10_000)
-        .await
-        .expect("compact");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let done = compact(
+        &store,
+        merge,
+        &listed,
+        "compactor-1",
+        scratch.path(),
+        10_000,
+    )
+    .await
+    .expect("compact");
     let out = &done.output;
     assert_eq!(
         (out.total_traces, out.compaction_level, out.sources.clone()),
@@ -206,6 +214,12 @@ async fn three_replicas_blocks_become_one_copy_that_reads_back_whole() {
     let (search, _) = crate::search::scan_blocks(&store, vec![out.clone()], search, 2).await;
     assert_eq!(search.hits.len(), n as usize);
     assert_eq!(out.search_version, crate::search::section::VERSION);
+    // Its pages went through a scratch file, gone with the merge.
+    assert!(out.search_bytes > 0);
+    assert_eq!(
+        std::fs::read_dir(scratch.path()).expect("scratch").count(),
+        0
+    );
 
     // Nothing left to merge; the inputs go once their mark is past the retention.
     let p = plan::plan("t", &as_listed(&after, Some(10_000)), 10_100, &settings);
@@ -214,19 +228,33 @@ async fn three_replicas_blocks_become_one_copy_that_reads_back_whole() {
     assert_eq!(p.delete, ["r0", "r1", "r2"]);
 
     // A retried merge (a crash after the output's meta) writes the same block again.
-    let again = compact(&store, merge, &listed, "compactor-2", 10_050)
-        .await
-        .expect("again");
+    let again = compact(
+        &store,
+        merge,
+        &listed,
+        "compactor-2",
+        scratch.path(),
+        10_050,
+    )
+    .await
+    .expect("again");
     assert_eq!(again.output.block_id, out.block_id);
     assert_eq!(store.list_blocks("t").await.expect("list").len(), 4);
 }
 
 #[tokio::test]
 async fn a_pass_merges_marks_what_a_crash_left_unmarked_and_deletes_after_the_retention() {
-    use super::pass::run_pass;
+    use super::pass::{run_pass, Worker};
     use std::time::{Duration, SystemTime};
     let dir = tempfile::tempdir().expect("tempdir");
     let store = BlockStore::local(dir.path()).expect("store");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let worker = Worker {
+        store: &store,
+        name: "c",
+        scratch: scratch.path(),
+        concurrency: 2,
+    };
     upload_replicas(&store, 900).await;
     let settings = |_: &str| PlanSettings {
         window_secs: 3600,
@@ -236,13 +264,13 @@ async fn a_pass_merges_marks_what_a_crash_left_unmarked_and_deletes_after_the_re
     };
     let now = SystemTime::now();
     // Windows this compactor does not own are left alone.
-    let stats = run_pass(&store, "c", &settings, &|_, _| false, now)
+    let stats = run_pass(worker, &settings, &|_, _| false, now)
         .await
         .expect("pass");
     assert_eq!(stats, Default::default());
     assert_eq!(store.list_blocks("t").await.expect("list").len(), 3);
 
-    let stats = run_pass(&store, "c", &settings, &|_, _| true, now)
+    let stats = run_pass(worker, &settings, &|_, _| true, now)
         .await
         .expect("pass");
     assert_eq!(
@@ -254,13 +282,13 @@ async fn a_pass_merges_marks_what_a_crash_left_unmarked_and_deletes_after_the_re
     for r in 0..3 {
         std::fs::remove_file(dir.path().join(format!("t/r{r}/{COMPACTED}"))).expect("unmark");
     }
-    let stats = run_pass(&store, "c", &settings, &|_, _| true, now)
+    let stats = run_pass(worker, &settings, &|_, _| true, now)
         .await
         .expect("pass");
     assert_eq!((stats.merges, stats.marked, stats.deleted), (0, 3, 0));
     // Past the retention the inputs go; the output stays and holds every trace.
     let later = now + Duration::from_secs(301);
-    let stats = run_pass(&store, "c", &settings, &|_, _| true, later)
+    let stats = run_pass(worker, &settings, &|_, _| true, later)
         .await
         .expect("pass");
     assert_eq!((stats.merges, stats.marked, stats.deleted), (0, 0, 3));

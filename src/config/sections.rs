@@ -200,6 +200,8 @@ impl RawConfig {
                 3600,
             )?),
             settle: Duration::from_millis(self.compaction_settle_ms.unwrap_or(120_000)),
+            concurrency: positive("compaction_concurrency", self.compaction_concurrency, 2)?
+                as usize,
             max_block_bytes: positive(
                 "max_compacted_block_bytes",
                 self.max_compacted_block_bytes,

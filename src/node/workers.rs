@@ -63,7 +63,11 @@ pub(super) fn spawn_compactor(
     let (status, stop) = (bg.workers.register("compactor"), bg.stop.clone());
     let (store, membership) = (store.clone(), membership.clone());
     let (settings, me) = (config.compaction.clone(), config.node_name.clone());
+    let scratch = config.data_dir.join("compactor");
     bg.tasks.spawn(async move {
+        if let Err(e) = std::fs::create_dir_all(&scratch) {
+            tracing::error!(dir = %scratch.display(), error = %e, "the compactor's scratch folder cannot be made");
+        }
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -75,9 +79,14 @@ pub(super) fn spawn_compactor(
                 crate::compactor::owner(&compactors, tenant, window) == Some(me.as_str())
             };
             let plan = settings.plan();
+            let worker = crate::compactor::pass::Worker {
+                store: &store,
+                name: &me,
+                scratch: &scratch,
+                concurrency: settings.concurrency,
+            };
             let result = crate::compactor::pass::run_pass(
-                &store,
-                &me,
+                worker,
                 &|_| plan.clone(),
                 &owns,
                 SystemTime::now(),

@@ -53,12 +53,12 @@ impl StoreError {
     }
 }
 
-/// A block's data being streamed to the store ([`BlockStore::begin_data`]).
-pub struct DataUpload {
+/// One of a block's objects being streamed to the store ([`BlockStore::begin_object`]).
+pub struct ObjectUpload {
     upload: object_store::WriteMultipart,
 }
 
-impl DataUpload {
+impl ObjectUpload {
     /// Appends `bytes`, waiting while two parts are still in flight (memory stays at a
     /// few parts whatever the block's size).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
@@ -76,7 +76,7 @@ impl DataUpload {
     /// Gives the upload up (its parts are discarded).
     pub async fn abort(self) {
         if let Err(e) = self.upload.abort().await {
-            tracing::warn!(error = %e, "aborting a block's data upload failed");
+            tracing::warn!(error = %e, "aborting a block object's upload failed");
         }
     }
 }
@@ -203,14 +203,19 @@ impl BlockStore {
         .await
     }
 
-    /// Starts a block's data as a stream (a multipart upload): a merge's output, written
-    /// a page at a time.
-    pub async fn begin_data(&self, tenant: &str, block_id: &str) -> Result<DataUpload, StoreError> {
+    /// Starts one of a block's objects (`DATA`, `SEARCH`) as a stream (a multipart
+    /// upload): a merge's output, written a page at a time.
+    pub async fn begin_object(
+        &self,
+        tenant: &str,
+        block_id: &str,
+        name: &str,
+    ) -> Result<ObjectUpload, StoreError> {
         let upload = self
             .store
-            .put_multipart(&object(tenant, block_id, DATA))
+            .put_multipart(&object(tenant, block_id, name))
             .await?;
-        Ok(DataUpload {
+        Ok(ObjectUpload {
             upload: object_store::WriteMultipart::new(upload),
         })
     }

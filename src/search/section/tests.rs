@@ -150,6 +150,34 @@ fn assert_same(a: &SearchTrace, b: &SearchTrace) {
 }
 
 #[test]
+fn a_section_streamed_out_page_by_page_reads_back_every_trace() {
+    let recs = records(1500, 7);
+    let mut w = SectionWriter::new();
+    let mut bytes = Vec::new();
+    for (i, (id, r)) in recs.iter().enumerate() {
+        w.add(&SearchTrace::decode(*id, [&r[..]])).expect("add");
+        if i % 300 == 0 {
+            bytes.extend_from_slice(&w.take_pages());
+        }
+    }
+    assert!(!bytes.is_empty(), "pages were sealed before the end");
+    let (mut section, rest) = w.finish_parts().expect("finish").expect("not empty");
+    section.extend_from_slice(&bytes);
+    section.extend_from_slice(&rest);
+    let index = SectionIndex::decode(&section).expect("index");
+    let mut i = 0;
+    for page in 0..index.pages() {
+        let raw = index.read_page(&section, page).expect("page");
+        for t in &decode_page(&raw).expect("decode") {
+            let (id, r) = &recs[i];
+            assert_same(t, &SearchTrace::decode(*id, [&r[..]]));
+            i += 1;
+        }
+    }
+    assert_eq!(i, recs.len());
+}
+
+#[test]
 fn a_section_reads_back_every_trace_as_its_records_decode() {
     let recs = records(1200, 1);
     let bytes = section_of(&recs);

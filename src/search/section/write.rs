@@ -13,9 +13,16 @@ use crate::search::model::{Attr, AttrValue, SearchTrace};
 use crate::storage::block;
 use crate::traceql::ast::{Kind, Scope, Status};
 
+/// A finished section in two parts: its start (magic, version, header) and the pages
+/// not yet taken.
+pub(crate) type SectionParts = (Vec<u8>, Vec<u8>);
+
 /// Builds a section from traces given in trace-ID order.
 pub(crate) struct SectionWriter {
+    /// Sealed pages not yet taken ([`SectionWriter::take_pages`]).
     pages: Vec<u8>,
+    /// Bytes of sealed pages so far, taken or not: the next page's offset.
+    pages_len: u64,
     header: Vec<u8>,
     page_count: u64,
     page: PageBuilder,
@@ -58,6 +65,7 @@ impl SectionWriter {
     pub(crate) fn new() -> Self {
         Self {
             pages: Vec::new(),
+            pages_len: 0,
             header: Vec::new(),
             page_count: 0,
             page: PageBuilder::default(),
@@ -91,7 +99,7 @@ impl SectionWriter {
         let filter = block::encode_keys(&terms).map_err(|_| SectionError("term filter"))?;
         let h = &mut self.header;
         for v in [
-            self.pages.len() as u64,
+            self.pages_len,
             compressed.len() as u64,
             u64::from(stats.traces),
             stats.start,
@@ -106,12 +114,29 @@ impl SectionWriter {
         }
         h.extend_from_slice(&filter);
         self.pages.extend_from_slice(&compressed);
+        self.pages_len += compressed.len() as u64;
         self.page_count += 1;
         Ok(())
     }
 
     /// The section's bytes (`None` when no trace was added).
-    pub(crate) fn finish(mut self) -> Result<Option<Vec<u8>>, SectionError> {
+    pub(crate) fn finish(self) -> Result<Option<Vec<u8>>, SectionError> {
+        Ok(self.finish_parts()?.map(|(mut head, pages)| {
+            head.extend_from_slice(&pages);
+            head
+        }))
+    }
+
+    /// The pages sealed since the last call, in order: a writer of a large section
+    /// streams them out (to a file, say) and keeps only the header in memory.
+    pub(crate) fn take_pages(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pages)
+    }
+
+    /// The section's start (magic, version, header) and the pages not yet taken: the
+    /// section is the start, then every page taken, then these (`None` when no trace
+    /// was added).
+    pub(crate) fn finish_parts(mut self) -> Result<Option<SectionParts>, SectionError> {
         self.seal_page()?;
         if self.page_count == 0 {
             return Ok(None);
@@ -122,13 +147,12 @@ impl SectionWriter {
         self.tags.encode(&mut header);
         let header =
             zstd::bulk::compress(&header, ZSTD_LEVEL).map_err(|_| SectionError("compression"))?;
-        let mut out = Vec::with_capacity(9 + header.len() + self.pages.len());
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION as u8);
-        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&self.pages);
-        Ok(Some(out))
+        let mut head = Vec::with_capacity(9 + header.len());
+        head.extend_from_slice(MAGIC);
+        head.push(VERSION as u8);
+        head.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        head.extend_from_slice(&header);
+        Ok(Some((head, self.pages)))
     }
 }
 
