@@ -311,7 +311,7 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_ORPHAN_GRACE_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orphan_grace_ms: Option<u64>,
-    /// How often queriers run retention and orphan cleanup, ms [default: 600000]
+    /// How often compactors run retention and orphan cleanup, ms [default: 600000]
     #[arg(long, env = "RINGTAIL_RETENTION_INTERVAL_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_interval_ms: Option<u64>,

@@ -1,6 +1,7 @@
 //! Per-tenant limits: one default for every tenant, overridden per tenant by
 //! `tenant_overrides` (`tenant:key=value`). One parser, one lookup ([`Overrides::get`]);
-//! the cut policy (ingesters) and retention (queriers) read the same table.
+//! the cut policy (ingesters), the distributors' limits, and the compactors' merges and
+//! retention read the same table.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,6 +29,10 @@ pub(crate) struct Limits {
     /// The most bytes of tag names or values one tag request collects (Tempo's
     /// `max_bytes_per_tag_values_query`); past it the answer is cut short.
     pub max_bytes_per_tag_values_query: usize,
+    /// Compactors merge the blocks of each window this wide (by their newest span).
+    pub compaction_window: Duration,
+    /// A merge's inputs stay under this many data bytes together.
+    pub max_compacted_block_bytes: u64,
 }
 
 /// An ingestion rate: bytes per second, up to `burst` at once.
@@ -50,6 +55,8 @@ impl Limits {
             ingestion_burst_bytes: 0,
             max_bytes_per_trace: 5_000_000,
             max_bytes_per_tag_values_query: 5_000_000,
+            compaction_window: Duration::from_secs(3600),
+            max_compacted_block_bytes: 1 << 30,
         }
     }
 
@@ -76,6 +83,8 @@ struct TenantLimits {
     ingestion_burst_bytes: Option<u64>,
     max_bytes_per_trace: Option<usize>,
     max_bytes_per_tag_values_query: Option<usize>,
+    compaction_window: Option<Duration>,
+    max_compacted_block_bytes: Option<u64>,
 }
 
 /// The limits of every tenant.
@@ -105,7 +114,8 @@ impl Overrides {
     /// `defaults`, overridden by `entries` (`tenant:key=value`; keys
     /// `trace_idle_period_ms`, `max_block_duration_ms`, `max_block_bytes`,
     /// `block_retention_hours`, `ingestion_rate_bytes`, `ingestion_burst_bytes`,
-    /// `max_bytes_per_trace`, `max_bytes_per_tag_values_query`). A later
+    /// `max_bytes_per_trace`, `max_bytes_per_tag_values_query`, `compaction_window_secs`,
+    /// `max_compacted_block_bytes`). A later
     /// entry for the same tenant and key wins.
     pub(crate) fn parse(defaults: Limits, entries: &[String]) -> Result<Self, OverrideError> {
         let mut overrides = Self::new(defaults);
@@ -147,6 +157,10 @@ impl Overrides {
                     limits.max_bytes_per_tag_values_query =
                         Some(usize::try_from(value).map_err(|_| bad())?)
                 }
+                "compaction_window_secs" => {
+                    limits.compaction_window = Some(Duration::from_secs(value))
+                }
+                "max_compacted_block_bytes" => limits.max_compacted_block_bytes = Some(value),
                 _ => return Err(bad()),
             }
         }
@@ -166,6 +180,8 @@ impl Overrides {
                 "ingestion_burst_bytes": l.ingestion_burst_bytes,
                 "max_bytes_per_trace": l.max_bytes_per_trace,
                 "max_bytes_per_tag_values_query": l.max_bytes_per_tag_values_query,
+                "compaction_window_secs": l.compaction_window.as_secs(),
+                "max_compacted_block_bytes": l.max_compacted_block_bytes,
             })
         };
         let tenants: serde_json::Map<String, serde_json::Value> = {
@@ -195,6 +211,10 @@ impl Overrides {
                 max_bytes_per_tag_values_query: t
                     .max_bytes_per_tag_values_query
                     .unwrap_or(d.max_bytes_per_tag_values_query),
+                compaction_window: t.compaction_window.unwrap_or(d.compaction_window),
+                max_compacted_block_bytes: t
+                    .max_compacted_block_bytes
+                    .unwrap_or(d.max_compacted_block_bytes),
             },
         }
     }
@@ -351,6 +371,8 @@ mod tests {
             ingestion_burst_bytes: 0,
             max_bytes_per_trace: 0,
             max_bytes_per_tag_values_query: 1 << 20,
+            compaction_window: Duration::from_secs(3600),
+            max_compacted_block_bytes: 1 << 30,
         }
     }
 
@@ -366,6 +388,8 @@ mod tests {
             "fast:max_block_bytes=2048",
             "brief:block_retention_hours=2",
             "fast:trace_idle_period_ms=700",
+            "brief:compaction_window_secs=600",
+            "brief:max_compacted_block_bytes=1000000",
         ])
         .expect("valid");
         let fast = o.get("fast");
@@ -373,10 +397,13 @@ mod tests {
         assert_eq!(fast.max_block_bytes, 2048);
         assert_eq!(fast.max_block_duration, defaults().max_block_duration);
         assert_eq!(fast.block_retention, defaults().block_retention);
+        let brief = o.get("brief");
+        assert_eq!(brief.block_retention, Duration::from_secs(2 * 3600));
         assert_eq!(
-            o.get("brief").block_retention,
-            Duration::from_secs(2 * 3600)
+            (brief.compaction_window, brief.max_compacted_block_bytes),
+            (Duration::from_secs(600), 1_000_000)
         );
+        assert_eq!(fast.compaction_window, defaults().compaction_window);
         assert_eq!(o.get("anyone else"), defaults());
     }
 

@@ -106,6 +106,26 @@ async fn the_replicas_blocks_become_one_copy_and_every_acked_trace_reads_back_fr
         "stored bytes within 1.1x of one replica's: {bytes_after} against {bytes_before} for three"
     );
     assert!(metric(&compactor, "ringtail_compactor_merges_total").await >= 1.0);
+    // The compactor's status shows the same: one copy, at level 1 and up, nothing left.
+    wait_until(
+        "/status/compactor to show the merged blocks alone",
+        Duration::from_secs(10),
+        || async {
+            let status: serde_json::Value = serde_json::from_str(
+                &common::get_text(format!("{}/status/compactor", compactor.http())).await,
+            )
+            .unwrap_or_default();
+            let t = &status["tenants"][TENANT];
+            let levels = t["levels"].as_object().cloned().unwrap_or_default();
+            let traces: u64 = levels.values().filter_map(|l| l["traces"].as_u64()).sum();
+            !levels.contains_key("0")
+                && traces == record.len() as u64
+                && t["waiting_blocks"] == 0
+                && t["last_success_unix"].as_u64() > Some(0)
+                && t["last_error"].is_null()
+        },
+    )
+    .await;
     common::assert_all_complete(
         &cluster.front.http(),
         &record,
@@ -257,4 +277,93 @@ async fn on_s3_a_merge_of_several_upload_parts_keeps_every_acked_trace() {
         "acked traces read back from the merged blocks in S3",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compactor_killed_mid_merge_loses_nothing_and_its_restart_finishes_the_merge() {
+    let mut cluster = Cluster::start(67, 3, &FAST).await;
+    let start = common::unix_secs() - 60;
+    // ~300k spans: a merge that runs long enough to be caught in the middle.
+    let record = common::push_recorded(&cluster, &["--requests=600", "--batch-spans=500"]);
+    for n in &cluster.ingesters {
+        assert_eq!(flush(n).await["blocks_pending"], 0);
+    }
+    let store = cluster.dir.path().join("blocks");
+    let before = metas(&store);
+    wait_until(
+        "the querier to list the blocks",
+        Duration::from_secs(20),
+        || async {
+            metric(&cluster.front, "ringtail_querier_blocklist_blocks").await as usize
+                == before.len()
+        },
+    )
+    .await;
+    let dir = cluster.dir.path().to_owned();
+    for i in 0..cluster.ingesters.len() {
+        cluster.ingesters[i].restart_empty(&dir);
+    }
+    cluster.wait_ready().await;
+
+    let mut compactor = cluster.spawn_extra("compactor-1", 50, "compactor").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(&compactor, "ringtail_compactor_merges_running").await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no merge started in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    compactor.kill();
+    let at_kill = metas(&store);
+    assert!(
+        at_kill
+            .iter()
+            .all(|m| m["compaction_level"].as_u64() == Some(0)),
+        "killed before the output's meta: {at_kill:?}"
+    );
+    common::assert_all_complete(
+        &cluster.front.http(),
+        &record,
+        "every acked trace reads back from the inputs after the kill",
+    )
+    .await;
+
+    compactor.restart();
+    wait_until(
+        "only merged blocks left, and the querier lists them",
+        Duration::from_secs(90),
+        || async {
+            let m = metas(&store);
+            !m.is_empty()
+                && m.iter().all(|m| m["compaction_level"].as_u64() >= Some(1))
+                && metric(&cluster.front, "ringtail_querier_blocklist_blocks").await as usize
+                    == m.len()
+        },
+    )
+    .await;
+    let after = metas(&store);
+    assert_eq!(
+        sum(&after, "total_traces"),
+        record.len() as u64,
+        "one copy of each trace: {after:?}"
+    );
+    common::assert_all_complete(
+        &cluster.front.http(),
+        &record,
+        "every acked trace reads back from the merge the restart finished",
+    )
+    .await;
+    let (found, body) = common::search_everything_since(&cluster.front, start).await;
+    assert_eq!(
+        found,
+        common::sorted_ids(&record),
+        "a search finds each trace once"
+    );
+    assert_eq!(
+        body["metrics"]["inspectedTraces"].as_u64(),
+        Some(record.len() as u64),
+        "no trace counted twice: {}",
+        body["metrics"]
+    );
 }

@@ -186,18 +186,20 @@ async fn worker_status(node: &Node, name: &str) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_running_ingester_lists_its_cut_and_flush_workers_on_status_workers_with_rounds_run() {
+async fn each_role_lists_its_workers_on_status_workers_with_rounds_run_and_only_compactors_keep_the_store(
+) {
     let one = [
         "--replication-factor=1",
         "--write-quorum=1",
         "--read-quorum=1",
     ];
     let cluster = Cluster::start(38, 1, &one).await;
+    let compactor = cluster.spawn_extra("compactor", 60, "compactor").await;
     let (ingester, front) = (&cluster.ingesters[0], &cluster.front);
     for (node, worker) in [
         (ingester, "ingester-cut"),
         (ingester, "ingester-flush"),
-        (front, "retention"),
+        (&compactor, "retention"),
     ] {
         wait_until(
             &format!("{} to list {worker} with a round run", node.name),
@@ -209,6 +211,18 @@ async fn a_running_ingester_lists_its_cut_and_flush_workers_on_status_workers_wi
         assert!(status["last_run_unix"].as_u64() > Some(0), "{status}");
         assert!(status["last_error"].is_null(), "{status}");
     }
+    // The store's upkeep is the compactor's alone.
+    for worker in ["retention", "compactor"] {
+        assert!(
+            worker_status(front, worker).await.is_null(),
+            "{worker} on the front"
+        );
+        assert!(
+            worker_status(ingester, worker).await.is_null(),
+            "{worker} on an ingester"
+        );
+    }
+    assert!(!worker_status(&compactor, "compactor").await.is_null());
 }
 
 #[tokio::test(flavor = "multi_thread")]

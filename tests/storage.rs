@@ -208,6 +208,8 @@ async fn retention_removes_blocks_past_the_tenants_retention_and_keeps_recent_on
         ],
     )
     .await;
+    // Retention runs on compactors.
+    let compactor = cluster.spawn_extra("compactor", 60, "compactor").await;
     let store = cluster.dir.path().join("blocks");
     let push = |tenant: &str, age: u64| {
         bench(&[
@@ -246,7 +248,7 @@ async fn retention_removes_blocks_past_the_tenants_retention_and_keeps_recent_on
         flush(n).await;
     }
     let passes = || async {
-        common::get_text(format!("{}/metrics", cluster.front.http()))
+        common::get_text(format!("{}/metrics", compactor.http()))
             .await
             .lines()
             .find(|l| l.starts_with("ringtail_retention_passes_total"))
@@ -423,6 +425,7 @@ async fn missing_and_partial_files_are_skipped_counted_and_cleaned_up_after_a_gr
         ],
     )
     .await;
+    let _compactor = cluster.spawn_extra("compactor", 60, "compactor").await;
     let dir = cluster.dir.path().to_owned();
     let store = dir.join("blocks");
     let record = common::push_recorded(&cluster, &["--requests=5", "--batch-spans=100"]);

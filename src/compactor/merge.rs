@@ -1,24 +1,24 @@
 //! Merging blocks (pure): the inputs' traces in ID order, each trace's copies made one,
-//! written page by page into one block with its search section. The merge is fed one
-//! page per input at a time, so memory holds a page per input and the output's current
-//! page, whatever the inputs' sizes.
+//! written page by page into one block. The merge is fed one page per input at a time,
+//! so memory holds a page per input and the output's current page, whatever the inputs'
+//! sizes. The merged traces are handed out too ([`Merger::take_merged`]), for the
+//! output's search section to be built beside the merge, once per trace.
 
 use std::collections::HashSet;
 
 use bytes::Bytes;
 
 use crate::model::TraceId;
-use crate::search::model::SearchTrace;
-use crate::search::section::{SectionError, SectionWriter};
 use crate::storage::block::{BlockError, BlockInfo, BlockTail, BlockWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MergeError {
     #[error(transparent)]
     Block(#[from] BlockError),
-    #[error(transparent)]
-    Section(#[from] SectionError),
 }
+
+/// A merged trace: its ID and its entries, each once.
+pub(crate) type MergedTrace = (TraceId, Vec<Bytes>);
 
 /// The entries of a trace's copies, each once. A copy is `TracesData.resource_spans`
 /// fields (as blocks store a trace); the replicas of a push received the same bytes, so
@@ -80,6 +80,14 @@ fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
+/// `entry` (a slice of one of `copies`) as a `Bytes` sharing that copy's buffer.
+fn sliced(copies: &[Bytes], entry: &[u8]) -> Bytes {
+    copies
+        .iter()
+        .find(|c| c.as_ptr_range().contains(&entry.as_ptr()))
+        .map_or_else(|| Bytes::copy_from_slice(entry), |c| c.slice_ref(entry))
+}
+
 /// One input's traces in hand: its current page, and where the merge is in it.
 #[derive(Default)]
 struct Cursor {
@@ -98,9 +106,6 @@ impl Cursor {
 /// What a finished merge wrote after its data.
 pub(crate) struct Merged {
     pub tail: BlockTail,
-    /// The search section, built once per merged trace: its start and the pages not
-    /// taken by [`Merger::take_section_pages`] (`None`: no trace).
-    pub section: Option<(Vec<u8>, Vec<u8>)>,
     /// Trace copies read from the inputs.
     pub copies: u64,
 }
@@ -110,7 +115,7 @@ pub(crate) struct Merged {
 pub(crate) struct Merger {
     inputs: Vec<Cursor>,
     writer: BlockWriter,
-    section: SectionWriter,
+    merged: Vec<MergedTrace>,
     copies: u64,
 }
 
@@ -119,7 +124,7 @@ impl Merger {
         Self {
             inputs: (0..inputs).map(|_| Cursor::default()).collect(),
             writer: BlockWriter::new(info),
-            section: SectionWriter::new(),
+            merged: Vec::new(),
             copies: 0,
         }
     }
@@ -170,18 +175,17 @@ impl Merger {
             self.copies += copies.len() as u64;
             let refs: Vec<&[u8]> = copies.iter().map(|c| &c[..]).collect();
             let kept = dedupe(&refs);
-            self.section
-                .add(&SearchTrace::decode(id, kept.iter().copied()))?;
             if let Some(page) = self.writer.push(id, &kept)? {
                 pages.push(page);
             }
+            let entries = kept.iter().map(|e| sliced(&copies, e)).collect();
+            self.merged.push((id, entries));
         }
     }
 
-    /// The search section's pages sealed since the last call (they follow the section's
-    /// start, which only [`Merger::finish`] knows).
-    pub(crate) fn take_section_pages(&mut self) -> Vec<u8> {
-        self.section.take_pages()
+    /// The traces merged since the last call, in ID order.
+    pub(crate) fn take_merged(&mut self) -> Vec<MergedTrace> {
+        std::mem::take(&mut self.merged)
     }
 
     /// The last data page and what follows the data.
@@ -191,7 +195,6 @@ impl Merger {
             last,
             Merged {
                 tail,
-                section: self.section.finish_parts()?,
                 copies: self.copies,
             },
         ))

@@ -8,30 +8,33 @@ pub(crate) mod merge;
 pub(crate) mod pass;
 pub(crate) mod plan;
 pub(crate) mod run;
+pub(crate) mod status;
 
 #[cfg(test)]
 mod tests;
 
 use std::time::Duration;
 
-/// The compactor's settings (`compaction_*`, `max_compacted_block_bytes`,
-/// `compacted_block_retention_ms`).
+use crate::overrides::Limits;
+
+/// The compactor's settings (`compaction_interval_ms`, `compaction_settle_ms`,
+/// `compaction_concurrency`, `compacted_block_retention_ms`); the window and the size of a
+/// merge are per tenant ([`Limits`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompactionSettings {
     pub interval: Duration,
-    pub window: Duration,
     pub settle: Duration,
     /// Merges run at once.
     pub concurrency: usize,
-    pub max_block_bytes: u64,
     pub retention: Duration,
 }
 
 impl CompactionSettings {
-    pub(crate) fn plan(&self) -> plan::PlanSettings {
+    /// The plan settings of a tenant with `limits`.
+    pub(crate) fn plan(&self, limits: &Limits) -> plan::PlanSettings {
         plan::PlanSettings {
-            window_secs: self.window.as_secs().max(1),
-            max_block_bytes: self.max_block_bytes,
+            window_secs: limits.compaction_window.as_secs().max(1),
+            max_block_bytes: limits.max_compacted_block_bytes,
             settle_secs: self.settle.as_secs(),
             retention_secs: self.retention.as_secs(),
         }

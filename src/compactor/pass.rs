@@ -2,6 +2,7 @@
 //! and deletions of the windows this compactor owns. A failed merge is logged, counted
 //! and retried next pass; the others go on.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,16 +10,19 @@ use futures::StreamExt;
 
 use super::plan::{self, Listed, Merge, PlanSettings};
 use super::run::{compact, CompactError, Compacted};
+use super::status::{CompactorStatus, Level, TenantStatus};
 use crate::storage::{BlockStore, StoreError};
 
 /// Who runs a pass and with what: the store, the compactor's name (written in outputs'
-/// metas), a folder for scratch files, and how many merges run at once.
+/// metas), a folder for scratch files, how many merges run at once, and its status.
 #[derive(Clone, Copy)]
 pub(crate) struct Worker<'a> {
     pub store: &'a BlockStore,
     pub name: &'a str,
     pub scratch: &'a Path,
     pub concurrency: usize,
+    /// Where each tenant's outcome is recorded.
+    pub status: &'a CompactorStatus,
 }
 
 /// What a pass did.
@@ -26,6 +30,8 @@ pub(crate) struct Worker<'a> {
 pub(crate) struct PassStats {
     pub merges: usize,
     pub failed_merges: usize,
+    /// Tenants whose listing, marks or deletions failed.
+    pub failed_tenants: usize,
     pub marked: usize,
     pub deleted: usize,
     /// Blocks that wait for a merge in the windows this compactor owns.
@@ -42,67 +48,107 @@ fn unix_secs(t: SystemTime) -> u64 {
 
 /// Runs a pass at `now`. `settings` gives each tenant's plan settings; `owns(tenant,
 /// window)` whether this compactor does that window's work (the ring's answer). A
-/// tenant's merges (their inputs never overlap) run `worker.concurrency` at a time.
+/// tenant's merges (their inputs never overlap) run `worker.concurrency` at a time. A
+/// tenant whose listing, marks or deletions fail is counted and shown on
+/// `/status/compactor`; the others go on.
 pub(crate) async fn run_pass(
     worker: Worker<'_>,
     settings: &(dyn Fn(&str) -> PlanSettings + Sync),
     owns: &(dyn Fn(&str, u64) -> bool + Sync),
     now: SystemTime,
 ) -> Result<PassStats, StoreError> {
-    let store = worker.store;
     let mut stats = PassStats::default();
     let now_secs = unix_secs(now);
-    for tenant in store.tenants().await? {
-        let s = settings(&tenant);
-        let listed: Vec<Listed> = store
-            .list_marked(&tenant)
-            .await?
-            .into_iter()
-            .map(|(meta, mark)| Listed {
-                meta,
-                marked_unix_secs: mark.map(unix_secs),
-            })
-            .collect();
-        let window_of = |id: &str| {
-            listed
-                .iter()
-                .find(|b| b.meta.block_id == id)
-                .map(|b| plan::window_of(&b.meta, s.window_secs))
+    let tenants = worker.store.tenants().await?;
+    for tenant in &tenants {
+        let failed_before = stats.failed_merges;
+        let (seen, error) = match tenant_pass(
+            worker,
+            tenant,
+            &settings(tenant),
+            owns,
+            now_secs,
+            &mut stats,
+        )
+        .await
+        {
+            Ok(seen) => {
+                let failed = stats.failed_merges - failed_before;
+                (
+                    Some(seen),
+                    (failed > 0).then(|| format!("{failed} merges failed")),
+                )
+            }
+            Err(e) => {
+                stats.failed_tenants += 1;
+                tracing::warn!(tenant, error = %e, "a tenant's compaction pass failed; retrying next pass");
+                (None, Some(e.to_string()))
+            }
         };
-        let mine = |id: &str| window_of(id).is_some_and(|w| owns(&tenant, w));
-        let p = plan::plan(&tenant, &listed, now_secs, &s);
-        let metas: Vec<_> = listed.iter().map(|b| b.meta.clone()).collect();
-        let owned: Vec<&Merge> = p
-            .merges
-            .iter()
-            .filter(|m| owns(&tenant, m.window))
-            .collect();
-        let waiting: usize = owned.iter().map(|m| m.inputs.len()).sum();
-        let runs: Vec<_> = owned
-            .iter()
-            .map(|&merge| timed(worker, merge, &metas, now_secs))
-            .collect();
-        let mut merges = futures::stream::iter(runs).buffer_unordered(worker.concurrency.max(1));
-        while let Some((merge, result, took)) = merges.next().await {
-            record(&mut stats, &tenant, merge, result, took);
+        if let Some((_, _, waiting)) = &seen {
+            metrics::gauge!("ringtail_compactor_backlog_blocks", "tenant" => tenant.clone())
+                .set(*waiting as f64);
         }
-        drop(merges);
-        for (id, by) in p.mark.iter().filter(|(id, _)| mine(id)) {
-            store.mark_replaced(&tenant, id, by).await?;
-            stats.marked += 1;
-        }
-        for id in p.delete.iter().filter(|id| mine(id)) {
-            store.delete_block(&tenant, id).await?;
-            stats.deleted += 1;
-        }
-        stats.waiting += waiting;
-        metrics::gauge!("ringtail_compactor_backlog_blocks", "tenant" => tenant.clone())
-            .set(waiting as f64);
+        worker.status.record(tenant, now_secs, seen, error);
     }
+    worker.status.retain(&tenants);
     metrics::counter!("ringtail_compactor_bytes_read_total").increment(stats.bytes_read);
     metrics::counter!("ringtail_compactor_bytes_written_total").increment(stats.bytes_written);
     metrics::counter!("ringtail_compactor_blocks_deleted_total").increment(stats.deleted as u64);
     Ok(stats)
+}
+
+/// One tenant's share of a pass: list, plan, merge, mark, delete. Returns the levels
+/// readers see before the merges, the replaced blocks and the blocks waiting.
+async fn tenant_pass(
+    worker: Worker<'_>,
+    tenant: &str,
+    s: &PlanSettings,
+    owns: &(dyn Fn(&str, u64) -> bool + Sync),
+    now_secs: u64,
+    stats: &mut PassStats,
+) -> Result<(BTreeMap<u32, Level>, usize, usize), StoreError> {
+    let store = worker.store;
+    let listed: Vec<Listed> = store
+        .list_marked(tenant)
+        .await?
+        .into_iter()
+        .map(|(meta, mark)| Listed {
+            meta,
+            marked_unix_secs: mark.map(unix_secs),
+        })
+        .collect();
+    let window_of = |id: &str| {
+        listed
+            .iter()
+            .find(|b| b.meta.block_id == id)
+            .map(|b| plan::window_of(&b.meta, s.window_secs))
+    };
+    let mine = |id: &str| window_of(id).is_some_and(|w| owns(tenant, w));
+    let p = plan::plan(tenant, &listed, now_secs, s);
+    let metas: Vec<_> = listed.iter().map(|b| b.meta.clone()).collect();
+    let (levels, replaced) = TenantStatus::levels_of(&metas);
+    let owned: Vec<&Merge> = p.merges.iter().filter(|m| owns(tenant, m.window)).collect();
+    let waiting: usize = owned.iter().map(|m| m.inputs.len()).sum();
+    let runs: Vec<_> = owned
+        .iter()
+        .map(|&merge| timed(worker, merge, &metas, now_secs))
+        .collect();
+    let mut merges = futures::stream::iter(runs).buffer_unordered(worker.concurrency.max(1));
+    while let Some((merge, result, took)) = merges.next().await {
+        record(stats, tenant, merge, result, took);
+    }
+    drop(merges);
+    for (id, by) in p.mark.iter().filter(|(id, _)| mine(id)) {
+        store.mark_replaced(tenant, id, by).await?;
+        stats.marked += 1;
+    }
+    for id in p.delete.iter().filter(|id| mine(id)) {
+        store.delete_block(tenant, id).await?;
+        stats.deleted += 1;
+    }
+    stats.waiting += waiting;
+    Ok((levels, replaced, waiting))
 }
 
 /// One merge, with how long it took.
@@ -113,6 +159,8 @@ async fn timed<'a>(
     now_secs: u64,
 ) -> (&'a Merge, Result<Compacted, CompactError>, Duration) {
     let started = std::time::Instant::now();
+    let running = metrics::gauge!("ringtail_compactor_merges_running");
+    running.increment(1.0);
     let result = compact(
         worker.store,
         merge,
@@ -122,6 +170,7 @@ async fn timed<'a>(
         now_secs,
     )
     .await;
+    running.decrement(1.0);
     (merge, result, started.elapsed())
 }
 

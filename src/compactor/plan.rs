@@ -5,10 +5,17 @@
 //!   `window`). Each trace's three replicas land in the same window unless it spans a
 //!   window boundary.
 //! - In a window, settled blocks (level 0 older than `settle`: the other replicas' blocks
-//!   of the window have had time to arrive; any level above 0) are taken lowest level
-//!   first, then oldest, and packed into merges while their data stays under
-//!   `max_block_bytes`. A merge needs two inputs; its output is one level above its
-//!   highest input.
+//!   of the window have had time to arrive; any level above 0) are packed into merges
+//!   while their data stays under `max_block_bytes`; a merge's output is one level above
+//!   its highest input.
+//! - While a window is open (new blocks may still come: until `settle` after its end),
+//!   blocks merge only with blocks of their own level, level 0 as soon as two are settled,
+//!   higher levels once [`TIER`] of them are there. So each span is merged a few times
+//!   (once per level), however many passes the window sees; merging every new level-0
+//!   block into the window's one big block would re-read that block on every pass.
+//! - Once a window is closed, its blocks are packed lowest level first, then oldest,
+//!   whatever their levels (two inputs suffice), so it ends in as few blocks as the size
+//!   cap allows.
 //! - A block is *replaced* once a visible block lists it among its `sources`. Readers skip
 //!   it from then on; the planner never takes it again, marks it (a `compacted` object
 //!   records when) if it is not marked yet, and deletes it once the mark is older than
@@ -23,6 +30,9 @@ use crate::storage::block::{self, BlockMeta};
 
 /// Nanoseconds per second.
 const NANOS: u64 = 1_000_000_000;
+
+/// Blocks of one level above 0 that an open window merges at once.
+pub(crate) const TIER: usize = 4;
 
 /// What a tenant's compaction follows (from its overrides).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,7 +140,22 @@ pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &Plan
                 &b.block_id,
             ))
         });
-        let merges = pack(&metas, s.max_block_bytes);
+        let window_end = window.saturating_add(1).saturating_mul(s.window_secs);
+        let closed = now_unix_secs >= window_end.saturating_add(s.settle_secs);
+        let merges = if closed {
+            pack(&metas, s.max_block_bytes, 2)
+        } else {
+            let mut merges = Vec::new();
+            for level in metas.chunk_by(|a, b| a.compaction_level == b.compaction_level) {
+                let min = if level[0].compaction_level == 0 {
+                    2
+                } else {
+                    TIER
+                };
+                merges.extend(pack(level, s.max_block_bytes, min));
+            }
+            merges
+        };
         out.waiting += merges.iter().map(Vec::len).sum::<usize>();
         for group in merges {
             let mut inputs: Vec<String> = group.iter().map(|m| m.block_id.clone()).collect();
@@ -150,15 +175,15 @@ pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &Plan
     out
 }
 
-/// Packs `metas` (in order) into groups of two or more under `max_bytes` together; a
-/// block that fits with nothing after it is left alone.
-fn pack<'a>(metas: &[&'a BlockMeta], max_bytes: u64) -> Vec<Vec<&'a BlockMeta>> {
+/// Packs `metas` (in order) into groups of `min` or more under `max_bytes` together;
+/// blocks that fit with too few after them are left alone.
+fn pack<'a>(metas: &[&'a BlockMeta], max_bytes: u64, min: usize) -> Vec<Vec<&'a BlockMeta>> {
     let mut groups = Vec::new();
     let mut current: Vec<&BlockMeta> = Vec::new();
     let mut bytes = 0u64;
     for &m in metas {
         if !current.is_empty() && bytes.saturating_add(m.data_bytes) > max_bytes {
-            if current.len() >= 2 {
+            if current.len() >= min {
                 groups.push(std::mem::take(&mut current));
             } else {
                 current.clear();
@@ -168,7 +193,7 @@ fn pack<'a>(metas: &[&'a BlockMeta], max_bytes: u64) -> Vec<Vec<&'a BlockMeta>> 
         current.push(m);
         bytes = bytes.saturating_add(m.data_bytes);
     }
-    if current.len() >= 2 {
+    if current.len() >= min {
         groups.push(current);
     }
     groups
@@ -273,6 +298,39 @@ mod tests {
         assert_eq!(inputs(&p), [vec!["l1-a", "l1-b", "late"]]);
         assert_eq!(p.merges[0].level, 2);
         assert!(p.merges.iter().all(|m| m.bytes <= 1000));
+    }
+
+    #[test]
+    fn an_open_window_merges_blocks_with_their_own_level_and_a_closed_one_collapses() {
+        // Window 9 is open until 10 h + the settle time.
+        let now = 9 * HOUR + 1800;
+        let mut blocks = vec![
+            block("big", 1, 9 * HOUR + 100, now - 900, 500),
+            block("l1-a", 1, 9 * HOUR + 200, now - 600, 100),
+            block("l1-b", 1, 9 * HOUR + 300, now - 300, 100),
+            block("new-a", 0, 9 * HOUR + 1700, now - 100, 50),
+            block("new-b", 0, 9 * HOUR + 1700, now - 100, 50),
+        ];
+        let p = plan("t", &blocks, now, &settings());
+        // The new level-0 blocks merge together; the level-1 blocks are not re-read.
+        assert_eq!(inputs(&p), [vec!["new-a", "new-b"]]);
+        assert_eq!(p.merges[0].level, 1);
+        // A fourth level-1 block: the level-1 blocks merge into level 2.
+        blocks.push(block("l1-c", 1, 9 * HOUR + 400, now - 60, 100));
+        blocks.retain(|b| !b.meta.block_id.starts_with("new"));
+        let p = plan("t", &blocks, now, &settings());
+        assert_eq!(inputs(&p), [vec!["big", "l1-a", "l1-b", "l1-c"]]);
+        assert_eq!(p.merges[0].level, 2);
+        // Three are not enough while the window is open; once closed, two suffice and
+        // levels mix (lowest first).
+        blocks.pop();
+        blocks.push(block("late", 0, 9 * HOUR + 500, now - 600, 50));
+        let p = plan("t", &blocks, now, &settings());
+        assert!(p.merges.is_empty(), "{:?}", p.merges);
+        let closed = 10 * HOUR + 60;
+        let p = plan("t", &blocks, closed, &settings());
+        assert_eq!(inputs(&p), [vec!["big", "l1-a", "l1-b", "late"]]);
+        assert_eq!(p.merges[0].level, 2);
     }
 
     #[test]

@@ -4,21 +4,26 @@
 //! inputs readable (no output meta yet) or the output readable (its `sources` hide the
 //! inputs from readers); a retry writes the same output ID.
 //!
-//! Memory stays bounded whatever the inputs' sizes: each input has its current page and
-//! the next one (fetched and decompressed ahead, while the merge runs), and the output's
-//! search section is spilled to a scratch file as its pages seal, then uploaded from it.
+//! Three kinds of work run side by side: each input's next page is fetched and
+//! decompressed ahead (a task per input), the merge runs on one thread, and the output's
+//! search section is built on another from the merged traces (a bounded channel between
+//! them). Memory stays bounded whatever the inputs' sizes: a page or two per input, and
+//! the section's pages are spilled to a scratch file as they seal, then uploaded from it.
 
 use std::io::{SeekFrom, Write};
 use std::path::Path;
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::task::JoinHandle;
 
-use super::merge::{MergeError, Merger};
+use super::merge::{MergeError, MergedTrace, Merger};
 use super::plan::Merge;
 use crate::model::TraceId;
+use crate::search::model::SearchTrace;
+use crate::search::section::{SectionError, SectionParts, SectionWriter};
 use crate::storage::block::{self, BlockInfo, BlockMeta, PageRange};
 use crate::storage::{BlockStore, ObjectUpload, StoreError, DATA, SEARCH};
 
@@ -30,10 +35,14 @@ pub(crate) enum CompactError {
     Merge(#[from] MergeError),
     #[error("input block {0} is not listed")]
     MissingInput(String),
+    #[error("input block {0} was deleted during the merge; its output is deleted too")]
+    InputDeleted(String),
     #[error("a merge task failed: {0}")]
     Task(String),
     #[error("the scratch file for the search section: {0}")]
     Scratch(#[from] std::io::Error),
+    #[error(transparent)]
+    Section(#[from] SectionError),
 }
 
 /// What a merge read and wrote.
@@ -140,22 +149,25 @@ pub(crate) async fn compact(
             .unwrap_or(0),
         created_unix_secs: now_unix_secs,
     };
-    let spill = tempfile::tempfile_in(scratch)?;
+    let section = SectionTask::start(tempfile::tempfile_in(scratch)?);
     let mut data = store
         .begin_object(&merge.tenant, &merge.output, DATA)
         .await?;
     let merger = Merger::new(inputs.len(), info);
     let streamed = async {
-        let (merger, spill, bytes_read) =
-            stream(store, &mut inputs, merger, spill, &mut data).await?;
+        let (merger, feed, bytes_read) =
+            stream(store, &mut inputs, merger, section.feed.clone(), &mut data).await?;
+        drop(feed);
         let (last, merged) = blocking(move || merger.finish().map_err(CompactError::from)).await?;
         data.write(&last).await?;
-        Ok::<_, CompactError>((merged, spill, bytes_read))
+        Ok::<_, CompactError>((merged, bytes_read))
     }
     .await;
-    let (merged, spill, bytes_read) = match streamed {
-        Ok(done) => done,
-        Err(e) => {
+    let built = section.finish().await;
+    let ((merged, bytes_read), (parts, spill)) = match (streamed, built) {
+        (Ok(s), Ok(b)) => (s, b),
+        // The builder's own error first: a stream stopped by it only says it stopped.
+        (_, Err(e)) | (Err(e), _) => {
             data.abort().await;
             return Err(e);
         }
@@ -165,16 +177,21 @@ pub(crate) async fn compact(
     let mut meta = merged.tail.meta;
     meta.compaction_level = merge.level;
     meta.sources = merge.inputs.clone();
-    if let Some((head, rest)) = merged.section {
-        let section = store
+    if let Some((head, rest)) = parts {
+        let upload = store
             .begin_object(&merge.tenant, &merge.output, SEARCH)
             .await?;
         meta.search_version = crate::search::section::VERSION;
-        meta.search_bytes = upload_section(section, &head, spill, &rest).await?;
+        meta.search_bytes = upload_section(upload, &head, spill, &rest).await?;
     }
+    // An input deleted meanwhile (tenant deletion, retention) must not come back as the
+    // output: checked before the output's meta, and again after it for a deletion that
+    // listed the tenant just before the meta appeared.
+    inputs_present(store, merge).await?;
     store
         .finish_block(merged.tail.index, merged.tail.filter, None, &meta)
         .await?;
+    inputs_present(store, merge).await?;
     for id in &merge.inputs {
         store
             .mark_replaced(&merge.tenant, id, &merge.output)
@@ -189,20 +206,20 @@ pub(crate) async fn compact(
 }
 
 /// Feeds the inputs' pages to the merger until every input is used up, writing the
-/// output's data pages as they complete and its section's pages to `spill`. Returns the
-/// merger, the spill file and the bytes read.
+/// output's data pages as they complete and handing the merged traces to the section's
+/// builder through `feed`. Returns the merger, `feed` and the bytes read.
 async fn stream(
     store: &BlockStore,
     inputs: &mut [Input],
     mut merger: Merger,
-    mut spill: std::fs::File,
+    mut feed: SyncSender<Vec<MergedTrace>>,
     data: &mut ObjectUpload,
-) -> Result<(Merger, std::fs::File, u64), CompactError> {
+) -> Result<(Merger, SyncSender<Vec<MergedTrace>>, u64), CompactError> {
     let mut bytes_read = 0u64;
     loop {
         let wanted = merger.wants();
         if wanted.is_empty() {
-            return Ok((merger, spill, bytes_read));
+            return Ok((merger, feed, bytes_read));
         }
         let handles: Vec<_> = wanted.iter().map(|&i| inputs[i].take_next(store)).collect();
         for (&i, handle) in wanted.iter().zip(handles) {
@@ -215,15 +232,65 @@ async fn stream(
         }
         let (m, f, pages) = blocking(move || {
             let pages = merger.step()?;
-            spill.write_all(&merger.take_section_pages())?;
-            Ok((merger, spill, pages))
+            // Waits while the section's builder is a few batches behind; an error
+            // means it stopped, and its own error is reported by `finish`.
+            feed.send(merger.take_merged())
+                .map_err(|_| CompactError::Task("the search section's builder stopped".into()))?;
+            Ok((merger, feed, pages))
         })
         .await?;
-        (merger, spill) = (m, f);
+        (merger, feed) = (m, f);
         for page in pages {
             data.write(&page).await?;
         }
     }
+}
+
+/// The output's search section, built on a thread of its own from the merged traces it
+/// is fed, its pages spilled to a scratch file as they seal.
+struct SectionTask {
+    feed: SyncSender<Vec<MergedTrace>>,
+    done: JoinHandle<Result<(Option<SectionParts>, std::fs::File), CompactError>>,
+}
+
+impl SectionTask {
+    fn start(mut spill: std::fs::File) -> Self {
+        let (feed, batches) = std::sync::mpsc::sync_channel::<Vec<MergedTrace>>(4);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut writer = SectionWriter::new();
+            for batch in batches {
+                for (id, entries) in &batch {
+                    writer.add(&SearchTrace::decode(*id, entries.iter().map(|e| &e[..])))?;
+                }
+                spill.write_all(&writer.take_pages())?;
+            }
+            Ok((writer.finish_parts()?, spill))
+        });
+        Self { feed, done }
+    }
+
+    /// Ends the feed and waits for the section: its parts and the spill file.
+    async fn finish(self) -> Result<(Option<SectionParts>, std::fs::File), CompactError> {
+        drop(self.feed);
+        self.done
+            .await
+            .map_err(|e| CompactError::Task(e.to_string()))?
+    }
+}
+
+/// Fails, deleting the merge's output, if an input's meta is gone.
+async fn inputs_present(store: &BlockStore, merge: &Merge) -> Result<(), CompactError> {
+    for id in &merge.inputs {
+        match store.read_meta(&merge.tenant, id).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                store.delete_block(&merge.tenant, &merge.output).await?;
+                return Err(CompactError::InputDeleted(id.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Uploads a section: its start, the pages spilled, then the rest. Returns its size.

@@ -249,11 +249,13 @@ async fn a_pass_merges_marks_what_a_crash_left_unmarked_and_deletes_after_the_re
     let dir = tempfile::tempdir().expect("tempdir");
     let store = BlockStore::local(dir.path()).expect("store");
     let scratch = tempfile::tempdir().expect("scratch");
+    let status = super::status::CompactorStatus::default();
     let worker = Worker {
         store: &store,
         name: "c",
         scratch: scratch.path(),
         concurrency: 2,
+        status: &status,
     };
     upload_replicas(&store, 900).await;
     let settings = |_: &str| PlanSettings {
@@ -278,6 +280,13 @@ async fn a_pass_merges_marks_what_a_crash_left_unmarked_and_deletes_after_the_re
         (1, 0, 3)
     );
     assert!(stats.bytes_read > 0 && stats.bytes_written > 0);
+    // The status shows what readers saw at the listing: three level-0 blocks.
+    let t = status.snapshot()["t"].clone();
+    assert_eq!(
+        (t.levels[&0].blocks, t.levels[&0].traces, t.waiting_blocks),
+        (3, 1800, 3)
+    );
+    assert!(t.last_success_unix.is_some() && t.last_error.is_none());
     // A crash between the output's meta and the marks: the next pass marks them.
     for r in 0..3 {
         std::fs::remove_file(dir.path().join(format!("t/r{r}/{COMPACTED}"))).expect("unmark");
@@ -286,6 +295,13 @@ async fn a_pass_merges_marks_what_a_crash_left_unmarked_and_deletes_after_the_re
         .await
         .expect("pass");
     assert_eq!((stats.merges, stats.marked, stats.deleted), (0, 3, 0));
+    let t = status.snapshot()["t"].clone();
+    let levels: Vec<(u32, usize, u64)> = t
+        .levels
+        .iter()
+        .map(|(l, v)| (*l, v.blocks, v.traces))
+        .collect();
+    assert_eq!((levels, t.replaced_blocks), (vec![(1, 1, 900)], 3));
     // Past the retention the inputs go; the output stays and holds every trace.
     let later = now + Duration::from_secs(301);
     let stats = run_pass(worker, &settings, &|_, _| true, later)
@@ -298,4 +314,49 @@ async fn a_pass_merges_marks_what_a_crash_left_unmarked_and_deletes_after_the_re
     for r in 0..3 {
         assert!(!dir.path().join(format!("t/r{r}")).join("data").exists());
     }
+}
+
+#[tokio::test]
+async fn a_merge_whose_input_is_deleted_meanwhile_leaves_no_output() {
+    use super::run::CompactError;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = BlockStore::local(dir.path()).expect("store");
+    upload_replicas(&store, 600).await;
+    let listed = store.list_blocks("t").await.expect("list");
+    let settings = PlanSettings {
+        window_secs: 3600,
+        max_block_bytes: 1 << 30,
+        settle_secs: 0,
+        retention_secs: 300,
+    };
+    let as_listed: Vec<Listed> = listed
+        .iter()
+        .map(|m| Listed {
+            meta: m.clone(),
+            marked_unix_secs: None,
+        })
+        .collect();
+    let p = plan::plan("t", &as_listed, 10_000, &settings);
+    let merge = &p.merges[0];
+    // A tenant deletion (metas first) reaches one input after the listing.
+    std::fs::remove_file(dir.path().join(format!("t/r1/{}", crate::storage::META)))
+        .expect("delete meta");
+    let scratch = tempfile::tempdir().expect("scratch");
+    let err = compact(&store, merge, &listed, "c", scratch.path(), 10_000)
+        .await
+        .expect_err("an input is gone");
+    assert!(
+        matches!(&err, CompactError::InputDeleted(id) if id == "r1"),
+        "{err}"
+    );
+    let mut left: Vec<String> = store
+        .list_blocks("t")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.block_id)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["r0", "r2"], "the output is not visible");
+    assert!(!dir.path().join(format!("t/{}/data", merge.output)).exists());
 }

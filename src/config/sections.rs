@@ -194,19 +194,9 @@ impl RawConfig {
                 self.compaction_interval_ms,
                 30_000,
             )?,
-            window: Duration::from_secs(positive(
-                "compaction_window_secs",
-                self.compaction_window_secs,
-                3600,
-            )?),
             settle: Duration::from_millis(self.compaction_settle_ms.unwrap_or(120_000)),
             concurrency: positive("compaction_concurrency", self.compaction_concurrency, 2)?
                 as usize,
-            max_block_bytes: positive(
-                "max_compacted_block_bytes",
-                self.max_compacted_block_bytes,
-                1 << 30,
-            )?,
             retention,
         })
     }
@@ -251,6 +241,16 @@ impl RawConfig {
                 }
                 n => n,
             },
+            compaction_window: Duration::from_secs(positive(
+                "compaction_window_secs",
+                self.compaction_window_secs,
+                3600,
+            )?),
+            max_compacted_block_bytes: positive(
+                "max_compacted_block_bytes",
+                self.max_compacted_block_bytes,
+                1 << 30,
+            )?,
         };
         let overrides = Arc::new(
             LiveOverrides::load(

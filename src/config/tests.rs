@@ -176,10 +176,8 @@ fn compaction_settings_default_and_replaced_blocks_outlive_two_block_list_polls(
         c.compaction,
         crate::compactor::CompactionSettings {
             interval: Duration::from_secs(30),
-            window: Duration::from_secs(3600),
             settle: Duration::from_secs(120),
             concurrency: 2,
-            max_block_bytes: 1 << 30,
             retention: Duration::from_secs(600),
         }
     );

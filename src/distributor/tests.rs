@@ -44,6 +44,8 @@ fn distributor_with_overrides(
                     ingestion_burst_bytes: 0,
                     max_bytes_per_trace: 0,
                     max_bytes_per_tag_values_query: 1 << 20,
+                    compaction_window: Duration::from_secs(3600),
+                    max_compacted_block_bytes: 1 << 30,
                 },
                 &overrides.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             )

@@ -47,6 +47,8 @@ fn open_limited(
                     ingestion_burst_bytes: 0,
                     max_bytes_per_trace,
                     max_bytes_per_tag_values_query: 1 << 20,
+                    compaction_window: Duration::from_secs(3600),
+                    max_compacted_block_bytes: 1 << 30,
                 },
             ))),
         },

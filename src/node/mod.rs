@@ -135,11 +135,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let mut http = Router::new();
     if roles.contains(Roles::QUERIER) {
         let querier = roles::querier(&config, &membership, &clients, &store);
-        workers::spawn_querier(&bg, &querier, &store, &config);
+        workers::spawn_querier(&bg, &querier, &config);
         http = http
             .merge(crate::querier::http::router(querier.clone()))
             .merge(crate::querier::search_http::router(querier));
     }
+    let http = workers::spawn_compactor(&bg, &store, &membership, &config, http);
 
     // Loaded before any server starts: a bad certificate stops the node here.
     let http_tls = config.http_tls.as_ref().map(|t| &t.server);
@@ -185,7 +186,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let distributor = roles::distributor(&config, &membership, &clients);
         servers::spawn_otlp(&bg, listeners.otlp, distributor, &config)?;
     }
-    workers::spawn_compactor(&bg, &store, &membership, &config);
     workers::spawn_channel_sweeper(&bg, &membership, clients);
     workers::spawn_overrides_reload(&bg, config.cut.overrides.clone());
 

@@ -1,7 +1,7 @@
 //! The node's background workers, started by [`super::start`], each looping until the
 //! node's `stop`. The named ones record every round in their
 //! [`WorkerStatus`](crate::telemetry::WorkerStatus) (`GET /status/workers`):
-//! - `retention` (queriers): a pass over the store's listings every
+//! - `retention` (compactors): a pass over the store's listings every
 //!   `retention_interval`, removing expired blocks and orphans;
 //! - `compactor` (compactors): a compaction pass every `compaction_interval_ms` over the
 //!   windows this node owns (`crate::compactor::owner` over gossip's compactors);
@@ -33,37 +33,39 @@ use crate::rpc::IngesterClients;
 use crate::storage::retention::{self, RetentionPolicy};
 use crate::storage::BlockStore;
 
-/// The querier's blocklist poller (its own loop, see [`Querier::poll_blocklists`]) and the
-/// retention worker.
-pub(super) fn spawn_querier(
-    bg: &Background,
-    querier: &Arc<Querier>,
-    store: &BlockStore,
-    config: &Config,
-) {
+/// The querier's blocklist poller (its own loop, see [`Querier::poll_blocklists`]).
+pub(super) fn spawn_querier(bg: &Background, querier: &Arc<Querier>, config: &Config) {
     let (poller, poll, stop) = (querier.clone(), config.blocklist_poll, bg.stop.clone());
     bg.tasks
         .spawn(async move { poller.poll_blocklists(poll, stop).await });
+}
+
+/// On compactors: `compactor`, a pass every `compaction_interval_ms` over the windows
+/// this node owns among the ACTIVE compactors of the cluster view, and `retention`.
+/// Returns `http` with the compactor's `/status/compactor`.
+pub(super) fn spawn_compactor(
+    bg: &Background,
+    store: &BlockStore,
+    membership: &Membership,
+    config: &Config,
+    http: axum::Router,
+) -> axum::Router {
+    if !config.roles.contains(crate::cluster::Roles::COMPACTOR) {
+        return http;
+    }
+    let compactor_status = Arc::new(crate::compactor::status::CompactorStatus::default());
+    let http = http.merge(crate::compactor::status::router(compactor_status.clone()));
     spawn_retention(
         bg,
         store.clone(),
         config.retention.clone(),
         config.retention_interval,
     );
-}
-
-/// `compactor`: a pass every `compaction_interval_ms` over the windows this node owns
-/// among the ACTIVE compactors of the cluster view.
-pub(super) fn spawn_compactor(
-    bg: &Background,
-    store: &BlockStore,
-    membership: &Membership,
-    config: &Config,
-) {
     let (status, stop) = (bg.workers.register("compactor"), bg.stop.clone());
     let (store, membership) = (store.clone(), membership.clone());
     let (settings, me) = (config.compaction.clone(), config.node_name.clone());
     let scratch = config.data_dir.join("compactor");
+    let overrides = config.cut.overrides.clone();
     bg.tasks.spawn(async move {
         if let Err(e) = std::fs::create_dir_all(&scratch) {
             tracing::error!(dir = %scratch.display(), error = %e, "the compactor's scratch folder cannot be made");
@@ -78,16 +80,16 @@ pub(super) fn spawn_compactor(
             let owns = |tenant: &str, window: u64| {
                 crate::compactor::owner(&compactors, tenant, window) == Some(me.as_str())
             };
-            let plan = settings.plan();
             let worker = crate::compactor::pass::Worker {
                 store: &store,
                 name: &me,
                 scratch: &scratch,
                 concurrency: settings.concurrency,
+                status: &compactor_status,
             };
             let result = crate::compactor::pass::run_pass(
                 worker,
-                &|_| plan.clone(),
+                &|tenant| settings.plan(&overrides.get(tenant)),
                 &owns,
                 SystemTime::now(),
             )
@@ -97,8 +99,11 @@ pub(super) fn spawn_compactor(
                     if stats != Default::default() {
                         tracing::info!(?stats, "compaction pass");
                     }
-                    if stats.failed_merges > 0 {
-                        status.round_failed(&format!("{} merges failed", stats.failed_merges));
+                    if stats.failed_merges + stats.failed_tenants > 0 {
+                        status.round_failed(&format!(
+                            "{} merges and {} tenants failed (see /status/compactor)",
+                            stats.failed_merges, stats.failed_tenants
+                        ));
                     } else {
                         status.round_ok();
                     }
@@ -110,6 +115,7 @@ pub(super) fn spawn_compactor(
             }
         }
     });
+    http
 }
 
 /// Expired blocks and orphans, from store listings, every `every`.

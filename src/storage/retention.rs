@@ -194,6 +194,8 @@ mod tests {
             ingestion_burst_bytes: 0,
             max_bytes_per_trace: 0,
             max_bytes_per_tag_values_query: 1 << 20,
+            compaction_window: Duration::from_secs(3600),
+            max_compacted_block_bytes: 1 << 30,
         };
         let overrides = crate::overrides::Overrides::parse(
             defaults,

@@ -442,6 +442,20 @@ def check_front_services(r: Rendered) -> None:
         ensure(ports <= reachable, f"the {component} Service does not reach ports {sorted(ports - reachable)}")
 
 
+def check_compactor(r: Rendered) -> None:
+    """The store is kept by compactors alone: one Deployment runs --target=compactor."""
+    dep = r.one("Deployment", "compactor")
+    ensure("--target=compactor" in main_container(dep).get("args", []), "the compactor Deployment lacks --target=compactor")
+    ensure(dep["spec"].get("replicas") == r.values["compactor"]["replicas"],
+           f"compactor replicas {dep['spec'].get('replicas')} != values {r.values['compactor']['replicas']}")
+    for w in r.workloads():
+        if w is dep:
+            continue
+        targets = [a for a in main_container(w).get("args", []) if a.startswith("--target=")]
+        ensure(all("compactor" not in t and "all" not in t for t in targets),
+               f"{w['metadata']['name']} also runs the compactor ({targets}): merges and retention belong to the compactor Deployment")
+
+
 def check_security(r: Rendered) -> None:
     """Pods run as non-root with a read-only root filesystem and resources set."""
     for w in r.workloads():
@@ -774,7 +788,7 @@ def default_checks(r: Rendered) -> list[Callable[[Rendered], None]]:
     return [check_kubernetes_schemas, check_config_fields, check_image_env_overridden, check_ingester_statefulset,
             check_ingester_prestop, check_grace_periods, check_ingester_pdb, check_no_ingester_autoscaling,
             check_gossip_service, check_readiness_probes, check_front_services, check_security,
-            check_ingester_soft_anti_affinity, check_filesystem_storage, check_cluster_secret]
+            check_ingester_soft_anti_affinity, check_filesystem_storage, check_cluster_secret, check_compactor]
 
 
 def s3_zone_checks(r: Rendered) -> list[Callable[[Rendered], None]]:
@@ -783,7 +797,8 @@ def s3_zone_checks(r: Rendered) -> list[Callable[[Rendered], None]]:
             check_gossip_service,
             check_readiness_probes, check_front_services, check_security,
             check_ingester_hard_anti_affinity, check_s3_storage, check_zone_spread,
-            check_service_monitor, check_cluster_secret, check_otlp_tls, check_internal_tls, check_http_tls]
+            check_service_monitor, check_cluster_secret, check_otlp_tls, check_internal_tls, check_http_tls,
+            check_compactor]
 
 
 def zone_checks(r: Rendered) -> list[Callable[[Rendered], None]]:
@@ -886,8 +901,12 @@ MUTATIONS: list[tuple[str, str, str, str, str]] = [
      "      {{- include \"ringtail.componentSelectorLabels\" $ctx | nindent 6 }}", "one PodDisruptionBudget per zone"),
     ("overrides mounted from no volume", "templates/_helpers.tpl", "      - name: overrides\n        mountPath",
      "      - name: config-overrides\n        mountPath", "overrides: a ConfigMap"),
-    ("ServiceMonitor misses the ingesters", "templates/servicemonitor.yaml", "values: [distributor, ingester, querier]",
-     "values: [distributor, querier]", "ServiceMonitor"),
+    ("ServiceMonitor misses the ingesters", "templates/servicemonitor.yaml", "values: [distributor, ingester, querier, compactor]",
+     "values: [distributor, querier, compactor]", "ServiceMonitor"),
+    ("ServiceMonitor misses the compactors", "templates/servicemonitor.yaml", "values: [distributor, ingester, querier, compactor]",
+     "values: [distributor, ingester, querier]", "ServiceMonitor"),
+    ("no compactor Deployment", "templates/deployments.yaml", "list \"distributor\" \"querier\" \"compactor\"",
+     "list \"distributor\" \"querier\"", "kept by compactors alone"),
 ]
 
 

@@ -30,7 +30,7 @@ mod tests;
 
 pub(crate) use read::{decode_page, inflate_page, SectionIndex};
 pub(crate) use tags::{Lookup, Owner, TableValue, TagTable};
-pub(crate) use write::SectionWriter;
+pub(crate) use write::{SectionParts, SectionWriter};
 
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
