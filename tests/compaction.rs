@@ -283,8 +283,16 @@ async fn on_s3_a_merge_of_several_upload_parts_keeps_every_acked_trace() {
 async fn a_compactor_killed_mid_merge_loses_nothing_and_its_restart_finishes_the_merge() {
     let mut cluster = Cluster::start(67, 3, &FAST).await;
     let start = common::unix_secs() - 60;
-    // ~300k spans: a merge that runs long enough to be caught in the middle.
-    let record = common::push_recorded(&cluster, &["--requests=600", "--batch-spans=500"]);
+    // ~300k spans: a merge that runs long enough to be caught in the middle, in 6000 traces
+    // (under the search limit, so one search can see every trace).
+    let record = common::push_recorded(
+        &cluster,
+        &[
+            "--requests=600",
+            "--batch-spans=500",
+            "--spans-per-trace=50",
+        ],
+    );
     for n in &cluster.ingesters {
         assert_eq!(flush(n).await["blocks_pending"], 0);
     }

@@ -70,11 +70,15 @@ pub(super) fn spawn_compactor(
         if let Err(e) = std::fs::create_dir_all(&scratch) {
             tracing::error!(dir = %scratch.display(), error = %e, "the compactor's scratch folder cannot be made");
         }
+        // A pass that merged something is followed by the next one at once: the merges
+        // it ran took time in which more blocks settled.
+        let mut pause = settings.interval;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(settings.interval) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
+            pause = settings.interval;
             let view = membership.view();
             let compactors = view.compactors();
             let owns = |tenant: &str, window: u64| {
@@ -98,6 +102,9 @@ pub(super) fn spawn_compactor(
                 Ok(stats) => {
                     if stats != Default::default() {
                         tracing::info!(?stats, "compaction pass");
+                    }
+                    if stats.merges > 0 {
+                        pause = Duration::ZERO;
                     }
                     if stats.failed_merges + stats.failed_tenants > 0 {
                         status.round_failed(&format!(
