@@ -4,11 +4,12 @@
 # set). Every 30 s it prints the store's level-0 (unmerged) and merged blocks and the
 # compactor's backlog; after the load it waits up to DRAIN_SECS for the merges to catch
 # up, then prints compaction MB/s, the compactor's CPU-seconds per million spans, stored
-# bytes per span before (three level-0 copies) and after, and trace-by-ID latency for
-# 200 acked traces before and after.
+# bytes per span before (three level-0 copies) and after, blocks per hour before and
+# after, and trace-by-ID latency for 200 acked traces before and after.
 #
 #   scripts/bench-compaction.sh                  LOAD_SECS=600 RATE=0 (full speed) SETTLE_MS=30000
-#   LOAD_SECS=120 RATE=20000 scripts/bench-compaction.sh
+#                                                WINDOW_SECS=3600 (compaction_window_secs)
+#   LOAD_SECS=120 RATE=20000 WINDOW_SECS=60 scripts/bench-compaction.sh
 #
 # Figures go to BENCHMARKS.md with the command that produced them.
 set -euo pipefail
@@ -16,6 +17,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 bin="$repo/target/release/ringtail"
 [ -x "$bin" ] || cargo build --release --manifest-path "$repo/Cargo.toml"
 load_secs=${LOAD_SECS:-600} rate=${RATE:-0} settle=${SETTLE_MS:-30000} drain=${DRAIN_SECS:-300}
+window=${WINDOW_SECS:-3600}
 work=$(mktemp -d)
 pids=()
 stop() {
@@ -30,7 +32,7 @@ trap stop EXIT
 . "$repo/scripts/cluster-lib.sh"
 prefix=127.0.96
 flags=(--wal-store file --compaction-interval-ms 5000 --compaction-settle-ms "$settle"
-  --compacted-block-retention-ms 70000)
+  --compacted-block-retention-ms 70000 --compaction-window-secs "$window")
 start_cluster $prefix "$work" "${flags[@]}"
 RUST_LOG=info "$bin" --target=compactor --node-name=compactor-1 --data-dir="$work/compactor-1" \
   --http-listen="$prefix.50:3200" --grpc-listen="$prefix.50:9095" --otlp-grpc-listen="$prefix.50:4317" \
@@ -73,10 +75,18 @@ echo "$out"
 spans=$(echo "$out" | sed -n 's/^result: .* requests, \([0-9]*\) acked spans.*/\1/p')
 for ip in 1 2 3; do curl -fsS -X POST "http://$prefix.$ip:3200/flush" > /dev/null; done
 echo "trace by ID at the end of the load (mostly level-0 blocks): $(lookup)"
-# Wait for the merges: no level-0 block left older than the settle time (or DRAIN_SECS).
+# Wait for the merges (or DRAIN_SECS): no level-0 block left, nothing waiting, no merge
+# running, twice in a row (a closed window's last merge comes after its level-0 blocks').
+quiet=0
 for _ in $(seq 1 $((drain / 5))); do
   read -r n0 _ _ _ <<< "$(store)"
-  [ "$n0" -eq 0 ] && break
+  if [ "$n0" -eq 0 ] && [ "$(metric ringtail_compactor_backlog_blocks)" = 0 ] \
+    && [ "$(metric ringtail_compactor_merges_running)" = 0 ]; then
+    quiet=$((quiet + 1))
+    [ "$quiet" -ge 2 ] && break
+  else
+    quiet=0
+  fi
   sleep 5
 done
 kill "$sampler" 2>/dev/null || true
@@ -89,11 +99,17 @@ echo "after $((t1 - t0)) s: $n0 level-0 blocks unmerged ($((b0 / 1000000)) MB), 
 awk -v r="$read_bytes" -v w="$written" -v u="$used" -v s="$spans" -v t="$((t1 - t0))" 'BEGIN {
   printf "compactor: read %.0f MB, wrote %.0f MB (data + sections), %.1f MB/s read over the run; %.1f CPU-s = %.2f CPU-s per million spans\n",
     r / 1e6, w / 1e6, r / 1e6 / t, u, u / s * 1e6 }'
-flushed=0
+flushed=0 flushed_blocks=0
 for ip in 1 2 3; do
-  f=$(curl -fsS "http://$prefix.$ip:3200/metrics" | awk '$1 == "ringtail_ingester_flushed_bytes_total" {print $2}')
+  m=$(curl -fsS "http://$prefix.$ip:3200/metrics")
+  f=$(echo "$m" | awk '$1 == "ringtail_ingester_flushed_bytes_total" {print $2}')
+  k=$(echo "$m" | awk '$1 == "ringtail_ingester_blocks_flushed_total" {print $2}')
   flushed=$(awk -v a="$flushed" -v b="${f:-0}" 'BEGIN {print a + b}')
+  flushed_blocks=$(awk -v a="$flushed_blocks" -v b="${k:-0}" 'BEGIN {print a + b}')
 done
+awk -v f="$flushed_blocks" -v m="$n1" -v l="$n0" -v t="$load_secs" 'BEGIN {
+  printf "blocks per hour of load (one tenant): %.0f flushed by the ingesters, %.0f in the store after the merges\n",
+    f * 3600 / t, (m + l) * 3600 / t }'
 awk -v f="$flushed" -v b="$((b0 + b1))" -v s="$spans" 'BEGIN {
   printf "stored data bytes per span: %.1f flushed by the ingesters (three copies), %.1f in the store after the merges\n", f / s, b / s }'
 echo "trace by ID after the merges: $(lookup)"

@@ -375,3 +375,102 @@ async fn a_compactor_killed_mid_merge_loses_nothing_and_its_restart_finishes_the
         body["metrics"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_window_too_large_for_one_block_ends_in_id_ranges_holding_each_trace_once() {
+    // Spans two hours old: their window is closed, so its blocks merge all at once; the
+    // cap makes that merge several blocks, each a range of trace IDs.
+    let mut args = FAST.to_vec();
+    args.push("--max-compacted-block-bytes=150000");
+    let cluster = Cluster::start(68, 3, &args).await;
+    let start = common::unix_secs() - 3 * 3600;
+    let mut record = Vec::new();
+    for _ in 0..3 {
+        record.extend(common::push_recorded(
+            &cluster,
+            &["--requests=15", "--batch-spans=500", "--span-age-secs=7200"],
+        ));
+        for n in &cluster.ingesters {
+            assert_eq!(flush(n).await["blocks_pending"], 0);
+        }
+    }
+    let store = cluster.dir.path().join("blocks");
+    let before = metas(&store);
+    assert!(
+        before.len() >= 9,
+        "three cuts of three replicas: {before:?}"
+    );
+    let bytes_before = sum(&before, "data_bytes");
+
+    let compactor = cluster.spawn_extra("compactor-1", 50, "compactor").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        common::assert_all_complete(
+            &cluster.front.http(),
+            &record,
+            "every acked trace reads back while the ranges are written",
+        )
+        .await;
+        let m = metas(&store);
+        let done = !m.is_empty() && m.iter().all(|m| m["compaction_level"].as_u64() >= Some(1));
+        let listed = metric(&cluster.front, "ringtail_querier_blocklist_blocks").await as usize;
+        if done && listed == m.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the window is not merged after 60 s: {m:?}"
+        );
+    }
+    let after = metas(&store);
+    assert!(after.len() > 1, "several ranges: {after:?}");
+    assert!(
+        after
+            .iter()
+            .all(|m| m["parts"].as_u64() == Some(after.len() as u64)),
+        "the parts of one merge: {after:?}"
+    );
+    assert_eq!(
+        sum(&after, "total_traces"),
+        record.len() as u64,
+        "each trace in one range, once: {after:?}"
+    );
+    let bytes_after = sum(&after, "data_bytes");
+    assert!(
+        bytes_after * 3 * 10 <= bytes_before * 11,
+        "within 1.1x of one replica's bytes: {bytes_after} against {bytes_before} for three"
+    );
+    common::assert_all_complete(
+        &cluster.front.http(),
+        &record,
+        "every acked trace reads back from the ranges",
+    )
+    .await;
+    let (found, body) = common::search_everything_since(&cluster.front, start).await;
+    assert_eq!(
+        found,
+        common::sorted_ids(&record),
+        "a search finds each trace once"
+    );
+    assert_eq!(
+        body["metrics"]["inspectedTraces"].as_u64(),
+        Some(record.len() as u64),
+        "no trace counted twice: {}",
+        body["metrics"]
+    );
+    // Nothing more to do in the window: no merge in the passes after the ranges.
+    let merges = metric(&compactor, "ringtail_compactor_merges_total").await;
+    let rounds = |s: serde_json::Value| s["rounds"].as_u64().unwrap_or(0);
+    let passes = rounds(common::worker_status(&compactor, "compactor").await);
+    wait_until(
+        "three more compaction passes",
+        Duration::from_secs(20),
+        || async { rounds(common::worker_status(&compactor, "compactor").await) >= passes + 3 },
+    )
+    .await;
+    assert_eq!(
+        metric(&compactor, "ringtail_compactor_merges_total").await,
+        merges,
+        "a window merged into ranges is left alone"
+    );
+}

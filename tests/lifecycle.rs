@@ -168,23 +168,6 @@ async fn post_shutdown_runs_the_same_drain_and_exits_0() {
     );
 }
 
-/// `name`'s entry in a node's `GET /status/workers` (`Null` while not listed).
-async fn worker_status(node: &Node, name: &str) -> serde_json::Value {
-    let status: serde_json::Value = match node
-        .client()
-        .get(format!("{}/status/workers", node.http()))
-        .send()
-        .await
-    {
-        Ok(r) => r.json().await.unwrap_or_default(),
-        Err(_) => return serde_json::Value::Null,
-    };
-    status["workers"]
-        .as_array()
-        .and_then(|w| w.iter().find(|w| w["name"] == name).cloned())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn each_role_lists_its_workers_on_status_workers_with_rounds_run_and_only_compactors_keep_the_store(
 ) {
@@ -204,25 +187,27 @@ async fn each_role_lists_its_workers_on_status_workers_with_rounds_run_and_only_
         wait_until(
             &format!("{} to list {worker} with a round run", node.name),
             Duration::from_secs(15),
-            || async { worker_status(node, worker).await["rounds"].as_u64() > Some(0) },
+            || async { common::worker_status(node, worker).await["rounds"].as_u64() > Some(0) },
         )
         .await;
-        let status = worker_status(node, worker).await;
+        let status = common::worker_status(node, worker).await;
         assert!(status["last_run_unix"].as_u64() > Some(0), "{status}");
         assert!(status["last_error"].is_null(), "{status}");
     }
     // The store's upkeep is the compactor's alone.
     for worker in ["retention", "compactor"] {
         assert!(
-            worker_status(front, worker).await.is_null(),
+            common::worker_status(front, worker).await.is_null(),
             "{worker} on the front"
         );
         assert!(
-            worker_status(ingester, worker).await.is_null(),
+            common::worker_status(ingester, worker).await.is_null(),
             "{worker} on an ingester"
         );
     }
-    assert!(!worker_status(&compactor, "compactor").await.is_null());
+    assert!(!common::worker_status(&compactor, "compactor")
+        .await
+        .is_null());
 }
 
 #[tokio::test(flavor = "multi_thread")]

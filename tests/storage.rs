@@ -145,7 +145,8 @@ fn objects_under(dir: &std::path::Path) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn deleting_a_tenant_from_a_node_that_never_saw_its_data_leaves_zero_objects() {
+async fn deleting_a_tenant_from_a_compactor_that_never_saw_its_data_leaves_zero_objects_and_other_roles_refuse(
+) {
     let cluster = Cluster::start(
         23,
         3,
@@ -169,10 +170,27 @@ async fn deleting_a_tenant_from_a_node_that_never_saw_its_data_leaves_zero_objec
     assert!(!visible_blocks(&store, "doomed").is_empty());
     assert!(!visible_blocks(&store, "kept").is_empty());
 
-    // A querier started only now: it never received either tenant's data.
-    let admin = cluster.spawn_extra("admin-querier", 50, "querier").await;
-    let url = format!("{}/api/admin/tenants/doomed", admin.http());
+    // The front (distributor, querier) does not delete: compactors own what the store keeps.
     let http = reqwest::Client::new();
+    let refused = http
+        .delete(format!("{}/api/admin/tenants/doomed", cluster.front.http()))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(refused.status(), 404);
+    let why = refused.text().await.unwrap_or_default();
+    assert!(why.contains("runs no compactor"), "{why}");
+    assert!(
+        !visible_blocks(&store, "doomed").is_empty(),
+        "nothing deleted"
+    );
+
+    // A compactor started only now: it never received either tenant's data.
+    let admin = cluster
+        .spawn_extra("admin-compactor", 50, "compactor")
+        .await;
+    let url = format!("{}/api/admin/tenants/doomed", admin.http());
     assert_eq!(
         http.delete(&url).send().await.expect("delete").status(),
         401

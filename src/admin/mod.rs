@@ -39,6 +39,8 @@ pub(crate) enum AdminError {
     FlushFailed(LocalBlockError),
     #[error("tenant deletion is disabled: set admin_token")]
     DeletionDisabled,
+    #[error("this node runs no compactor: send tenant deletion to a compactor (--target compactor or all)")]
+    NoCompactor,
     #[error("invalid tenant: {0}")]
     InvalidTenant(TenantIdError),
     #[error("deleting failed (retry): {0}")]
@@ -56,7 +58,7 @@ impl HasErrorCode for AdminError {
             | AdminError::DeleteFailed(_) => ErrorCode::Unavailable,
             AdminError::DeletionDisabled => ErrorCode::Forbidden,
             AdminError::InvalidTenant(_) => ErrorCode::BadRequest,
-            AdminError::NoSuchMember(_) => ErrorCode::NotFound,
+            AdminError::NoSuchMember(_) | AdminError::NoCompactor => ErrorCode::NotFound,
         }
     }
 }
@@ -320,14 +322,17 @@ async fn flush(State(s): State<AdminState>) -> Response {
     }
 }
 
-/// `DELETE /api/admin/tenants/{tenant}` (bearer `admin_token`): deletes every object of
-/// the tenant that the object store lists, whichever node received its data. Traces the
-/// ingesters still hold in memory or WAL are flushed later; delete again after
-/// `max_block_duration` to catch them.
+/// `DELETE /api/admin/tenants/{tenant}` (bearer `admin_token`, on a compactor, which owns
+/// what the store keeps): deletes every object of the tenant that the object store lists,
+/// whichever node received its data. Traces the ingesters still hold in memory or WAL are
+/// flushed later; delete again after `max_block_duration` to catch them.
 async fn delete_tenant(State(s): State<AdminState>, Path(tenant): Path<String>) -> Response {
     // Deleting data is off unless a token is configured, even from loopback.
     if matches!(s.auth, auth::AdminAuth::LoopbackOnly) {
         return text_response(&AdminError::DeletionDisabled);
+    }
+    if !s.roles.contains(Roles::COMPACTOR) {
+        return text_response(&AdminError::NoCompactor);
     }
     let tenant = match TenantId::parse(&tenant) {
         Ok(t) => t,

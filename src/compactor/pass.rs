@@ -129,7 +129,12 @@ async fn tenant_pass(
     let metas: Vec<_> = listed.iter().map(|b| b.meta.clone()).collect();
     let (levels, replaced) = TenantStatus::levels_of(&metas);
     let owned: Vec<&Merge> = p.merges.iter().filter(|m| owns(tenant, m.window)).collect();
-    let waiting: usize = owned.iter().map(|m| m.inputs.len()).sum();
+    // The parts of a closed window's merge share their inputs: each counted once.
+    let waiting = owned
+        .iter()
+        .flat_map(|m| &m.inputs)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     let runs: Vec<_> = owned
         .iter()
         .map(|&merge| timed(worker, merge, &metas, now_secs))
@@ -183,20 +188,32 @@ fn record(
     took: Duration,
 ) {
     match result {
-        Ok(done) => {
+        Ok(Compacted { output: None, .. }) => {
+            tracing::debug!(
+                tenant,
+                output = merge.output,
+                "an empty range of a merge: nothing to write"
+            );
+        }
+        Ok(Compacted {
+            output: Some(output),
+            bytes_read,
+            ..
+        }) => {
             stats.merges += 1;
-            stats.bytes_read += done.bytes_read;
-            stats.bytes_written += done.output.data_bytes + done.output.search_bytes;
+            stats.bytes_read += bytes_read;
+            stats.bytes_written += output.data_bytes + output.search_bytes;
             metrics::counter!("ringtail_compactor_merges_total", "outcome" => "ok").increment(1);
             metrics::histogram!("ringtail_compactor_merge_duration_seconds")
                 .record(took.as_secs_f64());
             tracing::info!(
                 tenant,
-                output = done.output.block_id,
+                output = output.block_id,
                 inputs = merge.inputs.len(),
                 level = merge.level,
-                traces = done.output.total_traces,
-                bytes = done.output.data_bytes,
+                part = ?merge.part,
+                traces = output.total_traces,
+                bytes = output.data_bytes,
                 "merged blocks"
             );
         }

@@ -13,9 +13,15 @@
 //!   higher levels once [`TIER`] of them are there. So each span is merged a few times
 //!   (once per level), however many passes the window sees; merging every new level-0
 //!   block into the window's one big block would re-read that block on every pass.
-//! - Once a window is closed, its blocks are packed lowest level first, then oldest,
-//!   whatever their levels (two inputs suffice), so it ends in as few blocks as the size
-//!   cap allows.
+//! - Once a window is closed, all its blocks are merged at once, into one block or, over
+//!   `max_block_bytes`, into as many ranges of trace IDs as keep each under it (one merge
+//!   per range, the ranges chosen from the inputs' page indexes when the merges run).
+//!   Open-window merges take blocks cut over neighbouring times, so a trace whose
+//!   replicas fell on either side of a merge's edge is in two of their outputs; the
+//!   closed window's merge sees every copy together and leaves one. A window already
+//!   merged so (its blocks are exactly one such merge's parts) is left alone.
+//! - A merge written as several parts replaces its inputs once all its parts are listed
+//!   (see `block::pending_ids`); until then readers and plans skip the parts.
 //! - A block is *replaced* once a visible block lists it among its `sources`. Readers skip
 //!   it from then on; the planner never takes it again, marks it (a `compacted` object
 //!   records when) if it is not marked yet, and deletes it once the mark is older than
@@ -66,6 +72,10 @@ pub(crate) struct Merge {
     pub(crate) output: String,
     /// The inputs' data bytes together.
     pub(crate) bytes: u64,
+    /// `(index, count)`: this merge writes the `index`-th of `count` ranges of the
+    /// inputs' trace IDs (the merges of a closed window too large for one block; they
+    /// share their inputs, and their outputs replace the inputs together). `None`: all.
+    pub(crate) part: Option<(u32, u32)>,
 }
 
 /// What a pass over one tenant does.
@@ -80,12 +90,16 @@ pub(crate) struct Plan {
     pub(crate) waiting: usize,
 }
 
-/// The output ID of merging `inputs` (sorted): stable across retries and compactors.
-pub(crate) fn output_id(tenant: &str, inputs: &[String]) -> String {
+/// The output ID of merging `inputs` (sorted), or of one `part` of it: stable across
+/// retries and compactors.
+pub(crate) fn output_id(tenant: &str, inputs: &[String], part: Option<(u32, u32)>) -> String {
     let mut key = format!("compacted/{tenant}");
     for id in inputs {
         key.push('/');
         key.push_str(id);
+    }
+    if let Some((index, count)) = part {
+        key.push_str(&format!("#{index}/{count}"));
     }
     // 32 hex digits, as the ingesters' block IDs.
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
@@ -103,6 +117,7 @@ pub(crate) fn window_of(meta: &BlockMeta, window_secs: u64) -> u64 {
 /// The plan for one tenant's listing at `now_unix_secs`.
 pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &PlanSettings) -> Plan {
     let replaced = block::replaced_ids(blocks.iter().map(|b| &b.meta));
+    let pending = block::pending_ids(blocks.iter().map(|b| &b.meta));
     let replaced_by = |id: &str| {
         blocks
             .iter()
@@ -121,6 +136,10 @@ pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &Plan
                 }
                 Some(_) => {}
             }
+            continue;
+        }
+        if pending.contains(id) {
+            // The rest of its merge's parts are on their way, or a retry rewrites them.
             continue;
         }
         let settled = b.meta.compaction_level > 0
@@ -142,20 +161,23 @@ pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &Plan
         });
         let window_end = window.saturating_add(1).saturating_mul(s.window_secs);
         let closed = now_unix_secs >= window_end.saturating_add(s.settle_secs);
-        let merges = if closed {
-            pack(&metas, s.max_block_bytes, 2)
-        } else {
-            let mut merges = Vec::new();
-            for level in metas.chunk_by(|a, b| a.compaction_level == b.compaction_level) {
-                let min = if level[0].compaction_level == 0 {
-                    2
-                } else {
-                    TIER
-                };
-                merges.extend(pack(level, s.max_block_bytes, min));
+        if closed {
+            let merges = collapse(tenant, window, &metas, s.max_block_bytes);
+            if !merges.is_empty() {
+                out.waiting += metas.len();
             }
-            merges
-        };
+            out.merges.extend(merges);
+            continue;
+        }
+        let mut merges = Vec::new();
+        for level in metas.chunk_by(|a, b| a.compaction_level == b.compaction_level) {
+            let min = if level[0].compaction_level == 0 {
+                2
+            } else {
+                TIER
+            };
+            merges.extend(pack(level, s.max_block_bytes, min));
+        }
         out.waiting += merges.iter().map(Vec::len).sum::<usize>();
         for group in merges {
             let mut inputs: Vec<String> = group.iter().map(|m| m.block_id.clone()).collect();
@@ -164,15 +186,57 @@ pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &Plan
                 tenant: tenant.to_owned(),
                 window,
                 level: group.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1,
-                output: output_id(tenant, &inputs),
+                output: output_id(tenant, &inputs, None),
                 bytes: group.iter().map(|m| m.data_bytes).sum(),
                 inputs,
+                part: None,
             });
         }
     }
     out.mark.sort();
     out.delete.sort();
     out
+}
+
+/// A closed window's merges: all its blocks into one, or, when their data is over
+/// `max_bytes`, into as many ranges of trace IDs as keep each under it (each range one
+/// merge, all reading the same inputs). Every copy of a trace lands in the same output,
+/// so the window ends with one copy of each, whatever its size. Nothing when the window
+/// is one block or exactly the parts of one such merge.
+fn collapse(tenant: &str, window: u64, metas: &[&BlockMeta], max_bytes: u64) -> Vec<Merge> {
+    let Some(first) = metas.first() else {
+        return Vec::new();
+    };
+    let one_merge = metas
+        .iter()
+        .all(|m| m.parts as usize == metas.len() && m.sources == first.sources);
+    if metas.len() < 2 || one_merge {
+        return Vec::new();
+    }
+    let mut inputs: Vec<String> = metas.iter().map(|m| m.block_id.clone()).collect();
+    inputs.sort();
+    let bytes: u64 = metas.iter().map(|m| m.data_bytes).sum();
+    let count = u32::try_from(bytes.div_ceil(max_bytes.max(1)))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let level = metas.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1;
+    let parts: Vec<Option<(u32, u32)>> = if count == 1 {
+        vec![None]
+    } else {
+        (0..count).map(|i| Some((i, count))).collect()
+    };
+    parts
+        .into_iter()
+        .map(|part| Merge {
+            tenant: tenant.to_owned(),
+            window,
+            level,
+            inputs: inputs.clone(),
+            output: output_id(tenant, &inputs, part),
+            bytes: bytes / u64::from(count),
+            part,
+        })
+        .collect()
 }
 
 /// Packs `metas` (in order) into groups of `min` or more under `max_bytes` together;
@@ -282,9 +346,9 @@ mod tests {
     }
 
     #[test]
-    fn merges_stay_under_the_size_cap_and_go_up_by_level() {
+    fn a_closed_window_over_the_size_cap_merges_in_id_ranges_whose_parts_replace_it_together() {
         let now = 10 * HOUR;
-        let blocks = [
+        let mut blocks = vec![
             block("l1-a", 1, 5 * HOUR, now, 400),
             block("l1-b", 1, 5 * HOUR, now, 400),
             block("l1-c", 1, 5 * HOUR, now, 400),
@@ -292,12 +356,48 @@ mod tests {
             block("late", 0, 5 * HOUR, now - 600, 50),
         ];
         let p = plan("t", &blocks, now, &settings());
-        // Lowest level first: the late level-0 block joins two level-1 blocks (850 bytes);
-        // the third level-1 block has nothing that fits beside it but the level-2 one,
-        // which does not fit.
-        assert_eq!(inputs(&p), [vec!["l1-a", "l1-b", "late"]]);
-        assert_eq!(p.merges[0].level, 2);
-        assert!(p.merges.iter().all(|m| m.bytes <= 1000));
+        // 2150 bytes under a cap of 1000: three ranges, each merge reading every block.
+        let all = ["l1-a", "l1-b", "l1-c", "l2", "late"];
+        assert_eq!(inputs(&p), [all.to_vec(), all.to_vec(), all.to_vec()]);
+        let parts: Vec<_> = p.merges.iter().map(|m| m.part).collect();
+        assert_eq!(parts, [Some((0, 3)), Some((1, 3)), Some((2, 3))]);
+        assert!(p.merges.iter().all(|m| m.level == 3 && m.bytes <= 1000));
+        assert_eq!(p.waiting, 5, "each input counted once");
+        let outputs: std::collections::HashSet<_> = p.merges.iter().map(|m| &m.output).collect();
+        assert_eq!(outputs.len(), 3);
+
+        // Two of the three parts written: readers and the plan still take the inputs.
+        let part = |m: &Merge| {
+            let mut b = replacing(block(&m.output, 3, 5 * HOUR, now, 600), &all);
+            b.meta.parts = 3;
+            b
+        };
+        blocks.push(part(&p.merges[0]));
+        blocks.push(part(&p.merges[1]));
+        let again = plan("t", &blocks, now + 30, &settings());
+        assert_eq!(again.merges, p.merges, "the same merges, the same outputs");
+        assert!(again.mark.is_empty());
+        let metas: Vec<BlockMeta> = blocks.iter().map(|b| b.meta.clone()).collect();
+        assert_eq!(block::without_replaced(metas).len(), 5);
+
+        // The third: the parts replace the inputs, and the window is done.
+        blocks.push(part(&p.merges[2]));
+        let done = plan("t", &blocks, now + 60, &settings());
+        assert!(done.merges.is_empty(), "{:?}", done.merges);
+        assert_eq!(done.mark.len(), 5);
+        let metas: Vec<BlockMeta> = blocks.iter().map(|b| b.meta.clone()).collect();
+        let read: Vec<String> = block::without_replaced(metas)
+            .into_iter()
+            .map(|m| m.block_id)
+            .collect();
+        assert_eq!(read.len(), 3);
+        assert!(read.iter().all(|id| outputs.contains(id)));
+
+        // A late block in the done window: everything merges again, with it.
+        blocks.push(block("later", 0, 5 * HOUR, now, 50));
+        let p = plan("t", &blocks, now + 600, &settings());
+        assert_eq!(p.merges.len(), 2, "1850 bytes: two ranges");
+        assert_eq!(p.merges[0].inputs.len(), 4);
     }
 
     #[test]
@@ -336,7 +436,7 @@ mod tests {
     #[test]
     fn replaced_blocks_are_marked_then_deleted_after_the_retention_and_never_merged_again() {
         let now = 10 * HOUR;
-        let out = output_id("t", &["a".into(), "b".into()]);
+        let out = output_id("t", &["a".into(), "b".into()], None);
         let mut blocks = vec![
             block("a", 0, 5 * HOUR, now - 900, 100),
             block("b", 0, 5 * HOUR, now - 900, 100),
@@ -371,11 +471,11 @@ mod tests {
         assert_eq!(first.merges[0].inputs, ["a", "b"]);
         assert_eq!(
             first.merges[0].output,
-            output_id("t", &["a".into(), "b".into()])
+            output_id("t", &["a".into(), "b".into()], None)
         );
         assert_ne!(
-            output_id("t", &["a".into(), "b".into()]),
-            output_id("u", &["a".into(), "b".into()]),
+            output_id("t", &["a".into(), "b".into()], None),
+            output_id("u", &["a".into(), "b".into()], None),
             "tenants do not share outputs"
         );
         assert_eq!(first.merges[0].output.len(), 32);

@@ -4,6 +4,12 @@
 //! inputs readable (no output meta yet) or the output readable (its `sources` hide the
 //! inputs from readers); a retry writes the same output ID.
 //!
+//! A merge of one part of a closed window (see `plan`) takes one range of the inputs'
+//! trace IDs: the ranges are cut where the inputs' pages, sorted by first ID, reach equal
+//! shares of their bytes ([`split_points`]: the same for every part, whatever the IDs'
+//! distribution), and each part reads only the pages that overlap its range. Its output
+//! says how many parts there are; the parts hide the inputs only once all are listed.
+//!
 //! Three kinds of work run side by side: each input's next page is fetched and
 //! decompressed ahead (a task per input), the merge runs on one thread, and the output's
 //! search section is built on another from the merged traces (a bounded channel between
@@ -48,7 +54,9 @@ pub(crate) enum CompactError {
 /// What a merge read and wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Compacted {
-    pub output: BlockMeta,
+    /// `None`: a part whose range of trace IDs turned out empty (the inputs' pages start
+    /// at fewer distinct IDs than there are parts), so it wrote nothing.
+    pub output: Option<BlockMeta>,
     pub bytes_read: u64,
     pub copies_read: u64,
 }
@@ -60,7 +68,10 @@ type Fetched = Result<Option<(Vec<(TraceId, Bytes)>, u64)>, CompactError>;
 /// One input's pages, read in order, one ahead of the merge.
 struct Input {
     meta: Arc<BlockMeta>,
+    /// Its pages that hold traces of `ids`.
     ranges: Vec<PageRange>,
+    /// The trace IDs this merge takes.
+    ids: IdRange,
     next: usize,
     ahead: Option<JoinHandle<Fetched>>,
 }
@@ -84,13 +95,16 @@ impl Input {
     fn fetch(&mut self, store: &BlockStore) -> JoinHandle<Fetched> {
         let range = self.ranges.get(self.next).copied();
         self.next += 1;
-        let (store, meta) = (store.clone(), self.meta.clone());
+        let (store, meta, ids) = (store.clone(), self.meta.clone(), self.ids);
         tokio::spawn(async move {
             let Some(r) = range else { return Ok(None) };
             let page = store.data_page(&meta, r).await?;
             let stored = page.len() as u64;
             let traces = blocking(move || {
-                block::decode_page(&page).map_err(|e| CompactError::Merge(e.into()))
+                let mut traces =
+                    block::decode_page(&page).map_err(|e| CompactError::Merge(e.into()))?;
+                traces.retain(|(id, _)| ids.contains(id));
+                Ok(traces)
             })
             .await?;
             Ok(Some((traces, stored)))
@@ -117,21 +131,47 @@ pub(crate) async fn compact(
     scratch: &Path,
     now_unix_secs: u64,
 ) -> Result<Compacted, CompactError> {
-    let mut inputs = Vec::with_capacity(merge.inputs.len());
+    let mut indexes = Vec::with_capacity(merge.inputs.len());
     for id in &merge.inputs {
         let meta = listed
             .iter()
             .find(|m| &m.block_id == id)
             .ok_or_else(|| CompactError::MissingInput(id.clone()))?
             .clone();
-        let ranges = store.page_index(&meta).await?.ranges().collect();
-        inputs.push(Input {
+        let index = store.page_index(&meta).await?;
+        indexes.push((meta, index));
+    }
+    let (ids, part_count) = match merge.part {
+        None => (IdRange::ALL, 0),
+        Some((index, count)) => {
+            let pages = indexes.iter().flat_map(|(_, i)| i.pages());
+            let bounds = split_points(pages.map(|(first, _, r)| (first, r.len)), count);
+            match IdRange::part(&bounds, index) {
+                Some(ids) => (ids, bounds.len() as u32 + 1),
+                None => {
+                    return Ok(Compacted {
+                        output: None,
+                        bytes_read: 0,
+                        copies_read: 0,
+                    })
+                }
+            }
+        }
+    };
+    let mut inputs: Vec<Input> = indexes
+        .into_iter()
+        .map(|(meta, index)| Input {
+            ranges: index
+                .pages()
+                .filter(|(first, last, _)| ids.overlaps(first, last))
+                .map(|(_, _, r)| r)
+                .collect(),
             meta: Arc::new(meta),
-            ranges,
+            ids,
             next: 0,
             ahead: None,
-        });
-    }
+        })
+        .collect();
     let info = BlockInfo {
         tenant: merge.tenant.clone(),
         block_id: merge.output.clone(),
@@ -177,6 +217,7 @@ pub(crate) async fn compact(
     let mut meta = merged.tail.meta;
     meta.compaction_level = merge.level;
     meta.sources = merge.inputs.clone();
+    meta.parts = part_count;
     if let Some((head, rest)) = parts {
         let upload = store
             .begin_object(&merge.tenant, &merge.output, SEARCH)
@@ -192,14 +233,17 @@ pub(crate) async fn compact(
         .finish_block(merged.tail.index, merged.tail.filter, None, &meta)
         .await?;
     inputs_present(store, merge).await?;
-    for id in &merge.inputs {
-        store
-            .mark_replaced(&merge.tenant, id, &merge.output)
-            .await?;
-        store.forget(&format!("{}/{id}", merge.tenant));
+    // A part replaces nothing alone: the plan marks the inputs once every part is listed.
+    if merge.part.is_none() {
+        for id in &merge.inputs {
+            store
+                .mark_replaced(&merge.tenant, id, &merge.output)
+                .await?;
+            store.forget(&format!("{}/{id}", merge.tenant));
+        }
     }
     Ok(Compacted {
-        output: meta,
+        output: Some(meta),
         bytes_read,
         copies_read: merged.copies,
     })
@@ -276,6 +320,72 @@ impl SectionTask {
             .await
             .map_err(|e| CompactError::Task(e.to_string()))?
     }
+}
+
+/// The trace IDs a merge takes: from `from` (inclusive) to `to` (exclusive); `None`:
+/// unbounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IdRange {
+    from: Option<TraceId>,
+    to: Option<TraceId>,
+}
+
+impl IdRange {
+    const ALL: IdRange = IdRange {
+        from: None,
+        to: None,
+    };
+
+    /// Part `index` of the ranges `bounds` (ascending) separate; `None` past the last.
+    fn part(bounds: &[TraceId], index: u32) -> Option<IdRange> {
+        let i = index as usize;
+        (i <= bounds.len()).then(|| IdRange {
+            from: i.checked_sub(1).map(|j| bounds[j]),
+            to: bounds.get(i).copied(),
+        })
+    }
+
+    fn contains(&self, id: &TraceId) -> bool {
+        self.from.is_none_or(|f| *id >= f) && self.to.is_none_or(|t| *id < t)
+    }
+
+    /// Whether a page holding `first..=last` may hold IDs of the range.
+    fn overlaps(&self, first: &TraceId, last: &TraceId) -> bool {
+        self.from.is_none_or(|f| *last >= f) && self.to.is_none_or(|t| *first < t)
+    }
+}
+
+/// Where to split the inputs' trace IDs into `count` ranges of about equal stored bytes,
+/// from their pages (first ID, stored length): ascending, distinct, at most `count - 1`
+/// (fewer when the pages start at fewer distinct IDs). Every merge of the same inputs
+/// computes the same points, whatever the IDs' distribution.
+pub(crate) fn split_points(
+    pages: impl Iterator<Item = (TraceId, u32)>,
+    count: u32,
+) -> Vec<TraceId> {
+    let mut pages: Vec<(TraceId, u64)> = pages.map(|(id, len)| (id, u64::from(len))).collect();
+    pages.sort();
+    let total: u64 = pages.iter().map(|(_, len)| len).sum();
+    let Some(&(lowest, _)) = pages.first() else {
+        return Vec::new();
+    };
+    let count = u64::from(count.max(1));
+    let mut bounds: Vec<TraceId> = Vec::new();
+    let mut before = 0u64;
+    let mut next = 1u64;
+    for (first, len) in pages {
+        // A page starting where the bytes before it reach the next share begins a range.
+        if next < count && before >= total * next / count {
+            if first > lowest && bounds.last() != Some(&first) {
+                bounds.push(first);
+            }
+            while next < count && before >= total * next / count {
+                next += 1;
+            }
+        }
+        before += len;
+    }
+    bounds
 }
 
 /// Fails, deleting the merge's output, if an input's meta is gone.

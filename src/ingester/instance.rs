@@ -333,6 +333,7 @@ mod tests {
             search_version: 0,
             search_bytes: 0,
             sources: Vec::new(),
+            parts: 0,
         }
     }
 

@@ -106,6 +106,8 @@ fn object(tenant: &str, block_id: &str, name: &str) -> Path {
 #[derive(Clone)]
 pub struct BlockStore {
     store: Arc<dyn ObjectStore>,
+    /// The folder of a filesystem store (for what its listings do not show).
+    local_root: Option<Arc<std::path::Path>>,
     filters: Arc<Mutex<HashMap<String, Arc<TraceFilter>>>>,
     indexes: Arc<Mutex<HashMap<String, Arc<PageIndex>>>>,
 }
@@ -120,6 +122,7 @@ impl BlockStore {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         Self {
             store,
+            local_root: None,
             filters: Arc::default(),
             indexes: Arc::default(),
         }
@@ -141,7 +144,15 @@ impl BlockStore {
         })?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?
             .with_automatic_cleanup(true);
-        Ok(Self::new(Arc::new(fs)))
+        Ok(Self {
+            local_root: Some(Arc::from(dir)),
+            ..Self::new(Arc::new(fs))
+        })
+    }
+
+    /// The folder of a filesystem store; `None` for S3.
+    pub(crate) fn local_root(&self) -> Option<Arc<std::path::Path>> {
+        self.local_root.clone()
     }
 
     /// An S3 (or S3-compatible) bucket. Requests time out after 10 s and are retried a

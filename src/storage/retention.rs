@@ -34,6 +34,8 @@ pub struct RetentionStats {
     pub expired_blocks: usize,
     pub orphaned_blocks: usize,
     pub objects_deleted: usize,
+    /// Staging files of multipart uploads a killed process left in a filesystem store.
+    pub staged_uploads_deleted: usize,
 }
 
 fn since_epoch(t: SystemTime) -> Duration {
@@ -121,11 +123,70 @@ pub async fn run_pass(
             }
         }
     }
+    if let Some(root) = store.local_root() {
+        let grace = policy.orphan_grace;
+        stats.staged_uploads_deleted =
+            tokio::task::spawn_blocking(move || sweep_staged_uploads(&root, now, grace))
+                .await
+                .unwrap_or_default();
+    }
     metrics::counter!("ringtail_retention_deleted_blocks_total", "reason" => "expired")
         .increment(stats.expired_blocks as u64);
     metrics::counter!("ringtail_retention_deleted_blocks_total", "reason" => "orphaned")
         .increment(stats.orphaned_blocks as u64);
     Ok(stats)
+}
+
+/// A filesystem store's unfinished multipart uploads: object_store stages each as
+/// `<object>#<digits>` beside its destination and never lists it, so a process killed
+/// mid-upload (a compactor mid-merge) leaves it behind. Deletes the staging files under
+/// `<root>/<tenant>/<block>/` last written at least `grace` before `now`, and the block
+/// folders that leaves empty; returns how many files it deleted. Best effort: what cannot
+/// be read or deleted waits for the next pass.
+fn sweep_staged_uploads(root: &std::path::Path, now: SystemTime, grace: Duration) -> usize {
+    let is_staged = |name: &str| {
+        name.rsplit_once('#')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let dirs = |p: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(p)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut deleted = 0;
+    for block in dirs(root).iter().flat_map(|tenant| dirs(tenant)) {
+        let Ok(entries) = std::fs::read_dir(&block) else {
+            continue;
+        };
+        let before = deleted;
+        for e in entries.flatten() {
+            let old_enough = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= grace);
+            if old_enough && e.file_name().to_str().is_some_and(is_staged) {
+                match std::fs::remove_file(e.path()) {
+                    Ok(()) => {
+                        tracing::warn!(file = %e.path().display(), "deleted an unfinished upload's staging file");
+                        deleted += 1;
+                    }
+                    Err(err) => {
+                        tracing::warn!(file = %e.path().display(), error = %err, "cannot delete an unfinished upload's staging file")
+                    }
+                }
+            }
+        }
+        // Only succeeds when empty: a block being written keeps its folder.
+        if deleted > before {
+            let _ = std::fs::remove_dir(&block);
+        }
+    }
+    deleted
 }
 
 async fn delete_quietly(store: &BlockStore, path: &Path) -> Result<(), StoreError> {
@@ -311,5 +372,45 @@ mod tests {
         assert!(a.expect("delete") + b.expect("delete") >= 21);
         assert!(store.list_objects("doomed").await.expect("list").is_empty());
         assert_eq!(store.list_objects("kept").await.expect("list").len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_killed_uploads_staging_file_goes_after_the_grace_period_and_its_folder_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::local(dir.path()).expect("store");
+        let now = SystemTime::now();
+        // What a process killed during a multipart upload leaves: a staging file that no
+        // listing shows, beside a finished block.
+        let merging = dir.path().join("t").join("merging");
+        std::fs::create_dir_all(&merging).expect("mkdir");
+        std::fs::write(merging.join("data#3"), b"half a merge").expect("write");
+        store
+            .upload(&block("t", "kept", since_epoch(now).as_nanos() as u64))
+            .await
+            .expect("upload");
+        assert!(store
+            .list_objects("t")
+            .await
+            .expect("list")
+            .iter()
+            .all(|o| !o.location.as_ref().contains("merging")));
+
+        let policy = policy(Duration::from_secs(3600));
+        let stats = run_pass(&store, &policy, now).await.expect("pass");
+        assert_eq!(
+            stats.staged_uploads_deleted, 0,
+            "a young one may be in progress"
+        );
+        assert!(merging.join("data#3").exists());
+
+        let later = now + Duration::from_secs(7200);
+        let stats = run_pass(&store, &policy, later).await.expect("pass");
+        assert_eq!(stats.staged_uploads_deleted, 1);
+        assert!(!merging.exists(), "the empty folder goes too");
+        assert_eq!(
+            store.list_objects("t").await.expect("list").len(),
+            4,
+            "the block stays"
+        );
     }
 }

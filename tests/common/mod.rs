@@ -930,3 +930,20 @@ pub fn sorted_ids(record: &[(String, usize)]) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// `name`'s entry in a node's `GET /status/workers` (`Null` while not listed).
+pub async fn worker_status(node: &Node, name: &str) -> serde_json::Value {
+    let status: serde_json::Value = match node
+        .client()
+        .get(format!("{}/status/workers", node.http()))
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => return serde_json::Value::Null,
+    };
+    status["workers"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["name"] == name).cloned())
+        .unwrap_or_default()
+}

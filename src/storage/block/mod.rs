@@ -15,7 +15,7 @@
 //! with a range request → decompress → scan. The meta carries what a compactor needs to
 //! merge blocks later (tenant, level, ID and time ranges, sizes, source ingester).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -80,30 +80,56 @@ pub struct BlockMeta {
     /// one is visible.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
+    /// A merge that wrote its output as several blocks, each a range of trace IDs, says
+    /// how many in each of them (0: one block). Those blocks replace their `sources` only
+    /// together: until all of them are listed, readers read the sources and none of them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parts: u32,
 }
 
 fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
-/// The IDs of the blocks that listed blocks replace (their `sources`).
-pub fn replaced_ids<'a>(metas: impl IntoIterator<Item = &'a BlockMeta>) -> HashSet<&'a str> {
+/// The listed blocks that are parts of a merge whose other parts are not all listed
+/// yet (being written, or a crash's leftovers its retry rewrites): nobody reads them.
+pub fn pending_ids<'a>(metas: impl IntoIterator<Item = &'a BlockMeta> + Clone) -> HashSet<&'a str> {
+    let mut listed: HashMap<&[String], u32> = HashMap::new();
+    for m in metas.clone().into_iter().filter(|m| m.parts > 1) {
+        *listed.entry(&m.sources[..]).or_default() += 1;
+    }
     metas
         .into_iter()
+        .filter(|m| m.parts > 1 && listed.get(&m.sources[..]).copied().unwrap_or(0) < m.parts)
+        .map(|m| m.block_id.as_str())
+        .collect()
+}
+
+/// The IDs of the blocks that listed blocks replace (their `sources`; a merge written as
+/// several parts only once every part is listed).
+pub fn replaced_ids<'a>(
+    metas: impl IntoIterator<Item = &'a BlockMeta> + Clone,
+) -> HashSet<&'a str> {
+    let pending = pending_ids(metas.clone());
+    metas
+        .into_iter()
+        .filter(|m| !pending.contains(m.block_id.as_str()))
         .flat_map(|m| m.sources.iter().map(String::as_str))
         .collect()
 }
 
-/// The blocks a reader reads: those no listed block replaces. Once a merge's output is
-/// visible its inputs are skipped, so no trace is counted from both.
+/// The blocks a reader reads: those no listed block replaces, without the parts of a
+/// merge not all listed yet. Once a merge's output is visible its inputs are skipped, so
+/// no trace is counted from both.
 pub fn without_replaced(metas: Vec<BlockMeta>) -> Vec<BlockMeta> {
-    let replaced: HashSet<String> = replaced_ids(&metas)
+    let hidden: HashSet<String> = replaced_ids(&metas)
         .into_iter()
+        .chain(pending_ids(&metas))
         .map(str::to_owned)
         .collect();
     metas
         .into_iter()
-        .filter(|m| !replaced.contains(&m.block_id))
+        .filter(|m| !hidden.contains(&m.block_id))
         .collect()
 }
 
@@ -310,6 +336,7 @@ impl BlockWriter {
             search_version: 0,
             search_bytes: 0,
             sources: Vec::new(),
+            parts: 0,
         };
         Ok((
             last,
@@ -466,6 +493,17 @@ impl PageIndex {
 
     pub fn traces(&self) -> u64 {
         self.pages.iter().map(|p| u64::from(p.traces)).sum()
+    }
+
+    /// Each page's first and last trace ID and where it lies, in order.
+    pub fn pages(&self) -> impl Iterator<Item = (TraceId, TraceId, PageRange)> + '_ {
+        self.pages.iter().map(|p| {
+            let range = PageRange {
+                offset: p.offset,
+                len: p.len,
+            };
+            (p.first, p.last, range)
+        })
     }
 }
 
