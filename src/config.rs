@@ -333,7 +333,8 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_COMPACTION_CONCURRENCY")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compaction_concurrency: Option<u64>,
-    /// A merge's inputs stay under this many data bytes together [default: 1073741824]
+    /// The most data bytes of a merge's inputs in an open window, and of each ID range of a
+    /// closed window's merge [default: 1073741824]
     #[arg(long, env = "RINGTAIL_MAX_COMPACTED_BLOCK_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_compacted_block_bytes: Option<u64>,

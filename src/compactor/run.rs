@@ -131,47 +131,13 @@ pub(crate) async fn compact(
     scratch: &Path,
     now_unix_secs: u64,
 ) -> Result<Compacted, CompactError> {
-    let mut indexes = Vec::with_capacity(merge.inputs.len());
-    for id in &merge.inputs {
-        let meta = listed
-            .iter()
-            .find(|m| &m.block_id == id)
-            .ok_or_else(|| CompactError::MissingInput(id.clone()))?
-            .clone();
-        let index = store.page_index(&meta).await?;
-        indexes.push((meta, index));
-    }
-    let (ids, part_count) = match merge.part {
-        None => (IdRange::ALL, 0),
-        Some((index, count)) => {
-            let pages = indexes.iter().flat_map(|(_, i)| i.pages());
-            let bounds = split_points(pages.map(|(first, _, r)| (first, r.len)), count);
-            match IdRange::part(&bounds, index) {
-                Some(ids) => (ids, bounds.len() as u32 + 1),
-                None => {
-                    return Ok(Compacted {
-                        output: None,
-                        bytes_read: 0,
-                        copies_read: 0,
-                    })
-                }
-            }
-        }
+    let Some((mut inputs, part_count)) = open_inputs(store, merge, listed).await? else {
+        return Ok(Compacted {
+            output: None,
+            bytes_read: 0,
+            copies_read: 0,
+        });
     };
-    let mut inputs: Vec<Input> = indexes
-        .into_iter()
-        .map(|(meta, index)| Input {
-            ranges: index
-                .pages()
-                .filter(|(first, last, _)| ids.overlaps(first, last))
-                .map(|(_, _, r)| r)
-                .collect(),
-            meta: Arc::new(meta),
-            ids,
-            next: 0,
-            ahead: None,
-        })
-        .collect();
     let info = BlockInfo {
         tenant: merge.tenant.clone(),
         block_id: merge.output.clone(),
@@ -225,13 +191,72 @@ pub(crate) async fn compact(
         meta.search_version = crate::search::section::VERSION;
         meta.search_bytes = upload_section(upload, &head, spill, &rest).await?;
     }
-    // An input deleted meanwhile (tenant deletion, retention) must not come back as the
-    // output: checked before the output's meta, and again after it for a deletion that
-    // listed the tenant just before the meta appeared.
+    publish(store, merge, merged.tail.index, merged.tail.filter, &meta).await?;
+    Ok(Compacted {
+        output: Some(meta),
+        bytes_read,
+        copies_read: merged.copies,
+    })
+}
+
+/// The merge's inputs, each with the pages that hold its range of trace IDs, and the
+/// number of parts its output is one of (0: it is the whole). `None`: its range is empty.
+async fn open_inputs(
+    store: &BlockStore,
+    merge: &Merge,
+    listed: &[BlockMeta],
+) -> Result<Option<(Vec<Input>, u32)>, CompactError> {
+    let mut indexes = Vec::with_capacity(merge.inputs.len());
+    for id in &merge.inputs {
+        let meta = listed
+            .iter()
+            .find(|m| &m.block_id == id)
+            .ok_or_else(|| CompactError::MissingInput(id.clone()))?
+            .clone();
+        let index = store.page_index(&meta).await?;
+        indexes.push((meta, index));
+    }
+    let (ids, part_count) = match merge.part {
+        None => (IdRange::ALL, 0),
+        Some((index, count)) => {
+            let pages = indexes.iter().flat_map(|(_, i)| i.pages());
+            let bounds = split_points(pages.map(|(first, _, r)| (first, r.len)), count);
+            match IdRange::part(&bounds, index) {
+                Some(ids) => (ids, bounds.len() as u32 + 1),
+                None => return Ok(None),
+            }
+        }
+    };
+    let inputs = indexes
+        .into_iter()
+        .map(|(meta, index)| Input {
+            ranges: index
+                .pages()
+                .filter(|(first, last, _)| ids.overlaps(first, last))
+                .map(|(_, _, r)| r)
+                .collect(),
+            meta: Arc::new(meta),
+            ids,
+            next: 0,
+            ahead: None,
+        })
+        .collect();
+    Ok(Some((inputs, part_count)))
+}
+
+/// Makes the output visible (its index, filter, then `meta`) and marks the inputs. An
+/// input deleted meanwhile (tenant deletion, retention) must not come back as the
+/// output: checked before the output's meta, and again after it for a deletion that
+/// listed the tenant just before the meta appeared.
+async fn publish(
+    store: &BlockStore,
+    merge: &Merge,
+    index: Bytes,
+    filter: Bytes,
+    meta: &BlockMeta,
+) -> Result<(), CompactError> {
     inputs_present(store, merge).await?;
-    store
-        .finish_block(merged.tail.index, merged.tail.filter, None, &meta)
-        .await?;
+    store.finish_block(index, filter, None, meta).await?;
     inputs_present(store, merge).await?;
     // A part replaces nothing alone: the plan marks the inputs once every part is listed.
     if merge.part.is_none() {
@@ -242,11 +267,7 @@ pub(crate) async fn compact(
             store.forget(&format!("{}/{id}", merge.tenant));
         }
     }
-    Ok(Compacted {
-        output: Some(meta),
-        bytes_read,
-        copies_read: merged.copies,
-    })
+    Ok(())
 }
 
 /// Feeds the inputs' pages to the merger until every input is used up, writing the

@@ -90,6 +90,32 @@ fn expected(i: u32) -> Vec<u8> {
     b
 }
 
+/// How many traces a search of every trace finds in `blocks`.
+async fn searched(store: &BlockStore, blocks: Vec<BlockMeta>) -> usize {
+    let search = crate::search::Search::new(
+        crate::traceql::parse(r#"{ resource.service.name = "checkout" }"#).expect("parse"),
+        None,
+        10_000,
+        3,
+    );
+    crate::search::scan_blocks(store, blocks, search, 2)
+        .await
+        .0
+        .hits
+        .len()
+}
+
+/// A listing as the planner takes it, every block marked at `marked` (or not).
+fn listing(metas: &[BlockMeta], marked: Option<u64>) -> Vec<Listed> {
+    metas
+        .iter()
+        .map(|m| Listed {
+            meta: m.clone(),
+            marked_unix_secs: marked,
+        })
+        .collect()
+}
+
 #[test]
 fn copies_of_the_same_push_are_kept_once_and_different_pushes_are_all_kept() {
     let a = push_bytes(1, 0);
@@ -153,17 +179,8 @@ async fn a_closed_window_over_the_cap_merges_into_id_ranges_that_hold_each_trace
         settle_secs: 60,
         retention_secs: 300,
     };
-    let listing = |metas: &[BlockMeta]| -> Vec<Listed> {
-        metas
-            .iter()
-            .map(|m| Listed {
-                meta: m.clone(),
-                marked_unix_secs: None,
-            })
-            .collect()
-    };
     let closed = BASE / 1_000_000_000 + 7200;
-    let p = plan::plan("t", &listing(&listed), closed, &settings);
+    let p = plan::plan("t", &listing(&listed, None), closed, &settings);
     let k = p.merges.len();
     assert!(k >= 3, "{:?}", p.merges);
     let scratch = tempfile::tempdir().expect("scratch");
@@ -222,9 +239,14 @@ async fn a_closed_window_over_the_cap_merges_into_id_ranges_that_hold_each_trace
         assert_eq!(found.len(), 1, "trace {i} in one part");
         assert_eq!(&found[0][..], &expected(i)[..], "trace {i}");
     }
+    assert_eq!(
+        searched(&store, parts.clone()).await,
+        n as usize,
+        "a search finds each once"
+    );
     // The window is done; the plan marks the inputs now that the parts are all there.
     let after = store.list_blocks("t").await.expect("list");
-    let p = plan::plan("t", &listing(&after), closed + 10, &settings);
+    let p = plan::plan("t", &listing(&after, None), closed + 10, &settings);
     assert!(p.merges.is_empty(), "{:?}", p.merges);
     assert_eq!(p.mark.len(), 3);
 }
@@ -260,16 +282,7 @@ async fn three_replicas_blocks_become_one_copy_that_reads_back_whole() {
         settle_secs: 60,
         retention_secs: 300,
     };
-    let as_listed = |metas: &[BlockMeta], marked: Option<u64>| -> Vec<Listed> {
-        metas
-            .iter()
-            .map(|m| Listed {
-                meta: m.clone(),
-                marked_unix_secs: marked,
-            })
-            .collect()
-    };
-    let p = plan::plan("t", &as_listed(&listed, None), 10_000, &settings);
+    let p = plan::plan("t", &listing(&listed, None), 10_000, &settings);
     assert_eq!(p.merges.len(), 1);
     let merge = &p.merges[0];
     assert_eq!(merge.inputs, ["r0", "r1", "r2"]);
@@ -313,14 +326,7 @@ async fn three_replicas_blocks_become_one_copy_that_reads_back_whole() {
         assert!(dir.path().join(format!("t/r{r}/{COMPACTED}")).exists());
     }
     // The output's section finds every trace once.
-    let search = crate::search::Search::new(
-        crate::traceql::parse(r#"{ resource.service.name = "checkout" }"#).expect("parse"),
-        None,
-        10_000,
-        3,
-    );
-    let (search, _) = crate::search::scan_blocks(&store, vec![out.clone()], search, 2).await;
-    assert_eq!(search.hits.len(), n as usize);
+    assert_eq!(searched(&store, vec![out.clone()]).await, n as usize);
     assert_eq!(out.search_version, crate::search::section::VERSION);
     // Its pages went through a scratch file, gone with the merge.
     assert!(out.search_bytes > 0);
@@ -330,9 +336,9 @@ async fn three_replicas_blocks_become_one_copy_that_reads_back_whole() {
     );
 
     // Nothing left to merge; the inputs go once their mark is past the retention.
-    let p = plan::plan("t", &as_listed(&after, Some(10_000)), 10_100, &settings);
+    let p = plan::plan("t", &listing(&after, Some(10_000)), 10_100, &settings);
     assert!(p.merges.is_empty() && p.mark.is_empty() && p.delete.is_empty());
-    let p = plan::plan("t", &as_listed(&after, Some(10_000)), 10_300, &settings);
+    let p = plan::plan("t", &listing(&after, Some(10_000)), 10_300, &settings);
     assert_eq!(p.delete, ["r0", "r1", "r2"]);
 
     // A retried merge (a crash after the output's meta) writes the same block again.

@@ -123,18 +123,22 @@ pub async fn run_pass(
             }
         }
     }
-    if let Some(root) = store.local_root() {
-        let grace = policy.orphan_grace;
-        stats.staged_uploads_deleted =
-            tokio::task::spawn_blocking(move || sweep_staged_uploads(&root, now, grace))
-                .await
-                .unwrap_or_default();
-    }
+    stats.staged_uploads_deleted = sweep_local(store, policy.orphan_grace, now).await;
     metrics::counter!("ringtail_retention_deleted_blocks_total", "reason" => "expired")
         .increment(stats.expired_blocks as u64);
     metrics::counter!("ringtail_retention_deleted_blocks_total", "reason" => "orphaned")
         .increment(stats.orphaned_blocks as u64);
     Ok(stats)
+}
+
+/// [`sweep_staged_uploads`] off the async threads, for a filesystem store.
+async fn sweep_local(store: &BlockStore, grace: Duration, now: SystemTime) -> usize {
+    let Some(root) = store.local_root() else {
+        return 0;
+    };
+    tokio::task::spawn_blocking(move || sweep_staged_uploads(&root, now, grace))
+        .await
+        .unwrap_or_default()
 }
 
 /// A filesystem store's unfinished multipart uploads: object_store stages each as
