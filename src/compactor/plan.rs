@@ -30,7 +30,7 @@
 //! - Output IDs are a function of the inputs: a merge retried after a crash writes the
 //!   same block again instead of a second one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::storage::block::{self, BlockMeta};
 
@@ -124,13 +124,18 @@ pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &Plan
             .find(|b| b.meta.sources.iter().any(|s| s == id))
             .map_or_else(String::new, |b| b.meta.block_id.clone())
     };
+    let listed: HashSet<&str> = blocks.iter().map(|b| b.meta.block_id.as_str()).collect();
     let mut out = Plan::default();
     let mut windows: BTreeMap<u64, Vec<&BlockMeta>> = BTreeMap::new();
     for b in blocks {
         let id = b.meta.block_id.as_str();
+        let sources_listed = b.meta.sources.iter().any(|s| listed.contains(s.as_str()));
         if replaced.contains(id) {
             match b.marked_unix_secs {
                 None => out.mark.push((id.to_owned(), replaced_by(id))),
+                // The parts of a merge go after its inputs: with a part gone first, the
+                // rest would no longer replace the inputs, and they would be read again.
+                Some(_) if b.meta.parts > 1 && sources_listed => {}
                 Some(at) if now_unix_secs.saturating_sub(at) >= s.retention_secs => {
                     out.delete.push(id.to_owned());
                 }
@@ -139,7 +144,16 @@ pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &Plan
             continue;
         }
         if pending.contains(id) {
-            // The rest of its merge's parts are on their way, or a retry rewrites them.
+            // The rest of its merge's parts are on their way, or a retry rewrites them;
+            // unless an input is gone or another merge replaced it (the window was
+            // planned again, with a late block): then it can never be read.
+            let stale = b.meta.sources.iter().any(|s| {
+                let s = s.as_str();
+                !listed.contains(s) || replaced.contains(s)
+            });
+            if stale {
+                out.delete.push(id.to_owned());
+            }
             continue;
         }
         let settled = b.meta.compaction_level > 0
@@ -161,28 +175,41 @@ pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &Plan
         });
         let window_end = window.saturating_add(1).saturating_mul(s.window_secs);
         let closed = now_unix_secs >= window_end.saturating_add(s.settle_secs);
-        if closed {
-            let merges = collapse(tenant, window, &metas, s.max_block_bytes);
-            if !merges.is_empty() {
-                out.waiting += metas.len();
-            }
-            out.merges.extend(merges);
-            continue;
-        }
-        let mut merges = Vec::new();
-        for level in metas.chunk_by(|a, b| a.compaction_level == b.compaction_level) {
-            let min = if level[0].compaction_level == 0 {
-                2
-            } else {
-                TIER
-            };
-            merges.extend(pack(level, s.max_block_bytes, min));
-        }
-        out.waiting += merges.iter().map(Vec::len).sum::<usize>();
-        for group in merges {
+        let merges = if closed {
+            collapse(tenant, window, &metas, s.max_block_bytes)
+        } else {
+            by_level(tenant, window, &metas, s.max_block_bytes)
+        };
+        // The parts of a closed window's merge share their inputs: each counted once.
+        let mut waiting: Vec<&str> = merges
+            .iter()
+            .flat_map(|m| &m.inputs)
+            .map(String::as_str)
+            .collect();
+        waiting.sort_unstable();
+        waiting.dedup();
+        out.waiting += waiting.len();
+        out.merges.extend(merges);
+    }
+    out.mark.sort();
+    out.delete.sort();
+    out
+}
+
+/// An open window's merges: blocks of one level together, level 0 as soon as two are
+/// settled, higher levels [`TIER`] at a time, each under `max_bytes`.
+fn by_level(tenant: &str, window: u64, metas: &[&BlockMeta], max_bytes: u64) -> Vec<Merge> {
+    let mut merges = Vec::new();
+    for level in metas.chunk_by(|a, b| a.compaction_level == b.compaction_level) {
+        let min = if level[0].compaction_level == 0 {
+            2
+        } else {
+            TIER
+        };
+        for group in pack(level, max_bytes, min) {
             let mut inputs: Vec<String> = group.iter().map(|m| m.block_id.clone()).collect();
             inputs.sort();
-            out.merges.push(Merge {
+            merges.push(Merge {
                 tenant: tenant.to_owned(),
                 window,
                 level: group.iter().map(|m| m.compaction_level).max().unwrap_or(0) + 1,
@@ -193,9 +220,7 @@ pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &Plan
             });
         }
     }
-    out.mark.sort();
-    out.delete.sort();
-    out
+    merges
 }
 
 /// A closed window's merges: all its blocks into one, or, when their data is over
@@ -300,6 +325,10 @@ mod tests {
         b
     }
 
+    fn part_ids(p: &Plan) -> Vec<&str> {
+        p.merges.iter().map(|m| m.output.as_str()).collect()
+    }
+
     fn inputs(p: &Plan) -> Vec<Vec<&str>> {
         p.merges
             .iter()
@@ -393,11 +422,58 @@ mod tests {
         assert_eq!(read.len(), 3);
         assert!(read.iter().all(|id| outputs.contains(id)));
 
+        // The parts replaced in turn (a second ranged merge, over them and a late block),
+        // everything marked past the retention: the first merge's inputs go, its parts wait
+        // while one of those inputs is listed (else the inputs would be read again).
+        let mut redone = blocks.clone();
+        redone.push(block("late2", 0, 5 * HOUR, now, 50));
+        let mut second: Vec<&str> = part_ids(&p).into_iter().chain(["late2"]).collect();
+        second.sort();
+        for i in 0..2 {
+            let mut b = replacing(block(&format!("g2-{i}"), 4, 5 * HOUR, now, 900), &second);
+            b.meta.parts = 2;
+            redone.push(b);
+        }
+        for b in redone.iter_mut() {
+            b.marked_unix_secs = Some(now + 60);
+        }
+        let deleted = plan("t", &redone, now + 600, &settings()).delete;
+        let mut expected: Vec<&str> = all.iter().copied().chain(["late2"]).collect();
+        expected.sort();
+        assert_eq!(
+            deleted, expected,
+            "the inputs and the late block, no part yet"
+        );
+        blocks.retain(|b| !all.contains(&b.meta.block_id.as_str()));
+
         // A late block in the done window: everything merges again, with it.
+        for b in blocks.iter_mut() {
+            b.marked_unix_secs = None;
+        }
         blocks.push(block("later", 0, 5 * HOUR, now, 50));
         let p = plan("t", &blocks, now + 600, &settings());
         assert_eq!(p.merges.len(), 2, "1850 bytes: two ranges");
         assert_eq!(p.merges[0].inputs.len(), 4);
+        // One of its parts written, then a later block again: the window is planned anew,
+        // and the part written for the old plan is deleted once that plan's inputs are gone.
+        let mut orphan = replacing(
+            block(&p.merges[0].output, 4, 5 * HOUR, now, 900),
+            &p.merges[0]
+                .inputs
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        orphan.meta.parts = 2;
+        blocks.push(orphan.clone());
+        let again = plan("t", &blocks, now + 630, &settings());
+        assert!(
+            again.delete.is_empty(),
+            "its inputs are there: a retry completes it"
+        );
+        blocks.retain(|b| b.meta.block_id != "later");
+        let p = plan("t", &blocks, now + 660, &settings());
+        assert_eq!(p.delete, [orphan.meta.block_id.clone()]);
     }
 
     #[test]
