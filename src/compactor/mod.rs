@@ -4,6 +4,7 @@
 //! over every tenant. Compactors share the work by window: each `(tenant, window)` has
 //! one owner among the ACTIVE compactors gossip lists ([`owner`]).
 
+mod input;
 pub(crate) mod merge;
 pub(crate) mod pass;
 pub(crate) mod plan;

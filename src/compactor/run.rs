@@ -10,27 +10,30 @@
 //! distribution), and each part reads only the pages that overlap its range. Its output
 //! says how many parts there are; the parts hide the inputs only once all are listed.
 //!
-//! Three kinds of work run side by side: each input's next page is fetched and
-//! decompressed ahead (a task per input), the merge runs on one thread, and the output's
-//! search section is built on another from the merged traces (a bounded channel between
-//! them). Memory stays bounded whatever the inputs' sizes: a page or two per input, and
-//! the section's pages are spilled to a scratch file as they seal, then uploaded from it.
+//! Three kinds of work run side by side: each input's pages are fetched ahead (a task
+//! per input, see `input`), the merge runs on one thread (decompressing, merging,
+//! compressing), and the output's search section is built on another from the merged
+//! traces. They hand each other batches through bounded channels, so none waits on
+//! another while it keeps ahead, and memory stays bounded whatever the inputs' sizes: a
+//! read or two per input (up to a MiB each), a megabyte of output, a few batches of
+//! merged traces, and the section's pages, spilled to a scratch file as they seal and
+//! uploaded from it.
 
 use std::io::{SeekFrom, Write};
 use std::path::Path;
 use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::task::JoinHandle;
 
-use super::merge::{MergeError, MergedTrace, Merger};
+use super::input::Input;
+use super::merge::{MergeError, Merged, MergedTrace, Merger};
 use super::plan::Merge;
 use crate::model::TraceId;
 use crate::search::model::SearchTrace;
 use crate::search::section::{SectionError, SectionParts, SectionWriter};
-use crate::storage::block::{self, BlockInfo, BlockMeta, PageRange};
+use crate::storage::block::{self, BlockInfo, BlockMeta};
 use crate::storage::{BlockStore, ObjectUpload, StoreError, DATA, SEARCH};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,65 +64,6 @@ pub(crate) struct Compacted {
     pub copies_read: u64,
 }
 
-/// A page fetched and decompressed: its traces and its stored size (`None`: the input
-/// has no more pages).
-type Fetched = Result<Option<(Vec<(TraceId, Bytes)>, u64)>, CompactError>;
-
-/// One input's pages, read in order, one ahead of the merge.
-struct Input {
-    meta: Arc<BlockMeta>,
-    /// Its pages that hold traces of `ids`.
-    ranges: Vec<PageRange>,
-    /// The trace IDs this merge takes.
-    ids: IdRange,
-    next: usize,
-    ahead: Option<JoinHandle<Fetched>>,
-}
-
-impl Input {
-    /// The next page: the one on its way, or one fetched now.
-    fn take_next(&mut self, store: &BlockStore) -> JoinHandle<Fetched> {
-        match self.ahead.take() {
-            Some(h) => h,
-            None => self.fetch(store),
-        }
-    }
-
-    /// Starts fetching the page after the one taken.
-    fn read_ahead(&mut self, store: &BlockStore) {
-        if self.ahead.is_none() {
-            self.ahead = Some(self.fetch(store));
-        }
-    }
-
-    fn fetch(&mut self, store: &BlockStore) -> JoinHandle<Fetched> {
-        let range = self.ranges.get(self.next).copied();
-        self.next += 1;
-        let (store, meta, ids) = (store.clone(), self.meta.clone(), self.ids);
-        tokio::spawn(async move {
-            let Some(r) = range else { return Ok(None) };
-            let page = store.data_page(&meta, r).await?;
-            let stored = page.len() as u64;
-            let traces = blocking(move || {
-                let mut traces =
-                    block::decode_page(&page).map_err(|e| CompactError::Merge(e.into()))?;
-                traces.retain(|(id, _)| ids.contains(id));
-                Ok(traces)
-            })
-            .await?;
-            Ok(Some((traces, stored)))
-        })
-    }
-}
-
-impl Drop for Input {
-    fn drop(&mut self) {
-        if let Some(h) = self.ahead.take() {
-            h.abort();
-        }
-    }
-}
-
 /// Runs `merge` over `listed` (the tenant's blocks; its inputs must be among them) and
 /// marks its inputs replaced. `compactor` names the writer in the output's meta;
 /// `scratch` is the folder for the section's scratch file (deleted when the merge ends).
@@ -131,7 +75,7 @@ pub(crate) async fn compact(
     scratch: &Path,
     now_unix_secs: u64,
 ) -> Result<Compacted, CompactError> {
-    let Some((mut inputs, part_count)) = open_inputs(store, merge, listed).await? else {
+    let Some((inputs, part_count)) = open_inputs(store, merge, listed).await? else {
         return Ok(Compacted {
             output: None,
             bytes_read: 0,
@@ -160,15 +104,7 @@ pub(crate) async fn compact(
         .begin_object(&merge.tenant, &merge.output, DATA)
         .await?;
     let merger = Merger::new(inputs.len(), info);
-    let streamed = async {
-        let (merger, feed, bytes_read) =
-            stream(store, &mut inputs, merger, section.feed.clone(), &mut data).await?;
-        drop(feed);
-        let (last, merged) = blocking(move || merger.finish().map_err(CompactError::from)).await?;
-        data.write(&last).await?;
-        Ok::<_, CompactError>((merged, bytes_read))
-    }
-    .await;
+    let streamed = stream(inputs, merger, section.feed.clone(), &mut data).await;
     let built = section.finish().await;
     let ((merged, bytes_read), (parts, spill)) = match (streamed, built) {
         (Ok(s), Ok(b)) => (s, b),
@@ -179,7 +115,6 @@ pub(crate) async fn compact(
         }
     };
     data.finish().await?;
-    drop(inputs);
     let mut meta = merged.tail.meta;
     meta.compaction_level = merge.level;
     meta.sources = merge.inputs.clone();
@@ -229,16 +164,13 @@ async fn open_inputs(
     };
     let inputs = indexes
         .into_iter()
-        .map(|(meta, index)| Input {
-            ranges: index
+        .map(|(meta, index)| {
+            let ranges = index
                 .pages()
                 .filter(|(first, last, _)| ids.overlaps(first, last))
                 .map(|(_, _, r)| r)
-                .collect(),
-            meta: Arc::new(meta),
-            ids,
-            next: 0,
-            ahead: None,
+                .collect();
+            Input::open(store, meta, ranges, ids)
         })
         .collect();
     Ok(Some((inputs, part_count)))
@@ -272,43 +204,87 @@ async fn publish(
 
 /// Feeds the inputs' pages to the merger until every input is used up, writing the
 /// output's data pages as they complete and handing the merged traces to the section's
-/// builder through `feed`. Returns the merger, `feed` and the bytes read.
+/// builder through `feed`. The merge runs on a thread of its own, taking the pages the
+/// inputs' readers fetched ahead and handing on data pages and merged traces in batches,
+/// so it waits on nobody while they keep ahead. Returns what the merge wrote after its
+/// data and the bytes read.
 async fn stream(
-    store: &BlockStore,
-    inputs: &mut [Input],
-    mut merger: Merger,
-    mut feed: SyncSender<Vec<MergedTrace>>,
+    inputs: Vec<Input>,
+    merger: Merger,
+    feed: SyncSender<Vec<MergedTrace>>,
     data: &mut ObjectUpload,
-) -> Result<(Merger, SyncSender<Vec<MergedTrace>>, u64), CompactError> {
+) -> Result<(Merged, u64), CompactError> {
+    let (out, mut written) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let merging = tokio::task::spawn_blocking(move || merge_inputs(inputs, merger, &feed, &out));
+    let mut write_error = None;
+    while let Some(chunk) = written.recv().await {
+        if let Err(e) = data.write(&chunk).await {
+            write_error = Some(e);
+            break;
+        }
+    }
+    // The merge stops at its next handoff once nobody takes its pages.
+    drop(written);
+    let merged = merging
+        .await
+        .map_err(|e| CompactError::Task(e.to_string()))?;
+    match write_error {
+        Some(e) => Err(e.into()),
+        None => merged,
+    }
+}
+
+/// Data bytes the merge's thread gathers before handing them on to be written.
+const WRITE_BYTES: usize = 1 << 20;
+
+/// Merged traces the merge's thread gathers before handing them to the section's builder.
+const SECTION_BATCH: usize = 512;
+
+/// The merge's thread: see [`stream`].
+fn merge_inputs(
+    mut inputs: Vec<Input>,
+    mut merger: Merger,
+    feed: &SyncSender<Vec<MergedTrace>>,
+    out: &tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<(Merged, u64), CompactError> {
+    let stopped = || CompactError::Task("the merge's output stopped".into());
     let mut bytes_read = 0u64;
+    let mut chunk: Vec<u8> = Vec::with_capacity(WRITE_BYTES + block::PAGE_BYTES);
+    let mut batch: Vec<MergedTrace> = Vec::new();
     loop {
         let wanted = merger.wants();
         if wanted.is_empty() {
-            return Ok((merger, feed, bytes_read));
+            break;
         }
-        let handles: Vec<_> = wanted.iter().map(|&i| inputs[i].take_next(store)).collect();
-        for (&i, handle) in wanted.iter().zip(handles) {
-            let page = handle
-                .await
-                .map_err(|e| CompactError::Task(e.to_string()))??;
-            inputs[i].read_ahead(store);
+        for i in wanted {
+            let page = inputs[i].next_blocking()?;
             bytes_read += page.as_ref().map_or(0, |(_, stored)| *stored);
             merger.feed(i, page.map(|(traces, _)| traces));
         }
-        let (m, f, pages) = blocking(move || {
-            let pages = merger.step()?;
-            // Waits while the section's builder is a few batches behind; an error
-            // means it stopped, and its own error is reported by `finish`.
-            feed.send(merger.take_merged())
+        for page in merger.step()? {
+            chunk.extend_from_slice(&page);
+        }
+        if chunk.len() >= WRITE_BYTES {
+            out.blocking_send(std::mem::take(&mut chunk))
+                .map_err(|_| stopped())?;
+        }
+        batch.extend(merger.take_merged());
+        if batch.len() >= SECTION_BATCH {
+            // Waits while the section's builder is a few batches behind; an error means
+            // it stopped, and its own error is reported by `finish`.
+            feed.send(std::mem::take(&mut batch))
                 .map_err(|_| CompactError::Task("the search section's builder stopped".into()))?;
-            Ok((merger, feed, pages))
-        })
-        .await?;
-        (merger, feed) = (m, f);
-        for page in pages {
-            data.write(&page).await?;
         }
     }
+    drop(inputs);
+    if !batch.is_empty() {
+        feed.send(batch)
+            .map_err(|_| CompactError::Task("the search section's builder stopped".into()))?;
+    }
+    let (last, merged) = merger.finish()?;
+    chunk.extend_from_slice(&last);
+    out.blocking_send(chunk).map_err(|_| stopped())?;
+    Ok((merged, bytes_read))
 }
 
 /// The output's search section, built on a thread of its own from the merged traces it
@@ -366,7 +342,7 @@ impl IdRange {
         })
     }
 
-    fn contains(&self, id: &TraceId) -> bool {
+    pub(crate) fn contains(&self, id: &TraceId) -> bool {
         self.from.is_none_or(|f| *id >= f) && self.to.is_none_or(|t| *id < t)
     }
 
@@ -459,13 +435,4 @@ async fn upload_section(
             Err(e)
         }
     }
-}
-
-/// Runs CPU work (decompression, the section, compression) off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CompactError> + Send + 'static,
-) -> Result<T, CompactError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| CompactError::Task(e.to_string()))?
 }
