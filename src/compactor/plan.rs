@@ -9,10 +9,12 @@
 //!   while their data stays under `max_block_bytes`; a merge's output is one level above
 //!   its highest input.
 //! - While a window is open (new blocks may still come: until `settle` after its end),
-//!   blocks merge only with blocks of their own level, level 0 as soon as two are settled,
-//!   higher levels once [`TIER`] of them are there. So each span is merged a few times
-//!   (once per level), however many passes the window sees; merging every new level-0
-//!   block into the window's one big block would re-read that block on every pass.
+//!   blocks merge only with blocks of their own level, level 0 once [`LEVEL0_BATCH`] are
+//!   settled (or fewer that have waited long), higher levels once [`TIER`] of them are
+//!   there and only until the window's end (its collapse follows). So each span is
+//!   merged a few times (once per level), however many passes the window sees; merging
+//!   every new level-0 block into the window's one big block would re-read that block on
+//!   every pass.
 //! - Once a window is closed, all its blocks are merged at once, into one block or, over
 //!   `max_block_bytes`, into as many ranges of trace IDs as keep each under it (one merge
 //!   per range, the ranges chosen from the inputs' page indexes when the merges run).
@@ -37,8 +39,16 @@ use crate::storage::block::{self, BlockMeta};
 /// Nanoseconds per second.
 const NANOS: u64 = 1_000_000_000;
 
-/// Blocks of one level above 0 that an open window merges at once.
-pub(crate) const TIER: usize = 4;
+/// Blocks of one level above 0 that an open window merges at once. Each level rewrites
+/// the window's data once more, so a wide tier keeps the levels few (a 4-wide tier wrote
+/// each span about six times over an hour at this machine's full ingest rate).
+pub(crate) const TIER: usize = 8;
+
+/// Settled level-0 blocks an open window waits for before it merges them: two per
+/// replica, so a merge's output holds each trace of its time whole more often, and one
+/// pass's handful of new blocks does not become a small block to be merged again.
+/// Blocks settled for longer than `settle` again merge however few they are.
+pub(crate) const LEVEL0_BATCH: usize = 6;
 
 /// What a tenant's compaction follows (from its overrides).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,7 +188,8 @@ pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &Plan
         let merges = if closed {
             collapse(tenant, window, &metas, s.max_block_bytes)
         } else {
-            by_level(tenant, window, &metas, s.max_block_bytes)
+            let open = OpenWindow::now(&metas, now_unix_secs, window_end, s);
+            by_level(tenant, window, &metas, &open)
         };
         // The parts of a closed window's merge share their inputs: each counted once.
         let mut waiting: Vec<&str> = merges
@@ -196,17 +207,44 @@ pub(crate) fn plan(tenant: &str, blocks: &[Listed], now_unix_secs: u64, s: &Plan
     out
 }
 
-/// An open window's merges: blocks of one level together, level 0 as soon as two are
-/// settled, higher levels [`TIER`] at a time, each under `max_bytes`.
-fn by_level(tenant: &str, window: u64, metas: &[&BlockMeta], max_bytes: u64) -> Vec<Merge> {
+/// How an open window merges now.
+struct OpenWindow {
+    /// Level-0 blocks merged at once, at least.
+    level0_min: usize,
+    /// Whether levels above 0 merge.
+    tiers: bool,
+    max_bytes: u64,
+}
+
+impl OpenWindow {
+    /// How a window of `metas` ending at `window_end` merges at `now`.
+    fn now(metas: &[&BlockMeta], now: u64, window_end: u64, s: &PlanSettings) -> Self {
+        // Level 0 waits for a batch unless one of its blocks is overdue.
+        let overdue = metas.iter().any(|m| {
+            m.compaction_level == 0
+                && now.saturating_sub(m.created_unix_secs) >= s.settle_secs.saturating_mul(2)
+        });
+        OpenWindow {
+            level0_min: if overdue { 2 } else { LEVEL0_BATCH },
+            // Past its end, the window only waits to close: its collapse soon rewrites
+            // every block, so merging levels now would be wasted.
+            tiers: now < window_end,
+            max_bytes: s.max_block_bytes,
+        }
+    }
+}
+
+/// An open window's merges: blocks of one level together, level 0 `level0_min` or more
+/// at a time, higher levels (if `tiers`) [`TIER`] at a time, each under `max_bytes`.
+fn by_level(tenant: &str, window: u64, metas: &[&BlockMeta], open: &OpenWindow) -> Vec<Merge> {
     let mut merges = Vec::new();
     for level in metas.chunk_by(|a, b| a.compaction_level == b.compaction_level) {
-        let min = if level[0].compaction_level == 0 {
-            2
-        } else {
-            TIER
+        let min = match level[0].compaction_level {
+            0 => open.level0_min,
+            _ if open.tiers => TIER,
+            _ => continue,
         };
-        for group in pack(level, max_bytes, min) {
+        for group in pack(level, open.max_bytes, min) {
             let mut inputs: Vec<String> = group.iter().map(|m| m.block_id.clone()).collect();
             inputs.sort();
             merges.push(Merge {
@@ -480,33 +518,48 @@ mod tests {
     fn an_open_window_merges_blocks_with_their_own_level_and_a_closed_one_collapses() {
         // Window 9 is open until 10 h + the settle time.
         let now = 9 * HOUR + 1800;
-        let mut blocks = vec![
-            block("big", 1, 9 * HOUR + 100, now - 900, 500),
-            block("l1-a", 1, 9 * HOUR + 200, now - 600, 100),
-            block("l1-b", 1, 9 * HOUR + 300, now - 300, 100),
-            block("new-a", 0, 9 * HOUR + 1700, now - 100, 50),
-            block("new-b", 0, 9 * HOUR + 1700, now - 100, 50),
-        ];
+        let level1 = |i: u64| block(&format!("l1-{i}"), 1, 9 * HOUR + 200 + i, now - 600, 100);
+        let mut blocks = vec![block("big", 1, 9 * HOUR + 100, now - 900, 200)];
+        blocks.extend((0..6).map(level1));
+        blocks.push(block("new-a", 0, 9 * HOUR + 1700, now - 100, 50));
+        blocks.push(block("new-b", 0, 9 * HOUR + 1700, now - 100, 50));
         let p = plan("t", &blocks, now, &settings());
-        // The new level-0 blocks merge together; the level-1 blocks are not re-read.
+        // Two settled level-0 blocks wait for a batch; seven level-1 blocks for an eighth.
+        assert!(p.merges.is_empty(), "{:?}", p.merges);
+        // Once they waited a settle time more, two merge; the level-1 blocks are not re-read.
+        let later = now + 30;
+        let p = plan("t", &blocks, later, &settings());
         assert_eq!(inputs(&p), [vec!["new-a", "new-b"]]);
         assert_eq!(p.merges[0].level, 1);
-        // A fourth level-1 block: the level-1 blocks merge into level 2.
-        blocks.push(block("l1-c", 1, 9 * HOUR + 400, now - 60, 100));
+        // A batch of new level-0 blocks merges at once.
+        let batch: Vec<Listed> = (0..LEVEL0_BATCH)
+            .map(|i| block(&format!("n{i}"), 0, 9 * HOUR + 1750, now - 70, 50))
+            .collect();
+        let mut fresh = blocks.clone();
+        fresh.retain(|b| b.meta.compaction_level > 0);
+        fresh.extend(batch);
+        let p = plan("t", &fresh, now, &settings());
+        assert_eq!(p.merges.len(), 1);
+        assert_eq!(p.merges[0].inputs.len(), LEVEL0_BATCH);
+        // An eighth level-1 block: the level-1 blocks merge into level 2.
         blocks.retain(|b| !b.meta.block_id.starts_with("new"));
+        blocks.push(level1(6));
         let p = plan("t", &blocks, now, &settings());
-        assert_eq!(inputs(&p), [vec!["big", "l1-a", "l1-b", "l1-c"]]);
-        assert_eq!(p.merges[0].level, 2);
-        // Three are not enough while the window is open; once closed, two suffice and
-        // levels mix (lowest first).
+        assert_eq!(p.merges.len(), 1);
+        assert_eq!((p.merges[0].inputs.len(), p.merges[0].level), (TIER, 2));
+        // Past the window's end, only waiting to close: no level merges.
+        let ending = 10 * HOUR + 30;
+        assert!(plan("t", &blocks, ending, &settings()).merges.is_empty());
+        // Seven are not enough while the window is open; once closed, two suffice and
+        // levels mix.
         blocks.pop();
         blocks.push(block("late", 0, 9 * HOUR + 500, now - 600, 50));
         let p = plan("t", &blocks, now, &settings());
         assert!(p.merges.is_empty(), "{:?}", p.merges);
         let closed = 10 * HOUR + 60;
         let p = plan("t", &blocks, closed, &settings());
-        assert_eq!(inputs(&p), [vec!["big", "l1-a", "l1-b", "late"]]);
-        assert_eq!(p.merges[0].level, 2);
+        assert_eq!(inputs(&p).len(), 1);
+        assert_eq!((p.merges[0].inputs.len(), p.merges[0].level), (8, 2));
     }
 
     #[test]

@@ -106,6 +106,17 @@ async fn searched(store: &BlockStore, blocks: Vec<BlockMeta>) -> usize {
 }
 
 /// A listing as the planner takes it, every block marked at `marked` (or not).
+/// Hour windows, a minute's settle time, five minutes' retention, merges of up to
+/// `max_block_bytes`.
+fn hourly(max_block_bytes: u64) -> PlanSettings {
+    PlanSettings {
+        window_secs: 3600,
+        max_block_bytes,
+        settle_secs: 60,
+        retention_secs: 300,
+    }
+}
+
 fn listing(metas: &[BlockMeta], marked: Option<u64>) -> Vec<Listed> {
     metas
         .iter()
@@ -172,13 +183,8 @@ async fn a_closed_window_over_the_cap_merges_into_id_ranges_that_hold_each_trace
     let n = 6000u32;
     let one_copy = upload_replicas(&store, n).await;
     let listed = store.list_blocks("t").await.expect("list");
-    let settings = PlanSettings {
-        window_secs: 3600,
-        // The three replicas hold two copies' bytes: three ranges or more.
-        max_block_bytes: one_copy.data_bytes * 2 / 3 + 1,
-        settle_secs: 60,
-        retention_secs: 300,
-    };
+    // The three replicas hold two copies' bytes: three ranges or more.
+    let settings = hourly(one_copy.data_bytes * 2 / 3 + 1);
     let closed = BASE / 1_000_000_000 + 7200;
     let p = plan::plan("t", &listing(&listed, None), closed, &settings);
     let k = p.merges.len();
@@ -276,12 +282,7 @@ async fn three_replicas_blocks_become_one_copy_that_reads_back_whole() {
     let n = 3000u32;
     let one_copy = upload_replicas(&store, n).await;
     let listed = store.list_blocks("t").await.expect("list");
-    let settings = PlanSettings {
-        window_secs: 3600,
-        max_block_bytes: 1 << 30,
-        settle_secs: 60,
-        retention_secs: 300,
-    };
+    let settings = hourly(1 << 30);
     let p = plan::plan("t", &listing(&listed, None), 10_000, &settings);
     assert_eq!(p.merges.len(), 1);
     let merge = &p.merges[0];
@@ -372,12 +373,7 @@ async fn a_pass_merges_marks_what_a_crash_left_unmarked_and_deletes_after_the_re
         status: &status,
     };
     upload_replicas(&store, 900).await;
-    let settings = |_: &str| PlanSettings {
-        window_secs: 3600,
-        max_block_bytes: 1 << 30,
-        settle_secs: 60,
-        retention_secs: 300,
-    };
+    let settings = |_: &str| hourly(1 << 30);
     let now = SystemTime::now();
     // Windows this compactor does not own are left alone.
     let stats = run_pass(worker, &settings, &|_, _| false, now)
@@ -438,10 +434,8 @@ async fn a_merge_whose_input_is_deleted_meanwhile_leaves_no_output() {
     upload_replicas(&store, 600).await;
     let listed = store.list_blocks("t").await.expect("list");
     let settings = PlanSettings {
-        window_secs: 3600,
-        max_block_bytes: 1 << 30,
         settle_secs: 0,
-        retention_secs: 300,
+        ..hourly(1 << 30)
     };
     let as_listed: Vec<Listed> = listed
         .iter()
