@@ -31,6 +31,56 @@ fn sum(metas: &[serde_json::Value], field: &str) -> u64 {
     metas.iter().filter_map(|m| m[field].as_u64()).sum()
 }
 
+/// Reads every trace of `record` back while the compactor works, until the store holds
+/// only merged blocks and the querier lists them all (within `secs`). Returns the rounds
+/// of reads.
+async fn read_back_while_merging(
+    cluster: &Cluster,
+    store: &Path,
+    record: &[(String, usize)],
+    secs: u64,
+) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut rounds = 0;
+    loop {
+        common::assert_all_complete(
+            &cluster.front.http(),
+            record,
+            "every acked trace reads back while the compactor works",
+        )
+        .await;
+        rounds += 1;
+        let m = metas(store);
+        let merged_alone =
+            !m.is_empty() && m.iter().all(|m| m["compaction_level"].as_u64() >= Some(1));
+        let listed = metric(&cluster.front, "ringtail_querier_blocklist_blocks").await as usize;
+        if merged_alone && listed == m.len() {
+            return rounds;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store still holds unmerged blocks after {secs} s: {m:?}"
+        );
+    }
+}
+
+/// A search over everything since `start` finds each trace of `record` once, and counts
+/// each once.
+async fn assert_searched_once(front: &common::Node, start: u64, record: &[(String, usize)]) {
+    let (found, body) = common::search_everything_since(front, start).await;
+    assert_eq!(
+        found,
+        common::sorted_ids(record),
+        "a search finds each trace once"
+    );
+    assert_eq!(
+        body["metrics"]["inspectedTraces"].as_u64(),
+        Some(record.len() as u64),
+        "no trace counted twice: {}",
+        body["metrics"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_replicas_blocks_become_one_copy_and_every_acked_trace_reads_back_from_it() {
     let mut cluster = Cluster::start(64, 3, &FAST).await;
@@ -67,28 +117,7 @@ async fn the_replicas_blocks_become_one_copy_and_every_acked_trace_reads_back_fr
     }
     cluster.wait_ready().await;
     let compactor = cluster.spawn_extra("compactor-1", 50, "compactor").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut rounds = 0;
-    loop {
-        common::assert_all_complete(
-            &cluster.front.http(),
-            &record,
-            "every acked trace reads back while the compactor works",
-        )
-        .await;
-        rounds += 1;
-        let m = metas(&store);
-        let merged_alone =
-            !m.is_empty() && m.iter().all(|m| m["compaction_level"].as_u64() >= Some(1));
-        let listed = metric(&cluster.front, "ringtail_querier_blocklist_blocks").await as usize;
-        if merged_alone && listed == m.len() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the store still holds unmerged blocks after 60 s: {m:?}"
-        );
-    }
+    let rounds = read_back_while_merging(&cluster, &store, &record, 60).await;
     let after = metas(&store);
     let bytes_after = sum(&after, "data_bytes");
     eprintln!(
@@ -132,18 +161,7 @@ async fn the_replicas_blocks_become_one_copy_and_every_acked_trace_reads_back_fr
         "every acked trace reads back from the merged blocks",
     )
     .await;
-    let (found, body) = common::search_everything_since(&cluster.front, start).await;
-    let acked = common::sorted_ids(&record);
-    assert_eq!(
-        found, acked,
-        "a search over the merged blocks finds each trace once"
-    );
-    assert_eq!(
-        body["metrics"]["inspectedTraces"].as_u64(),
-        Some(record.len() as u64),
-        "each trace inspected once: {}",
-        body["metrics"]
-    );
+    assert_searched_once(&cluster.front, start, &record).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -362,18 +380,7 @@ async fn a_compactor_killed_mid_merge_loses_nothing_and_its_restart_finishes_the
         "every acked trace reads back from the merge the restart finished",
     )
     .await;
-    let (found, body) = common::search_everything_since(&cluster.front, start).await;
-    assert_eq!(
-        found,
-        common::sorted_ids(&record),
-        "a search finds each trace once"
-    );
-    assert_eq!(
-        body["metrics"]["inspectedTraces"].as_u64(),
-        Some(record.len() as u64),
-        "no trace counted twice: {}",
-        body["metrics"]
-    );
+    assert_searched_once(&cluster.front, start, &record).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -403,25 +410,7 @@ async fn a_closed_window_too_large_for_one_block_ends_in_id_ranges_holding_each_
     let bytes_before = sum(&before, "data_bytes");
 
     let compactor = cluster.spawn_extra("compactor-1", 50, "compactor").await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        common::assert_all_complete(
-            &cluster.front.http(),
-            &record,
-            "every acked trace reads back while the ranges are written",
-        )
-        .await;
-        let m = metas(&store);
-        let done = !m.is_empty() && m.iter().all(|m| m["compaction_level"].as_u64() >= Some(1));
-        let listed = metric(&cluster.front, "ringtail_querier_blocklist_blocks").await as usize;
-        if done && listed == m.len() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the window is not merged after 60 s: {m:?}"
-        );
-    }
+    read_back_while_merging(&cluster, &store, &record, 60).await;
     let after = metas(&store);
     assert!(after.len() > 1, "several ranges: {after:?}");
     assert!(
@@ -446,18 +435,7 @@ async fn a_closed_window_too_large_for_one_block_ends_in_id_ranges_holding_each_
         "every acked trace reads back from the ranges",
     )
     .await;
-    let (found, body) = common::search_everything_since(&cluster.front, start).await;
-    assert_eq!(
-        found,
-        common::sorted_ids(&record),
-        "a search finds each trace once"
-    );
-    assert_eq!(
-        body["metrics"]["inspectedTraces"].as_u64(),
-        Some(record.len() as u64),
-        "no trace counted twice: {}",
-        body["metrics"]
-    );
+    assert_searched_once(&cluster.front, start, &record).await;
     // Nothing more to do in the window: no merge in the passes after the ranges.
     let merges = metric(&compactor, "ringtail_compactor_merges_total").await;
     let rounds = |s: serde_json::Value| s["rounds"].as_u64().unwrap_or(0);
