@@ -70,8 +70,14 @@ t0=$(date +%s)
 ) &
 sampler=$!
 out=$("$bin" bench --endpoint "http://$prefix.100:4317" --concurrency 16 --rate "$rate" \
-  --duration-secs "$load_secs" --record "$work/acked.txt" | tail -3)
+  --duration-secs "$load_secs" --record "$work/acked.txt" | grep -E '^(result|errors|first|recorded)')
 echo "$out"
+for name in front ingester-1 ingester-2 ingester-3; do # why a push was refused, if one was
+  n=$(grep -c ' WARN ' "$work/$name.log" || true)
+  if [ "$n" -gt 0 ]; then
+    echo "$name: $n warnings, the first: $(grep -m1 ' WARN ' "$work/$name.log" | cut -c1-400)"
+  fi
+done
 spans=$(echo "$out" | sed -n 's/^result: .* requests, \([0-9]*\) acked spans.*/\1/p')
 for ip in 1 2 3; do curl -fsS -X POST "http://$prefix.$ip:3200/flush" > /dev/null; done
 echo "trace by ID at the end of the load (mostly level-0 blocks): $(lookup)"

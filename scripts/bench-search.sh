@@ -32,7 +32,7 @@ kill -0 $pid 2>/dev/null || { echo "ringtail local did not start:"; cat local.lo
 ticks=$(getconf CLK_TCK)
 cpu() { awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$pid/stat"; }
 start=$(( $(date +%s) - spread ))
-"$bin" bench --rate "$rate" --duration-secs "$load_secs" --spread-secs "$spread" --concurrency 4 | tail -3
+"$bin" bench --rate "$rate" --duration-secs "$load_secs" --spread-secs "$spread" --concurrency 4 | grep -E "^(result|errors|first|recorded)"
 "$py" "$repo/tests/python/search_dataset.py" --endpoint 127.0.0.1:4317 --out dataset.txt
 end=$(( $(date +%s) + 60 ))
 sleep 2

@@ -244,6 +244,8 @@ impl Template {
 struct Stats {
     latencies_us: Vec<u32>,
     errors: BTreeMap<String, u64>,
+    /// The first message of each code.
+    first_errors: BTreeMap<String, String>,
     acked: Vec<([u8; 16], u32)>,
 }
 
@@ -445,10 +447,12 @@ async fn load_worker(
                 }
             }
             Err(status) => {
-                *local
-                    .errors
-                    .entry(format!("{:?}", status.code()))
-                    .or_default() += 1;
+                let code = format!("{:?}", status.code());
+                *local.errors.entry(code.clone()).or_default() += 1;
+                local
+                    .first_errors
+                    .entry(code)
+                    .or_insert_with(|| status.message().to_owned());
             }
         }
     }
@@ -457,6 +461,9 @@ async fn load_worker(
         s.acked.extend(local.acked);
         for (k, v) in local.errors {
             *s.errors.entry(k).or_default() += v;
+        }
+        for (k, v) in local.first_errors {
+            s.first_errors.entry(k).or_insert(v);
         }
     }
 }
@@ -490,6 +497,9 @@ fn report(stats: &mut Stats, shared: &Shared, elapsed: f64) {
     } else {
         for (code, n) in &stats.errors {
             println!("errors: {code}: {n}");
+        }
+        for (code, message) in &stats.first_errors {
+            println!("first {code}: {message}");
         }
     }
 }
