@@ -132,6 +132,9 @@ pub(super) fn spawn_http(
     ));
 }
 
+/// Reset streams the internal gRPC server lets wait to be accepted (h2's default: 20).
+const INTERNAL_PENDING_RESETS: usize = 1024;
+
 /// The ingester's internal gRPC (`grpc_listen`), with mutual TLS when `internal_tls` is set.
 pub(super) fn spawn_internal_grpc(
     bg: &Background,
@@ -146,6 +149,10 @@ pub(super) fn spawn_internal_grpc(
     bg.tasks.spawn(async move {
         let incoming = crate::tls::incoming(listener, tls, "internal_grpc");
         if let Err(e) = grpc_server()
+            // Its peers are distributors, which cancel the pushes that time out: under a
+            // stall of a couple of seconds, more than h2's default 20 resets were pending,
+            // and h2 closed the connection, failing every push on it (ResourceExhausted).
+            .http2_max_pending_accept_reset_streams(Some(INTERNAL_PENDING_RESETS))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await
