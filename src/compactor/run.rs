@@ -248,6 +248,7 @@ fn merge_inputs(
     out: &tokio::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<(Merged, u64), CompactError> {
     let stopped = || CompactError::Task("the merge's output stopped".into());
+    let builder_stopped = || CompactError::Task("the search section's builder stopped".into());
     let mut bytes_read = 0u64;
     let mut chunk: Vec<u8> = Vec::with_capacity(WRITE_BYTES + block::PAGE_BYTES);
     let mut batch: Vec<MergedTrace> = Vec::new();
@@ -273,13 +274,12 @@ fn merge_inputs(
             // Waits while the section's builder is a few batches behind; an error means
             // it stopped, and its own error is reported by `finish`.
             feed.send(std::mem::take(&mut batch))
-                .map_err(|_| CompactError::Task("the search section's builder stopped".into()))?;
+                .map_err(|_| builder_stopped())?;
         }
     }
     drop(inputs);
     if !batch.is_empty() {
-        feed.send(batch)
-            .map_err(|_| CompactError::Task("the search section's builder stopped".into()))?;
+        feed.send(batch).map_err(|_| builder_stopped())?;
     }
     let (last, merged) = merger.finish()?;
     chunk.extend_from_slice(&last);
