@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
 use prost::Message;
 use ringtail::model::TraceId;
-use ringtail::storage::block::{encode_sorted, BlockInfo, BlockTrace};
+use ringtail::storage::block::{encode_sorted, BlockInfo, BlockTrace, LEVEL0_ZSTD_LEVEL, ZSTD_LEVEL};
 
 const TRACES: usize = 4000;
 const SPANS_PER_TRACE: usize = 10;
@@ -125,18 +125,25 @@ fn bench(c: &mut Criterion) {
     traces.sort_by_key(|t| t.id);
     let bytes: usize = traces.iter().map(|t| t.data.len()).sum();
     let spans = (TRACES * SPANS_PER_TRACE) as u64;
-    let data = encode_sorted(&traces, info()).expect("encodes");
+    let level0 = encode_sorted(&traces, info(), LEVEL0_ZSTD_LEVEL).expect("encodes");
+    let merged = encode_sorted(&traces, info(), ZSTD_LEVEL).expect("encodes");
     let section = ringtail::search_section_of(&traces).expect("a section");
     eprintln!(
-        "{spans} spans, {:.0} bytes per span: data {:.1} bytes per span, search section {:.1}",
+        "{spans} spans, {:.0} bytes per span: data {:.1} bytes per span at level 0 (zstd {LEVEL0_ZSTD_LEVEL}), {:.1} merged (zstd {ZSTD_LEVEL}), search section {:.1}",
         bytes as f64 / spans as f64,
-        data.data.len() as f64 / spans as f64,
+        level0.data.len() as f64 / spans as f64,
+        merged.data.len() as f64 / spans as f64,
         section.len() as f64 / spans as f64
     );
     let mut g = c.benchmark_group("block completion");
     g.throughput(Throughput::Elements(spans));
     g.sample_size(20);
-    g.bench_function("data", |b| b.iter(|| encode_sorted(&traces, info())));
+    g.bench_function("data, level 0", |b| {
+        b.iter(|| encode_sorted(&traces, info(), LEVEL0_ZSTD_LEVEL))
+    });
+    g.bench_function("data, merged", |b| {
+        b.iter(|| encode_sorted(&traces, info(), ZSTD_LEVEL))
+    });
     g.bench_function("search section", |b| {
         b.iter(|| ringtail::search_section_of(&traces))
     });

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 
 use crate::model::TraceId;
-use crate::storage::block::{BlockError, BlockInfo, BlockTail, BlockWriter};
+use crate::storage::block::{BlockError, BlockInfo, BlockTail, BlockWriter, ZSTD_LEVEL};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MergeError {
@@ -120,13 +120,13 @@ pub(crate) struct Merger {
 }
 
 impl Merger {
-    pub(crate) fn new(inputs: usize, info: BlockInfo) -> Self {
-        Self {
+    pub(crate) fn new(inputs: usize, info: BlockInfo) -> Result<Self, MergeError> {
+        Ok(Self {
             inputs: (0..inputs).map(|_| Cursor::default()).collect(),
-            writer: BlockWriter::new(info),
+            writer: BlockWriter::new(info, ZSTD_LEVEL)?,
             merged: Vec::new(),
             copies: 0,
-        }
+        })
     }
 
     /// The inputs whose next page the merge needs before it can go on.

@@ -103,7 +103,7 @@ pub(crate) async fn compact(
     let mut data = store
         .begin_object(&merge.tenant, &merge.output, DATA)
         .await?;
-    let merger = Merger::new(inputs.len(), info);
+    let merger = Merger::new(inputs.len(), info)?;
     let streamed = stream(inputs, merger, section.feed.clone(), &mut data).await;
     let built = section.finish().await;
     let ((merged, bytes_read), (parts, spill)) = match (streamed, built) {

@@ -27,6 +27,25 @@ pub(crate) struct SectionWriter {
     page_count: u64,
     page: PageBuilder,
     tags: TagTable,
+    /// One zstd context for every page, made when the first page is sealed.
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+/// `data` compressed at the section's level with `zstd` (made on first use).
+fn compress(
+    zstd: &mut Option<zstd::bulk::Compressor<'static>>,
+    data: &[u8],
+) -> Result<Vec<u8>, SectionError> {
+    let zstd = match zstd {
+        Some(z) => z,
+        None => zstd.insert(
+            zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|_| SectionError("compression"))?,
+        ),
+    };
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+    zstd.compress_to_buffer(data, &mut out)
+        .map_err(|_| SectionError("compression"))?;
+    Ok(out)
 }
 
 #[derive(Default)]
@@ -70,6 +89,7 @@ impl SectionWriter {
             page_count: 0,
             page: PageBuilder::default(),
             tags: TagTable::default(),
+            zstd: None,
         }
     }
 
@@ -92,8 +112,7 @@ impl SectionWriter {
             return Ok(());
         };
         let (body, mut terms) = page.finish(&mut self.tags);
-        let compressed =
-            zstd::bulk::compress(&body, ZSTD_LEVEL).map_err(|_| SectionError("compression"))?;
+        let compressed = compress(&mut self.zstd, &body)?;
         terms.sort_unstable();
         terms.dedup();
         let filter = block::encode_keys(&terms).map_err(|_| SectionError("term filter"))?;
@@ -145,8 +164,7 @@ impl SectionWriter {
         put_varint(&mut header, self.page_count);
         header.extend_from_slice(&self.header);
         self.tags.encode(&mut header);
-        let header =
-            zstd::bulk::compress(&header, ZSTD_LEVEL).map_err(|_| SectionError("compression"))?;
+        let header = compress(&mut self.zstd, &header)?;
         let mut head = Vec::with_capacity(9 + header.len());
         head.extend_from_slice(MAGIC);
         head.push(VERSION as u8);

@@ -30,7 +30,12 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const PAGE_BYTES: usize = 256 * 1024;
 const INDEX_MAGIC: &[u8; 4] = b"RTIX";
 const INDEX_ENTRY: usize = 16 + 16 + 8 + 4 + 4;
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level of the pages of blocks the store keeps: merged blocks, and blocks written
+/// through [`encode`].
+pub const ZSTD_LEVEL: i32 = 3;
+/// zstd level of an ingester's level-0 blocks: the compactor replaces them with a merged
+/// block within hours, while every replica pays for their compression on the write path.
+pub const LEVEL0_ZSTD_LEVEL: i32 = 1;
 
 #[derive(Debug, Error)]
 pub enum BlockError {
@@ -181,28 +186,33 @@ struct PageEntry {
 /// Encodes a block. Traces with the same ID are merged (their bytes concatenated).
 pub fn encode(mut traces: Vec<BlockTrace>, info: BlockInfo) -> Result<EncodedBlock, BlockError> {
     traces.sort_by_key(|t| t.id);
-    encode_sorted(&traces, info)
+    encode_sorted(&traces, info, ZSTD_LEVEL)
 }
 
-/// [`encode`] of traces already sorted by ID.
-pub fn encode_sorted(traces: &[BlockTrace], info: BlockInfo) -> Result<EncodedBlock, BlockError> {
+/// [`encode`] of traces already sorted by ID, its pages compressed at zstd `level`.
+pub fn encode_sorted(
+    traces: &[BlockTrace],
+    info: BlockInfo,
+    level: i32,
+) -> Result<EncodedBlock, BlockError> {
     debug_assert!(traces.windows(2).all(|w| w[0].id <= w[1].id));
-    let mut writer = BlockWriter::new(info);
-    let mut data = BytesMut::new();
+    let mut writer = BlockWriter::new(info, level)?;
+    // Spans compress about fourfold; a guess that is short costs a reallocation or two.
+    let raw: usize = traces.iter().map(|t| t.data.len()).sum();
+    let mut data = Vec::with_capacity(raw / 3);
     let mut i = 0;
     while i < traces.len() {
         let id = traces[i].id;
         let j = i + traces[i..].iter().take_while(|t| t.id == id).count();
         let chunks: Vec<&[u8]> = traces[i..j].iter().map(|t| &t.data[..]).collect();
-        if let Some(page) = writer.push(id, &chunks)? {
-            data.extend_from_slice(&page);
+        if writer.add(id, &chunks)? {
+            writer.seal_into(&mut data)?;
         }
         i = j;
     }
-    let (last, tail) = writer.finish()?;
-    data.extend_from_slice(&last);
+    let tail = writer.finish_into(&mut data)?;
     Ok(EncodedBlock {
-        data: data.freeze(),
+        data: data.into(),
         index: tail.index,
         filter: tail.filter,
         search: None,
@@ -222,6 +232,10 @@ pub struct BlockWriter {
     last: TraceId,
     in_page: u32,
     keys: Vec<u64>,
+    /// One zstd context for every page (a fresh one per page costs an allocation of
+    /// about a megabyte, zeroed).
+    zstd: zstd::bulk::Compressor<'static>,
+    compressed: Vec<u8>,
 }
 
 /// What follows a block's data: its index, filter and meta.
@@ -232,8 +246,9 @@ pub struct BlockTail {
 }
 
 impl BlockWriter {
-    pub fn new(info: BlockInfo) -> Self {
-        Self {
+    /// A writer whose pages are compressed at zstd `level`.
+    pub fn new(info: BlockInfo, level: i32) -> Result<Self, BlockError> {
+        Ok(Self {
             info,
             page: Vec::with_capacity(PAGE_BYTES + 4096),
             pages: Vec::new(),
@@ -243,13 +258,26 @@ impl BlockWriter {
             last: TraceId([0; 16]),
             in_page: 0,
             keys: Vec::new(),
-        }
+            zstd: zstd::bulk::Compressor::new(level)?,
+            compressed: Vec::new(),
+        })
     }
 
     /// Adds a trace (IDs in ascending order, each once) whose bytes are `chunks`
     /// concatenated. Returns a compressed page when one is full: the caller writes it at
     /// the end of the data so far.
     pub fn push(&mut self, id: TraceId, chunks: &[&[u8]]) -> Result<Option<Vec<u8>>, BlockError> {
+        if !self.add(id, chunks)? {
+            return Ok(None);
+        }
+        let mut page = Vec::new();
+        self.seal_into(&mut page)?;
+        Ok(Some(page))
+    }
+
+    /// [`BlockWriter::push`] without the page: returns whether the page is full, and
+    /// then [`BlockWriter::seal_into`] must follow.
+    fn add(&mut self, id: TraceId, chunks: &[&[u8]]) -> Result<bool, BlockError> {
         if self.min.is_some() && id <= self.last {
             return Err(malformed("input", "trace IDs out of order"));
         }
@@ -266,10 +294,7 @@ impl BlockWriter {
         self.min.get_or_insert(id);
         self.last = id;
         self.in_page += 1;
-        if self.page.len() >= PAGE_BYTES {
-            return self.seal().map(Some);
-        }
-        Ok(None)
+        Ok(self.page.len() >= PAGE_BYTES)
     }
 
     /// Data bytes written so far (sealed pages).
@@ -277,8 +302,13 @@ impl BlockWriter {
         self.offset
     }
 
-    fn seal(&mut self) -> Result<Vec<u8>, BlockError> {
-        let compressed = zstd::bulk::compress(&self.page, ZSTD_LEVEL)?;
+    /// Compresses the page and appends it to `out`.
+    fn seal_into(&mut self, out: &mut Vec<u8>) -> Result<(), BlockError> {
+        let compressed = &mut self.compressed;
+        compressed.clear();
+        compressed.reserve(zstd::zstd_safe::compress_bound(self.page.len()));
+        self.zstd.compress_to_buffer(&self.page, compressed)?;
+        out.extend_from_slice(compressed);
         self.pages.push(PageEntry {
             first: self.first.take().unwrap_or(self.last),
             last: self.last,
@@ -289,19 +319,24 @@ impl BlockWriter {
         self.offset += compressed.len() as u64;
         self.page.clear();
         self.in_page = 0;
-        Ok(compressed)
+        Ok(())
     }
 
     /// The last page (empty when the data ended on a full one) and what follows the data.
-    pub fn finish(mut self) -> Result<(Vec<u8>, BlockTail), BlockError> {
+    pub fn finish(self) -> Result<(Vec<u8>, BlockTail), BlockError> {
+        let mut last = Vec::new();
+        let tail = self.finish_into(&mut last)?;
+        Ok((last, tail))
+    }
+
+    /// [`BlockWriter::finish`] with the last page appended to `out`.
+    fn finish_into(mut self, out: &mut Vec<u8>) -> Result<BlockTail, BlockError> {
         let Some(min) = self.min else {
             return Err(malformed("input", "a block needs at least one trace"));
         };
-        let last = if self.in_page > 0 {
-            self.seal()?
-        } else {
-            Vec::new()
-        };
+        if self.in_page > 0 {
+            self.seal_into(out)?;
+        }
         let mut index = BytesMut::with_capacity(9 + self.pages.len() * INDEX_ENTRY);
         index.put_slice(INDEX_MAGIC);
         index.put_u8(FORMAT_VERSION as u8);
@@ -338,14 +373,11 @@ impl BlockWriter {
             sources: Vec::new(),
             parts: 0,
         };
-        Ok((
-            last,
-            BlockTail {
-                index: index.freeze(),
-                filter: Bytes::from(filter),
-                meta,
-            },
-        ))
+        Ok(BlockTail {
+            index: index.freeze(),
+            filter: Bytes::from(filter),
+            meta,
+        })
     }
 }
 
