@@ -181,6 +181,7 @@ async fn each_role_lists_its_workers_on_status_workers_with_rounds_run_and_only_
     let (ingester, front) = (&cluster.ingesters[0], &cluster.front);
     for (node, worker) in [
         (ingester, "ingester-cut"),
+        (ingester, "ingester-complete"),
         (ingester, "ingester-flush"),
         (&compactor, "retention"),
     ] {

@@ -9,9 +9,12 @@
 //!    recently appended first: memory stays bounded whatever the load (a trace cut early
 //!    and appended to again is in two places, which reads merge).
 //! 2. **Complete**: a head block older than `max_block_duration` or larger than
-//!    `max_block_bytes` is sealed, encoded and written to `<data_dir>/complete/<tenant>/<block>/`
-//!    (see `local_blocks`). From then on its traces no longer need the WAL: the WAL is
-//!    truncated below the oldest record a live trace or head block still needs.
+//!    `max_block_bytes` is sealed (by the cut round), then encoded and written to
+//!    `<data_dir>/complete/<tenant>/<block>/` (see `local_blocks`) by the completion round,
+//!    which runs beside the cuts: a completion never holds up a cut, so the live traces
+//!    stay within their budget while a block is encoded. From then on its traces no
+//!    longer need the WAL: the WAL is truncated below the oldest record a live trace or
+//!    head block still needs.
 //! 3. **Flush** (`flush.rs`): complete local blocks are uploaded to the object store (meta
 //!    last) with retries and backoff while the store is down; the WAL and the local copy
 //!    keep the data meanwhile. The block ID is fixed when the block completes (it is the
@@ -38,9 +41,10 @@ use crate::storage::block::{self, BlockInfo, BlockMeta, BlockTrace, EncodedBlock
 use crate::storage::tenant_segment;
 
 impl Ingester {
-    /// Moves idle traces (all of them when `force`) into head blocks, completes the head
-    /// blocks that are due (all when `force`) and truncates the WAL.
-    pub(super) async fn run_cut(&self, force: bool) -> Result<RoundStats, LocalBlockError> {
+    /// Moves idle traces (all of them when `force`) into head blocks, and seals the head
+    /// blocks that are due (all when `force`). It never waits for a completion: memory
+    /// stays within `max_live_bytes` while a block is being encoded.
+    pub(super) async fn run_cut(&self, force: bool) -> RoundStats {
         let _round = self.cut_round.lock().await;
         let mut stats = RoundStats::default();
         let instances = self.instances();
@@ -62,26 +66,42 @@ impl Ingester {
             }
         }
         stats.traces_cut = idle_cut + memory_cut;
+        let mut sealed = false;
         for i in &instances {
             let tenant = i.tenant.as_str();
-            i.seal_if(|h| {
+            sealed |= i.seal_if(|h| {
                 force
                     || h.created.elapsed() >= self.policy.max_duration_for(tenant)
                     || h.bytes >= self.policy.max_bytes_for(tenant)
             });
         }
+        if sealed {
+            self.sealed_ready.notify_one();
+        }
+        self.update_gauges();
+        stats
+    }
+
+    /// Completes the sealed head blocks (encoded and written to local disk), then
+    /// truncates the WAL below what live traces and heads still need.
+    pub(super) async fn run_complete(&self) -> Result<RoundStats, LocalBlockError> {
+        let _round = self.complete_round.lock().await;
+        let mut stats = RoundStats::default();
+        let instances = self.instances();
+        let mut failed = None;
         for i in &instances {
             for head in i.sealed() {
                 // Completions that fall behind run at normal priority, so memory stays bounded.
                 let behind = instances.iter().map(|i| i.sealed_count()).sum::<usize>() > 1;
-                match self.complete(i, &head, behind).await {
+                match self.complete_head(i, &head, behind).await {
                     Ok(meta) => {
                         stats.blocks_completed += 1;
                         i.register(head.seq, meta);
                     }
                     // Stays sealed (readable, and holding the WAL back); retried next round.
                     Err(e) => {
-                        tracing::error!(tenant = %i.tenant, error = %e, "completing a block failed")
+                        tracing::error!(tenant = %i.tenant, error = %e, "completing a block failed");
+                        failed = Some(e);
                     }
                 }
             }
@@ -98,7 +118,10 @@ impl Ingester {
         };
         let _ = self.wal.truncate_before(watermark).await;
         self.update_gauges();
-        Ok(stats)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(stats),
+        }
     }
 
     /// Above `max_live_bytes`, cuts traces down to three quarters of it, from the tenants
@@ -122,7 +145,7 @@ impl Ingester {
     }
 
     /// Encodes a sealed head and writes it to local disk, `meta.json` last, fsynced.
-    async fn complete(
+    async fn complete_head(
         &self,
         instance: &Instance,
         head: &Head,
@@ -173,7 +196,7 @@ impl Ingester {
                         section
                     });
                     let started = std::time::Instant::now();
-                    let block = block::encode_sorted(&traces, info);
+                    let block = block::encode_sorted(&traces, info, block::LEVEL0_ZSTD_LEVEL);
                     timed("data", started);
                     let section = section
                         .join()

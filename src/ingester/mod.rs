@@ -119,13 +119,16 @@ pub(crate) struct Ingester {
     append_gate: tokio::sync::RwLock<()>,
     /// Notified when the live traces outgrow their budget: the cut worker runs at once.
     over_budget: tokio::sync::Notify,
+    /// Notified when a cut round sealed a head block: the completion worker runs at once.
+    sealed_ready: tokio::sync::Notify,
     local_dir: PathBuf,
     local: BlockStore,
     remote: BlockStore,
     next_head_seq: AtomicU64,
-    /// One cut round at a time, and one flush round at a time; a slow upload never
-    /// holds up cutting (which keeps memory bounded).
+    /// One cut round, one completion round and one flush round at a time; neither a
+    /// slow completion nor a slow upload holds up cutting (which keeps memory bounded).
     cut_round: tokio::sync::Mutex<()>,
+    complete_round: tokio::sync::Mutex<()>,
     flush_round: tokio::sync::Mutex<()>,
     upload_health: Mutex<UploadHealth>,
 }
@@ -220,11 +223,13 @@ impl Ingester {
             started: Instant::now(),
             append_gate: tokio::sync::RwLock::new(()),
             over_budget: tokio::sync::Notify::new(),
+            sealed_ready: tokio::sync::Notify::new(),
             local_dir,
             local,
             remote,
             next_head_seq: AtomicU64::new(cut::now_unix().as_micros() as u64),
             cut_round: tokio::sync::Mutex::new(()),
+            complete_round: tokio::sync::Mutex::new(()),
             flush_round: tokio::sync::Mutex::new(()),
             upload_health: Mutex::default(),
         });
@@ -304,8 +309,18 @@ impl Ingester {
     }
 
     /// A cut round (background worker).
-    pub(crate) async fn cut(&self) -> Result<RoundStats, LocalBlockError> {
+    pub(crate) async fn cut(&self) -> RoundStats {
         self.run_cut(false).await
+    }
+
+    /// Returns when a cut round has sealed a head block since the last call.
+    pub(crate) async fn sealed_ready(&self) {
+        self.sealed_ready.notified().await
+    }
+
+    /// A completion round (background worker).
+    pub(crate) async fn complete(&self) -> Result<RoundStats, LocalBlockError> {
+        self.run_complete().await
     }
 
     /// A flush round (background worker).
@@ -315,11 +330,12 @@ impl Ingester {
 
     /// One cut round then one flush round (`force`: cut and flush everything now).
     pub(crate) async fn cut_and_flush(&self, force: bool) -> Result<RoundStats, LocalBlockError> {
-        let cut = self.run_cut(force).await?;
+        let cut = self.run_cut(force).await;
+        let completed = self.run_complete().await?;
         let flush = self.run_flush(force).await;
         Ok(RoundStats {
             traces_cut: cut.traces_cut,
-            blocks_completed: cut.blocks_completed,
+            blocks_completed: completed.blocks_completed,
             ..flush
         })
     }
@@ -378,6 +394,7 @@ impl Ingester {
         metrics::gauge!("ringtail_ingester_flush_backlog_bytes").set(pending_bytes as f64);
         metrics::gauge!("ringtail_ingester_local_blocks").set(blocks(|_| true).0 as f64);
         metrics::gauge!("ringtail_ingester_head_bytes").set(sum(&|i| i.head_bytes()) as f64);
+        metrics::gauge!("ringtail_ingester_sealed_heads").set(sum(&|i| i.sealed_count()) as f64);
         metrics::gauge!("ringtail_ingester_live_traces")
             .set(sum(&|i| i.live().trace_count()) as f64);
         metrics::gauge!("ringtail_ingester_live_bytes")

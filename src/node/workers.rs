@@ -7,6 +7,8 @@
 //!   windows this node owns (`crate::compactor::owner` over gossip's compactors);
 //! - `ingester-cut`: a cut round every second, and at once when the live traces outgrow
 //!   their memory budget;
+//! - `ingester-complete`: a completion round every second, and at once when a cut round
+//!   sealed a head block, in a task of its own so a block's encoding never delays cutting;
 //! - `ingester-flush`: a flush round every second, in a task of its own so a hanging
 //!   upload never delays cutting;
 //! - `overrides-reload` (with `overrides_file`): re-reads the per-tenant overrides every
@@ -197,7 +199,7 @@ pub(super) fn spawn_overrides_reload(bg: &Background, overrides: Arc<LiveOverrid
 /// How often `overrides_file` is re-read.
 const OVERRIDES_RELOAD: Duration = Duration::from_secs(10);
 
-/// The cut worker and the flush worker of a serving ingester.
+/// The cut, completion and flush workers of a serving ingester.
 pub(super) fn spawn_ingester(bg: &Background, ingester: &Arc<Ingester>) {
     let (cutter, stop) = (ingester.clone(), bg.stop.clone());
     let status = bg.workers.register("ingester-cut");
@@ -206,10 +208,23 @@ pub(super) fn spawn_ingester(bg: &Background, ingester: &Arc<Ingester>) {
             stop,
             || cutter.over_budget(),
             || async {
-                match cutter.cut().await {
+                cutter.cut().await;
+                status.round_ok();
+            },
+        )
+        .await
+    });
+    let (completer, stop) = (ingester.clone(), bg.stop.clone());
+    let status = bg.workers.register("ingester-complete");
+    bg.tasks.spawn(async move {
+        every_second(
+            stop,
+            || completer.sealed_ready(),
+            || async {
+                match completer.complete().await {
                     Ok(_) => status.round_ok(),
                     Err(e) => {
-                        tracing::error!(error = %e, "cut round failed");
+                        tracing::error!(error = %e, "completion round failed");
                         status.round_failed(&e);
                     }
                 }
