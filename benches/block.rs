@@ -11,7 +11,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
 use prost::Message;
 use ringtail::model::TraceId;
-use ringtail::storage::block::{encode_sorted, BlockInfo, BlockTrace, LEVEL0_ZSTD_LEVEL, ZSTD_LEVEL};
+use ringtail::storage::block::{
+    encode_sorted, BlockInfo, BlockTrace, LEVEL0_ZSTD_LEVEL, ZSTD_LEVEL,
+};
 
 const TRACES: usize = 4000;
 const SPANS_PER_TRACE: usize = 10;

@@ -246,12 +246,12 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_MAX_BLOCK_DURATION_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_block_duration_ms: Option<u64>,
-    /// A head block this large is completed and flushed, bytes [default: 67108864]
+    /// A head block this large is completed and flushed, bytes [default: 33554432]
     #[arg(long, env = "RINGTAIL_MAX_BLOCK_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_block_bytes: Option<usize>,
     /// Memory budget of an ingester's live traces, bytes: above it the least recently
-    /// appended traces move into head blocks early [default: 100663296]
+    /// appended traces move into head blocks early [default: 67108864]
     #[arg(long, env = "RINGTAIL_MAX_LIVE_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_live_bytes: Option<usize>,

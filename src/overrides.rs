@@ -49,7 +49,7 @@ impl Limits {
         Self {
             trace_idle_period: Duration::from_secs(10),
             max_block_duration: Duration::from_secs(120),
-            max_block_bytes: 64 << 20,
+            max_block_bytes: 32 << 20,
             block_retention: Duration::from_secs(336 * 3600),
             ingestion_rate_bytes: 0,
             ingestion_burst_bytes: 0,

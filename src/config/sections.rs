@@ -218,7 +218,7 @@ impl RawConfig {
                 self.max_block_duration_ms,
                 120_000,
             )?,
-            max_block_bytes: match self.max_block_bytes.unwrap_or(64 << 20) {
+            max_block_bytes: match self.max_block_bytes.unwrap_or(32 << 20) {
                 n if n < 1024 => return Err(invalid("max_block_bytes", "must be at least 1024")),
                 n => n,
             },
@@ -264,7 +264,7 @@ impl RawConfig {
             })?,
         );
         let cut = CutPolicy {
-            max_live_bytes: match self.max_live_bytes.unwrap_or(96 << 20) {
+            max_live_bytes: match self.max_live_bytes.unwrap_or(64 << 20) {
                 n if n < 1 << 20 => {
                     return Err(invalid("max_live_bytes", "must be at least 1048576"))
                 }

@@ -21,9 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use prost::Message;
-
 pub(crate) use error::PushError;
 
 use crate::cluster::{ClusterView, Membership};
@@ -31,7 +28,7 @@ use crate::model::TenantId;
 use crate::otlp::{split_by_trace, SplitRequest};
 use crate::ring::{QuorumTracker, ReplicationFactor, TenantSeed, Token, WriteHealth};
 use crate::rpc::codec::RawBytes;
-use crate::rpc::proto::{PushRequest, TraceSegment};
+use crate::rpc::push_frame::encode_push;
 use crate::rpc::quorum::{call_with_quorum, CallPolicy};
 use crate::rpc::IngesterPool;
 
@@ -252,21 +249,18 @@ impl Distributor {
         let health = enough_ingesters(&view, rf)?;
         self.note_health(health, &view, split.traces.len());
         let seed = TenantSeed::new(tenant);
-        let mut per_instance: Vec<Vec<TraceSegment>> = vec![Vec::new(); view.writers.len()];
+        // Each ingester's traces, by index into the split.
+        let mut per_instance: Vec<Vec<u32>> = vec![Vec::new(); view.writers.len()];
         let mut groups = HashSet::new();
         let place = |trace: &crate::otlp::TraceSegment| {
             view.write_ring
                 .replicas(Token::for_trace(seed, &trace.trace_id), rf.factor())
         };
-        for trace in &split.traces {
+        for (t, trace) in split.traces.iter().enumerate() {
             let replicas = place(trace);
             groups.insert(replicas);
-            let segment = TraceSegment {
-                trace_id: Bytes::copy_from_slice(&trace.trace_id.0),
-                resource_spans: trace.resource_spans.clone(),
-            };
             for &i in replicas.as_slice() {
-                per_instance[i as usize].push(segment.clone());
+                per_instance[i as usize].push(t as u32);
             }
         }
         let bodies: Vec<(usize, Vec<u8>)> = per_instance
@@ -274,11 +268,11 @@ impl Distributor {
             .enumerate()
             .filter(|(_, traces)| !traces.is_empty())
             .map(|(i, traces)| {
-                let push = PushRequest {
-                    tenant: tenant.as_str().to_owned(),
-                    traces,
-                };
-                (i, push.encode_to_vec())
+                let segments = traces.iter().map(|&t| {
+                    let trace = &split.traces[t as usize];
+                    (&trace.trace_id.0[..], &trace.resource_spans[..])
+                });
+                (i, encode_push(tenant.as_str(), segments))
             })
             .collect();
         let limit = crate::rpc::pool::max_push_bytes(self.settings.max_recv_msg_size);

@@ -4,6 +4,7 @@ use crate::error::HasErrorCode;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
@@ -12,6 +13,7 @@ use crate::cluster::fixed::active_ingesters;
 use crate::cluster::ClusterView;
 use crate::otlp::test_bytes::request_of;
 use crate::rpc::ingester_client::fake::{FakeIngesters, Gate, Script};
+use crate::rpc::proto::PushRequest;
 
 /// A distributor in front of three ACTIVE fake ingesters, and their gRPC addresses.
 fn distributor_over_fakes(

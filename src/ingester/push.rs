@@ -76,18 +76,8 @@ pub(super) fn without(segments: Vec<Segment>, drop: &[u32]) -> Vec<Segment> {
 
 /// The push record of `segments` alone (what the WAL keeps when some were refused).
 pub(super) fn encode(tenant: &TenantId, segments: &[Segment]) -> Bytes {
-    PushRequest {
-        tenant: tenant.as_str().to_owned(),
-        traces: segments
-            .iter()
-            .map(|s| crate::rpc::proto::TraceSegment {
-                trace_id: Bytes::copy_from_slice(&s.trace.0),
-                resource_spans: s.data.clone(),
-            })
-            .collect(),
-    }
-    .encode_to_vec()
-    .into()
+    let segments = segments.iter().map(|s| (&s.trace.0[..], &s.data[..]));
+    crate::rpc::push_frame::encode_push(tenant.as_str(), segments).into()
 }
 
 /// A push as a distributor builds it: `traces` traces of 3 spans each.

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod codec;
 pub mod ingester_client;
 pub mod pool;
+pub mod push_frame;
 pub mod quorum;
 
 pub use ingester_client::{IngesterApi, IngesterPool};
