@@ -328,7 +328,8 @@ impl Ingester {
         self.run_flush(false).await
     }
 
-    /// One cut round then one flush round (`force`: cut and flush everything now).
+    /// One cut round, one completion round, then one flush round (`force`: cut, complete
+    /// and flush everything now).
     pub(crate) async fn cut_and_flush(&self, force: bool) -> Result<RoundStats, LocalBlockError> {
         let cut = self.run_cut(force).await;
         let completed = self.run_complete().await?;
