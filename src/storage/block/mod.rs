@@ -197,7 +197,8 @@ pub fn encode_sorted(
 ) -> Result<EncodedBlock, BlockError> {
     debug_assert!(traces.windows(2).all(|w| w[0].id <= w[1].id));
     let mut writer = BlockWriter::new(info, level)?;
-    // Spans compress about fourfold; a guess that is short costs a reallocation or two.
+    // Stored data has measured 3-10x smaller than its spans (BENCHMARKS.md): reserve for
+    // the least compression seen; the spare capacity lives only until the block is written.
     let raw: usize = traces.iter().map(|t| t.data.len()).sum();
     let mut data = Vec::with_capacity(raw / 3);
     let mut i = 0;
