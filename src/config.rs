@@ -202,7 +202,7 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_WAL_SYNC")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_sync: Option<String>,
-    /// WAL store: sled, or file (append-only segments + fdatasync) [default: sled]
+    /// WAL store: sled, or file (recycled segment files + fdatasync) [default: file]
     #[arg(long, env = "RINGTAIL_WAL_STORE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_store: Option<String>,
