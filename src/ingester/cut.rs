@@ -97,6 +97,8 @@ impl Ingester {
                     Ok(meta) => {
                         stats.blocks_completed += 1;
                         i.register(head.seq, meta);
+                        // Pushes deferred while completions were behind go on at once.
+                        self.update_gauges();
                     }
                     // Stays sealed (readable, and holding the WAL back); retried next round.
                     Err(e) => {
@@ -229,6 +231,20 @@ impl Ingester {
     }
 }
 
+/// Whether pushes are held back until completions catch up: more than one
+/// sealed head waits for its encoding and together they hold more than `max_live_bytes`.
+/// Without it a disk or CPU too slow for the encoder would let sealed heads, and the
+/// ingester's memory, grow without bound; with it the trace data in memory stays within
+/// about twice `max_live_bytes` plus two head blocks. One head alone never defers pushes,
+/// however large a tenant's `max_block_bytes` makes it.
+pub(super) fn behind_on_completions(
+    sealed_heads: usize,
+    sealed_bytes: usize,
+    max_live_bytes: usize,
+) -> bool {
+    sealed_heads > 1 && sealed_bytes > max_live_bytes
+}
+
 pub(super) fn now_unix() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -268,3 +284,17 @@ fn lower_this_threads_priority() {
 
 #[cfg(not(target_os = "linux"))]
 fn lower_this_threads_priority() {}
+
+#[cfg(test)]
+mod tests {
+    use super::behind_on_completions as behind;
+
+    #[test]
+    fn pushes_wait_only_while_more_than_one_sealed_head_holds_more_than_the_live_budget() {
+        assert!(!behind(0, 0, 100));
+        assert!(!behind(1, 10_000, 100), "one head alone, however large");
+        assert!(!behind(2, 100, 100));
+        assert!(behind(2, 101, 100));
+        assert!(behind(7, 10_000, 100));
+    }
+}

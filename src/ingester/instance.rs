@@ -256,6 +256,11 @@ impl Instance {
         lock(&self.blocks).sealed.len()
     }
 
+    /// The bytes of trace data in the sealed heads.
+    pub(super) fn sealed_bytes(&self) -> usize {
+        lock(&self.blocks).sealed.iter().map(|h| h.bytes).sum()
+    }
+
     pub(super) fn flush_due(&self, now: Instant) -> FlushDue {
         let blocks = lock(&self.blocks);
         let mut due = FlushDue::default();

@@ -98,6 +98,11 @@ pub(crate) struct RoundStats {
     pub blocks_quarantined: usize,
 }
 
+/// The longest a push waits for block completions to catch up (see
+/// [`Ingester::wait_for_completions`]); well below the distributors' push timeout (2 s by
+/// default), so a push that still cannot go on is answered UNAVAILABLE, not timed out.
+const COMPLETION_WAIT: Duration = Duration::from_millis(1000);
+
 /// The ingester: the WAL, one [`Instance`] per tenant (its live traces, head block, sealed
 /// heads and local blocks), and the rounds that move traces on (`cut.rs`, `flush.rs`).
 pub(crate) struct Ingester {
@@ -107,6 +112,10 @@ pub(crate) struct Ingester {
     tenants: RwLock<HashMap<TenantId, Arc<Instance>>>,
     /// Sum of every instance's live trace bytes (the budget `max_live_bytes` bounds).
     live_bytes: AtomicUsize,
+    /// The sealed heads waiting for their completion, every instance's: how many, and
+    /// their bytes (set by `update_gauges` after each seal and completion).
+    sealed_heads: AtomicUsize,
+    sealed_bytes: AtomicUsize,
     serving: AtomicBool,
     /// Set by the drain sequence: pushes are refused with UNAVAILABLE from then on.
     leaving: AtomicBool,
@@ -121,6 +130,9 @@ pub(crate) struct Ingester {
     over_budget: tokio::sync::Notify,
     /// Notified when a cut round sealed a head block: the completion worker runs at once.
     sealed_ready: tokio::sync::Notify,
+    /// Notified (all waiters) whenever the sealed heads were counted again: pushes waiting
+    /// for completions to catch up look again.
+    sealed_counted: tokio::sync::Notify,
     local_dir: PathBuf,
     local: BlockStore,
     remote: BlockStore,
@@ -158,6 +170,8 @@ pub(crate) enum IngesterError {
     Leaving,
     #[error("ingester WAL unavailable: {0}")]
     Wal(#[from] WalError),
+    #[error("ingester is behind on block completion: {heads} sealed head blocks ({bytes} bytes) wait for encoding; retry shortly")]
+    Behind { heads: usize, bytes: usize },
     #[error(transparent)]
     BadPush(#[from] PushDecodeError),
     #[error(transparent)]
@@ -173,9 +187,10 @@ pub(crate) enum IngesterError {
 impl HasErrorCode for IngesterError {
     fn error_code(&self) -> ErrorCode {
         match self {
-            IngesterError::Starting | IngesterError::Leaving | IngesterError::Wal(_) => {
-                ErrorCode::Unavailable
-            }
+            IngesterError::Starting
+            | IngesterError::Leaving
+            | IngesterError::Wal(_)
+            | IngesterError::Behind { .. } => ErrorCode::Unavailable,
             IngesterError::BadPush(_)
             | IngesterError::Tenant(_)
             | IngesterError::TraceId(_)
@@ -217,6 +232,8 @@ impl Ingester {
             wal,
             tenants: RwLock::new(tenants),
             live_bytes: AtomicUsize::new(live_bytes),
+            sealed_heads: AtomicUsize::new(0),
+            sealed_bytes: AtomicUsize::new(0),
             serving: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
             last_push_ms: AtomicU64::new(0),
@@ -224,6 +241,7 @@ impl Ingester {
             append_gate: tokio::sync::RwLock::new(()),
             over_budget: tokio::sync::Notify::new(),
             sealed_ready: tokio::sync::Notify::new(),
+            sealed_counted: tokio::sync::Notify::new(),
             local_dir,
             local,
             remote,
@@ -395,12 +413,48 @@ impl Ingester {
         metrics::gauge!("ringtail_ingester_flush_backlog_bytes").set(pending_bytes as f64);
         metrics::gauge!("ringtail_ingester_local_blocks").set(blocks(|_| true).0 as f64);
         metrics::gauge!("ringtail_ingester_head_bytes").set(sum(&|i| i.head_bytes()) as f64);
-        metrics::gauge!("ringtail_ingester_sealed_heads").set(sum(&|i| i.sealed_count()) as f64);
+        let sealed_heads = sum(&|i| i.sealed_count());
+        self.sealed_heads.store(sealed_heads, Ordering::Relaxed);
+        self.sealed_bytes
+            .store(sum(&|i| i.sealed_bytes()), Ordering::Relaxed);
+        metrics::gauge!("ringtail_ingester_sealed_heads").set(sealed_heads as f64);
+        self.sealed_counted.notify_waiters();
         metrics::gauge!("ringtail_ingester_live_traces")
             .set(sum(&|i| i.live().trace_count()) as f64);
         metrics::gauge!("ringtail_ingester_live_bytes")
             .set(self.live_bytes.load(Ordering::Relaxed) as f64);
         metrics::gauge!("ringtail_ingester_wal_disk_bytes").set(self.wal.size_on_disk() as f64);
+    }
+
+    /// While block completions are behind (`cut::behind_on_completions`), holds a push
+    /// back until they catch up, for up to [`COMPLETION_WAIT`]: the ingest rate then
+    /// follows what the encoder keeps up with, and memory stays bounded. Still behind by
+    /// then: [`IngesterError::Behind`] (UNAVAILABLE, retryable).
+    async fn wait_for_completions(&self) -> Result<(), IngesterError> {
+        let behind = || {
+            let heads = self.sealed_heads.load(Ordering::Relaxed);
+            let bytes = self.sealed_bytes.load(Ordering::Relaxed);
+            cut::behind_on_completions(heads, bytes, self.policy.max_live_bytes)
+                .then_some((heads, bytes))
+        };
+        if behind().is_none() {
+            return Ok(());
+        }
+        metrics::counter!("ringtail_ingester_pushes_held_back_total").increment(1);
+        let deadline = tokio::time::Instant::now() + COMPLETION_WAIT;
+        loop {
+            let counted = self.sealed_counted.notified();
+            tokio::pin!(counted);
+            // Registered before the check, so a count between the two is not missed.
+            counted.as_mut().enable();
+            let Some((heads, bytes)) = behind() else {
+                return Ok(());
+            };
+            if tokio::time::timeout_at(deadline, counted).await.is_err() {
+                metrics::counter!("ringtail_ingester_pushes_deferred_total").increment(1);
+                return Err(IngesterError::Behind { heads, bytes });
+            }
+        }
     }
 
     /// Stores a distributor's push; returns the indices of the segments refused because
@@ -412,6 +466,7 @@ impl Ingester {
         }
         self.last_push_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.wait_for_completions().await?;
         let (tenant, mut segments) =
             decode_push(body.clone(), Check::Strict).inspect_err(|_| {
                 metrics::counter!("ringtail_ingester_pushes_refused_total").increment(1);

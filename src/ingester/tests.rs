@@ -29,13 +29,23 @@ fn open_limited(
     wal_store: Option<WalStoreKind>,
     max_bytes_per_trace: usize,
 ) -> Result<Arc<Ingester>, OpenError> {
+    open_budgeted(dir, store, wal_store, max_bytes_per_trace, 1 << 20)
+}
+
+fn open_budgeted(
+    dir: &std::path::Path,
+    store: &std::path::Path,
+    wal_store: Option<WalStoreKind>,
+    max_bytes_per_trace: usize,
+    max_live_bytes: usize,
+) -> Result<Arc<Ingester>, OpenError> {
     let settings = IngesterSettings {
         data_dir: dir.to_path_buf(),
         wal_sync: WalSync::Always,
         wal_store,
         wal_cache_bytes: 1 << 20,
         cut: CutPolicy {
-            max_live_bytes: 1 << 20,
+            max_live_bytes,
             complete_block_timeout: Duration::from_secs(3600),
             overrides: Arc::new(LiveOverrides::fixed(crate::overrides::Overrides::new(
                 crate::overrides::Limits {
@@ -161,6 +171,64 @@ async fn a_push_is_refused_until_serving_and_after_the_drain_begins() {
         .await
         .expect_err("malformed");
     assert_eq!(malformed.error_code(), ErrorCode::BadRequest);
+}
+
+/// When block completions fall behind (here: they fail, the local disk refusing the
+/// tenant's folder) so that more than one sealed head holding more than `max_live_bytes`
+/// waits, pushes are held back, and answered UNAVAILABLE after a second, so memory stays
+/// bounded; nothing refused reaches the WAL, and a push held back goes on as soon as the
+/// completions catch up.
+#[tokio::test]
+async fn pushes_wait_while_sealed_heads_pile_up_and_go_on_once_completions_catch_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = tempfile::tempdir().expect("tempdir");
+    let tenant = TenantId::parse("t").expect("tenant");
+    let segment = push(1).len();
+    let open = || {
+        open_budgeted(
+            dir.path(),
+            store.path(),
+            Some(WalStoreKind::File),
+            0,
+            segment,
+        )
+    };
+    let ingester = open().expect("opens");
+    let blocked = dir.path().join("complete/t");
+    std::fs::create_dir_all(dir.path().join("complete")).expect("mkdir");
+    std::fs::write(&blocked, b"not a folder").expect("write");
+    for _ in 0..2 {
+        ingester.push(push(3).into()).await.expect("accepted");
+        ingester.run_cut(true).await;
+        ingester
+            .run_complete()
+            .await
+            .expect_err("the tenant's folder is a file");
+    }
+    let refused = ingester.push(push(4).into()).await.expect_err("behind");
+    assert!(
+        matches!(refused, IngesterError::Behind { heads: 2, .. }),
+        "{refused}"
+    );
+    assert_eq!(refused.error_code(), ErrorCode::Unavailable);
+    assert!(ingester.find(&tenant, &TraceId([4; 16])).await.is_none());
+
+    let held_back = tokio::spawn({
+        let ingester = ingester.clone();
+        async move { ingester.push(push(4).into()).await }
+    });
+    std::fs::remove_file(&blocked).expect("remove");
+    ingester.run_complete().await.expect("completes");
+    held_back
+        .await
+        .expect("joins")
+        .expect("accepted once the completions caught up");
+    drop(ingester);
+    let reopened = open().expect("reopens");
+    assert!(
+        reopened.find(&tenant, &TraceId([4; 16])).await.is_some(),
+        "the push accepted after the wait is in the WAL"
+    );
 }
 
 /// Unset, `wal_store` is the file store; a data folder that already holds a sled WAL
