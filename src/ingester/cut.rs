@@ -97,7 +97,7 @@ impl Ingester {
                     Ok(meta) => {
                         stats.blocks_completed += 1;
                         i.register(head.seq, meta);
-                        // Pushes deferred while completions were behind go on at once.
+                        // Pushes held back while completions were behind go on at once.
                         self.update_gauges();
                     }
                     // Stays sealed (readable, and holding the WAL back); retried next round.
