@@ -20,8 +20,11 @@
 //! corrupt: the rest of it is skipped, counted and logged, and replay goes on with the next
 //! segment. In the last segment, a record whose header has the next sequence number but
 //! whose payload is cut short or fails its checksum is a torn write (the process died
-//! mid-append, so it was never acked): the segment is truncated there. Segments written by
-//! earlier versions (appended, never recycled) replay the same way.
+//! mid-append, so it was never acked): the segment is truncated there. A header there whose
+//! sequence number is not the next one ends the replay uncounted: a recycled tail looks
+//! the same, so a damaged sequence number in the last segment's last records cannot be
+//! told from one. Segments written by earlier versions (appended, never recycled) replay
+//! the same way.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{IoSlice, Write};
