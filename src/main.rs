@@ -43,7 +43,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    fix_mmap_threshold();
+    tune_malloc();
     let cli = Cli::parse();
     telemetry::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -71,19 +71,29 @@ fn main() -> ExitCode {
     })
 }
 
-/// glibc's malloc raises its mmap threshold to the largest block freed so far (up to 32
-/// MiB): after a few block completions the ingester's multi-megabyte buffers (encoded
-/// blocks and sections, sealed heads' traces) come from the heap, whose freed pages stay
-/// with the process. A fixed threshold maps each allocation of 4 MiB or more and unmaps
-/// it when freed: 20–50 MB less peak RSS per ingester at saturation, no CPU cost that a
-/// run tells apart (BENCHMARKS.md, issue 14, third part). `MALLOC_MMAP_THRESHOLD_` in the
-/// environment still decides when it is set.
-fn fix_mmap_threshold() {
+/// Two of glibc's malloc settings, fixed (each unless its environment variable sets it):
+/// - `M_MMAP_THRESHOLD` 4 MiB. glibc raises it to the largest block freed so far (up to 32
+///   MiB): after a few block completions the ingester's multi-megabyte buffers (encoded
+///   blocks and sections, a local block read back for upload) come from the heap, whose
+///   freed pages stay with the process. Fixed, each of them is mapped and unmapped when
+///   freed: 20–100 MB less peak RSS per ingester at saturation.
+/// - `M_TRIM_THRESHOLD` 8 MiB (twice the first, glibc's own rule). Fixing the first fixes
+///   this one at 128 KiB, and the heap's top is then handed back and faulted in again all
+///   the time: ~4,000 page faults a second in the distributor at saturation, ~100 in it
+///   at 8 MiB.
+///
+/// Figures: BENCHMARKS.md, issue 14, third part.
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        // SAFETY: `mallopt` only sets an allocator parameter; no other thread exists yet.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    for (param, value, env) in [
+        (libc::M_MMAP_THRESHOLD, 4 << 20, "MALLOC_MMAP_THRESHOLD_"),
+        (libc::M_TRIM_THRESHOLD, 8 << 20, "MALLOC_TRIM_THRESHOLD_"),
+    ] {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: `mallopt` only sets an allocator parameter; no other thread exists yet.
+            unsafe {
+                libc::mallopt(param, value);
+            }
         }
     }
 }
