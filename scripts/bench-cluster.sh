@@ -2,7 +2,8 @@
 # Measures the multi-process cluster shape under `ringtail bench`: 3 ingester processes and
 # a distributor+querier process on 127.0.97.x (filesystem store, file WAL), the load tool on
 # the same cores. Reports throughput and latency (from the load tool), CPU-seconds per
-# million acked spans for all four processes and per role, and each ingester's peak RSS.
+# million acked spans for all four processes and per role, each process's peak RSS and its
+# minor page faults during the run (fresh memory the process touched).
 #
 #   scripts/bench-cluster.sh [bench args...]       e.g. --concurrency 16 --duration-secs 20
 #   CLUSTER_ARGS="--wal-store sled" scripts/bench-cluster.sh ...   (flags for every node)
@@ -31,11 +32,14 @@ trap stop EXIT
 start_cluster 127.0.97 "$work" ${CLUSTER_ARGS:---wal-store file}
 ticks=$(getconf CLK_TCK)
 cpu() { awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
-before=(); for p in "${pids[@]}"; do before+=("$(cpu "$p")"); done
+faults() { awk '{print $10}' "/proc/$1/stat"; }   # minor page faults
+before=(); faults_before=()
+for p in "${pids[@]}"; do before+=("$(cpu "$p")"); faults_before+=("$(faults "$p")"); done
 out=$("${BENCH_BIN:-$bin}" bench --endpoint http://127.0.97.100:4317 "$@" | tee /dev/stderr)
-after=(); for p in "${pids[@]}"; do
+after=(); faults_after=()
+for p in "${pids[@]}"; do
   kill -0 "$p" 2>/dev/null || { echo "a node died during the run; logs in $work" >&2; exit 1; }
-  after+=("$(cpu "$p")")
+  after+=("$(cpu "$p")"); faults_after+=("$(faults "$p")")
 done
 spans=$(echo "$out" | sed -n 's/^result: .* requests, \([0-9]*\) acked spans.*/\1/p')
 names=(ingester-1 ingester-2 ingester-3 front)
@@ -45,8 +49,9 @@ for i in 0 1 2 3; do
   used=$(awk -v a="${after[$i]}" -v b="${before[$i]}" 'BEGIN {print a - b}')
   total=$(awk -v t="$total" -v u="$used" 'BEGIN {print t + u}')
   hwm=$(awk '/VmHWM/ {print $2}' "/proc/${pids[$i]}/status")
-  awk -v n="${names[$i]}" -v u="$used" -v s="$spans" -v h="$hwm" 'BEGIN {
-    printf "  %-10s %6.1f CPU-s = %.2f CPU-s per million spans, peak RSS %.0f MB\n", n, u, u / s * 1e6, h / 1024 }'
+  f=$((faults_after[i] - faults_before[i]))
+  awk -v n="${names[$i]}" -v u="$used" -v s="$spans" -v h="$hwm" -v f="$f" 'BEGIN {
+    printf "  %-10s %6.1f CPU-s = %.2f CPU-s per million spans, peak RSS %.0f MB, %d minor faults\n", n, u, u / s * 1e6, h / 1024, f }'
 done
 awk -v t="$total" -v s="$spans" 'BEGIN {
   printf "  all        %6.1f CPU-s for %d spans = %.2f CPU-seconds per million spans\n", t, s, t / s * 1e6 }'
