@@ -8,7 +8,7 @@
 //! block are single critical sections on `blocks`: a sealed head leaves exactly when its
 //! block is registered, never before.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::live::{lock, Appended, HeldTrace, Segment, Taken, TenantLive};
 use super::local_blocks::{BlockState, LocalBlock};
-use crate::model::{TenantId, TraceId};
+use crate::model::{TenantId, TraceId, TraceMap};
 use crate::storage::block::BlockMeta;
 
 /// Traces cut from live into a head block, with their share of every instance's live bytes.
@@ -39,10 +39,10 @@ fn unknown_as_zero(start: u64) -> u64 {
 pub(super) struct Head {
     pub seq: u64,
     pub created: Instant,
-    pub traces: HashMap<TraceId, Vec<Bytes>>,
+    pub traces: TraceMap<Vec<Bytes>>,
     /// Each trace's span time range (as its live trace knew it; `u64::MAX`: unknown), so
     /// a search skips the traces outside its range without decoding them.
-    pub times: HashMap<TraceId, (u64, u64)>,
+    pub times: TraceMap<(u64, u64)>,
     pub bytes: usize,
     /// The oldest WAL record one of its traces came from.
     pub min_seq: u64,
@@ -131,8 +131,8 @@ impl Instance {
         let head = blocks.head.get_or_insert_with(|| Head {
             seq: head_seq.fetch_add(1, Ordering::Relaxed),
             created: Instant::now(),
-            traces: HashMap::new(),
-            times: HashMap::new(),
+            traces: TraceMap::default(),
+            times: TraceMap::default(),
             bytes: 0,
             min_seq: u64::MAX,
             start: u64::MAX,
@@ -209,7 +209,7 @@ impl Instance {
         let mut memory = Vec::new();
         self.live.snapshot(&mut memory);
         let blocks = lock(&self.blocks);
-        let mut in_heads: HashMap<TraceId, (Vec<Bytes>, u64, u64)> = HashMap::new();
+        let mut in_heads: TraceMap<(Vec<Bytes>, u64, u64)> = TraceMap::default();
         for head in blocks.head.iter().chain(blocks.sealed.iter().map(|h| &**h)) {
             for (id, records) in &head.traces {
                 let (start, end) = head.times.get(id).copied().unwrap_or((0, 0));

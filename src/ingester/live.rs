@@ -7,13 +7,12 @@
 //! every tenant keeps up to an equal share, the water level), each tenant's least recently
 //! appended traces first, so one noisy tenant cannot push the others into early cuts.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::model::TraceId;
+use crate::model::{TraceId, TraceMap};
 
 const SHARDS: usize = 32;
 
@@ -69,7 +68,7 @@ pub(super) type Taken = Vec<(TraceId, LiveTrace)>;
 /// for each other).
 #[derive(Default)]
 pub(super) struct TenantLive {
-    shards: [Mutex<HashMap<TraceId, LiveTrace>>; SHARDS],
+    shards: [Mutex<TraceMap<LiveTrace>>; SHARDS],
 }
 
 fn shard(id: &TraceId) -> usize {

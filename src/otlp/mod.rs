@@ -12,13 +12,12 @@
 //!
 //! Measured cost: see BENCHMARKS.md (`cargo bench --bench split`).
 
-use std::collections::HashMap;
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use crate::model::TraceId;
+use crate::model::{TraceId, TraceMap};
 
 mod fields;
 mod schema;
@@ -342,7 +341,7 @@ fn framed_len(payload: usize) -> usize {
 struct ByTrace {
     spans: Vec<SpanInfo>,
     traces: Vec<TraceInfo>,
-    index: HashMap<TraceId, u32>,
+    index: TraceMap<u32>,
 }
 
 impl ByTrace {
