@@ -79,8 +79,8 @@ fn main() -> ExitCode {
 ///   freed: 20–100 MB less peak RSS per ingester at saturation.
 /// - `M_TRIM_THRESHOLD` 8 MiB (twice the first, glibc's own rule). Fixing the first fixes
 ///   this one at 128 KiB, and the heap's top is then handed back and faulted in again all
-///   the time: ~4,000 page faults a second in the distributor at saturation, ~100 in it
-///   at 8 MiB.
+///   the time: ~7,000 page faults a second in the distributor at saturation, under 100 at
+///   8 MiB (and at 20k spans/s ~2,000 a second on glibc's defaults, ~10 now).
 ///
 /// Figures: BENCHMARKS.md, issue 14, third part.
 fn tune_malloc() {
