@@ -41,8 +41,46 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    #[inline]
+    /// Most fields have a one-byte key, and most strings and messages a one-byte length:
+    /// those are read here without the general path's checks one by one (the result is
+    /// the same; anything else, and every error, takes [`Self::read_general`]).
+    #[inline(always)]
     fn read(&mut self) -> Result<(u32, WireValue<'a>), WireError> {
+        let r = &mut self.reader;
+        if let Some(&[key, next]) = r.buf.get(r.pos..r.pos + 2) {
+            if (8..0x80).contains(&key) && r.pos + 2 <= r.end {
+                let number = u32::from(key >> 3);
+                match key & 7 {
+                    WIRE_LEN if next < 0x80 => {
+                        let (start, end) = (r.pos + 2, r.pos + 2 + usize::from(next));
+                        if end <= r.end {
+                            r.pos = end;
+                            return Ok((number, WireValue::Len(&r.buf[start..end])));
+                        }
+                    }
+                    WIRE_VARINT if next < 0x80 => {
+                        r.pos += 2;
+                        return Ok((number, WireValue::Varint(u64::from(next))));
+                    }
+                    WIRE_FIXED64 => {
+                        if let Some(b) = r
+                            .buf
+                            .get(r.pos + 1..r.pos + 9)
+                            .filter(|_| r.pos + 9 <= r.end)
+                        {
+                            let v = u64::from_le_bytes(b.try_into().unwrap_or_default());
+                            r.pos += 9;
+                            return Ok((number, WireValue::Fixed64(v)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.read_general()
+    }
+
+    fn read_general(&mut self) -> Result<(u32, WireValue<'a>), WireError> {
         let r = &mut self.reader;
         let key = r.varint()?;
         let number = u32::try_from(key >> 3).map_err(|_| r.err("field number too large"))?;

@@ -223,6 +223,26 @@ fn copies_of_a_span_from_several_records_count_once() {
     assert_eq!(t.spans.len(), 1);
 }
 
+#[test]
+fn non_ascii_text_is_read_and_text_that_is_not_utf8_is_not() {
+    let mut root = span(1, None, "café ☕", 0, 10);
+    root.attrs = vec![kv("città", s("Zürich"))];
+    let r = record(1, vec![("naïve", vec![root])]);
+    let t = SearchTrace::decode(TraceId([1; 16]), [&r[..]]);
+    assert_eq!(t.spans[0].name, "café ☕");
+    assert_eq!(t.root_service, Some("naïve"));
+    assert_eq!(matches(r#"{ span.città = "Zürich" }"#, &t), Some(vec![0]));
+    // A name of bytes that are not UTF-8 (`0xff 0xfe`) ends that record's decode: the
+    // span is not read (with a string it could not hold), the good record still is.
+    let bad =
+        crate::otlp::test_bytes::request_of(&[crate::otlp::test_bytes::span_with_non_utf8_name(
+            1, 2,
+        )]);
+    let t = SearchTrace::decode(TraceId([1; 16]), [&bad[..], &r[..]]);
+    assert_eq!(t.spans.len(), 1);
+    assert_eq!(t.spans[0].name, "café ☕");
+}
+
 fn hit(id: u8, start_ms: u64, spans: &[u8]) -> TraceHit {
     let services = vec![(
         "svc",
