@@ -35,7 +35,10 @@ const INDEX_ENTRY: usize = 16 + 16 + 8 + 4 + 4;
 pub const ZSTD_LEVEL: i32 = 3;
 /// zstd level of an ingester's level-0 blocks: the compactor replaces them with a merged
 /// block within hours, while every replica pays for their compression on the write path.
-pub const LEVEL0_ZSTD_LEVEL: i32 = 1;
+/// -1 (zstd's fastest strategy with a little acceleration) against 1: 10% less time for
+/// 1.6% more bytes (`cargo bench --bench block`: 8.8 against 9.8 ms, 26.0 against 25.6
+/// bytes per span); -3 was 24% faster but 26% larger.
+pub const LEVEL0_ZSTD_LEVEL: i32 = -1;
 
 #[derive(Debug, Error)]
 pub enum BlockError {
