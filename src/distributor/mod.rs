@@ -263,18 +263,26 @@ impl Distributor {
                 per_instance[i as usize].push(t as u32);
             }
         }
-        let bodies: Vec<(usize, Vec<u8>)> = per_instance
-            .into_iter()
-            .enumerate()
-            .filter(|(_, traces)| !traces.is_empty())
-            .map(|(i, traces)| {
+        // Ingesters sent the same traces share one body, encoded once (with as many
+        // ingesters as the replication factor, every ingester gets every trace).
+        let mut bodies: Vec<(usize, bytes::Bytes)> = Vec::with_capacity(per_instance.len());
+        for (i, traces) in per_instance.iter().enumerate() {
+            if traces.is_empty() {
+                continue;
+            }
+            let shared = bodies
+                .iter()
+                .find(|(j, _)| per_instance[*j] == *traces)
+                .map(|(_, body)| body.clone());
+            let body = shared.unwrap_or_else(|| {
                 let segments = traces.iter().map(|&t| {
                     let trace = &split.traces[t as usize];
                     (&trace.trace_id.0[..], &trace.resource_spans[..])
                 });
-                (i, encode_push(tenant.as_str(), segments))
-            })
-            .collect();
+                bytes::Bytes::from(encode_push(tenant.as_str(), segments))
+            });
+            bodies.push((i, body));
+        }
         let limit = crate::rpc::pool::max_push_bytes(self.settings.max_recv_msg_size);
         if let Some(size) = bodies
             .iter()
@@ -288,7 +296,7 @@ impl Distributor {
             .into_iter()
             .map(|(i, body)| {
                 let client = self.clients.client(view.writers[i].grpc);
-                (i as u16, client.push(RawBytes(body.into())))
+                (i as u16, client.push(RawBytes(body)))
             })
             .collect();
         let tracker = QuorumTracker::new(groups, rf.write_quorum());
