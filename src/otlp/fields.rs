@@ -145,4 +145,41 @@ mod tests {
         assert!(last.is_err());
         assert_eq!(fields(cut).filter(|f| f.is_err()).count(), 1);
     }
+
+    /// The inline read (one-byte keys and lengths) gives what the general one gives, on
+    /// random bytes made mostly of short keys and lengths, errors included.
+    #[test]
+    fn the_inline_read_agrees_with_the_general_one() {
+        use rand::{RngExt, SeedableRng};
+        type Read<'a> = Result<(u32, WireValue<'a>), (usize, &'static str)>;
+        fn walk(bytes: &[u8], inline: bool) -> Vec<Read<'_>> {
+            let mut f = fields(bytes);
+            let mut out = Vec::new();
+            while f.reader.pos < f.reader.end {
+                let item = if inline { f.read() } else { f.read_general() };
+                let stop = item.is_err();
+                out.push(item.map_err(|e| (e.offset, e.what)));
+                if stop {
+                    break;
+                }
+            }
+            out
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        let mut read = 0;
+        for _ in 0..3000 {
+            let len = rng.random_range(0..24);
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| match rng.random_range(0..4) {
+                    0 => rng.random_range(8..0x80u8),
+                    1 => rng.random_range(0..12u8),
+                    _ => rng.random(),
+                })
+                .collect();
+            let inline = walk(&bytes, true);
+            assert_eq!(inline, walk(&bytes, false), "{bytes:?}");
+            read += inline.iter().filter(|r| r.is_ok()).count();
+        }
+        assert!(read > 1000, "{read}");
+    }
 }

@@ -240,8 +240,42 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// The next field. One-byte keys with a one-byte length or varint, and fixed64
+    /// fields (most of OTLP's) are read inline; the rest, and every error, take
+    /// [`Self::next_general`], which gives the same answer for those too.
     #[inline]
     fn next(&mut self) -> Result<Option<Field>, WireError> {
+        let start = self.pos;
+        if let Some(&[key, next]) = self.buf.get(start..start + 2) {
+            if (8..0x80).contains(&key) && start + 2 <= self.end {
+                let (number, wire) = (u32::from(key >> 3), key & 7);
+                let end = match wire {
+                    WIRE_LEN if next < 0x80 => start + 2 + usize::from(next),
+                    WIRE_VARINT if next < 0x80 => start + 2,
+                    WIRE_FIXED64 => start + 9,
+                    _ => usize::MAX,
+                };
+                if end <= self.end {
+                    self.pos = end;
+                    // As the general path: a varint's payload is empty, at its end.
+                    let payload = match wire {
+                        WIRE_LEN => start + 2,
+                        WIRE_VARINT => end,
+                        _ => start + 1,
+                    };
+                    return Ok(Some(Field {
+                        number,
+                        wire,
+                        raw: start..end,
+                        payload: payload..end,
+                    }));
+                }
+            }
+        }
+        self.next_general()
+    }
+
+    fn next_general(&mut self) -> Result<Option<Field>, WireError> {
         if self.pos >= self.end {
             return Ok(None);
         }
@@ -283,7 +317,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Next field, requiring LEN wire type for `len_fields`.
-    #[inline]
+    #[inline(always)]
     fn next_expect_len(&mut self, len_fields: &[u32]) -> Result<Option<Field>, WireError> {
         let f = self.next()?;
         if let Some(f) = &f {

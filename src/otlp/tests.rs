@@ -276,3 +276,56 @@ fn varint_lengths() {
         assert_eq!(b.len(), varint_len(v), "{v}");
     }
 }
+
+/// Every field the inline path of `Reader::next` reads, and every error, is what the
+/// general path reads: over a real span's bytes cut at every length, and over random
+/// bytes whose short keys and lengths the inline path takes.
+#[test]
+fn the_inline_field_read_agrees_with_the_general_one() {
+    use rand::{RngExt, SeedableRng};
+    let walk = |bytes: &[u8], inline: bool| {
+        let mut r = Reader::new(bytes, 0..bytes.len());
+        let mut out = Vec::new();
+        loop {
+            let f = if inline { r.next() } else { r.next_general() };
+            match f {
+                Ok(Some(f)) => out.push(Ok((f.number, f.wire, f.raw, f.payload))),
+                Ok(None) => break,
+                Err(e) => {
+                    out.push(Err((e.offset, e.what)));
+                    break;
+                }
+            }
+        }
+        out
+    };
+    let real = TracesData {
+        resource_spans: vec![resource(
+            "svc",
+            vec![scope(
+                "lib",
+                vec![span(1, 1, "GET /"), span(1, 200, "long")],
+            )],
+        )],
+    }
+    .encode_to_vec();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+    let random = (0..2000).map(|_| {
+        let len = rng.random_range(0..24);
+        (0..len)
+            .map(|_| match rng.random_range(0..4) {
+                0 => rng.random_range(8..0x80u8),
+                1 => rng.random_range(0..12u8),
+                _ => rng.random(),
+            })
+            .collect::<Vec<u8>>()
+    });
+    let cuts = (0..=real.len()).map(|n| real[..n].to_vec());
+    let mut inline_reads = 0;
+    for bytes in cuts.chain(random) {
+        let fast = walk(&bytes, true);
+        assert_eq!(fast, walk(&bytes, false), "{bytes:?}");
+        inline_reads += fast.iter().filter(|f| f.is_ok()).count();
+    }
+    assert!(inline_reads > 500, "{inline_reads}");
+}
