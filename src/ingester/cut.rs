@@ -158,8 +158,8 @@ impl Ingester {
         let mut traces: Vec<BlockTrace> = head
             .traces
             .iter()
-            .flat_map(|(id, parts)| {
-                parts.iter().map(|d| BlockTrace {
+            .flat_map(|(id, held)| {
+                held.records.iter().map(|d| BlockTrace {
                     id: *id,
                     data: d.clone(),
                 })

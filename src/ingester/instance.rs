@@ -39,13 +39,19 @@ fn unknown_as_zero(start: u64) -> u64 {
 pub(super) struct Head {
     pub seq: u64,
     pub created: Instant,
-    pub traces: TraceMap<Vec<Bytes>>,
-    /// Each trace's span time range (as its live trace knew it; `u64::MAX`: unknown), so
-    /// a search skips the traces outside its range without decoding them.
-    pub times: TraceMap<(u64, u64)>,
+    pub traces: TraceMap<HeadTrace>,
     pub bytes: usize,
     /// The oldest WAL record one of its traces came from.
     pub min_seq: u64,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A trace in a head block: one buffer per cut that moved it there, and its span time
+/// range (as its live trace knew it; `u64::MAX`: unknown), so a search skips the traces
+/// outside its range without decoding them.
+pub(super) struct HeadTrace {
+    pub records: Vec<Bytes>,
     pub start: u64,
     pub end: u64,
 }
@@ -132,7 +138,6 @@ impl Instance {
             seq: head_seq.fetch_add(1, Ordering::Relaxed),
             created: Instant::now(),
             traces: TraceMap::default(),
-            times: TraceMap::default(),
             bytes: 0,
             min_seq: u64::MAX,
             start: u64::MAX,
@@ -151,9 +156,14 @@ impl Instance {
             head.end = head.end.max(trace.end);
             head.bytes += data.len();
             head.min_seq = head.min_seq.min(trace.first_seq);
-            head.traces.entry(id).or_default().push(data);
-            let times = head.times.entry(id).or_insert((u64::MAX, 0));
-            *times = (times.0.min(trace.start), times.1.max(trace.end));
+            let held = head.traces.entry(id).or_insert_with(|| HeadTrace {
+                records: Vec::new(),
+                start: u64::MAX,
+                end: 0,
+            });
+            held.records.push(data);
+            held.start = held.start.min(trace.start);
+            held.end = held.end.max(trace.end);
         }
         cut
     }
@@ -193,7 +203,12 @@ impl Instance {
         let mut in_memory: Vec<Bytes> = self.live.get(id).into_iter().collect();
         let blocks = lock(&self.blocks);
         for head in blocks.head.iter().chain(blocks.sealed.iter().map(|h| &**h)) {
-            in_memory.extend(head.traces.get(id).into_iter().flatten().cloned());
+            in_memory.extend(
+                head.traces
+                    .get(id)
+                    .into_iter()
+                    .flat_map(|t| t.records.iter().cloned()),
+            );
         }
         Found {
             in_memory,
@@ -211,15 +226,14 @@ impl Instance {
         let blocks = lock(&self.blocks);
         let mut in_heads: TraceMap<(Vec<Bytes>, u64, u64)> = TraceMap::default();
         for head in blocks.head.iter().chain(blocks.sealed.iter().map(|h| &**h)) {
-            for (id, records) in &head.traces {
-                let (start, end) = head.times.get(id).copied().unwrap_or((0, 0));
+            for (id, held) in &head.traces {
                 let entry = in_heads
                     .entry(*id)
                     .or_insert_with(|| (Vec::new(), u64::MAX, 0));
-                entry.0.extend(records.iter().cloned());
+                entry.0.extend(held.records.iter().cloned());
                 // 0: unknown, and stays so (see `HeldTrace`).
-                entry.1 = entry.1.min(unknown_as_zero(start));
-                entry.2 = entry.2.max(end);
+                entry.1 = entry.1.min(unknown_as_zero(held.start));
+                entry.2 = entry.2.max(held.end);
             }
         }
         let metas = blocks.local.values().map(|l| l.meta.clone()).collect();
