@@ -14,7 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(fds)?;
 
     // The ingester service. `Push` takes the request as raw bytes so the ingester
-    // can append exactly what it received to its WAL and decode it without copying.
+    // can append exactly what it received to its WAL and decode it without copying
+    // (and a distributor sends a body shared among ingesters and each one's own end).
     let ingester = Service::builder()
         .name("Ingester")
         .package("ringtail.v1")
@@ -22,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Method::builder()
                 .name("push")
                 .route_name("Push")
-                .input_type("crate::rpc::codec::RawBytes")
+                .input_type("crate::rpc::codec::PushBody")
                 .output_type("crate::rpc::proto::PushResponse")
                 .codec_path("crate::rpc::codec::WireCodec")
                 .build(),

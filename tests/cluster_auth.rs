@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use ringtail::cluster_keys::ClusterKeys;
 use ringtail::rpc::auth::Credential;
-use ringtail::rpc::codec::RawBytes;
+use ringtail::rpc::codec::PushBody;
 use ringtail::rpc::ingester_service::ingester_client::IngesterClient;
 use ringtail::rpc::proto::{FindTraceRequest, PushRequest, TraceSegment};
 
@@ -168,18 +168,20 @@ async fn client(
         .max_encoding_message_size(64 << 20)
 }
 
-fn push_of(tenant: &str, trace: &str, resource_spans: Vec<u8>) -> RawBytes {
-    RawBytes(
-        PushRequest {
+fn push_of(tenant: &str, trace: &str, resource_spans: Vec<u8>) -> PushBody {
+    PushBody {
+        shared: PushRequest {
             tenant: tenant.into(),
             traces: vec![TraceSegment {
                 trace_id: hex::decode(trace).expect("hex").into(),
                 resource_spans: resource_spans.into(),
             }],
+            unindexed: Vec::new(),
         }
         .encode_to_vec()
         .into(),
-    )
+        own: Default::default(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

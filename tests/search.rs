@@ -338,6 +338,50 @@ async fn traceql_finds_exactly_the_matching_traces_in_live_data_blocks_and_the_s
     );
 }
 
+/// An ingester is down while traces are written, so each is acked by the other two. Each
+/// replica indexes only some of its traces for search (the distributor leaves each trace
+/// to two of its three), yet every query finds every trace in the two ingesters' blocks,
+/// in the object store after they lost their disks, as with every replica up.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_replica_down_at_write_every_trace_is_searchable_in_the_other_two_blocks() {
+    let mut cluster = Cluster::start(71, 3, &["--multitenancy-enabled=true"]).await;
+    let front = cluster.front.http();
+    let started = unix_now() - 30;
+    cluster.ingesters[0].kill();
+    let labels = export(&cluster, A, false);
+    assert_eq!(labels.len(), 7);
+    for ingester in &cluster.ingesters[1..] {
+        flush(ingester).await;
+    }
+    assert_queries(&front, &labels, &[], "the two ingesters' blocks").await;
+
+    let dir = cluster.dir.path().to_owned();
+    for i in 0..cluster.ingesters.len() {
+        cluster.ingesters[i].restart_empty(&dir);
+    }
+    cluster.wait_ready().await;
+    let range = range_params(started, unix_now() + 30);
+    let range: Vec<(&str, &str)> = range
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut all = vec![("q", "{}"), ("limit", "100")];
+    all.extend_from_slice(&range);
+    wait_until(
+        "the querier to list the flushed blocks",
+        Duration::from_secs(20),
+        || async { search(&front, A, &labels, &all).await.len() == 7 },
+    )
+    .await;
+    assert_queries(
+        &front,
+        &labels,
+        &range,
+        "the two ingesters' blocks in the store",
+    )
+    .await;
+}
+
 /// Blocks were searched through their search sections (written when the ingesters cut
 /// them), which let selective queries skip pages, and none failed to decode.
 async fn assert_sections_read(nodes: &[common::Node], what: &str) {

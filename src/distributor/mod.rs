@@ -26,9 +26,11 @@ pub(crate) use error::PushError;
 use crate::cluster::{ClusterView, Membership};
 use crate::model::TenantId;
 use crate::otlp::{split_by_trace, SplitRequest};
-use crate::ring::{QuorumTracker, ReplicationFactor, TenantSeed, Token, WriteHealth};
-use crate::rpc::codec::RawBytes;
-use crate::rpc::push_frame::encode_push;
+use crate::ring::{
+    unindexed_replicas, QuorumTracker, ReplicationFactor, TenantSeed, Token, WriteHealth,
+};
+use crate::rpc::codec::PushBody;
+use crate::rpc::push_frame::{encode_push, encode_unindexed};
 use crate::rpc::quorum::{call_with_quorum, CallPolicy};
 use crate::rpc::IngesterPool;
 
@@ -249,8 +251,10 @@ impl Distributor {
         let health = enough_ingesters(&view, rf)?;
         self.note_health(health, &view, split.traces.len());
         let seed = TenantSeed::new(tenant);
-        // Each ingester's traces, by index into the split.
+        // Each ingester's traces, by index into the split, and which of them (by index
+        // into its push) it leaves to the other replicas to index for search.
         let mut per_instance: Vec<Vec<u32>> = vec![Vec::new(); view.writers.len()];
+        let mut unindexed: Vec<Vec<u32>> = vec![Vec::new(); view.writers.len()];
         let mut groups = HashSet::new();
         let place = |trace: &crate::otlp::TraceSegment| {
             view.write_ring
@@ -259,6 +263,9 @@ impl Distributor {
         for (t, trace) in split.traces.iter().enumerate() {
             let replicas = place(trace);
             groups.insert(replicas);
+            for &i in unindexed_replicas(&replicas, rf.write_quorum()) {
+                unindexed[i as usize].push(per_instance[i as usize].len() as u32);
+            }
             for &i in replicas.as_slice() {
                 per_instance[i as usize].push(t as u32);
             }
@@ -294,9 +301,10 @@ impl Distributor {
         }
         let calls = bodies
             .into_iter()
-            .map(|(i, body)| {
+            .map(|(i, shared)| {
                 let client = self.clients.client(view.writers[i].grpc);
-                (i as u16, client.push(RawBytes(body)))
+                let own = encode_unindexed(&unindexed[i]).into();
+                (i as u16, client.push(PushBody { shared, own }))
             })
             .collect();
         let tracker = QuorumTracker::new(groups, rf.write_quorum());

@@ -105,6 +105,31 @@ async fn three_healthy_replicas_reach_quorum_and_each_gets_every_trace() {
     }
 }
 
+/// With three replicas and a write quorum of 2, each trace is left unindexed (for search)
+/// by exactly one of its replicas, so two index it and any two that ack include one; which
+/// one varies from trace to trace.
+#[tokio::test]
+async fn each_trace_is_left_unindexed_by_one_replica_and_the_work_is_spread() {
+    let (distributor, fake, _) = distributor_over_fakes(Duration::from_secs(30));
+    let traces: Vec<u8> = (1..=60).collect();
+    distributor
+        .push(&TenantId::single(), &request(&traces))
+        .await
+        .expect("quorum reached");
+    let acked = fake.wait_for_acked_pushes(3).await;
+    let mut unindexed_by = std::collections::BTreeMap::<Vec<u8>, usize>::new();
+    for (addr, push) in &acked {
+        assert!(!push.unindexed.is_empty(), "{addr} indexes every trace");
+        assert!(push.unindexed.windows(2).all(|w| w[0] < w[1]));
+        for &i in &push.unindexed {
+            let trace = push.traces[i as usize].trace_id.to_vec();
+            *unindexed_by.entry(trace).or_default() += 1;
+        }
+    }
+    assert_eq!(unindexed_by.len(), traces.len());
+    assert!(unindexed_by.values().all(|&n| n == 1), "{unindexed_by:?}");
+}
+
 #[tokio::test]
 async fn a_slow_replica_does_not_delay_the_ack_and_its_push_still_lands_after_it() {
     let (distributor, fake, addrs) = distributor_over_fakes(Duration::from_secs(30));

@@ -155,16 +155,22 @@ impl Ingester {
     ) -> Result<BlockMeta, LocalBlockError> {
         let tenant = &instance.tenant;
         let block_id = local_blocks::block_id(&self.name, tenant, head.seq);
-        let mut traces: Vec<BlockTrace> = head
-            .traces
-            .iter()
-            .flat_map(|(id, held)| {
-                held.records.iter().map(|d| BlockTrace {
+        // Every trace goes into the block's data; the search section holds those this
+        // replica indexes (the others are indexed by other replicas).
+        let mut traces: Vec<BlockTrace> = Vec::new();
+        let mut indexed: Vec<BlockTrace> = Vec::new();
+        for (id, held) in &head.traces {
+            for d in &held.records {
+                let trace = BlockTrace {
                     id: *id,
                     data: d.clone(),
-                })
-            })
-            .collect();
+                };
+                if held.indexed {
+                    indexed.push(trace.clone());
+                }
+                traces.push(trace);
+            }
+        }
         let info = BlockInfo {
             tenant: tenant.to_string(),
             block_id: block_id.clone(),
@@ -184,6 +190,7 @@ impl Ingester {
         let written =
             off_the_push_path(!behind, move || -> Result<EncodedBlock, LocalBlockError> {
                 traces.sort_by_key(|t| t.id);
+                indexed.sort_by_key(|t| t.id);
                 // The search section and the data are encoded side by side (the second
                 // core, when it is free, halves how long the head stays in memory).
                 let timed = |part: &'static str, started: std::time::Instant| {
@@ -193,7 +200,7 @@ impl Ingester {
                 let (section, block) = std::thread::scope(|s| {
                     let section = s.spawn(|| {
                         let started = std::time::Instant::now();
-                        let section = crate::search::section::build(&traces);
+                        let section = crate::search::section::build_even_empty(&indexed);
                         timed("search", started);
                         section
                     });
@@ -207,10 +214,9 @@ impl Ingester {
                 });
                 let mut block = block?;
                 match section {
-                    Ok(Some(s)) => {
+                    Ok(s) => {
                         block = block.with_search(s.into(), crate::search::section::VERSION);
                     }
-                    Ok(None) => {}
                     // Searches read the data instead.
                     Err(e) => {
                         tracing::warn!(error = %e, "could not build a block's search section")

@@ -54,6 +54,8 @@ pub(super) struct HeadTrace {
     pub records: Vec<Bytes>,
     pub start: u64,
     pub end: u64,
+    /// Whether its block's search section holds it (`ring::unindexed_replicas`).
+    pub indexed: bool,
 }
 
 #[derive(Default)]
@@ -160,8 +162,10 @@ impl Instance {
                 records: Vec::new(),
                 start: u64::MAX,
                 end: 0,
+                indexed: false,
             });
             held.records.push(data);
+            held.indexed |= trace.indexed;
             held.start = held.start.min(trace.start);
             held.end = held.end.max(trace.end);
         }

@@ -17,12 +17,14 @@ use crate::model::{TraceId, TraceMap};
 const SHARDS: usize = 32;
 
 /// One trace's bytes from one push, with its spans' time range (read when the push was
-/// checked: `u64::MAX..0` when no span has times).
+/// checked: `u64::MAX..0` when no span has times), and whether this replica puts it in
+/// its blocks' search sections (`ring::unindexed_replicas`).
 pub(super) struct Segment {
     pub trace: TraceId,
     pub data: Bytes,
     pub start: u64,
     pub end: u64,
+    pub indexed: bool,
 }
 
 impl Segment {
@@ -33,6 +35,7 @@ impl Segment {
             data,
             start: u64::MAX,
             end: 0,
+            indexed: true,
         }
     }
 }
@@ -44,6 +47,8 @@ pub(super) struct LiveTrace {
     /// Earliest span start and latest span end of its segments.
     pub start: u64,
     pub end: u64,
+    /// Whether a segment of it is to be indexed here (then all of it is).
+    pub indexed: bool,
     /// Sequence number of the oldest WAL record holding a segment of this trace.
     pub first_seq: u64,
     last_append: Instant,
@@ -96,6 +101,7 @@ impl TenantLive {
                     bytes: 0,
                     start: u64::MAX,
                     end: 0,
+                    indexed: false,
                     first_seq: seq,
                     last_append: now,
                 }
@@ -104,6 +110,7 @@ impl TenantLive {
             trace.bytes += segment.data.len();
             trace.start = trace.start.min(segment.start);
             trace.end = trace.end.max(segment.end);
+            trace.indexed |= segment.indexed;
             trace.segments.push(segment.data);
             trace.first_seq = trace.first_seq.min(seq);
             trace.last_append = now;

@@ -15,6 +15,8 @@ pub(crate) enum PushDecodeError {
     Tenant(#[from] crate::model::TenantIdError),
     #[error("push has an invalid trace ID: {0}")]
     TraceId(#[from] crate::model::TraceIdError),
+    #[error("push names segment {index} as unindexed, but has {segments} segments")]
+    Unindexed { index: u32, segments: usize },
     #[error("push segment {index} (trace {trace}): {source}")]
     Segment {
         index: usize,
@@ -59,7 +61,21 @@ pub(super) fn decode_push(
             data: t.resource_spans,
             start,
             end,
+            indexed: true,
         });
+    }
+    for index in push.unindexed {
+        match segments.get_mut(index as usize) {
+            Some(s) => s.indexed = false,
+            // Replay keeps an acked record's segments (indexed: searchable is safe).
+            None if check == Check::Replay => {}
+            None => {
+                return Err(PushDecodeError::Unindexed {
+                    index,
+                    segments: segments.len(),
+                })
+            }
+        }
     }
     Ok((tenant, segments))
 }
@@ -76,8 +92,16 @@ pub(super) fn without(segments: Vec<Segment>, drop: &[u32]) -> Vec<Segment> {
 
 /// The push record of `segments` alone (what the WAL keeps when some were refused).
 pub(super) fn encode(tenant: &TenantId, segments: &[Segment]) -> Bytes {
-    let segments = segments.iter().map(|s| (&s.trace.0[..], &s.data[..]));
-    crate::rpc::push_frame::encode_push(tenant.as_str(), segments).into()
+    use crate::rpc::push_frame::{encode_push, encode_unindexed};
+    let mut body = encode_push(
+        tenant.as_str(),
+        segments.iter().map(|s| (&s.trace.0[..], &s.data[..])),
+    );
+    let unindexed: Vec<u32> = (0..segments.len() as u32)
+        .filter(|&i| !segments[i as usize].indexed)
+        .collect();
+    body.extend_from_slice(&encode_unindexed(&unindexed));
+    body.into()
 }
 
 /// A push as a distributor builds it: `traces` traces of 3 spans each.
@@ -113,6 +137,7 @@ pub(super) fn test_push(traces: u8) -> Vec<u8> {
                 resource_spans: t.resource_spans,
             })
             .collect(),
+        unindexed: Vec::new(),
     }
     .encode_to_vec()
 }

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::Ingester;
 use crate::error::grpc_status;
-use crate::rpc::codec::RawBytes;
+use crate::rpc::codec::PushBody;
 use crate::rpc::ingester_service::ingester_server;
 use crate::rpc::proto::{
     FindTraceRequest, FindTraceResponse, PushResponse, SearchRequest, SearchResponse,
@@ -18,9 +18,9 @@ pub(crate) struct IngesterService(pub(super) Arc<Ingester>);
 
 #[tonic::async_trait]
 impl ingester_server::Ingester for IngesterService {
-    async fn push(&self, request: Request<RawBytes>) -> Result<Response<PushResponse>, Status> {
+    async fn push(&self, request: Request<PushBody>) -> Result<Response<PushResponse>, Status> {
         let started = Instant::now();
-        let result = self.0.push(request.into_inner().0).await;
+        let result = self.0.push(request.into_inner().into_bytes()).await;
         metrics::histogram!("ringtail_ingester_push_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         result

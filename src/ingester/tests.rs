@@ -264,3 +264,102 @@ async fn an_unset_wal_store_is_the_file_store_and_keeps_an_existing_sled_wal() {
     assert!(reopened.find(&tenant, &TraceId([2; 16])).await.is_some());
     assert!(!old.path().join("wal-segments").exists());
 }
+
+/// The trace IDs (hex) a search of everything on `ingester` finds.
+async fn searched(ingester: &Ingester) -> Vec<String> {
+    let found = ingester
+        .search(crate::rpc::proto::SearchRequest {
+            tenant: "t".into(),
+            query: "{}".into(),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("searched");
+    let mut ids: Vec<String> = found
+        .traces
+        .iter()
+        .map(|t| {
+            let hit: serde_json::Value = serde_json::from_str(t).expect("a hit");
+            hit["traceID"].as_str().expect("an ID").to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `test_push(traces)` naming the segments at `unindexed` as indexed by other replicas.
+fn push_unindexed(traces: u8, unindexed: &[u32]) -> Bytes {
+    let mut body = push(traces);
+    body.extend_from_slice(&crate::rpc::push_frame::encode_unindexed(unindexed));
+    body.into()
+}
+
+/// Traces a push names as unindexed are stored like the others (searchable while in
+/// memory, found by ID, in the block's data) but left out of the block's search section,
+/// which other replicas' blocks hold them in. The WAL keeps the mark: a replayed push is
+/// cut the same way. A block whose traces are all unindexed still gets a section (an empty
+/// one), or a search would decode its data and find them after all.
+#[tokio::test]
+async fn unindexed_traces_are_stored_and_found_by_id_but_left_out_of_the_search_section() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = tempfile::tempdir().expect("tempdir");
+    let tenant = TenantId::parse("t").expect("tenant");
+    let hex = |b: u8| crate::model::TraceId([b; 16]).to_hex();
+    let ingester = open_in(dir.path(), store.path());
+    ingester
+        .push(push_unindexed(3, &[0, 2]))
+        .await
+        .expect("accepted");
+    assert_eq!(searched(&ingester).await, [hex(1), hex(2), hex(3)], "live");
+    drop(ingester);
+
+    let ingester = open_in(dir.path(), store.path());
+    assert_eq!(ingester.live_trace_count(), 3, "replayed");
+    let stats = ingester.cut_and_flush(true).await.expect("a round");
+    assert_eq!((stats.traces_cut, stats.blocks_flushed), (3, 1));
+    assert_eq!(searched(&ingester).await, [hex(2)], "the local block");
+    for b in 1..=3 {
+        let id = crate::model::TraceId([b; 16]);
+        assert!(ingester.find(&tenant, &id).await.is_some(), "trace {b}");
+    }
+    let remote = BlockStore::local(store.path()).expect("a store folder");
+    let blocks = remote.list_blocks("t").await.expect("listed");
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].total_traces, 3);
+
+    // Every trace unindexed: an empty section, and a search of the block finds none.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = tempfile::tempdir().expect("tempdir");
+    let ingester = open_in(dir.path(), store.path());
+    ingester
+        .push(push_unindexed(2, &[0, 1]))
+        .await
+        .expect("accepted");
+    ingester.cut_and_flush(true).await.expect("a round");
+    assert!(searched(&ingester).await.is_empty());
+    let remote = BlockStore::local(store.path()).expect("a store folder");
+    let blocks = remote.list_blocks("t").await.expect("listed");
+    assert_eq!(blocks[0].total_traces, 2);
+    assert!(blocks[0].search_bytes > 0, "an empty section is written");
+}
+
+/// An `unindexed` index past the push's segments is a malformed push; in a WAL record
+/// (acked already) it is ignored and the segments kept.
+#[test]
+fn an_unindexed_index_past_the_segments_is_refused_but_replayed() {
+    let body = push_unindexed(2, &[1, 2]);
+    match decode_push(body.clone(), Check::Strict) {
+        Err(e @ push::PushDecodeError::Unindexed { .. }) => {
+            assert_eq!(
+                e.to_string(),
+                "push names segment 2 as unindexed, but has 2 segments"
+            )
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("accepted"),
+    }
+    let (_, segments) = decode_push(body, Check::Replay).expect("replayed");
+    let indexed: Vec<bool> = segments.iter().map(|s| s.indexed).collect();
+    assert_eq!(indexed, [true, false]);
+}

@@ -14,4 +14,6 @@ mod placement;
 mod quorum;
 
 pub(crate) use placement::{ReplicaSet, Ring, TenantSeed, Token, MAX_REPLICAS};
-pub(crate) use quorum::{Progress, QuorumTracker, ReplicationFactor, WriteHealth};
+pub(crate) use quorum::{
+    unindexed_replicas, Progress, QuorumTracker, ReplicationFactor, WriteHealth,
+};

@@ -100,6 +100,21 @@ pub enum Progress {
     Failed,
 }
 
+/// The replicas of a trace that leave it out of their blocks' search sections: the last
+/// `write_quorum - 1` in ring order (which varies from trace to trace, so the work is
+/// spread evenly). The others, `len - write_quorum + 1` of them, index it. A write is
+/// acked once `write_quorum` replicas of the set hold it, and any `write_quorum` of them
+/// include one that indexes, so every acked segment is searchable on some replica that
+/// holds it; with 3 replicas and a write quorum of 2, a trace is indexed twice, not three
+/// times. A set smaller than the quorum (a write that cannot be acked) is indexed by all.
+pub(crate) fn unindexed_replicas(replicas: &ReplicaSet, write_quorum: usize) -> &[u16] {
+    let ids = replicas.as_slice();
+    if write_quorum == 0 || ids.len() < write_quorum {
+        return &[];
+    }
+    &ids[ids.len() + 1 - write_quorum..]
+}
+
 /// Counts successes per replica group. A request that touches traces with different
 /// replica sets has one group per distinct set; the operation succeeds when every
 /// group reaches `required` successes, and fails as soon as one group cannot.
@@ -176,6 +191,39 @@ mod tests {
             s.push(i);
         }
         s
+    }
+
+    /// For every set size and quorum, and every set of replicas that acks a write (any
+    /// `write_quorum` of them), one of the acking replicas indexes the trace; and no more
+    /// replicas index than that needs.
+    #[test]
+    fn every_acking_quorum_holds_a_replica_that_indexes() {
+        for len in 0..=crate::ring::MAX_REPLICAS {
+            let replicas = set(&(10..10 + len as u16).collect::<Vec<_>>());
+            for quorum in 1..=crate::ring::MAX_REPLICAS {
+                let unindexed = unindexed_replicas(&replicas, quorum);
+                assert!(unindexed.iter().all(|r| replicas.contains(*r)));
+                if len < quorum {
+                    assert!(unindexed.is_empty());
+                    continue;
+                }
+                assert_eq!(unindexed.len(), quorum - 1, "len {len}, quorum {quorum}");
+                for acked in 0u32..1 << len {
+                    if acked.count_ones() as usize != quorum {
+                        continue;
+                    }
+                    let indexes = replicas
+                        .as_slice()
+                        .iter()
+                        .enumerate()
+                        .any(|(i, r)| acked & 1 << i != 0 && !unindexed.contains(r));
+                    assert!(indexes, "len {len}, quorum {quorum}, acked {acked:b}");
+                }
+            }
+        }
+        // Three replicas, write quorum 2: the last in ring order leaves it out.
+        assert_eq!(unindexed_replicas(&set(&[4, 1, 7]), 2), &[7]);
+        assert!(unindexed_replicas(&set(&[4]), 1).is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A gRPC codec that lets a method take its request as raw bytes.
 //!
-//! Hot methods (OTLP `Export`, ingester `Push`) receive [`RawBytes`]: the request buffer
-//! as tonic read it, without a copy. Everything else is a prost message.
+//! Hot methods (OTLP `Export`, ingester `Push`) receive [`RawBytes`] or [`PushBody`]: the
+//! request buffer as tonic read it, without a copy. Everything else is a prost message.
 
 use std::marker::PhantomData;
 
@@ -12,6 +12,47 @@ use tonic::Status;
 /// A protobuf message kept as its encoded bytes.
 #[derive(Clone, Debug, Default)]
 pub struct RawBytes(pub Bytes);
+
+/// An ingester push as sent: a body that several calls share (the same traces, encoded
+/// once) and this call's own ending (its `unindexed` field), written one after the other
+/// into the call's frame; a protobuf message may be split anywhere between fields. A
+/// received push has it all in `shared`.
+#[derive(Clone, Debug, Default)]
+pub struct PushBody {
+    pub shared: Bytes,
+    pub own: Bytes,
+}
+
+impl PushBody {
+    /// The whole push in one buffer (copied when it has two parts).
+    pub fn into_bytes(self) -> Bytes {
+        if self.own.is_empty() {
+            return self.shared;
+        }
+        let mut all = Vec::with_capacity(self.shared.len() + self.own.len());
+        all.extend_from_slice(&self.shared);
+        all.extend_from_slice(&self.own);
+        all.into()
+    }
+}
+
+impl WireEncode for PushBody {
+    fn encode_to(&self, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.put_slice(&self.shared);
+        buf.put_slice(&self.own);
+        Ok(())
+    }
+}
+
+impl WireDecode for PushBody {
+    fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
+        let len = buf.remaining();
+        Ok(PushBody {
+            shared: buf.copy_to_bytes(len),
+            own: Bytes::new(),
+        })
+    }
+}
 
 /// Something the codec can write to the wire.
 pub trait WireEncode {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::codec::RawBytes;
+use super::codec::PushBody;
 use super::ingester_service::ingester_client::IngesterClient;
 use super::pool::{Client, IngesterClients};
 use super::proto::{
@@ -29,7 +29,7 @@ pub(crate) mod fake;
 pub trait IngesterApi: Send + Sync {
     /// Sends one encoded `PushRequest` as it is: the body is not decoded or encoded again.
     /// Returns the indices of the segments refused as too large (see `PushResponse`).
-    fn push(&self, body: RawBytes) -> BoxFuture<'static, Result<Vec<u32>, CallError>>;
+    fn push(&self, body: PushBody) -> BoxFuture<'static, Result<Vec<u32>, CallError>>;
 
     /// The ingester's copy of a trace: its `resource_spans`, or `None` if it holds none.
     fn find_trace_by_id(
@@ -60,7 +60,7 @@ pub trait IngesterPool: Send + Sync {
 // The generated methods are called by path: they take `&mut self`, so method syntax
 // would pick this trait's `&self` methods first and recurse.
 impl IngesterApi for Client {
-    fn push(&self, body: RawBytes) -> BoxFuture<'static, Result<Vec<u32>, CallError>> {
+    fn push(&self, body: PushBody) -> BoxFuture<'static, Result<Vec<u32>, CallError>> {
         let mut client = self.clone();
         async move {
             let answer = IngesterClient::push(&mut client, body).await?.into_inner();

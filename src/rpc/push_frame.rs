@@ -9,6 +9,7 @@ const PUSH_TENANT: u32 = 1;
 const PUSH_TRACES: u32 = 2;
 const SEGMENT_TRACE_ID: u32 = 1;
 const SEGMENT_RESOURCE_SPANS: u32 = 2;
+const PUSH_UNINDEXED: u32 = 3;
 
 /// A `bytes` or `string` field's encoded length (proto3: an empty one is not written).
 fn field_len(len: usize) -> usize {
@@ -55,6 +56,26 @@ where
     buf
 }
 
+/// A push's `unindexed` field (packed), to follow [`encode_push`]'s bytes: the indices
+/// of the segments the receiving ingester leaves out of its search sections. Nothing
+/// when there are none.
+pub fn encode_unindexed(indices: &[u32]) -> Vec<u8> {
+    if indices.is_empty() {
+        return Vec::new();
+    }
+    let len: usize = indices
+        .iter()
+        .map(|&i| encoded_len_varint(u64::from(i)))
+        .sum();
+    let mut buf = Vec::with_capacity(1 + encoded_len_varint(len as u64) + len);
+    encode_key(PUSH_UNINDEXED, WireType::LengthDelimited, &mut buf);
+    encode_varint(len as u64, &mut buf);
+    for &i in indices {
+        encode_varint(u64::from(i), &mut buf);
+    }
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,7 +85,7 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     #[test]
-    fn the_frame_is_the_bytes_prost_writes_and_decodes_back() {
+    fn the_frame_and_its_unindexed_ending_are_the_bytes_prost_writes_and_decode_back() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(14);
         for round in 0..500 {
             let tenant = if round % 7 == 0 { "" } else { "tenant-a" };
@@ -76,7 +97,12 @@ mod tests {
                     (id, (0..len).map(|_| rng.random()).collect())
                 })
                 .collect();
-            let frame = encode_push(tenant, traces.iter().map(|(i, d)| (&i[..], &d[..])));
+            let mut frame = encode_push(tenant, traces.iter().map(|(i, d)| (&i[..], &d[..])));
+            let unindexed: Vec<u32> = (0..traces.len() as u32)
+                .filter(|_| rng.random_range(0..3) == 0)
+                .map(|i| i * [1, 200][round % 2])
+                .collect();
+            frame.extend_from_slice(&encode_unindexed(&unindexed));
             let expected = PushRequest {
                 tenant: tenant.to_owned(),
                 traces: traces
@@ -86,6 +112,7 @@ mod tests {
                         resource_spans: Bytes::copy_from_slice(d),
                     })
                     .collect(),
+                unindexed,
             };
             assert_eq!(frame, expected.encode_to_vec());
             assert_eq!(PushRequest::decode(&frame[..]).expect("decodes"), expected);

@@ -13,7 +13,7 @@ use prost::Message;
 use tokio::sync::watch;
 
 use super::{IngesterApi, IngesterPool};
-use crate::rpc::codec::RawBytes;
+use crate::rpc::codec::PushBody;
 use crate::rpc::proto::{FindTraceRequest, PushRequest};
 use crate::rpc::quorum::CallError;
 
@@ -151,10 +151,10 @@ impl FakeIngester {
 }
 
 impl IngesterApi for FakeIngester {
-    fn push(&self, body: RawBytes) -> BoxFuture<'static, Result<Vec<u32>, CallError>> {
+    fn push(&self, body: PushBody) -> BoxFuture<'static, Result<Vec<u32>, CallError>> {
         let (script, addr, inner) = (self.script(), self.addr, self.inner.clone());
         async move {
-            let push = PushRequest::decode(body.0).map_err(|e| CallError::Status {
+            let push = PushRequest::decode(body.into_bytes()).map_err(|e| CallError::Status {
                 code: tonic::Code::InvalidArgument,
                 message: format!("malformed protobuf: {e}"),
             })?;

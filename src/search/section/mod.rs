@@ -213,6 +213,19 @@ impl<'a> Cursor<'a> {
 pub(crate) fn build(
     traces: &[crate::storage::block::BlockTrace],
 ) -> Result<Option<Vec<u8>>, SectionError> {
+    writer_of(traces)?.finish()
+}
+
+/// The search section of some of a block's traces (sorted by ID), also when that is none
+/// of them: an empty section tells a search that nothing here is to be found (without a
+/// section it would read the block's data instead).
+pub(crate) fn build_even_empty(
+    traces: &[crate::storage::block::BlockTrace],
+) -> Result<Vec<u8>, SectionError> {
+    writer_of(traces)?.finish_even_empty()
+}
+
+fn writer_of(traces: &[crate::storage::block::BlockTrace]) -> Result<SectionWriter, SectionError> {
     let mut writer = SectionWriter::new();
     let mut trace = SearchTrace::empty(TraceId([0; 16]));
     for group in traces.chunk_by(|a, b| a.id == b.id) {
@@ -220,5 +233,5 @@ pub(crate) fn build(
         trace.decode_again(group[0].id, group.iter().map(|t| &t.data[..]));
         writer.add(&trace)?;
     }
-    writer.finish()
+    Ok(writer)
 }

@@ -160,6 +160,19 @@ impl SectionWriter {
         if self.page_count == 0 {
             return Ok(None);
         }
+        self.seal().map(Some)
+    }
+
+    /// The section's bytes, with no page when no trace was added.
+    pub(crate) fn finish_even_empty(mut self) -> Result<Vec<u8>, SectionError> {
+        self.seal_page()?;
+        let (mut head, pages) = self.seal()?;
+        head.extend_from_slice(&pages);
+        Ok(head)
+    }
+
+    /// The start and the pages not yet taken, every page sealed.
+    fn seal(mut self) -> Result<SectionParts, SectionError> {
         let mut header = Vec::with_capacity(self.header.len() + 10);
         put_varint(&mut header, self.page_count);
         header.extend_from_slice(&self.header);
@@ -170,7 +183,7 @@ impl SectionWriter {
         head.push(VERSION as u8);
         head.extend_from_slice(&(header.len() as u32).to_le_bytes());
         head.extend_from_slice(&header);
-        Ok(Some((head, self.pages)))
+        Ok((head, self.pages))
     }
 }
 

@@ -142,6 +142,7 @@ pub fn without_replaced(metas: Vec<BlockMeta>) -> Vec<BlockMeta> {
 }
 
 /// A trace to put in a block.
+#[derive(Clone)]
 pub struct BlockTrace {
     pub id: TraceId,
     pub data: Bytes,
