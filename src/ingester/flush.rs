@@ -11,6 +11,7 @@ use super::live::lock;
 use super::local_blocks::{BlockState, FLUSHED_MARKER, QUARANTINED_MARKER};
 use super::upload_health::{BlockKey, Next, Round, UploadHealth, QUARANTINE_RETRY};
 use super::{Ingester, RoundStats};
+use crate::storage::block::BlockMeta;
 use crate::storage::{tenant_segment, StoreError};
 
 impl Ingester {
@@ -109,26 +110,27 @@ impl Ingester {
         (pending, retries)
     }
 
-    /// Copies a local block to the object store and marks it flushed.
+    /// Copies a local block to the object store (links it there, in a filesystem store
+    /// on the same filesystem) and marks it flushed.
     async fn upload(&self, key: &BlockKey) -> Result<(), StoreError> {
         let (tenant, block_id) = key;
         let started = Instant::now();
-        let block = match self.local.read_block(tenant, block_id).await {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => {
-                tracing::warn!(
-                    tenant,
-                    block_id,
-                    "a local block vanished from disk; forgetting it"
-                );
-                self.with_instance(tenant, |i| i.forget_block(block_id));
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        self.remote.upload(&block).await?;
-        let bytes = block.data.len() as u64;
         let dir = self.local_dir.join(tenant_segment(tenant)).join(block_id);
+        let linked = match self.local_meta(tenant, block_id) {
+            Some(meta) => self
+                .remote
+                .link_block(&dir, &meta)
+                .await
+                .then_some(meta.data_bytes),
+            None => None,
+        };
+        let bytes = match linked {
+            Some(bytes) => bytes,
+            None => match self.upload_copy(tenant, block_id).await? {
+                Some(bytes) => bytes,
+                None => return Ok(()),
+            },
+        };
         if let Err(e) = std::fs::write(dir.join(FLUSHED_MARKER), b"") {
             tracing::warn!(error = %e, "cannot mark a local block flushed; it will be uploaded again after a restart");
         }
@@ -142,9 +144,30 @@ impl Ingester {
             tenant,
             block_id,
             bytes,
+            linked = linked.is_some(),
             "flushed a block to the object store"
         );
         Ok(())
+    }
+
+    /// Reads a local block and uploads a copy; its data bytes, or `None` when the block
+    /// vanished from disk (it is forgotten).
+    async fn upload_copy(&self, tenant: &str, block_id: &str) -> Result<Option<u64>, StoreError> {
+        let block = match self.local.read_block(tenant, block_id).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(
+                    tenant,
+                    block_id,
+                    "a local block vanished from disk; forgetting it"
+                );
+                self.with_instance(tenant, |i| i.forget_block(block_id));
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        self.remote.upload(&block).await?;
+        Ok(Some(block.data.len() as u64))
     }
 
     /// Takes a block whose upload keeps failing while the store works out of the flush
@@ -171,6 +194,10 @@ impl Ingester {
             "quarantined a local block: its upload keeps failing while the object store works; it stays on local disk and is retried every {} s",
             QUARANTINE_RETRY.as_secs()
         );
+    }
+
+    fn local_meta(&self, tenant: &str, block_id: &str) -> Option<BlockMeta> {
+        self.existing_instance(tenant)?.block_meta(block_id)
     }
 
     fn set_state(&self, (tenant, block_id): &BlockKey, state: BlockState) {

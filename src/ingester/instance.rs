@@ -300,6 +300,14 @@ impl Instance {
         }
     }
 
+    /// A local block's meta, if the block is here.
+    pub(super) fn block_meta(&self, block_id: &str) -> Option<BlockMeta> {
+        lock(&self.blocks)
+            .local
+            .get(block_id)
+            .map(|b| b.meta.clone())
+    }
+
     pub(super) fn forget_block(&self, block_id: &str) {
         lock(&self.blocks).local.remove(block_id);
     }

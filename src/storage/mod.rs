@@ -10,6 +10,7 @@
 //! `ringtail_storage_unreadable_blocks_total`; nothing here panics or stalls a loop.
 
 pub mod block;
+mod link;
 pub mod retention;
 pub mod settings;
 
