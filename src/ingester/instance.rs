@@ -145,13 +145,15 @@ impl Instance {
             start: u64::MAX,
             end: 0,
         });
+        // The traces are copied out of the push buffers their segments point into, so
+        // those can go: into one buffer for the whole cut (one allocation, not one per
+        // trace), which the head's traces share and which goes with the head.
+        let mut buf = BytesMut::with_capacity(taken.iter().map(|(_, t)| t.bytes).sum());
         for (id, trace) in taken {
-            // One fresh buffer per trace: the push buffers the segments pointed into can go.
-            let mut buf = BytesMut::with_capacity(trace.bytes);
             for s in &trace.segments {
                 buf.extend_from_slice(s);
             }
-            let data = buf.freeze();
+            let data = buf.split().freeze();
             cut.traces += 1;
             cut.bytes += trace.bytes;
             head.start = head.start.min(trace.start);

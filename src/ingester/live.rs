@@ -40,9 +40,12 @@ impl Segment {
     }
 }
 
+/// A live trace's segments: most traces have one or two, held inline.
+pub(super) type Segments = smallvec::SmallVec<[Bytes; 2]>;
+
 /// A live trace: its segments as they arrived, and where it stands in the WAL.
 pub(super) struct LiveTrace {
-    pub segments: Vec<Bytes>,
+    pub segments: Segments,
     pub bytes: usize,
     /// Earliest span start and latest span end of its segments.
     pub start: u64,
@@ -97,7 +100,7 @@ impl TenantLive {
             let trace = shard.entry(segment.trace).or_insert_with(|| {
                 added.new_traces += 1;
                 LiveTrace {
-                    segments: Vec::new(),
+                    segments: Segments::new(),
                     bytes: 0,
                     start: u64::MAX,
                     end: 0,
@@ -148,7 +151,7 @@ impl TenantLive {
             let shard = lock(shard);
             into.extend(shard.iter().map(|(id, t)| {
                 let start = if t.start == u64::MAX { 0 } else { t.start };
-                (*id, t.segments.clone(), start, t.end)
+                (*id, t.segments.to_vec(), start, t.end)
             }));
         }
     }
