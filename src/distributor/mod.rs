@@ -290,21 +290,27 @@ impl Distributor {
             });
             bodies.push((i, body));
         }
+        let pushes: Vec<(usize, PushBody)> = bodies
+            .into_iter()
+            .map(|(i, shared)| {
+                let own = encode_unindexed(&unindexed[i]).into();
+                (i, PushBody { shared, own })
+            })
+            .collect();
         let limit = crate::rpc::pool::max_push_bytes(self.settings.max_recv_msg_size);
-        if let Some(size) = bodies
+        if let Some(size) = pushes
             .iter()
-            .map(|(_, b)| b.len())
+            .map(|(_, p)| p.shared.len() + p.own.len())
             .max()
             .filter(|&s| s > limit)
         {
             return Err(PushError::PushTooLarge { size, limit });
         }
-        let calls = bodies
+        let calls = pushes
             .into_iter()
-            .map(|(i, shared)| {
+            .map(|(i, push)| {
                 let client = self.clients.client(view.writers[i].grpc);
-                let own = encode_unindexed(&unindexed[i]).into();
-                (i as u16, client.push(PushBody { shared, own }))
+                (i as u16, client.push(push))
             })
             .collect();
         let tracker = QuorumTracker::new(groups, rf.write_quorum());
