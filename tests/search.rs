@@ -317,14 +317,7 @@ async fn traceql_finds_exactly_the_matching_traces_in_live_data_blocks_and_the_s
         search(&front, A, &labels, &[("q", "{}")]).await.is_empty(),
         "without a range, only the (now empty) ingesters are searched"
     );
-    let mut all = vec![("q", "{}"), ("limit", "100")];
-    all.extend_from_slice(&range);
-    wait_until(
-        "the querier to list the flushed blocks",
-        Duration::from_secs(20),
-        || async { search(&front, A, &labels, &all).await.len() == 7 },
-    )
-    .await;
+    wait_for_listed_blocks(&front, &labels, &range).await;
     assert_queries(&front, &labels, &range, "object store").await;
     assert_sections_read(std::slice::from_ref(&cluster.front), "the store's blocks").await;
     assert_tags(&front, &range).await;
@@ -365,19 +358,29 @@ async fn with_a_replica_down_at_write_every_trace_is_searchable_in_the_other_two
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let mut all = vec![("q", "{}"), ("limit", "100")];
-    all.extend_from_slice(&range);
-    wait_until(
-        "the querier to list the flushed blocks",
-        Duration::from_secs(20),
-        || async { search(&front, A, &labels, &all).await.len() == 7 },
-    )
-    .await;
+    wait_for_listed_blocks(&front, &labels, &range).await;
     assert_queries(
         &front,
         &labels,
         &range,
         "the two ingesters' blocks in the store",
+    )
+    .await;
+}
+
+/// Waits until a search over `range` (which reaches the store) finds all seven traces of
+/// tenant A: the querier has listed the flushed blocks.
+async fn wait_for_listed_blocks(
+    front: &str,
+    labels: &BTreeMap<String, String>,
+    range: &[(&str, &str)],
+) {
+    let mut all = vec![("q", "{}"), ("limit", "100")];
+    all.extend_from_slice(range);
+    wait_until(
+        "the querier to list the flushed blocks",
+        Duration::from_secs(20),
+        || async { search(front, A, labels, &all).await.len() == 7 },
     )
     .await;
 }

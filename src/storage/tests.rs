@@ -1,3 +1,5 @@
+use std::os::unix::fs::MetadataExt;
+
 use super::block::{encode, BlockInfo, BlockTrace};
 use super::*;
 
@@ -76,6 +78,49 @@ async fn a_block_whose_search_section_is_lost_is_still_read_whole_without_it() {
     assert_eq!(back.data, b.data);
 }
 
+/// A block in a local folder is linked into a filesystem store: the store's objects are
+/// the same files (nothing copied) and read back as the block; linking again (a retried
+/// flush) replaces them whole; the store keeps them once the local folder is gone. Links
+/// cannot do it for a store without a folder, nor for a block missing an object, and say
+/// so (the caller uploads a copy).
+#[tokio::test]
+async fn a_local_block_is_linked_into_a_filesystem_store_without_a_copy() {
+    let local_dir = tempfile::tempdir().expect("tempdir");
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let local = BlockStore::local(local_dir.path()).expect("store");
+    let store = BlockStore::local(store_dir.path()).expect("store");
+    let encoded = block("t1", "b1", &[1, 2, 3]);
+    local.upload(&encoded).await.expect("written");
+    let from = local_dir.path().join("t1").join("b1");
+    for _ in 0..2 {
+        assert!(store.link_block(&from, &encoded.meta).await, "linked");
+    }
+    let inode = |root: &std::path::Path| {
+        std::fs::metadata(root.join("t1/b1").join(DATA))
+            .expect("data")
+            .ino()
+    };
+    assert_eq!(inode(local_dir.path()), inode(store_dir.path()));
+    std::fs::remove_dir_all(&from).expect("removed");
+    let read = store.read_block("t1", "b1").await.expect("read");
+    assert_eq!(read.data, encoded.data);
+    assert_eq!(read.index, encoded.index);
+    assert_eq!(read.filter, encoded.filter);
+    assert_eq!(read.meta.block_id, "b1");
+    let found = store.list_blocks("t1").await.expect("listed");
+    assert_eq!(found.len(), 1);
+
+    let mut with_search = encoded.meta.clone();
+    with_search.search_version = 1;
+    local.upload(&encoded).await.expect("written");
+    assert!(
+        !store.link_block(&from, &with_search).await,
+        "no search object"
+    );
+    let in_memory = BlockStore::new(Arc::new(object_store::memory::InMemory::new()));
+    assert!(!in_memory.link_block(&from, &encoded.meta).await);
+}
+
 #[tokio::test]
 async fn a_block_without_meta_is_invisible_and_a_meta_without_data_is_skipped() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -125,48 +170,4 @@ async fn a_block_without_meta_is_invisible_and_a_meta_without_data_is_skipped() 
         .delete_block("t", "gone")
         .await
         .expect("deleting twice is fine");
-}
-
-/// A block in a local folder is linked into a filesystem store: the store's objects are
-/// the same files (nothing copied) and read back as the block; linking again (a retried
-/// flush) replaces them whole; the store keeps them once the local folder is gone. Links
-/// cannot do it for a store without a folder, nor for a block missing an object, and say
-/// so (the caller uploads a copy).
-#[tokio::test]
-async fn a_local_block_is_linked_into_a_filesystem_store_without_a_copy() {
-    use std::os::unix::fs::MetadataExt;
-    let local_dir = tempfile::tempdir().expect("tempdir");
-    let store_dir = tempfile::tempdir().expect("tempdir");
-    let local = BlockStore::local(local_dir.path()).expect("store");
-    let store = BlockStore::local(store_dir.path()).expect("store");
-    let encoded = block("t1", "b1", &[1, 2, 3]);
-    local.upload(&encoded).await.expect("written");
-    let from = local_dir.path().join("t1").join("b1");
-    for _ in 0..2 {
-        assert!(store.link_block(&from, &encoded.meta).await, "linked");
-    }
-    let inode = |root: &std::path::Path| {
-        std::fs::metadata(root.join("t1/b1").join(DATA))
-            .expect("data")
-            .ino()
-    };
-    assert_eq!(inode(local_dir.path()), inode(store_dir.path()));
-    std::fs::remove_dir_all(&from).expect("removed");
-    let read = store.read_block("t1", "b1").await.expect("read");
-    assert_eq!(read.data, encoded.data);
-    assert_eq!(read.index, encoded.index);
-    assert_eq!(read.filter, encoded.filter);
-    assert_eq!(read.meta.block_id, "b1");
-    let found = store.list_blocks("t1").await.expect("listed");
-    assert_eq!(found.len(), 1);
-
-    let mut with_search = encoded.meta.clone();
-    with_search.search_version = 1;
-    local.upload(&encoded).await.expect("written");
-    assert!(
-        !store.link_block(&from, &with_search).await,
-        "no search object"
-    );
-    let in_memory = BlockStore::new(Arc::new(object_store::memory::InMemory::new()));
-    assert!(!in_memory.link_block(&from, &encoded.meta).await);
 }
