@@ -38,6 +38,9 @@ impl PushBody {
 
 impl WireEncode for PushBody {
     fn encode_to(&self, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        // tonic's buffer starts at 8 KiB; grown by `put_slice` it would be reallocated
+        // (and copied) a few times per push on the way to ~100 KiB.
+        buf.reserve(self.shared.len() + self.own.len());
         buf.put_slice(&self.shared);
         buf.put_slice(&self.own);
         Ok(())
@@ -66,6 +69,7 @@ pub trait WireDecode: Sized {
 
 impl WireEncode for RawBytes {
     fn encode_to(&self, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.reserve(self.0.len());
         buf.put_slice(&self.0);
         Ok(())
     }
