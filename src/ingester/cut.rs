@@ -36,20 +36,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::instance::{Head, Instance};
 use super::live::choose_to_free;
 use super::local_blocks::{self, LocalBlockError};
-use super::{Ingester, RoundStats};
+use super::{CutScope, Ingester, RoundStats};
 use crate::storage::block::{self, BlockInfo, BlockMeta, BlockTrace, EncodedBlock};
 use crate::storage::tenant_segment;
 
 impl Ingester {
-    /// Moves idle traces (all of them when `force`) into head blocks, and seals the head
-    /// blocks that are due (all when `force`). It never waits for a completion: memory
-    /// stays within `max_live_bytes` while a block is being encoded.
-    pub(super) async fn run_cut(&self, force: bool) -> RoundStats {
+    /// Moves idle traces (all of them when `scope` is `All`, none when `Budget`) into head
+    /// blocks, then traces over the memory budget, and seals the head blocks that are due
+    /// (all with `All`). It never waits for a completion: memory stays within
+    /// `max_live_bytes` while a block is being encoded.
+    pub(super) async fn run_cut(&self, scope: CutScope) -> RoundStats {
         let _round = self.cut_round.lock().await;
+        let force = scope == CutScope::All;
         let mut stats = RoundStats::default();
         let instances = self.instances();
         let mut idle_cut = 0;
-        for i in &instances {
+        for i in instances.iter().filter(|_| scope != CutScope::Budget) {
             let idle = (!force).then(|| self.policy.idle_for(i.tenant.as_str()));
             let cut = i.cut_idle(idle, &self.next_head_seq);
             self.live_bytes.fetch_sub(cut.bytes, Ordering::Relaxed);

@@ -221,19 +221,36 @@ pub(super) fn choose_to_free(tenants: &[&TenantLive], at_least: usize) -> Vec<Ve
     ages.into_iter()
         .zip(free)
         .map(|(mut traces, free)| {
-            traces.sort_unstable_by_key(|c| c.0);
-            let mut sum = 0;
-            traces
-                .into_iter()
-                .take_while(|&(_, _, bytes)| {
-                    let more = sum < free;
-                    sum += bytes;
-                    more
-                })
-                .map(|(_, id, _)| id)
-                .collect()
+            let taken = oldest_covering(&mut traces, free);
+            traces.truncate(taken);
+            traces.into_iter().map(|(_, id, _)| id).collect()
         })
         .collect()
+}
+
+/// Moves the fewest least recently appended of `traces` (`(last append, id, bytes)`) whose
+/// bytes add up to at least `free` to the front, in no particular order, and returns how
+/// many they are (all of them when they hold less). A selection, not a sort: it runs over
+/// every live trace each time the ingester is over budget, several times a second at
+/// saturation.
+fn oldest_covering(traces: &mut [(Instant, TraceId, usize)], free: usize) -> usize {
+    let mut need = free;
+    // `traces[..lo]` are taken; the answer lies in `lo..=hi`.
+    let (mut lo, mut hi) = (0, traces.len());
+    while need > 0 && lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        traces[lo..hi].select_nth_unstable_by_key(mid - lo, |c| c.0);
+        let older: usize = traces[lo..mid].iter().map(|c| c.2).sum();
+        if older >= need {
+            hi = mid;
+        } else if older + traces[mid].2 >= need {
+            return mid + 1;
+        } else {
+            need -= older + traces[mid].2;
+            lo = mid + 1;
+        }
+    }
+    lo
 }
 
 /// How many bytes each tenant gives up so that at least `at_least` of the `held` bytes are
@@ -367,6 +384,76 @@ mod tests {
         assert_eq!(rest.iter().map(Vec::len).sum::<usize>(), 2);
         // A trace chosen but no longer live is skipped.
         assert!(b.take(&[ids[1]]).is_empty());
+    }
+
+    #[test]
+    fn the_fewest_oldest_traces_that_cover_the_bytes_are_selected_as_a_sort_would() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        let start = Instant::now();
+        for round in 0..300 {
+            let n = rng.random_range(0..60usize);
+            // Odd rounds: few distinct times, so ties are common (and which of the tied
+            // traces is taken, so how many, is open). Even rounds: every time distinct.
+            let ties = round % 2 == 1;
+            let traces: Vec<(Instant, TraceId, usize)> = (0..n)
+                .map(|i| {
+                    let ms = if ties {
+                        rng.random_range(0..20u64)
+                    } else {
+                        (i as u64 * 37) % 61
+                    };
+                    let at = start + Duration::from_millis(ms);
+                    (at, TraceId([i as u8; 16]), rng.random_range(0..300usize))
+                })
+                .collect();
+            let total: usize = traces.iter().map(|c| c.2).sum();
+            let free = rng.random_range(0..=total + 10);
+            // The reference: sorted by time, taken while the sum is short of `free`.
+            let mut sorted = traces.clone();
+            sorted.sort_by_key(|c| c.0);
+            let mut sum = 0;
+            let want = sorted
+                .iter()
+                .take_while(|c| {
+                    let more = sum < free;
+                    sum += c.2;
+                    more
+                })
+                .count();
+            let mut selected = traces.clone();
+            let k = oldest_covering(&mut selected, free);
+            if !ties {
+                assert_eq!(k, want, "round {round}: {n} traces, free {free}");
+            }
+            let (taken, kept) = selected.split_at(k);
+            let taken_bytes: usize = taken.iter().map(|c| c.2).sum();
+            assert!(taken_bytes >= free.min(total), "round {round}");
+            // The fewest: without one of the newest taken traces it would not be enough.
+            if let Some(newest) = taken.iter().map(|c| c.0).max() {
+                let largest_newest = taken.iter().filter(|c| c.0 == newest).map(|c| c.2).max();
+                assert!(
+                    taken_bytes - largest_newest.unwrap_or(0) < free,
+                    "round {round}: one too many"
+                );
+            }
+            let newest_taken = taken.iter().map(|c| c.0).max();
+            let oldest_kept = kept.iter().map(|c| c.0).min();
+            if let (Some(t), Some(k)) = (newest_taken, oldest_kept) {
+                assert!(
+                    t <= k,
+                    "round {round}: a newer trace was taken before an older one"
+                );
+            }
+            let mut ids: Vec<_> = selected.iter().map(|c| c.1).collect();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(
+                ids.len(),
+                n,
+                "round {round}: the selection lost or doubled a trace"
+            );
+        }
     }
 
     #[test]

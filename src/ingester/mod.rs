@@ -103,6 +103,17 @@ pub(crate) struct RoundStats {
 /// default), so a push that still cannot go on is answered UNAVAILABLE, not timed out.
 const COMPLETION_WAIT: Duration = Duration::from_millis(1000);
 
+/// What a cut round moves out of the live traces and seals.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum CutScope {
+    /// Every live trace, and every head block.
+    All,
+    /// The idle traces and those over the memory budget; the heads that are due.
+    Due,
+    /// Only the traces over the memory budget; the heads that are due.
+    Budget,
+}
+
 /// The ingester: the WAL, one [`Instance`] per tenant (its live traces, head block, sealed
 /// heads and local blocks), and the rounds that move traces on (`cut.rs`, `flush.rs`).
 pub(crate) struct Ingester {
@@ -326,9 +337,17 @@ impl Ingester {
         self.over_budget.notified().await
     }
 
-    /// A cut round (background worker).
-    pub(crate) async fn cut(&self) -> RoundStats {
-        self.run_cut(false).await
+    /// A cut round (background worker): with `idle`, the traces idle long enough are cut
+    /// too, not only those over the memory budget. Looking for idle traces walks every live
+    /// trace, so the worker does it on its one-second tick, not on each over-budget wake
+    /// (several a second at saturation).
+    pub(crate) async fn cut(&self, idle: bool) -> RoundStats {
+        self.run_cut(if idle {
+            CutScope::Due
+        } else {
+            CutScope::Budget
+        })
+        .await
     }
 
     /// Returns when a cut round has sealed a head block since the last call.
@@ -349,7 +368,9 @@ impl Ingester {
     /// One cut round, one completion round, then one flush round (`force`: cut, complete
     /// and flush everything now).
     pub(crate) async fn cut_and_flush(&self, force: bool) -> Result<RoundStats, LocalBlockError> {
-        let cut = self.run_cut(force).await;
+        let cut = self
+            .run_cut(if force { CutScope::All } else { CutScope::Due })
+            .await;
         let completed = self.run_complete().await?;
         let flush = self.run_flush(force).await;
         Ok(RoundStats {

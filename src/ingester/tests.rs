@@ -199,7 +199,7 @@ async fn pushes_wait_while_sealed_heads_pile_up_and_go_on_once_completions_catch
     std::fs::write(&blocked, b"not a folder").expect("write");
     for _ in 0..2 {
         ingester.push(push(3).into()).await.expect("accepted");
-        ingester.run_cut(true).await;
+        ingester.run_cut(CutScope::All).await;
         ingester
             .run_complete()
             .await

@@ -196,6 +196,15 @@ pub(super) fn spawn_overrides_reload(bg: &Background, overrides: Arc<LiveOverrid
     });
 }
 
+/// Why an [`every_second`] round runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Round {
+    /// The one-second tick.
+    Tick,
+    /// Its `wake()` future completed.
+    Woken,
+}
+
 /// How often `overrides_file` is re-read.
 const OVERRIDES_RELOAD: Duration = Duration::from_secs(10);
 
@@ -207,9 +216,14 @@ pub(super) fn spawn_ingester(bg: &Background, ingester: &Arc<Ingester>) {
         every_second(
             stop,
             || cutter.over_budget(),
-            || async {
-                cutter.cut().await;
-                status.round_ok();
+            |round| {
+                // Woken, the live traces outgrew their budget: only that is cut, not the
+                // idle traces (looking for those walks every live trace).
+                let (cutter, status) = (&cutter, &status);
+                async move {
+                    cutter.cut(round == Round::Tick).await;
+                    status.round_ok();
+                }
             },
         )
         .await
@@ -220,7 +234,7 @@ pub(super) fn spawn_ingester(bg: &Background, ingester: &Arc<Ingester>) {
         every_second(
             stop,
             || completer.sealed_ready(),
-            || async {
+            |_| async {
                 match completer.complete().await {
                     Ok(_) => status.round_ok(),
                     Err(e) => {
@@ -235,7 +249,7 @@ pub(super) fn spawn_ingester(bg: &Background, ingester: &Arc<Ingester>) {
     let (flusher, stop) = (ingester.clone(), bg.stop.clone());
     let status = bg.workers.register("ingester-flush");
     bg.tasks.spawn(async move {
-        every_second(stop, std::future::pending, || async {
+        every_second(stop, std::future::pending, |_| async {
             // Failed uploads are retried by the next rounds (the pipeline logs them).
             match flusher.flush().await.flush_failures {
                 0 => status.round_ok(),
@@ -269,12 +283,13 @@ pub(super) fn spawn_channel_sweeper(
     });
 }
 
-/// Runs `round` every second, and also whenever a `wake()` future completes, until `stop`.
+/// Runs `round` every second, and also whenever a `wake()` future completes, until `stop`;
+/// `round` is told which ([`Round`]).
 async fn every_second<W, WFut, F, Fut>(stop: CancellationToken, mut wake: W, mut round: F)
 where
     W: FnMut() -> WFut,
     WFut: std::future::Future<Output = ()>,
-    F: FnMut() -> Fut,
+    F: FnMut(Round) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -282,8 +297,8 @@ where
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick() => round().await,
-            _ = wake() => round().await,
+            _ = tick.tick() => round(Round::Tick).await,
+            _ = wake() => round(Round::Woken).await,
         }
     }
 }
