@@ -29,8 +29,11 @@ fn open_limited(
     wal_store: Option<WalStoreKind>,
     max_bytes_per_trace: usize,
 ) -> Result<Arc<Ingester>, OpenError> {
-    open_budgeted(dir, store, wal_store, max_bytes_per_trace, 1 << 20)
+    open_budgeted(dir, store, wal_store, max_bytes_per_trace, 1 << 20, IDLE)
 }
+
+/// The tests' `trace_idle_period`: no trace goes idle during a test.
+const IDLE: Duration = Duration::from_secs(3600);
 
 fn open_budgeted(
     dir: &std::path::Path,
@@ -38,6 +41,7 @@ fn open_budgeted(
     wal_store: Option<WalStoreKind>,
     max_bytes_per_trace: usize,
     max_live_bytes: usize,
+    trace_idle_period: Duration,
 ) -> Result<Arc<Ingester>, OpenError> {
     let settings = IngesterSettings {
         data_dir: dir.to_path_buf(),
@@ -49,7 +53,7 @@ fn open_budgeted(
             complete_block_timeout: Duration::from_secs(3600),
             overrides: Arc::new(LiveOverrides::fixed(crate::overrides::Overrides::new(
                 crate::overrides::Limits {
-                    trace_idle_period: Duration::from_secs(3600),
+                    trace_idle_period,
                     max_block_duration: Duration::from_secs(3600),
                     max_block_bytes: 1 << 20,
                     block_retention: Duration::from_secs(3600),
@@ -191,6 +195,7 @@ async fn pushes_wait_while_sealed_heads_pile_up_and_go_on_once_completions_catch
             Some(WalStoreKind::File),
             0,
             segment,
+            IDLE,
         )
     };
     let ingester = open().expect("opens");
@@ -293,6 +298,49 @@ fn push_unindexed(traces: u8, unindexed: &[u32]) -> Bytes {
     let mut body = push(traces);
     body.extend_from_slice(&crate::rpc::push_frame::encode_unindexed(unindexed));
     body.into()
+}
+
+/// A cut round woken because the live traces outgrew their budget cuts them down to it and
+/// no further: traces already idle stay live until a round of the one-second tick, which
+/// looks for idle traces (walking every live trace) and cuts them.
+#[tokio::test]
+async fn a_round_woken_over_budget_cuts_to_the_budget_and_leaves_idle_traces_to_the_tick() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = tempfile::tempdir().expect("tempdir");
+    let budget = 4096;
+    // Every trace is idle as soon as it is appended.
+    let ingester = open_budgeted(
+        dir.path(),
+        store.path(),
+        Some(WalStoreKind::File),
+        0,
+        budget,
+        Duration::ZERO,
+    )
+    .expect("opens");
+    let live_bytes = || ingester.live_bytes.load(Ordering::Relaxed);
+    ingester.push(push(2).into()).await.expect("accepted");
+    assert_eq!(ingester.cut(false).await.traces_cut, 0, "under budget");
+    assert_eq!(ingester.live_trace_count(), 2, "idle, under budget: live");
+
+    ingester.push(push(200).into()).await.expect("accepted");
+    assert!(live_bytes() > budget, "{} bytes live", live_bytes());
+    let woken = ingester.cut(false).await.traces_cut;
+    assert!(woken > 0, "over budget: cut");
+    assert!(
+        live_bytes() <= budget / 4 * 3,
+        "{} bytes left",
+        live_bytes()
+    );
+    let left = ingester.live_trace_count();
+    assert!(left > 0, "idle, under budget again: live");
+
+    assert_eq!(
+        ingester.cut(true).await.traces_cut,
+        left,
+        "the tick cuts the idle"
+    );
+    assert_eq!((ingester.live_trace_count(), live_bytes()), (0, 0));
 }
 
 /// Traces a push names as unindexed are stored like the others (searchable while in
