@@ -2,7 +2,8 @@
 //!
 //! Order of a push (the invariant an ack rests on):
 //! 1. refuse with UNAVAILABLE unless the ingester is serving (WAL replayed);
-//! 2. decode the push (zero-copy: segments are slices of the request buffer);
+//! 2. decode the push (segments are slices of the push's buffer, copied once out of tonic's,
+//!    see `rpc::codec`);
 //! 3. under the append gate: refuse with UNAVAILABLE if the drain has begun refusing
 //!    pushes, else append the request bytes to the WAL and wait until they are durable;
 //! 4. add the segments to the live traces;

@@ -1,7 +1,9 @@
 //! A gRPC codec that lets a method take its request as raw bytes.
 //!
-//! Hot methods (OTLP `Export`, ingester `Push`) receive [`RawBytes`] or [`PushBody`]: the
-//! request buffer as tonic read it, without a copy. Everything else is a prost message.
+//! Hot methods (OTLP `Export`, ingester `Push`) receive [`RawBytes`] or [`PushBody`]: an
+//! `Export` is the request buffer as tonic read it, without a copy; a `Push`, which the
+//! ingester keeps, is copied once into a buffer of its own size. Everything else is a
+//! prost message.
 
 use std::marker::PhantomData;
 
@@ -48,10 +50,22 @@ impl WireEncode for PushBody {
 }
 
 impl WireDecode for PushBody {
+    /// Copies the push into a buffer of its own size. A push outlives its call (it is the
+    /// WAL record and the live traces' storage until they are cut), and tonic's receive
+    /// buffer is larger than the message: once the first frame is in, tonic reserves the
+    /// message's whole length again, so the buffer is the message plus its first frame,
+    /// twice the message when one frame carries it all (the internal server's frames are
+    /// 128 KiB, see `node::servers`). Keeping a slice of it kept that allocation.
     fn decode_from(buf: &mut DecodeBuf<'_>) -> Result<Self, Status> {
-        let len = buf.remaining();
+        let mut push = Vec::with_capacity(buf.remaining());
+        while buf.has_remaining() {
+            let chunk = buf.chunk();
+            let n = chunk.len();
+            push.extend_from_slice(chunk);
+            buf.advance(n);
+        }
         Ok(PushBody {
-            shared: buf.copy_to_bytes(len),
+            shared: Bytes::from(push),
             own: Bytes::new(),
         })
     }
