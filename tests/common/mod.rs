@@ -42,6 +42,9 @@ pub struct Node {
     /// `--http-tls-ca-file` among its flags): the certificate's name and a client that
     /// trusts the CA and resolves that name to this node.
     https: Option<(String, reqwest::Client)>,
+    /// A node started beside a [`Cluster`] (`spawn_extra*`), whose log the cluster's own
+    /// dump on a failure does not show: it shows it itself when dropped by a failing test.
+    dump_on_panic: bool,
 }
 
 impl Node {
@@ -179,6 +182,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if self.dump_on_panic && std::thread::panicking() {
+            eprintln!("----- {} -----\n{}", self.name, self.log_tail());
+        }
         self.kill();
     }
 }
@@ -304,14 +310,16 @@ impl Cluster {
 
     /// A node of this cluster (its flags), not started.
     fn extra_node(&self, name: &str, host: u8, target: &str) -> Node {
-        node_spec(
+        let mut node = node_spec(
             &self.dir,
             self.subnet,
             &self.common_args,
             name,
             host,
             target,
-        )
+        );
+        node.dump_on_panic = true;
+        node
     }
 
     /// Starts one more node with some of the cluster's flags replaced (`(flag, value)`;
@@ -434,6 +442,7 @@ fn node_spec(
         log: dir.path().join(format!("{name}.log")),
         child: None,
         https,
+        dump_on_panic: false,
     }
 }
 
