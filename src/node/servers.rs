@@ -138,9 +138,9 @@ const INTERNAL_PENDING_RESETS: usize = 1024;
 /// The largest HTTP/2 frame the internal gRPC server accepts (h2's default: 16 KiB). A push
 /// of a 500-span request (~90 KiB) then travels in one DATA frame instead of six: fewer
 /// socket writes and reads, and fewer wake-ups of the ingester per push.
-/// `scripts/bench-cluster.sh --concurrency 16`: 3.77-4.00 CPU-s per million spans
-/// against 4.06-4.28 at 16 KiB, alternating, on one hour (BENCHMARKS.md, issue 14, seventh
-/// part). The push's copy out of tonic's buffer (`rpc::codec`) keeps the memory as before.
+/// With the push's copy out of tonic's buffer (`rpc::codec`), which keeps the memory as
+/// before: `scripts/bench-pairs.sh 7423b4a 3 --concurrency 16 --duration-secs 60`, medians
+/// 3.98 against 4.39 CPU-s per million spans (BENCHMARKS.md, issue 14, seventh part).
 const INTERNAL_MAX_FRAME: u32 = 128 * 1024;
 
 /// The ingester's internal gRPC (`grpc_listen`), with mutual TLS when `internal_tls` is set.
