@@ -54,7 +54,10 @@ struct PageBuilder {
     /// the terms too; at 128 bits two strings of a page never share one (a collision is
     /// ~2^-100 likely for a page's strings), so a hit is not compared byte by byte.
     strings: HashMap<u128, u64, Prehashed>,
-    order: Vec<Box<str>>,
+    /// The page's strings, by ID: `text[ends[id - 1]..ends[id]]` (one buffer, not an
+    /// allocation per string).
+    text: String,
+    ends: Vec<usize>,
     /// Each string's hash, by ID (terms are made of them).
     hashes: Vec<u64>,
     cols: [Vec<u8>; COLUMNS],
@@ -190,17 +193,28 @@ impl SectionWriter {
 impl PageBuilder {
     /// The string's ID in the page's dictionary, and its hash for terms.
     fn string(&mut self, s: &str) -> (u64, u64) {
-        if s.is_empty() && !self.order.is_empty() && self.order[0].is_empty() {
+        if s.is_empty() && !self.ends.is_empty() {
             return (0, EMPTY_HASH);
         }
         let h = xxh3_128(s.as_bytes());
-        let next = self.order.len() as u64;
+        let next = self.ends.len() as u64;
         let id = *self.strings.entry(h).or_insert(next);
         if id == next {
-            self.order.push(s.into());
+            self.text.push_str(s);
+            self.ends.push(self.text.len());
             self.hashes.push(h as u64);
         }
         (id, h as u64)
+    }
+
+    /// The string whose ID is `id` ("" for none).
+    fn text_of(&self, id: u64) -> &str {
+        let id = id as usize;
+        let Some(&end) = self.ends.get(id) else {
+            return "";
+        };
+        let start = if id == 0 { 0 } else { self.ends[id - 1] };
+        self.text.get(start..end).unwrap_or("")
     }
 
     fn col(&mut self, c: Col) -> &mut Vec<u8> {
@@ -233,7 +247,7 @@ impl PageBuilder {
     }
 
     fn add(&mut self, t: &SearchTrace) {
-        if self.order.is_empty() {
+        if self.ends.is_empty() {
             // ID 0 is the empty string: `string("")` answers without hashing.
             self.string("");
         }
@@ -355,7 +369,7 @@ impl PageBuilder {
         for &(r, v) in &values {
             let (owner, key, ty) = (r >> 62, (r >> 3) & KEY_MASK, (r & 7) as u8);
             let hash = |id: u64| self.hashes.get(id as usize).copied().unwrap_or(EMPTY_HASH);
-            let string = |id: u64| self.order.get(id as usize).map_or("", |s| &**s);
+            let string = |id: u64| self.text_of(id);
             let scope = if owner == REF_RESOURCE {
                 Scope::Resource
             } else {
@@ -394,13 +408,13 @@ impl PageBuilder {
     fn finish(mut self, table: &mut TagTable) -> (Vec<u8>, Vec<u64>) {
         let terms = self.fold_values(table);
         let mut out = Vec::new();
-        put_varint(&mut out, self.order.len() as u64);
-        for s in &self.order {
-            put_varint(&mut out, s.len() as u64);
+        put_varint(&mut out, self.ends.len() as u64);
+        let mut start = 0;
+        for &end in &self.ends {
+            put_varint(&mut out, (end - start) as u64);
+            start = end;
         }
-        for s in &self.order {
-            out.extend_from_slice(s.as_bytes());
-        }
+        out.extend_from_slice(self.text.as_bytes());
         for c in &self.cols {
             put_varint(&mut out, c.len() as u64);
             out.extend_from_slice(c);
