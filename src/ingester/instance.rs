@@ -56,7 +56,9 @@ pub(super) struct Head {
 /// range (as its live trace knew it; `u64::MAX`: unknown), so a search skips the traces
 /// outside its range without decoding them.
 pub(super) struct HeadTrace {
-    pub records: Vec<Bytes>,
+    /// Its bytes as cut, once per cut (most traces are cut once: one inline, no
+    /// allocation per trace).
+    pub records: smallvec::SmallVec<[Bytes; 1]>,
     pub start: u64,
     pub end: u64,
     /// Whether its block's search section holds it (`ring::unindexed_replicas`).
@@ -169,7 +171,7 @@ impl Instance {
             head.bytes += data.len();
             head.min_seq = head.min_seq.min(trace.first_seq);
             let held = head.traces.entry(id).or_insert_with(|| HeadTrace {
-                records: Vec::new(),
+                records: smallvec::SmallVec::new(),
                 start: u64::MAX,
                 end: 0,
                 indexed: false,

@@ -206,10 +206,13 @@ pub fn encode_sorted(
     let raw: usize = traces.iter().map(|t| t.data.len()).sum();
     let mut data = Vec::with_capacity(raw / 3);
     let mut i = 0;
+    // One trace's parts, the vector reused from trace to trace (not an allocation each).
+    let mut chunks: Vec<&[u8]> = Vec::new();
     while i < traces.len() {
         let id = traces[i].id;
         let j = i + traces[i..].iter().take_while(|t| t.id == id).count();
-        let chunks: Vec<&[u8]> = traces[i..j].iter().map(|t| &t.data[..]).collect();
+        chunks.clear();
+        chunks.extend(traces[i..j].iter().map(|t| &t.data[..]));
         if writer.add(id, &chunks)? {
             writer.seal_into(&mut data)?;
         }
