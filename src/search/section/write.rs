@@ -193,7 +193,8 @@ impl SectionWriter {
 impl PageBuilder {
     /// The string's ID in the page's dictionary, and its hash for terms.
     fn string(&mut self, s: &str) -> (u64, u64) {
-        if s.is_empty() && !self.ends.is_empty() {
+        // ID 0 is "" (its end is 0) once `add` has put it first.
+        if s.is_empty() && self.ends.first() == Some(&0) {
             return (0, EMPTY_HASH);
         }
         let h = xxh3_128(s.as_bytes());
