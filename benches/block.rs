@@ -1,15 +1,16 @@
 //! What an ingester's block completion costs, part by part: the data (zstd pages, index,
 //! filter) and the search section, over traces shaped as SDKs send them (10 spans per
-//! trace; 6 resource attributes, 4-6 span attributes; ~180 bytes per span).
+//! trace; 6 resource attributes, 4-6 span attributes; 248 bytes per span with each trace's
+//! resource, as a block holds it).
 //!
 //! `cargo bench --bench block`
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
 use prost::Message;
+use ringtail::bench::span_shape;
 use ringtail::model::TraceId;
 use ringtail::storage::block::{
     encode_sorted, BlockInfo, BlockTrace, LEVEL0_ZSTD_LEVEL, ZSTD_LEVEL,
@@ -18,80 +19,31 @@ use ringtail::storage::block::{
 const TRACES: usize = 4000;
 const SPANS_PER_TRACE: usize = 10;
 
-fn kv(key: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-fn s(key: &str, v: &str) -> KeyValue {
-    kv(key, any_value::Value::StringValue(v.into()))
-}
-
 /// Trace `t`: one service's spans, attribute values of realistic cardinality.
 fn trace(t: usize) -> (TraceId, Bytes) {
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&(t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
     id[8..].copy_from_slice(&(t as u64).to_le_bytes());
-    let services = ["checkout", "cart", "payments", "frontend", "inventory"];
-    let service = services[t % services.len()];
     let start = 1_700_000_000_000_000_000 + t as u64 * 1_000_000;
     let spans = (0..SPANS_PER_TRACE)
-        .map(|i| {
-            let route = ["/api/cart", "/api/checkout", "/api/items/{id}", "/health"][(t + i) % 4];
-            let mut attributes = vec![
-                s("http.request.method", ["GET", "POST"][i % 2]),
-                s("http.route", route),
-                kv(
-                    "http.response.status_code",
-                    any_value::Value::IntValue([200, 200, 200, 404, 500][(t * 7 + i) % 5]),
-                ),
-                s("url.path", &format!("{route}/{}", t % 997)),
-            ];
-            if i % 2 == 0 {
-                attributes.push(s("net.peer.name", &format!("10.0.{}.{}", t % 4, i)));
-            }
-            if i % 3 == 0 {
-                attributes.push(s("user.id", &format!("user-{}", t % 5000)));
-            }
-            Span {
-                trace_id: id.to_vec(),
-                span_id: ((t * SPANS_PER_TRACE + i) as u64 + 1)
-                    .to_le_bytes()
-                    .to_vec(),
-                parent_span_id: if i == 0 {
-                    Vec::new()
-                } else {
-                    ((t * SPANS_PER_TRACE) as u64 + 1).to_le_bytes().to_vec()
-                },
-                name: format!("{} {route}", ["GET", "POST"][i % 2]),
-                kind: 1 + (i % 3) as i32,
-                start_time_unix_nano: start + i as u64 * 1000,
-                end_time_unix_nano: start
-                    + i as u64 * 1000
-                    + 1_000_000
-                    + (t % 250) as u64 * 1_000_000,
-                attributes,
-                ..Default::default()
-            }
+        .map(|i| Span {
+            trace_id: id.to_vec(),
+            span_id: ((t * SPANS_PER_TRACE + i) as u64 + 1)
+                .to_le_bytes()
+                .to_vec(),
+            parent_span_id: if i == 0 {
+                Vec::new()
+            } else {
+                ((t * SPANS_PER_TRACE) as u64 + 1).to_le_bytes().to_vec()
+            },
+            start_time_unix_nano: start + i as u64 * 1000,
+            end_time_unix_nano: start + i as u64 * 1000 + 1_000_000 + (t % 250) as u64 * 1_000_000,
+            ..span_shape::span(t, i)
         })
         .collect();
-    let resource = vec![
-        s("service.name", service),
-        s("service.version", "1.4.2"),
-        s("deployment.environment", "production"),
-        s("host.name", &format!("node-{}", t % 12)),
-        s("k8s.pod.name", &format!("{service}-7d9f8b-{}", t % 40)),
-        s("telemetry.sdk.language", "go"),
-    ];
     let data = TracesData {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: resource,
-                ..Default::default()
-            }),
+            resource: Some(span_shape::resource(t)),
             scope_spans: vec![ScopeSpans {
                 scope: Some(InstrumentationScope {
                     name: "io.opentelemetry.http".into(),

@@ -2,7 +2,7 @@
 //! prints progress every second and a summary (acked spans/s, MB/s, p50/p99 latency,
 //! errors by status code); can record the acked trace IDs and read every one back.
 //!
-//! Requests are built from one encoded template whose trace and span IDs and span times are
+//! Requests are built from encoded templates whose trace and span IDs and span times are
 //! rewritten in place, so the tool spends its CPU on sending, not on encoding. Each request's
 //! spans end when it is built (minus `--span-age-secs`) and last 1-250 ms (fixed per span
 //! position), as an SDK's would.
@@ -21,6 +21,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Tra
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod span_shape;
+
 use crate::rpc::codec::RawBytes;
 use crate::rpc::otlp_service::trace_service_client::TraceServiceClient;
 
@@ -38,9 +40,12 @@ pub struct BenchArgs {
     /// Spans per trace (a request holds batch_spans / spans_per_trace traces)
     #[arg(long, default_value_t = 10)]
     pub spans_per_trace: usize,
-    /// Bytes of attribute payload per span
+    /// Bytes of attribute payload per span (`--span-shape payload`)
     #[arg(long, default_value_t = 64)]
     pub span_payload_bytes: usize,
+    /// What each span carries
+    #[arg(long, value_enum, default_value_t = SpanShape::Payload)]
+    pub span_shape: SpanShape,
     /// Run time in seconds (ignored when --requests is given)
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
@@ -74,13 +79,23 @@ pub struct BenchArgs {
     pub query_url: String,
 }
 
-/// An encoded request with the offsets of every span's trace and span ID.
+/// What the load tool's spans carry.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanShape {
+    /// One attribute of `--span-payload-bytes` per span, one resource attribute
+    Payload,
+    /// As instrumented services send them: 6 resource attributes, 4-6 span attributes
+    /// with values of realistic cardinality, parent span IDs (226 bytes per span);
+    /// each request is one service instance's, one of 64 sets of values
+    Sdk,
+}
+
+/// How many differently valued requests `--span-shape sdk` sends (in turn, at random).
+const SDK_VARIANTS: usize = 64;
+
+/// Encoded requests, and the span fields every request rewrites.
 struct Template {
-    bytes: Vec<u8>,
-    trace_offsets: Vec<usize>,
-    span_offsets: Vec<usize>,
-    /// Where each span's start and end time are, and how long it lasts.
-    time_offsets: Vec<(usize, usize, u64)>,
+    variants: Vec<Variant>,
     span_age: Duration,
     /// With `--spread-secs`: when the run started, how long it lasts, the spread.
     spread: Option<(std::time::Instant, Duration, Duration)>,
@@ -116,30 +131,66 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .map(|p| p + from)
 }
 
-impl Template {
-    fn new(args: &BenchArgs) -> Self {
+/// One encoded request and where each span's fields are in it.
+struct Variant {
+    bytes: Vec<u8>,
+    trace_offsets: Vec<usize>,
+    span_offsets: Vec<usize>,
+    /// Where each span's parent span ID is (`--span-shape sdk`; not in a trace's first span).
+    parent_offsets: Vec<Option<usize>>,
+    /// Where each span's start and end time are, and how long it lasts.
+    time_offsets: Vec<(usize, usize, u64)>,
+}
+
+fn marker_parent(i: usize) -> Vec<u8> {
+    let mut v = vec![b'P'];
+    v.extend_from_slice(&(i as u64).to_be_bytes()[1..]);
+    v
+}
+
+impl Variant {
+    /// Request number `n` of the shape: spans with marker IDs and times, found again in
+    /// the encoding.
+    fn new(args: &BenchArgs, n: usize) -> Self {
+        let per_trace = args.spans_per_trace.max(1);
+        let traces_per_request = args.batch_spans.div_ceil(per_trace);
         let payload = "x".repeat(args.span_payload_bytes);
         let spans: Vec<Span> = (0..args.batch_spans)
-            .map(|i| Span {
-                trace_id: marker_trace(i),
-                span_id: marker_span(i),
-                name: format!("bench-op-{}", i % 16),
-                kind: 2,
-                start_time_unix_nano: marker_time(i, false),
-                end_time_unix_nano: marker_time(i, true),
-                attributes: vec![KeyValue {
-                    key: "payload".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(payload.clone())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
+            .map(|i| {
+                let span = match args.span_shape {
+                    SpanShape::Payload => Span {
+                        name: format!("bench-op-{}", i % 16),
+                        kind: 2,
+                        attributes: vec![KeyValue {
+                            key: "payload".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(payload.clone())),
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                    SpanShape::Sdk => Span {
+                        parent_span_id: if i % per_trace == 0 {
+                            Vec::new()
+                        } else {
+                            marker_parent(i)
+                        },
+                        ..span_shape::span(n * traces_per_request + i / per_trace, i % per_trace)
+                    },
+                };
+                Span {
+                    trace_id: marker_trace(i),
+                    span_id: marker_span(i),
+                    start_time_unix_nano: marker_time(i, false),
+                    end_time_unix_nano: marker_time(i, true),
+                    ..span
+                }
             })
             .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
+        let (resource, scope) = match args.span_shape {
+            SpanShape::Payload => (
+                Resource {
                     attributes: vec![KeyValue {
                         key: "service.name".into(),
                         value: Some(AnyValue {
@@ -148,10 +199,17 @@ impl Template {
                         ..Default::default()
                     }],
                     ..Default::default()
-                }),
+                },
+                "ringtail-bench",
+            ),
+            SpanShape::Sdk => (span_shape::resource(n), "io.opentelemetry.http"),
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(InstrumentationScope {
-                        name: "ringtail-bench".into(),
+                        name: scope.into(),
                         ..Default::default()
                     }),
                     spans,
@@ -163,15 +221,20 @@ impl Template {
         let bytes = request.encode_to_vec();
         let mut trace_offsets = Vec::with_capacity(args.batch_spans);
         let mut span_offsets = Vec::with_capacity(args.batch_spans);
+        let mut parent_offsets = Vec::with_capacity(args.batch_spans);
         let mut time_offsets = Vec::with_capacity(args.batch_spans);
         let mut pos = 0;
         for i in 0..args.batch_spans {
             let t = find(&bytes, &marker_trace(i), pos).unwrap_or(0);
             let s = find(&bytes, &marker_span(i), t).unwrap_or(0);
+            let parent = (args.span_shape == SpanShape::Sdk && i % per_trace != 0)
+                .then(|| find(&bytes, &marker_parent(i), s))
+                .flatten();
             let start = find(&bytes, &marker_time(i, false).to_le_bytes(), s).unwrap_or(0);
             let end = find(&bytes, &marker_time(i, true).to_le_bytes(), s).unwrap_or(0);
             trace_offsets.push(t);
             span_offsets.push(s);
+            parent_offsets.push(parent);
             time_offsets.push((start, end, span_duration(i)));
             pos = s;
         }
@@ -179,7 +242,20 @@ impl Template {
             bytes,
             trace_offsets,
             span_offsets,
+            parent_offsets,
             time_offsets,
+        }
+    }
+}
+
+impl Template {
+    fn new(args: &BenchArgs) -> Self {
+        let variants = match args.span_shape {
+            SpanShape::Payload => 1,
+            SpanShape::Sdk => SDK_VARIANTS,
+        };
+        Self {
+            variants: (0..variants).map(|n| Variant::new(args, n)).collect(),
             span_age: Duration::from_secs(args.span_age_secs),
             spread: (args.spread_secs > 0).then(|| {
                 (
@@ -202,23 +278,31 @@ impl Template {
         spread.mul_f64(left)
     }
 
+    /// The size of a request.
+    fn request_bytes(&self) -> usize {
+        self.variants.first().map_or(0, |v| v.bytes.len())
+    }
+
     /// A fresh request with random IDs, and its trace IDs with their span counts.
-    fn instantiate(&self, rng: &mut impl rand::Rng) -> (Vec<u8>, Vec<([u8; 16], u32)>) {
-        let mut out = self.bytes.clone();
+    fn instantiate(&self, rng: &mut impl rand::RngExt) -> (Vec<u8>, Vec<([u8; 16], u32)>) {
+        let v = &self.variants[rng.random_range(0..self.variants.len())];
+        let mut out = v.bytes.clone();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .saturating_sub(self.span_age + self.spread_age())
             .as_nanos() as u64;
-        for &(start, end, duration) in &self.time_offsets {
+        for &(start, end, duration) in &v.time_offsets {
             out[start..start + 8].copy_from_slice(&now.saturating_sub(duration).to_le_bytes());
             out[end..end + 8].copy_from_slice(&now.to_le_bytes());
         }
         let mut traces = Vec::new();
-        for (i, (&t, &s)) in self
+        let mut root = [0u8; 8];
+        for (i, ((&t, &s), &parent)) in v
             .trace_offsets
             .iter()
-            .zip(&self.span_offsets)
+            .zip(&v.span_offsets)
+            .zip(&v.parent_offsets)
             .enumerate()
         {
             if i % self.spans_per_trace == 0 {
@@ -235,6 +319,12 @@ impl Template {
             rng.fill_bytes(&mut span);
             span[0] |= 1;
             out[s..s + 8].copy_from_slice(&span);
+            if i % self.spans_per_trace == 0 {
+                root = span;
+            }
+            if let Some(p) = parent {
+                out[p..p + 8].copy_from_slice(&root);
+            }
         }
         (out, traces)
     }
@@ -281,10 +371,11 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         Err(code) => return code,
     };
     println!(
-        "bench: {} concurrency, {} spans/request ({} bytes), {} spans/trace, {}",
+        "bench: {} concurrency, {} spans/request ({} bytes, {:?} spans), {} spans/trace, {}",
         args.concurrency,
         args.batch_spans,
-        template.bytes.len(),
+        template.request_bytes(),
+        args.span_shape,
         args.spans_per_trace,
         if args.rate > 0 {
             format!("{} spans/s", args.rate)
@@ -619,6 +710,36 @@ mod tests {
             );
         }
         assert!((0..50).any(|i| span_duration(i) > 200_000_000));
+    }
+
+    #[test]
+    fn sdk_shaped_requests_carry_a_services_resource_attributes_and_parent_ids() {
+        let args = Cli::parse_from(["bench", "--span-shape", "sdk"]).bench;
+        let template = Template::new(&args);
+        let mut services = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let (body, traces) = template.instantiate(&mut rand::rng());
+            let per_span = body.len() / 500;
+            assert!((215..=235).contains(&per_span), "{per_span} bytes per span");
+            let request = ExportTraceServiceRequest::decode(&body[..]).expect("decodes");
+            let rs = &request.resource_spans[0];
+            let resource = rs.resource.as_ref().expect("a resource");
+            assert_eq!(resource.attributes.len(), 6);
+            services.insert(format!("{:?}", resource.attributes[0].value));
+            let spans = &rs.scope_spans[0].spans;
+            assert_eq!((spans.len(), traces.len()), (500, 50));
+            for (i, span) in spans.iter().enumerate() {
+                assert_eq!(span.trace_id, traces[i / 10].0);
+                assert!((4..=6).contains(&span.attributes.len()));
+                let root = &spans[i - i % 10];
+                if i % 10 == 0 {
+                    assert!(span.parent_span_id.is_empty());
+                } else {
+                    assert_eq!(span.parent_span_id, root.span_id, "span {i}");
+                }
+            }
+        }
+        assert!(services.len() > 1, "requests of more than one service");
     }
 
     #[test]
