@@ -124,6 +124,17 @@ async fn sigkill_one_ingester_under_load(subnet: u8, wal_store: &str) {
     );
     let during = read_record(&during);
     assert!(during.len() > 500, "{out}");
+    // The pushes the killed ingester missed before the ring dropped it are counted: the
+    // operator's sign that those traces have two copies, not three.
+    assert!(
+        common::metric(
+            &cluster.front,
+            "ringtail_distributor_replica_push_failures_total"
+        )
+        .await
+            > 0.0,
+        "the killed ingester's failed pushes are counted"
+    );
 
     // Every acked span is readable right away.
     let query = cluster.front.http();

@@ -317,6 +317,7 @@ impl Distributor {
         let policy = CallPolicy {
             timeout: self.settings.push_timeout,
             linger: Duration::ZERO,
+            on_failure: count_replica_failure,
         };
         let outcome = call_with_quorum(calls, tracker, policy).await;
         if outcome.reached {
@@ -332,6 +333,25 @@ impl Distributor {
             })
         }
     }
+}
+
+/// Counts a replica's failed push, also one that fails after the client was answered:
+/// each is a trace held by fewer replicas than the factor, which nothing else shows.
+fn count_replica_failure(e: &crate::rpc::quorum::CallError) {
+    use crate::rpc::quorum::CallError;
+    let reason = match e {
+        CallError::TimedOut(_) => "timeout",
+        CallError::Status { code, .. } => match code {
+            tonic::Code::Unavailable => "unavailable",
+            tonic::Code::ResourceExhausted => "resource_exhausted",
+            tonic::Code::InvalidArgument => "invalid_argument",
+            tonic::Code::Cancelled => "cancelled",
+            tonic::Code::DeadlineExceeded => "deadline_exceeded",
+            _ => "other",
+        },
+    };
+    metrics::counter!("ringtail_distributor_replica_push_failures_total", "reason" => reason)
+        .increment(1);
 }
 
 /// The traces of a request that a replica refused because they would exceed the

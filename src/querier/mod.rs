@@ -284,6 +284,7 @@ impl Querier {
         let policy = CallPolicy {
             timeout: self.settings.read_timeout,
             linger: self.settings.read_linger,
+            on_failure: CallPolicy::ignore_failure,
         };
         let outcome = call_with_quorum(calls, tracker, policy).await;
         if !outcome.reached {

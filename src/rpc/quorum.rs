@@ -38,6 +38,14 @@ pub struct CallPolicy {
     /// Once quorum is reached, how much longer to wait for the calls still running
     /// (zero: return at once).
     pub linger: Duration,
+    /// Called with each failed call's error, also of a call that fails after the
+    /// caller has its answer (a write's remaining replica), which nothing else sees.
+    pub on_failure: fn(&CallError),
+}
+
+impl CallPolicy {
+    /// For callers that look at the failures they are given and no others.
+    pub fn ignore_failure(_: &CallError) {}
 }
 
 /// `call`, or [`CallError::TimedOut`] if it takes longer than `timeout`.
@@ -104,6 +112,9 @@ pub async fn call_with_quorum<T: Send + 'static>(
         let tx = tx.clone();
         tokio::spawn(async move {
             let result = with_timeout(policy.timeout, call).await;
+            if let Err(e) = &result {
+                (policy.on_failure)(e);
+            }
             let _ = tx.send(CallOutcome { instance, result }).await;
         });
     }
@@ -149,6 +160,7 @@ mod tests {
         CallPolicy {
             timeout: Duration::from_secs(30),
             linger,
+            on_failure: CallPolicy::ignore_failure,
         }
     }
 
@@ -191,6 +203,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_call_that_fails_after_the_quorum_is_still_reported() {
+        static FAILED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        fn count(e: &CallError) {
+            assert_eq!(*e, CallError::TimedOut(Duration::from_millis(50)));
+            FAILED.fetch_add(1, Ordering::SeqCst);
+        }
+        let calls: Vec<(u16, BoxFuture<'static, Result<(), CallError>>)> = vec![
+            (0, async { Ok(()) }.boxed()),
+            (1, async { Ok(()) }.boxed()),
+            (2, std::future::pending().boxed()),
+        ];
+        let policy = CallPolicy {
+            timeout: Duration::from_millis(50),
+            linger: Duration::ZERO,
+            on_failure: count,
+        };
+        let out = call_with_quorum(calls, group(), policy).await;
+        assert!(out.reached);
+        assert_eq!(FAILED.load(Ordering::SeqCst), 0, "not failed yet");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while FAILED.load(Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never reported");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(FAILED.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn gives_up_as_soon_as_quorum_is_impossible() {
         let calls: Vec<(u16, BoxFuture<'static, Result<(), CallError>>)> = vec![
             (0, async { Err(refused("refused")) }.boxed()),
@@ -222,6 +262,7 @@ mod tests {
         let policy = CallPolicy {
             timeout: Duration::from_millis(20),
             linger: Duration::ZERO,
+            on_failure: CallPolicy::ignore_failure,
         };
         let out = call_with_quorum(calls, group(), policy).await;
         assert!(!out.reached);
