@@ -6,6 +6,7 @@
 # minor page faults during the run (fresh memory the process touched).
 #
 #   scripts/bench-cluster.sh [bench args...]       e.g. --concurrency 16 --duration-secs 20
+#   scripts/bench-cluster.sh --span-shape sdk ...   spans as SDKs send them (the issue figures)
 #   CLUSTER_ARGS="--wal-store sled" scripts/bench-cluster.sh ...   (flags for every node)
 #   BENCH_BIN=/other/ringtail scripts/bench-cluster.sh ...   (the load from another build, to
 #                                                           compare two builds under one load)
@@ -55,3 +56,15 @@ for i in 0 1 2 3; do
 done
 awk -v t="$total" -v s="$spans" 'BEGIN {
   printf "  all        %6.1f CPU-s for %d spans = %.2f CPU-seconds per million spans\n", t, s, t / s * 1e6 }'
+# Pushes a replica failed or refused while the others acked (traces with two copies, not
+# three): a figure with fewer copies written is not the same work.
+prefix=127.0.97
+failed=$(curl -fsS "http://$prefix.100:3200/metrics" 2>/dev/null |
+  awk '/^ringtail_distributor_replica_push_failures_total/ {n += $NF} END {print n + 0}')
+held=0
+for i in 1 2 3; do
+  h=$(curl -fsS "http://$prefix.$i:3200/metrics" 2>/dev/null |
+    awk '/^ringtail_ingester_pushes_held_back_total/ {n += $NF} END {print n + 0}')
+  held=$((held + h))
+done
+echo "  replica pushes failed: $failed; pushes held back for block completions: $held"
