@@ -253,6 +253,16 @@ pub(super) fn behind_on_completions(
     sealed_heads > 1 && sealed_bytes > max_live_bytes
 }
 
+/// Whether a push of `push_bytes` may be held back for completions to catch up while
+/// pushes of `held_bytes` already are: together up to a quarter of `max_live_bytes`
+/// (always one push). Held pushes are in memory and in no budget: when one replica falls
+/// behind, the others ack and clients go on, and its held pushes would grow with the
+/// ingest rate; past this, a push is refused at once (its trace's other replicas take
+/// it, and the distributor counts the replica's failure).
+pub(super) fn may_hold(held_bytes: usize, push_bytes: usize, max_live_bytes: usize) -> bool {
+    held_bytes == 0 || held_bytes + push_bytes <= max_live_bytes / 4
+}
+
 pub(super) fn now_unix() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -296,6 +306,7 @@ fn lower_this_threads_priority() {}
 #[cfg(test)]
 mod tests {
     use super::behind_on_completions as behind;
+    use super::may_hold;
 
     #[test]
     fn pushes_wait_only_while_more_than_one_sealed_head_holds_more_than_the_live_budget() {
@@ -304,5 +315,13 @@ mod tests {
         assert!(!behind(2, 100, 100));
         assert!(behind(2, 101, 100));
         assert!(behind(7, 10_000, 100));
+    }
+
+    #[test]
+    fn held_pushes_stay_within_a_quarter_of_the_live_budget_but_one_is_always_held() {
+        assert!(may_hold(0, 1000, 100), "the first push, however large");
+        assert!(may_hold(10, 15, 100));
+        assert!(!may_hold(10, 16, 100));
+        assert!(!may_hold(25, 1, 100));
     }
 }

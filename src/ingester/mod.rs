@@ -128,6 +128,8 @@ pub(crate) struct Ingester {
     /// their bytes (set by `update_gauges` after each seal and completion).
     sealed_heads: AtomicUsize,
     sealed_bytes: AtomicUsize,
+    /// The bytes of the pushes held back for completions right now (`cut::may_hold`).
+    held_bytes: AtomicUsize,
     serving: AtomicBool,
     /// Set by the drain sequence: pushes are refused with UNAVAILABLE from then on.
     leaving: AtomicBool,
@@ -246,6 +248,7 @@ impl Ingester {
             live_bytes: AtomicUsize::new(live_bytes),
             sealed_heads: AtomicUsize::new(0),
             sealed_bytes: AtomicUsize::new(0),
+            held_bytes: AtomicUsize::new(0),
             serving: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
             last_push_ms: AtomicU64::new(0),
@@ -449,10 +452,12 @@ impl Ingester {
     }
 
     /// While block completions are behind (`cut::behind_on_completions`), holds a push
-    /// back until they catch up, for up to [`COMPLETION_WAIT`]: the ingest rate then
-    /// follows what the encoder keeps up with, and memory stays bounded. Still behind by
-    /// then: [`IngesterError::Behind`] (UNAVAILABLE, retryable).
-    async fn wait_for_completions(&self) -> Result<(), IngesterError> {
+    /// of `bytes` back until they catch up, for up to [`COMPLETION_WAIT`]: the ingest rate
+    /// then follows what the encoder keeps up with, and memory stays bounded. Still
+    /// behind by then, or the pushes held already as large as `cut::may_hold` allows:
+    /// [`IngesterError::Behind`] (UNAVAILABLE, retryable; the trace's other replicas
+    /// take it).
+    async fn wait_for_completions(&self, bytes: usize) -> Result<(), IngesterError> {
         let behind = || {
             let heads = self.sealed_heads.load(Ordering::Relaxed);
             let bytes = self.sealed_bytes.load(Ordering::Relaxed);
@@ -460,6 +465,15 @@ impl Ingester {
                 .then_some((heads, bytes))
         };
         if behind().is_none() {
+            return Ok(());
+        }
+        let held = self.held_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let _held = Held(&self.held_bytes, bytes);
+        if !cut::may_hold(held, bytes, self.policy.max_live_bytes) {
+            if let Some((heads, bytes)) = behind() {
+                metrics::counter!("ringtail_ingester_pushes_deferred_total").increment(1);
+                return Err(IngesterError::Behind { heads, bytes });
+            }
             return Ok(());
         }
         metrics::counter!("ringtail_ingester_pushes_held_back_total").increment(1);
@@ -488,7 +502,7 @@ impl Ingester {
         }
         self.last_push_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        self.wait_for_completions().await?;
+        self.wait_for_completions(body.len()).await?;
         let (tenant, mut segments) =
             decode_push(body.clone(), Check::Strict).inspect_err(|_| {
                 metrics::counter!("ringtail_ingester_pushes_refused_total").increment(1);
@@ -527,6 +541,15 @@ impl Ingester {
         }
         metrics::gauge!("ringtail_ingester_live_traces").increment(added.new_traces as f64);
         Ok(too_large)
+    }
+}
+
+/// A held push's bytes, counted in [`Ingester::held_bytes`] until it goes on or is refused.
+struct Held<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 

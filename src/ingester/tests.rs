@@ -180,7 +180,8 @@ async fn a_push_is_refused_until_serving_and_after_the_drain_begins() {
 /// When block completions fall behind (here: they fail, the local disk refusing the
 /// tenant's folder) so that more than one sealed head holding more than `max_live_bytes`
 /// waits, pushes are held back, and answered UNAVAILABLE after a second, so memory stays
-/// bounded; nothing refused reaches the WAL, and a push held back goes on as soon as the
+/// bounded (as are the pushes held: past `cut::may_hold`, a push is refused at once);
+/// nothing refused reaches the WAL, and a push held back goes on as soon as the
 /// completions catch up.
 #[tokio::test]
 async fn pushes_wait_while_sealed_heads_pile_up_and_go_on_once_completions_catch_up() {
@@ -222,6 +223,19 @@ async fn pushes_wait_while_sealed_heads_pile_up_and_go_on_once_completions_catch
         let ingester = ingester.clone();
         async move { ingester.push(push(4).into()).await }
     });
+    // While one push is held (all that a budget this small allows), the next is refused
+    // at once rather than held in memory too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ingester.held_bytes.load(Ordering::Relaxed) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never held");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused = ingester.push(push(5).into()).await.expect_err("behind");
+    assert!(matches!(refused, IngesterError::Behind { .. }), "{refused}");
+    assert!(
+        !held_back.is_finished(),
+        "refused while the first is still held"
+    );
     std::fs::remove_file(&blocked).expect("remove");
     ingester.run_complete().await.expect("completes");
     held_back
@@ -234,6 +248,7 @@ async fn pushes_wait_while_sealed_heads_pile_up_and_go_on_once_completions_catch
         reopened.find(&tenant, &TraceId([4; 16])).await.is_some(),
         "the push accepted after the wait is in the WAL"
     );
+    assert!(reopened.find(&tenant, &TraceId([5; 16])).await.is_none());
 }
 
 /// Unset, `wal_store` is the file store; a data folder that already holds a sled WAL
