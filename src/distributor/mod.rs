@@ -238,6 +238,16 @@ impl Distributor {
         }
     }
 
+    /// How each replica's push is made: the client is answered at the quorum, and every
+    /// failed push is counted, also one that fails after.
+    fn write_policy(&self) -> CallPolicy {
+        CallPolicy {
+            timeout: self.settings.push_timeout,
+            linger: Duration::ZERO,
+            on_failure: count_replica_failure,
+        }
+    }
+
     /// Sends every ingester one push with all the traces it replicates and waits for the
     /// write quorum of every trace (see [`call_with_quorum`] for the contract). Returns
     /// the traces an acking replica refused as too large (`max_bytes_per_trace`).
@@ -314,12 +324,7 @@ impl Distributor {
             })
             .collect();
         let tracker = QuorumTracker::new(groups, rf.write_quorum());
-        let policy = CallPolicy {
-            timeout: self.settings.push_timeout,
-            linger: Duration::ZERO,
-            on_failure: count_replica_failure,
-        };
-        let outcome = call_with_quorum(calls, tracker, policy).await;
+        let outcome = call_with_quorum(calls, tracker, self.write_policy()).await;
         if outcome.reached {
             Ok(TooLarge::from_answers(
                 &outcome.outcomes,
