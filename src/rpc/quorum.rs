@@ -206,7 +206,7 @@ mod tests {
     async fn a_call_that_fails_after_the_quorum_is_still_reported() {
         static FAILED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         fn count(e: &CallError) {
-            assert_eq!(*e, CallError::TimedOut(Duration::from_millis(50)));
+            assert_eq!(*e, CallError::TimedOut(Duration::from_millis(300)));
             FAILED.fetch_add(1, Ordering::SeqCst);
         }
         let calls: Vec<(u16, BoxFuture<'static, Result<(), CallError>>)> = vec![
@@ -214,8 +214,9 @@ mod tests {
             (1, async { Ok(()) }.boxed()),
             (2, std::future::pending().boxed()),
         ];
+        // Long enough that the quorum is in before the third call times out.
         let policy = CallPolicy {
-            timeout: Duration::from_millis(50),
+            timeout: Duration::from_millis(300),
             linger: Duration::ZERO,
             on_failure: count,
         };
