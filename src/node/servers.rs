@@ -143,6 +143,12 @@ const INTERNAL_PENDING_RESETS: usize = 1024;
 /// 3.98 against 4.39 CPU-s per million spans (BENCHMARKS.md, issue 14, seventh part).
 const INTERNAL_MAX_FRAME: u32 = 128 * 1024;
 
+/// The largest HTTP/2 frame the OTLP gRPC server accepts. With h2's default of 16 KiB, an
+/// SDK's 500-span export (~110 KiB) arrives in seven DATA frames, read in as many pieces
+/// with a wake-up each; at 128 KiB it is one frame. The distributor copies the spans out
+/// of the request before it replicates them, so the larger frame is not kept.
+const OTLP_MAX_FRAME: u32 = 128 * 1024;
+
 /// The ingester's internal gRPC (`grpc_listen`), with mutual TLS when `internal_tls` is set.
 pub(super) fn spawn_internal_grpc(
     bg: &Background,
@@ -190,6 +196,7 @@ pub(super) fn spawn_otlp(
     bg.tasks.spawn(async move {
         let incoming = crate::tls::incoming(listeners.grpc, grpc_tls, "otlp_grpc");
         if let Err(e) = grpc_server()
+            .max_frame_size(OTLP_MAX_FRAME)
             .layer(tower::util::MapResponseLayer::new(
                 distributor::grpc::refuse_oversized_for_good::<tonic::body::Body>,
             ))
