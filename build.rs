@@ -30,6 +30,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .method(
             Method::builder()
+                .name("push_compressed")
+                .route_name("PushCompressed")
+                .input_type("crate::rpc::codec::PushBody")
+                .output_type("crate::rpc::proto::PushResponse")
+                .codec_path("crate::rpc::codec::WireCodec")
+                .build(),
+        )
+        .method(
+            Method::builder()
                 .name("find_trace_by_id")
                 .route_name("FindTraceById")
                 .input_type("crate::rpc::proto::FindTraceRequest")

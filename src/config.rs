@@ -122,6 +122,11 @@ pub struct RawConfig {
     #[arg(long, env = "RINGTAIL_PUSH_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push_timeout_ms: Option<u64>,
+    /// Compress each push's traces (zstd, once per request) before replicating them to
+    /// the ingesters [default: true]
+    #[arg(long, env = "RINGTAIL_COMPRESS_PUSHES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress_pushes: Option<bool>,
     /// Timeout of one lookup on one ingester, ms [default: 2000]
     #[arg(long, env = "RINGTAIL_READ_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -414,6 +419,7 @@ pub struct Config {
     pub advertise_addr: IpAddr,
     pub replication: ReplicationFactor,
     pub push_timeout: Duration,
+    pub compress_pushes: bool,
     pub read_timeout: Duration,
     pub search_timeout: Duration,
     /// Search jobs over the store's blocks run at once per request, and the bytes of
@@ -569,6 +575,7 @@ impl RawConfig {
             advertise_addr: gossip.advertise,
             replication: self.replication()?,
             push_timeout: positive_ms("push_timeout_ms", self.push_timeout_ms, 2000)?,
+            compress_pushes: self.compress_pushes.unwrap_or(true),
             read_timeout: positive_ms("read_timeout_ms", self.read_timeout_ms, 2000)?,
             search_timeout: positive_ms("search_timeout_ms", self.search_timeout_ms, 30_000)?,
             search_concurrent_jobs,

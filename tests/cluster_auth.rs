@@ -177,10 +177,12 @@ fn push_of(tenant: &str, trace: &str, resource_spans: Vec<u8>) -> PushBody {
                 resource_spans: resource_spans.into(),
             }],
             unindexed: Vec::new(),
+            compressed_traces: Default::default(),
         }
         .encode_to_vec()
         .into(),
         own: Default::default(),
+        compressed: false,
     }
 }
 

@@ -12,6 +12,7 @@ fn defaults_are_valid() {
     assert_eq!(c.roles, Roles::ALL);
     assert_eq!(c.replication, ReplicationFactor::default());
     assert_eq!(c.max_recv_msg_size, 16 << 20);
+    assert!(c.compress_pushes);
     assert_eq!(c.wal_sync, WalSync::Always);
     assert_eq!(
         c.http_limits,

@@ -30,7 +30,7 @@ use crate::ring::{
     unindexed_replicas, QuorumTracker, ReplicationFactor, TenantSeed, Token, WriteHealth,
 };
 use crate::rpc::codec::PushBody;
-use crate::rpc::push_frame::{encode_push, encode_unindexed};
+use crate::rpc::push_frame::{encode_push, encode_push_compressed, encode_unindexed, push_len};
 use crate::rpc::quorum::{call_with_quorum, CallPolicy};
 use crate::rpc::IngesterPool;
 
@@ -38,6 +38,8 @@ use crate::rpc::IngesterPool;
 pub(crate) struct DistributorSettings {
     pub replication: ReplicationFactor,
     pub push_timeout: Duration,
+    /// Send pushes with their traces compressed (`compress_pushes`).
+    pub compress_pushes: bool,
     pub multitenancy_enabled: bool,
     pub max_recv_msg_size: usize,
     /// Each tenant's ingestion rate (`ingestion_rate_bytes`, per tenant in the overrides).
@@ -238,6 +240,36 @@ impl Distributor {
         }
     }
 
+    /// The push of `traces` (indices into `split`), and whether its traces are compressed
+    /// (unless `compress_pushes` is off, or compression failed). Refused before anything
+    /// is sent if the push, uncompressed (as the ingester holds it), would be larger than
+    /// `limit`.
+    fn push_body(
+        &self,
+        tenant: &TenantId,
+        traces: &[u32],
+        split: &SplitRequest,
+        limit: usize,
+    ) -> Result<(bytes::Bytes, bool), PushError> {
+        let segments = traces.iter().map(|&t| {
+            let trace = &split.traces[t as usize];
+            (&trace.trace_id.0[..], &trace.resource_spans[..])
+        });
+        let size = push_len(tenant.as_str(), segments.clone());
+        if size > limit {
+            return Err(PushError::PushTooLarge { size, limit });
+        }
+        let compressed = self
+            .settings
+            .compress_pushes
+            .then(|| encode_push_compressed(tenant.as_str(), segments.clone()))
+            .flatten();
+        Ok(match compressed {
+            Some(body) => (body.into(), true),
+            None => (encode_push(tenant.as_str(), segments).into(), false),
+        })
+    }
+
     /// How each replica's push is made: the client is answered at the quorum, and every
     /// failed push is counted, also one that fails after.
     fn write_policy(&self) -> CallPolicy {
@@ -280,42 +312,39 @@ impl Distributor {
                 per_instance[i as usize].push(t as u32);
             }
         }
-        // Ingesters sent the same traces share one body, encoded once (with as many
-        // ingesters as the replication factor, every ingester gets every trace).
-        let mut bodies: Vec<(usize, bytes::Bytes)> = Vec::with_capacity(per_instance.len());
+        // Ingesters sent the same traces share one body, encoded and compressed once
+        // (with as many ingesters as the replication factor, every ingester gets every
+        // trace).
+        let limit = crate::rpc::pool::max_push_bytes(self.settings.max_recv_msg_size);
+        let mut bodies: Vec<(usize, bytes::Bytes, bool)> = Vec::with_capacity(per_instance.len());
         for (i, traces) in per_instance.iter().enumerate() {
             if traces.is_empty() {
                 continue;
             }
             let shared = bodies
                 .iter()
-                .find(|(j, _)| per_instance[*j] == *traces)
-                .map(|(_, body)| body.clone());
-            let body = shared.unwrap_or_else(|| {
-                let segments = traces.iter().map(|&t| {
-                    let trace = &split.traces[t as usize];
-                    (&trace.trace_id.0[..], &trace.resource_spans[..])
-                });
-                bytes::Bytes::from(encode_push(tenant.as_str(), segments))
-            });
-            bodies.push((i, body));
+                .find(|(j, _, _)| per_instance[*j] == *traces)
+                .map(|(_, body, compressed)| (body.clone(), *compressed));
+            let (body, compressed) = match shared {
+                Some(shared) => shared,
+                None => self.push_body(tenant, traces, &split, limit)?,
+            };
+            bodies.push((i, body, compressed));
         }
         let pushes: Vec<(usize, PushBody)> = bodies
             .into_iter()
-            .map(|(i, shared)| {
+            .map(|(i, shared, compressed)| {
                 let own = encode_unindexed(&unindexed[i]).into();
-                (i, PushBody { shared, own })
+                (
+                    i,
+                    PushBody {
+                        shared,
+                        own,
+                        compressed,
+                    },
+                )
             })
             .collect();
-        let limit = crate::rpc::pool::max_push_bytes(self.settings.max_recv_msg_size);
-        if let Some(size) = pushes
-            .iter()
-            .map(|(_, p)| p.shared.len() + p.own.len())
-            .max()
-            .filter(|&s| s > limit)
-        {
-            return Err(PushError::PushTooLarge { size, limit });
-        }
         let calls = pushes
             .into_iter()
             .map(|(i, push)| {

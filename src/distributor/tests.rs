@@ -27,12 +27,22 @@ fn distributor_with_overrides(
     push_timeout: Duration,
     overrides: &[&str],
 ) -> (Arc<Distributor>, FakeIngesters, Vec<SocketAddr>) {
+    distributor_with(push_timeout, overrides, true)
+}
+
+/// [`distributor_with_overrides`], its pushes compressed or not.
+fn distributor_with(
+    push_timeout: Duration,
+    overrides: &[&str],
+    compress_pushes: bool,
+) -> (Arc<Distributor>, FakeIngesters, Vec<SocketAddr>) {
     let ingesters = active_ingesters(3);
     let addrs = ingesters.iter().map(|i| i.grpc).collect();
     let fake = FakeIngesters::default();
     let settings = DistributorSettings {
         replication: ReplicationFactor::default(),
         push_timeout,
+        compress_pushes,
         multitenancy_enabled: false,
         max_recv_msg_size: 4 << 20,
         overrides: Arc::new(crate::overrides::LiveOverrides::fixed(
@@ -86,6 +96,43 @@ fn trace_ids(push: &PushRequest) -> BTreeSet<Vec<u8>> {
 
 fn every_trace(traces: &[u8]) -> BTreeSet<Vec<u8>> {
     traces.iter().map(|&t| vec![t; 16]).collect()
+}
+
+/// Pushes carry their traces compressed by default (what the fakes record is what an
+/// ingester decodes), and plain with `compress_pushes` off; the same traces either way.
+#[tokio::test]
+async fn pushes_are_compressed_unless_turned_off_and_carry_the_same_traces() {
+    for compress in [true, false] {
+        let (distributor, fake, _) = distributor_with(Duration::from_secs(30), &[], compress);
+        let body = request(&[4, 5, 6, 7]);
+        distributor
+            .push(&TenantId::single(), &body)
+            .await
+            .expect("quorum reached");
+        let acked = fake.wait_for_acked_pushes(3).await;
+        for (addr, push) in &acked {
+            assert_eq!(
+                !push.compressed_traces.is_empty(),
+                compress,
+                "compressed at {addr}"
+            );
+            assert_eq!(
+                trace_ids(push),
+                every_trace(&[4, 5, 6, 7]),
+                "traces at {addr}"
+            );
+        }
+        let split = crate::otlp::split_by_trace(&body).expect("valid");
+        let push = &acked[0].1;
+        for t in &split.traces {
+            let sent = push
+                .traces
+                .iter()
+                .find(|s| s.trace_id[..] == t.trace_id.0[..])
+                .expect("sent");
+            assert_eq!(sent.resource_spans, t.resource_spans);
+        }
+    }
 }
 
 #[tokio::test]

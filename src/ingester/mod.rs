@@ -502,11 +502,14 @@ impl Ingester {
         }
         self.last_push_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        self.wait_for_completions(body.len()).await?;
         let (tenant, mut segments) =
             decode_push(body.clone(), Check::Strict).inspect_err(|_| {
                 metrics::counter!("ringtail_ingester_pushes_refused_total").increment(1);
             })?;
+        // What the push holds in memory: its traces, decompressed if they came compressed
+        // (else they are slices of the body).
+        let traces: usize = segments.iter().map(|s| s.data.len()).sum();
+        self.wait_for_completions(body.len().max(traces)).await?;
         let instance = self.instance(&tenant);
         let limit = self
             .policy

@@ -16,9 +16,8 @@ use crate::rpc::proto::{
 
 pub(crate) struct IngesterService(pub(super) Arc<Ingester>);
 
-#[tonic::async_trait]
-impl ingester_server::Ingester for IngesterService {
-    async fn push(&self, request: Request<PushBody>) -> Result<Response<PushResponse>, Status> {
+impl IngesterService {
+    async fn store(&self, request: Request<PushBody>) -> Result<Response<PushResponse>, Status> {
         let started = Instant::now();
         let result = self.0.push(request.into_inner().into_bytes()).await;
         metrics::histogram!("ringtail_ingester_push_duration_seconds")
@@ -26,6 +25,23 @@ impl ingester_server::Ingester for IngesterService {
         result
             .map(|too_large| Response::new(PushResponse { too_large }))
             .map_err(|e| grpc_status(&e))
+    }
+}
+
+#[tonic::async_trait]
+impl ingester_server::Ingester for IngesterService {
+    async fn push(&self, request: Request<PushBody>) -> Result<Response<PushResponse>, Status> {
+        self.store(request).await
+    }
+
+    /// A push whose traces are compressed (`compressed_traces`). The body says which it
+    /// is, so both methods store it the same way; the method exists so that a distributor
+    /// never sends compressed traces to an ingester that would not read them.
+    async fn push_compressed(
+        &self,
+        request: Request<PushBody>,
+    ) -> Result<Response<PushResponse>, Status> {
+        self.store(request).await
     }
 
     async fn find_trace_by_id(

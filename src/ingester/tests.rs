@@ -426,3 +426,127 @@ fn an_unindexed_index_past_the_segments_is_refused_but_replayed() {
     let indexed: Vec<bool> = segments.iter().map(|s| s.indexed).collect();
     assert_eq!(indexed, [true, false]);
 }
+
+/// A push whose traces came compressed is stored, found, and replayed from the WAL (which
+/// keeps it compressed, as it came) after a restart.
+#[tokio::test]
+async fn a_compressed_push_is_found_and_replays_from_the_wal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = tempfile::tempdir().expect("tempdir");
+    let tenant = TenantId::parse("t").expect("tenant");
+    let ingester = open_in(dir.path(), store.path());
+    let compressed = super::push::test_push_compressed(3, &[]);
+    ingester.push(compressed).await.expect("accepted");
+    let other = tempfile::tempdir().expect("tempdir");
+    let plain = open_in(other.path(), store.path());
+    plain.push(push(3).into()).await.expect("accepted");
+    for t in 1..=3u8 {
+        let id = TraceId([t; 16]);
+        assert_eq!(
+            ingester.find(&tenant, &id).await,
+            plain.find(&tenant, &id).await,
+            "trace {t} as the plain push stores it"
+        );
+    }
+    drop(ingester);
+    let reopened = open_in(dir.path(), store.path());
+    assert_eq!(reopened.live_trace_count(), 3, "replayed from the WAL");
+    let id = TraceId([2; 16]);
+    assert!(reopened.find(&tenant, &id).await.is_some());
+    assert_eq!(
+        reopened.find(&tenant, &id).await,
+        plain.find(&tenant, &id).await
+    );
+}
+
+/// The internal gRPC service of an ingester of an earlier version, which has no
+/// `PushCompressed`: tonic answers a method a service lacks with UNIMPLEMENTED.
+/// It counts the calls it refused.
+#[derive(Clone)]
+struct EarlierVersion<S>(S, Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S> tonic::server::NamedService for EarlierVersion<S> {
+    const NAME: &'static str = "ringtail.v1.Ingester";
+}
+
+impl<S, B> tower::Service<http::Request<tonic::body::Body>> for EarlierVersion<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Send,
+    S::Future: Send + 'static,
+    B: Default + Send + 'static,
+{
+    type Response = http::Response<B>;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        use futures::FutureExt;
+        if request.uri().path() == "/ringtail.v1.Ingester/PushCompressed" {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let refused = tonic::Status::unimplemented("no such method").into_http();
+            return async move { Ok(refused) }.boxed();
+        }
+        self.0.call(request).boxed()
+    }
+}
+
+/// A distributor's compressed push to an ingester of an earlier version (rolling
+/// upgrades) goes through as a plain push: over real gRPC, the ingester stores the traces.
+#[tokio::test]
+async fn a_compressed_push_to_an_ingester_without_the_method_is_sent_plain() {
+    use crate::rpc::ingester_client::IngesterPool;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = tempfile::tempdir().expect("tempdir");
+    let ingester = open_in(dir.path(), store.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let service = EarlierVersion(
+        crate::rpc::ingester_service::ingester_server::IngesterServer::new(
+            super::service::IngesterService(ingester.clone()),
+        ),
+        refusals.clone(),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                crate::tls::incoming(listener, None, "test"),
+                stop.clone().cancelled_owned(),
+            ),
+    );
+    let clients = crate::rpc::pool::IngesterClients::new(Default::default(), None);
+    let compressed = super::push::test_push_compressed(3, &[]);
+    let body = crate::rpc::codec::PushBody {
+        shared: compressed,
+        own: Bytes::new(),
+        compressed: true,
+    };
+    let refused = clients.client(addr).push(body).await.expect("stored");
+    assert!(refused.is_empty());
+    assert_eq!(
+        refusals.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "tried compressed once, then sent plain"
+    );
+    let tenant = TenantId::parse("t").expect("tenant");
+    for t in 1..=3u8 {
+        assert!(ingester.find(&tenant, &TraceId([t; 16])).await.is_some());
+    }
+    stop.cancel();
+    server.await.expect("joins").expect("served");
+}

@@ -77,6 +77,7 @@ pub(super) fn distributor(
         DistributorSettings {
             replication: config.replication,
             push_timeout: config.push_timeout,
+            compress_pushes: config.compress_pushes,
             multitenancy_enabled: config.multitenancy_enabled,
             max_recv_msg_size: config.max_recv_msg_size,
             overrides: config.cut.overrides.clone(),

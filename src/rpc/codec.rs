@@ -23,6 +23,9 @@ pub struct RawBytes(pub Bytes);
 pub struct PushBody {
     pub shared: Bytes,
     pub own: Bytes,
+    /// The traces are in `compressed_traces` (sent with `PushCompressed`). Not read from
+    /// the wire: a received push says so in its bytes.
+    pub compressed: bool,
 }
 
 impl PushBody {
@@ -67,6 +70,7 @@ impl WireDecode for PushBody {
         Ok(PushBody {
             shared: Bytes::from(push),
             own: Bytes::new(),
+            compressed: false,
         })
     }
 }

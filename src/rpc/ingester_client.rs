@@ -57,14 +57,41 @@ pub trait IngesterPool: Send + Sync {
     fn client(&self, addr: SocketAddr) -> Box<dyn IngesterApi>;
 }
 
+/// `body` (compressed) as a plain push, for an ingester without `PushCompressed`.
+fn plain_push(body: PushBody) -> Result<PushBody, CallError> {
+    metrics::counter!("ringtail_distributor_plain_push_fallbacks_total").increment(1);
+    let plain = super::push_frame::plain_of(&body.into_bytes(), super::pool::MAX_INTERNAL_MESSAGE)
+        .map_err(|e| CallError::Status {
+            code: tonic::Code::Internal,
+            message: format!("could not send a plain push: {e}"),
+        })?;
+    Ok(PushBody {
+        shared: plain.into(),
+        own: Bytes::new(),
+        compressed: false,
+    })
+}
+
 // The generated methods are called by path: they take `&mut self`, so method syntax
 // would pick this trait's `&self` methods first and recurse.
 impl IngesterApi for Client {
     fn push(&self, body: PushBody) -> BoxFuture<'static, Result<Vec<u32>, CallError>> {
         let mut client = self.clone();
         async move {
-            let answer = IngesterClient::push(&mut client, body).await?.into_inner();
-            Ok(answer.too_large)
+            if !body.compressed {
+                let answer = IngesterClient::push(&mut client, body).await?.into_inner();
+                return Ok(answer.too_large);
+            }
+            match IngesterClient::push_compressed(&mut client, body.clone()).await {
+                Ok(answer) => Ok(answer.into_inner().too_large),
+                // An ingester of an earlier version: the same push, plain.
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    let plain = plain_push(body)?;
+                    let answer = IngesterClient::push(&mut client, plain).await?.into_inner();
+                    Ok(answer.too_large)
+                }
+                Err(status) => Err(status.into()),
+            }
         }
         .boxed()
     }

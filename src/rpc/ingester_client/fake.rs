@@ -154,10 +154,24 @@ impl IngesterApi for FakeIngester {
     fn push(&self, body: PushBody) -> BoxFuture<'static, Result<Vec<u32>, CallError>> {
         let (script, addr, inner) = (self.script(), self.addr, self.inner.clone());
         async move {
-            let push = PushRequest::decode(body.into_bytes()).map_err(|e| CallError::Status {
+            let malformed = |e: String| CallError::Status {
                 code: tonic::Code::InvalidArgument,
-                message: format!("malformed protobuf: {e}"),
-            })?;
+                message: format!("malformed push: {e}"),
+            };
+            let mut push =
+                PushRequest::decode(body.into_bytes()).map_err(|e| malformed(e.to_string()))?;
+            // Compressed traces are read as an ingester reads them (and the field is
+            // kept, so a test sees how the push came).
+            if !push.compressed_traces.is_empty() {
+                let traces = crate::rpc::push_frame::decompress_traces(
+                    &push.compressed_traces,
+                    crate::rpc::pool::MAX_INTERNAL_MESSAGE,
+                )
+                .map_err(|e| malformed(e.to_string()))?;
+                let traces = PushRequest::decode(Bytes::from(traces))
+                    .map_err(|e| malformed(e.to_string()))?;
+                push.traces.extend(traces.traces);
+            }
             script.play().await?;
             inner.acked.send_modify(|acked| acked.push((addr, push)));
             Ok(Vec::new())
