@@ -32,7 +32,7 @@ use bytes::Bytes;
 use instance::Instance;
 pub(crate) use local_blocks::LocalBlockError;
 pub(crate) use push::PushDecodeError;
-use push::{decode_push, Check};
+use push::{decode_push, decode_push_within, Check};
 pub(crate) use service::IngesterService;
 use upload_health::UploadHealth;
 use wal::{FileStore, ReplayStats, SledStore, Wal, WalError, WalStoreKind, WalSync};
@@ -322,7 +322,7 @@ impl Ingester {
         keys: Option<Arc<ClusterKeys>>,
         max_push_bytes: usize,
     ) -> InterceptedService<IngesterServer<IngesterService>, RequireCredential> {
-        let server = IngesterServer::new(IngesterService(self.clone()))
+        let server = IngesterServer::new(IngesterService(self.clone(), max_push_bytes))
             .max_decoding_message_size(max_push_bytes)
             .max_encoding_message_size(crate::rpc::pool::MAX_INTERNAL_MESSAGE);
         InterceptedService::new(server, RequireCredential(keys))
@@ -493,17 +493,30 @@ impl Ingester {
         }
     }
 
+    /// [`Self::push_within`] any internal message's size.
+    #[cfg(test)]
+    pub(crate) async fn push(&self, body: Bytes) -> Result<Vec<u32>, IngesterError> {
+        self.push_within(body, crate::rpc::pool::MAX_INTERNAL_MESSAGE)
+            .await
+    }
+
     /// Stores a distributor's push; returns the indices of the segments refused because
     /// their trace would exceed the tenant's `max_bytes_per_trace` (the rest is stored,
-    /// and only the rest goes into the WAL).
-    pub(crate) async fn push(&self, body: Bytes) -> Result<Vec<u32>, IngesterError> {
+    /// and only the rest goes into the WAL). A push whose traces came compressed is
+    /// refused if they are more than `max_push_bytes` (what the gRPC server allows a
+    /// plain push).
+    pub(crate) async fn push_within(
+        &self,
+        body: Bytes,
+        max_push_bytes: usize,
+    ) -> Result<Vec<u32>, IngesterError> {
         if !self.is_serving() {
             return Err(IngesterError::Starting);
         }
         self.last_push_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let (tenant, mut segments) =
-            decode_push(body.clone(), Check::Strict).inspect_err(|_| {
+            decode_push_within(body.clone(), Check::Strict, max_push_bytes).inspect_err(|_| {
                 metrics::counter!("ringtail_ingester_pushes_refused_total").increment(1);
             })?;
         // What the push holds in memory: its traces, decompressed if they came compressed

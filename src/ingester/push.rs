@@ -44,12 +44,22 @@ pub(super) fn decode_push(
     body: Bytes,
     check: Check,
 ) -> Result<(TenantId, Vec<Segment>), PushDecodeError> {
+    decode_push_within(body, check, MAX_INTERNAL_MESSAGE)
+}
+
+/// [`decode_push`], with compressed traces of at most `limit` bytes decompressed (the
+/// bound tonic puts on a plain push: its whole message).
+pub(super) fn decode_push_within(
+    body: Bytes,
+    check: Check,
+    limit: usize,
+) -> Result<(TenantId, Vec<Segment>), PushDecodeError> {
     let mut push = PushRequest::decode(body)?;
     let tenant = TenantId::parse(&push.tenant)?;
     if !push.compressed_traces.is_empty() {
         // The traces come out in one buffer, which their segments then share. A frame
-        // claiming more than any internal message may hold is refused unread.
-        let traces = decompress_traces(&push.compressed_traces, MAX_INTERNAL_MESSAGE)?;
+        // claiming more than `limit` is refused unread.
+        let traces = decompress_traces(&push.compressed_traces, limit)?;
         push.traces
             .extend(PushRequest::decode(Bytes::from(traces))?.traces);
         push.compressed_traces = Bytes::new();
@@ -196,7 +206,7 @@ mod tests {
     /// and unindexed ones; as a plain push again it is the plain push's bytes.
     #[test]
     fn a_compressed_push_decodes_to_the_plain_pushes_segments() {
-        use crate::rpc::push_frame::{encode_unindexed, plain_of};
+        use crate::rpc::push_frame::{encode_unindexed, plain_of, DecompressError};
         let mut plain = push(6);
         plain.extend_from_slice(&encode_unindexed(&[1, 4]));
         let compressed = test_push_compressed(6, &[1, 4]);
@@ -217,6 +227,14 @@ mod tests {
         assert_eq!(facts(&a), facts(&b));
         assert_eq!(b.iter().filter(|s| !s.indexed).count(), 2);
         assert_eq!(plain_of(&compressed, 1 << 20).expect("plain again"), plain);
+        // Over the push size the gRPC server allows, decompressed: refused.
+        let within = decode_push_within(compressed, Check::Strict, plain.len() / 2);
+        assert!(matches!(
+            within.err(),
+            Some(PushDecodeError::Compressed(
+                DecompressError::TooLarge { .. }
+            ))
+        ));
     }
 
     /// A compressed push that claims more than the limit, says no size, or is damaged

@@ -14,12 +14,16 @@ use crate::rpc::proto::{
     SearchTagsRequest, SearchTagsResponse,
 };
 
-pub(crate) struct IngesterService(pub(super) Arc<Ingester>);
+/// The ingester, and the largest push it takes (`max_push_bytes`).
+pub(crate) struct IngesterService(pub(super) Arc<Ingester>, pub(super) usize);
 
 impl IngesterService {
     async fn store(&self, request: Request<PushBody>) -> Result<Response<PushResponse>, Status> {
         let started = Instant::now();
-        let result = self.0.push(request.into_inner().into_bytes()).await;
+        let result = self
+            .0
+            .push_within(request.into_inner().into_bytes(), self.1)
+            .await;
         metrics::histogram!("ringtail_ingester_push_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         result

@@ -516,7 +516,7 @@ async fn a_compressed_push_to_an_ingester_without_the_method_is_sent_plain() {
     let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let service = EarlierVersion(
         crate::rpc::ingester_service::ingester_server::IngesterServer::new(
-            super::service::IngesterService(ingester.clone()),
+            super::service::IngesterService(ingester.clone(), 1 << 20),
         ),
         refusals.clone(),
     );

@@ -146,7 +146,10 @@ const INTERNAL_MAX_FRAME: u32 = 128 * 1024;
 /// The largest HTTP/2 frame the OTLP gRPC server accepts. With h2's default of 16 KiB, an
 /// SDK's 500-span export (~110 KiB) arrives in seven DATA frames, read in as many pieces
 /// with a wake-up each; at 128 KiB it is one frame. The distributor copies the spans out
-/// of the request before it replicates them, so the larger frame is not kept.
+/// of the request before it replicates them, so the larger frame is not kept. Clients
+/// built on h2 (tonic: the Rust SDK's exporter, `ringtail bench`) send frames up to the
+/// server's limit; grpc-go, which the Collector uses, writes at most 16 KiB per frame
+/// whatever the server allows, so its exports arrive as before.
 const OTLP_MAX_FRAME: u32 = 128 * 1024;
 
 /// The ingester's internal gRPC (`grpc_listen`), with mutual TLS when `internal_tls` is set.
