@@ -29,18 +29,65 @@
 //! replays those traces once more into a later block: the same spans in two blocks,
 //! which reads de-duplicate; never a half-visible or twice-listed block.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::instance::{Head, Instance};
 use super::live::choose_to_free;
 use super::local_blocks::{self, LocalBlockError};
-use super::{CutScope, Ingester, RoundStats};
+use super::{CutScope, Ingester, IngesterError, RoundStats};
 use crate::storage::block::{self, BlockInfo, BlockMeta, BlockTrace, EncodedBlock};
 use crate::storage::tenant_segment;
 
+/// The longest a push waits for block completions to catch up (see
+/// [`Ingester::wait_for_completions`]); well below the distributors' push timeout (2 s by
+/// default), so a push that still cannot go on is answered UNAVAILABLE, not timed out.
+const COMPLETION_WAIT: Duration = Duration::from_millis(1000);
+
 impl Ingester {
+    /// While block completions are behind ([`behind_on_completions`]), holds a push
+    /// of `bytes` back until they catch up, for up to [`COMPLETION_WAIT`]: the ingest rate
+    /// then follows what the encoder keeps up with, and memory stays bounded. Still
+    /// behind by then, or the pushes held already as large as [`may_hold`] allows:
+    /// [`IngesterError::Behind`] (UNAVAILABLE, retryable; the trace's other replicas
+    /// take it).
+    pub(super) async fn wait_for_completions(&self, bytes: usize) -> Result<(), IngesterError> {
+        let behind = || {
+            let heads = self.sealed_heads.load(Ordering::Relaxed);
+            let bytes = self.sealed_bytes.load(Ordering::Relaxed);
+            behind_on_completions(heads, bytes, self.policy.max_live_bytes)
+                .then_some((heads, bytes))
+        };
+        if behind().is_none() {
+            return Ok(());
+        }
+        let held = self.held_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let _held = Held(&self.held_bytes, bytes);
+        if !may_hold(held, bytes, self.policy.max_live_bytes) {
+            if let Some((heads, bytes)) = behind() {
+                metrics::counter!("ringtail_ingester_pushes_deferred_total").increment(1);
+                return Err(IngesterError::Behind { heads, bytes });
+            }
+            return Ok(());
+        }
+        metrics::counter!("ringtail_ingester_pushes_held_back_total").increment(1);
+        let deadline = tokio::time::Instant::now() + COMPLETION_WAIT;
+        loop {
+            let counted = self.sealed_counted.notified();
+            tokio::pin!(counted);
+            // Registered before the check, so a count between the two is not missed.
+            counted.as_mut().enable();
+            let Some((heads, bytes)) = behind() else {
+                return Ok(());
+            };
+            if tokio::time::timeout_at(deadline, counted).await.is_err() {
+                metrics::counter!("ringtail_ingester_pushes_deferred_total").increment(1);
+                return Err(IngesterError::Behind { heads, bytes });
+            }
+        }
+    }
+
     /// Moves idle traces (all of them when `scope` is `All`, none when `Budget`) into head
     /// blocks, then traces over the memory budget, and seals the head blocks that are due
     /// (all with `All`). It never waits for a completion: memory stays within
@@ -267,6 +314,15 @@ pub(super) fn now_unix() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
+}
+
+/// A held push's bytes, counted in [`Ingester::held_bytes`] until it goes on or is refused.
+struct Held<'a>(&'a AtomicUsize, usize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
 }
 
 /// Runs `work` (a block's zstd encoding and fsynced local writes: up to a few hundred ms of

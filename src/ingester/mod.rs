@@ -99,11 +99,6 @@ pub(crate) struct RoundStats {
     pub blocks_quarantined: usize,
 }
 
-/// The longest a push waits for block completions to catch up (see
-/// [`Ingester::wait_for_completions`]); well below the distributors' push timeout (2 s by
-/// default), so a push that still cannot go on is answered UNAVAILABLE, not timed out.
-const COMPLETION_WAIT: Duration = Duration::from_millis(1000);
-
 /// What a cut round moves out of the live traces and seals.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum CutScope {
@@ -451,48 +446,6 @@ impl Ingester {
         metrics::gauge!("ringtail_ingester_wal_disk_bytes").set(self.wal.size_on_disk() as f64);
     }
 
-    /// While block completions are behind (`cut::behind_on_completions`), holds a push
-    /// of `bytes` back until they catch up, for up to [`COMPLETION_WAIT`]: the ingest rate
-    /// then follows what the encoder keeps up with, and memory stays bounded. Still
-    /// behind by then, or the pushes held already as large as `cut::may_hold` allows:
-    /// [`IngesterError::Behind`] (UNAVAILABLE, retryable; the trace's other replicas
-    /// take it).
-    async fn wait_for_completions(&self, bytes: usize) -> Result<(), IngesterError> {
-        let behind = || {
-            let heads = self.sealed_heads.load(Ordering::Relaxed);
-            let bytes = self.sealed_bytes.load(Ordering::Relaxed);
-            cut::behind_on_completions(heads, bytes, self.policy.max_live_bytes)
-                .then_some((heads, bytes))
-        };
-        if behind().is_none() {
-            return Ok(());
-        }
-        let held = self.held_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let _held = Held(&self.held_bytes, bytes);
-        if !cut::may_hold(held, bytes, self.policy.max_live_bytes) {
-            if let Some((heads, bytes)) = behind() {
-                metrics::counter!("ringtail_ingester_pushes_deferred_total").increment(1);
-                return Err(IngesterError::Behind { heads, bytes });
-            }
-            return Ok(());
-        }
-        metrics::counter!("ringtail_ingester_pushes_held_back_total").increment(1);
-        let deadline = tokio::time::Instant::now() + COMPLETION_WAIT;
-        loop {
-            let counted = self.sealed_counted.notified();
-            tokio::pin!(counted);
-            // Registered before the check, so a count between the two is not missed.
-            counted.as_mut().enable();
-            let Some((heads, bytes)) = behind() else {
-                return Ok(());
-            };
-            if tokio::time::timeout_at(deadline, counted).await.is_err() {
-                metrics::counter!("ringtail_ingester_pushes_deferred_total").increment(1);
-                return Err(IngesterError::Behind { heads, bytes });
-            }
-        }
-    }
-
     /// [`Self::push_within`] any internal message's size.
     #[cfg(test)]
     pub(crate) async fn push(&self, body: Bytes) -> Result<Vec<u32>, IngesterError> {
@@ -557,15 +510,6 @@ impl Ingester {
         }
         metrics::gauge!("ringtail_ingester_live_traces").increment(added.new_traces as f64);
         Ok(too_large)
-    }
-}
-
-/// A held push's bytes, counted in [`Ingester::held_bytes`] until it goes on or is refused.
-struct Held<'a>(&'a AtomicUsize, usize);
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 
