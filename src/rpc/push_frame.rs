@@ -1,7 +1,8 @@
 //! A distributor's push to one ingester, encoded straight from the request's trace
 //! segments: the bytes prost writes for `PushRequest { tenant, traces }`, with no
 //! per-trace message, ID buffer or reference count on the way (the span bytes are copied
-//! once, into the body).
+//! once, into the body). For `PushCompressed`, the same `traces` bytes go into one zstd
+//! frame (`compressed_traces`), which the ingester decompresses once.
 
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
