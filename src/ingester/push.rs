@@ -7,7 +7,7 @@ use super::live::Segment;
 use crate::model::{TenantId, TraceId};
 use crate::rpc::pool::MAX_INTERNAL_MESSAGE;
 use crate::rpc::proto::PushRequest;
-use crate::rpc::push_frame::{decompress_traces, DecompressError};
+use crate::rpc::push_frame::{expand_traces, DecompressError};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PushDecodeError {
@@ -56,14 +56,8 @@ pub(super) fn decode_push_within(
 ) -> Result<(TenantId, Vec<Segment>), PushDecodeError> {
     let mut push = PushRequest::decode(body)?;
     let tenant = TenantId::parse(&push.tenant)?;
-    if !push.compressed_traces.is_empty() {
-        // The traces come out in one buffer, which their segments then share. A frame
-        // claiming more than `limit` is refused unread.
-        let traces = decompress_traces(&push.compressed_traces, limit)?;
-        push.traces
-            .extend(PushRequest::decode(Bytes::from(traces))?.traces);
-        push.compressed_traces = Bytes::new();
-    }
+    // A frame claiming more than `limit` is refused unread.
+    expand_traces(&mut push, limit)?;
     let mut segments = Vec::with_capacity(push.traces.len());
     for (index, t) in push.traces.into_iter().enumerate() {
         let trace = TraceId::from_bytes(&t.trace_id)?;

@@ -5,6 +5,9 @@
 //! frame (`compressed_traces`), which the ingester decompresses once.
 
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+use prost::Message;
+
+use crate::rpc::proto::PushRequest;
 
 const PUSH_TENANT: u32 = 1;
 const PUSH_TRACES: u32 = 2;
@@ -140,16 +143,28 @@ pub fn decompress_traces(packed: &[u8], limit: usize) -> Result<Vec<u8>, Decompr
     }
 }
 
+/// Appends a decoded push's `compressed_traces` (at most `limit` bytes decompressed) to its
+/// `traces`, after any plain ones; the segments share the decompressed buffer. The field
+/// is left as it came, so a caller can still tell how the push was sent.
+pub fn expand_traces(push: &mut PushRequest, limit: usize) -> Result<(), DecompressError> {
+    if push.compressed_traces.is_empty() {
+        return Ok(());
+    }
+    let traces = decompress_traces(&push.compressed_traces, limit)?;
+    let inner =
+        PushRequest::decode(bytes::Bytes::from(traces)).map_err(|_| DecompressError::Damaged)?;
+    push.traces.extend(inner.traces);
+    Ok(())
+}
+
 /// A push as `Push` takes it, from one made for `PushCompressed` (for an ingester of an
-/// earlier version): the tenant, the traces decompressed, and whatever followed.
+/// earlier version): the tenant, every trace plain, and the unindexed ones.
 pub fn plain_of(push: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
-    use prost::Message;
-    let decoded =
-        crate::rpc::proto::PushRequest::decode(push).map_err(|_| DecompressError::Damaged)?;
+    let mut decoded = PushRequest::decode(push).map_err(|_| DecompressError::Damaged)?;
     if decoded.compressed_traces.is_empty() {
         return Ok(push.to_vec());
     }
-    let traces = decompress_traces(&decoded.compressed_traces, limit)?;
+    expand_traces(&mut decoded, limit)?;
     let mut buf = encode_push(
         &decoded.tenant,
         decoded
@@ -157,7 +172,6 @@ pub fn plain_of(push: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
             .iter()
             .map(|t| (&t.trace_id[..], &t.resource_spans[..])),
     );
-    buf.extend_from_slice(&traces);
     buf.extend_from_slice(&encode_unindexed(&decoded.unindexed));
     Ok(buf)
 }

@@ -162,16 +162,11 @@ impl IngesterApi for FakeIngester {
                 PushRequest::decode(body.into_bytes()).map_err(|e| malformed(e.to_string()))?;
             // Compressed traces are read as an ingester reads them (and the field is
             // kept, so a test sees how the push came).
-            if !push.compressed_traces.is_empty() {
-                let traces = crate::rpc::push_frame::decompress_traces(
-                    &push.compressed_traces,
-                    crate::rpc::pool::MAX_INTERNAL_MESSAGE,
-                )
-                .map_err(|e| malformed(e.to_string()))?;
-                let traces = PushRequest::decode(Bytes::from(traces))
-                    .map_err(|e| malformed(e.to_string()))?;
-                push.traces.extend(traces.traces);
-            }
+            crate::rpc::push_frame::expand_traces(
+                &mut push,
+                crate::rpc::pool::MAX_INTERNAL_MESSAGE,
+            )
+            .map_err(|e| malformed(e.to_string()))?;
             script.play().await?;
             inner.acked.send_modify(|acked| acked.push((addr, push)));
             Ok(Vec::new())
